@@ -1,0 +1,267 @@
+"""recipe.yaml -> one merged document + the position of every key and value.
+
+YAML is read with PyYAML's *safe* resolver, but we build the Python objects ourselves from the node
+tree: that is where positions come from, and it lets us reject duplicate keys and every non-standard
+tag (e.g. `!!python/object`) with the line they are on instead of a constructor traceback."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import RecipeError, ValidationError, Where
+
+Path_ = tuple  # a location inside the document: ("sources", "tang", "path"), list indices as ints
+
+class _Loader(yaml.SafeLoader):
+    """Safe loader that also reads YAML 1.2 floats: PyYAML alone turns `1e-4` into the string '1e-4'."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+_SCALARS = _Loader("")  # used only for its scalar constructors (int, float, bool, null, str)
+_SAFE_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
+
+
+@dataclass
+class Document:
+    data: dict
+    values: dict = field(default_factory=dict)  # path -> Where of the value
+    keys: dict = field(default_factory=dict)    # path -> Where of the key that holds it
+    files: list = field(default_factory=list)   # every file read, leaf first (for fingerprints and diff)
+
+    def where(self, path: Path_) -> Where | None:
+        """The closest known position: the value itself, else its key, else an ancestor."""
+        path = tuple(path)
+        while True:
+            w = self.values.get(path) or self.keys.get(path)
+            if w or not path:
+                return w
+            path = path[:-1]
+
+    def key_where(self, path: Path_) -> Where | None:
+        return self.keys.get(tuple(path)) or self.where(path)
+
+
+def _display(file: Path) -> str:
+    try:
+        rel = os.path.relpath(file)
+    except ValueError:
+        return str(file)
+    return str(file) if rel.startswith(os.pardir + os.sep + os.pardir) else rel
+
+
+def read_yaml(file: Path) -> Document:
+    """One YAML file -> Document (no extends, no interpolation)."""
+    name = _display(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"recipe file not found: {name}") from None
+    except UnicodeDecodeError as e:
+        raise RecipeError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise RecipeError(f"cannot read {name}: {e.strerror}") from None
+    try:
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = Where(name, mark.line + 1, mark.column + 1) if mark else Where(name)
+        raise ValidationError([RecipeError(f"YAML syntax: {e.problem or e.context}", where)], name) from None
+    except yaml.YAMLError as e:
+        raise ValidationError([RecipeError(f"YAML: {e}", Where(name))], name) from None
+    doc = Document(data={}, files=[file])
+    if node is None:
+        raise ValidationError([RecipeError("the recipe is empty; it must be a mapping with at least "
+                                           "`recipe`, `model` and `sources`", Where(name, 1, 1))], name)
+    problems: list[RecipeError] = []
+    data = _construct(node, (), doc, name, problems)
+    if not problems and not isinstance(data, dict):
+        problems.append(RecipeError(f"the recipe must be a mapping of keys (recipe:, model:, sources: ...), "
+                                    f"not a {type(data).__name__}", _at(node, name)))
+    if problems:
+        raise ValidationError(problems, name)
+    doc.data = data
+    return doc
+
+
+def _at(node: yaml.Node, name: str) -> Where:
+    return Where(name, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+def _construct(node: yaml.Node, path: Path_, doc: Document, name: str, problems: list) -> Any:
+    doc.values[path] = _at(node, name)
+    if node.tag not in _SAFE_TAGS and not node.tag.startswith("tag:yaml.org,2002:timestamp"):
+        problems.append(RecipeError(f"the tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is not allowed: "
+                                    "recipes are plain data (no Python objects)", _at(node, name)))
+        return None
+    if isinstance(node, yaml.MappingNode):
+        out: dict = {}
+        for knode, vnode in node.value:
+            if knode.tag == "tag:yaml.org,2002:merge":
+                problems.append(RecipeError("YAML merge keys (<<) are not supported; use `extends:`", _at(knode, name)))
+                continue
+            key = _construct(knode, path + ("<key>",), doc, name, problems)
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                problems.append(RecipeError(f"keys must be strings, not {key!r}", _at(knode, name)))
+                continue
+            key = str(key)
+            if key in out:
+                first = doc.keys[path + (key,)]
+                problems.append(RecipeError(f"duplicate key '{key}' (first defined at line {first.line}); "
+                                            "remove one of them", _at(knode, name)))
+                continue
+            doc.keys[path + (key,)] = _at(knode, name)
+            out[key] = _construct(vnode, path + (key,), doc, name, problems)
+        doc.values.pop(path + ("<key>",), None)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_construct(v, path + (i,), doc, name, problems) for i, v in enumerate(node.value)]
+    value = _SCALARS.construct_object(node)
+    _SCALARS.constructed_objects.clear()
+    if node.tag.startswith("tag:yaml.org,2002:timestamp"):
+        value = node.value  # a date stays the text the user wrote; JSON has no date type
+    return value
+
+
+# --- extends ---------------------------------------------------------------------------------------
+
+def _merge(base: Document, over: Document) -> Document:
+    """Key-by-key merge (OmegaConf semantics: mappings merge, everything else - lists too - replaces)."""
+    out = Document(data={}, files=over.files + [f for f in base.files if f not in over.files])
+
+    def walk(b: Any, o: Any, path: Path_) -> Any:
+        if isinstance(b, dict) and isinstance(o, dict):
+            merged = {}
+            for k in list(b) + [k for k in o if k not in b]:
+                p = path + (k,)
+                if k in o:
+                    merged[k] = walk(b.get(k), o[k], p) if k in b else _copy(over, o[k], p)
+                    out.keys[p] = over.keys.get(p) or base.keys.get(p)
+                else:
+                    merged[k] = _copy(base, b[k], p)
+                    out.keys[p] = base.keys.get(p)
+            out.values[path] = over.values.get(path) or base.values.get(path)
+            return merged
+        return _copy(over, o, path)
+
+    def _copy(src: Document, v: Any, path: Path_) -> Any:
+        for table, dst in ((src.values, out.values), (src.keys, out.keys)):
+            for p, w in table.items():
+                if p[:len(path)] == path:
+                    dst[p] = w
+        return v
+
+    out.data = walk(base.data, over.data, ())
+    return out
+
+
+def load_document(file: Path, overrides: tuple[str, ...] = (), _stack: tuple = ()) -> Document:
+    """Read a recipe with its `extends` chain and `--set` overrides; interpolation is resolved last."""
+    file = Path(file).resolve()
+    doc = read_yaml(file)
+    if _stack:
+        return _with_bases(doc, file, _stack)
+    doc = _with_bases(doc, file, _stack)
+    for text in overrides:
+        _apply_override(doc, text)
+    _interpolate(doc)
+    return doc
+
+
+def _with_bases(doc: Document, file: Path, stack: tuple) -> Document:
+    ext = doc.data.pop("extends", None)
+    if ext is None:
+        return doc
+    bases = [ext] if isinstance(ext, str) else ext
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ValidationError([RecipeError("`extends` must be a file name or a list of file names",
+                                           doc.where(("extends",)))], _display(file))
+    merged: Document | None = None
+    for i, b in enumerate(bases):
+        bfile = (file.parent / b).resolve()
+        where = doc.where(("extends",) if isinstance(ext, str) else ("extends", i))
+        if bfile in stack or bfile == file:
+            chain = " -> ".join(_display(f) for f in (*stack, file, bfile))
+            raise ValidationError([RecipeError(f"`extends` cycle: {chain}", where)], _display(file))
+        if not bfile.is_file():
+            raise ValidationError([RecipeError(f"`extends` base not found: {b} (looked for {_display(bfile)})",
+                                               where)], _display(file))
+        base = load_document(bfile, (), _stack=(*stack, file))
+        merged = base if merged is None else _merge(merged, base)
+    return _merge(merged, doc)
+
+
+# --- --set ------------------------------------------------------------------------------------------
+
+def _apply_override(doc: Document, text: str) -> None:
+    where = Where(f"--set {text}")
+    key, eq, raw = text.partition("=")
+    if not eq or not key.strip():
+        raise ValidationError([RecipeError("an override is KEY.PATH=VALUE, e.g. --set train.epochs=1", where)],
+                              "--set")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    from .schema import coerce  # the schema decides what "3" means at this path
+    parts: list[Any] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
+    value = coerce(tuple(parts), value)
+    node: Any = doc.data
+    for i, p in enumerate(parts[:-1]):
+        nxt = node.get(p) if isinstance(node, dict) else (node[p] if isinstance(node, list) and isinstance(p, int) and p < len(node) else None)
+        if nxt is None:
+            if isinstance(node, list):
+                raise ValidationError([RecipeError(f"index {p} is out of range for {'.'.join(map(str, parts[:i]))}", where)], "--set")
+            nxt = node[p] = {}
+        elif not isinstance(nxt, (dict, list)):
+            raise ValidationError([RecipeError(f"{'.'.join(map(str, parts[:i + 1]))} is a value, not a section", where)], "--set")
+        node = nxt
+    last = parts[-1]
+    if isinstance(node, list):
+        if not isinstance(last, int) or last >= len(node):
+            raise ValidationError([RecipeError(f"{key} is not an item of that list", where)], "--set")
+    node[last] = value
+    path = tuple(parts)
+    for table in (doc.values, doc.keys):
+        for p in [p for p in table if p[:len(path)] == path]:
+            del table[p]
+    doc.values[path] = doc.keys[path] = where
+
+
+# --- ${...} interpolation ------------------------------------------------------------------------------
+
+def _has_interp(v: Any) -> bool:
+    if isinstance(v, str):
+        return "${" in v
+    if isinstance(v, dict):
+        return any(_has_interp(x) for x in v.values())
+    if isinstance(v, list):
+        return any(_has_interp(x) for x in v)
+    return False
+
+
+def _interpolate(doc: Document) -> None:
+    if not _has_interp(doc.data):
+        return  # keeps omegaconf off the common path
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+    try:
+        doc.data = OmegaConf.to_container(OmegaConf.create(doc.data), resolve=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or ""
+        path = tuple(int(p) if p.isdigit() else p for p in key.replace("[", ".").replace("]", "").split(".") if p)
+        msg = str(e).splitlines()[0]
+        raise ValidationError([RecipeError(f"interpolation in '{key}' failed: {msg}", doc.where(path))],
+                              _display(doc.files[0])) from None

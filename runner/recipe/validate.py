@@ -1,0 +1,304 @@
+"""Document -> Recipe, or every problem at once. Two passes: the JSON Schema (shape, types, closed
+objects), then the checks a schema cannot express (names that refer to each other, ratios, files)."""
+from __future__ import annotations
+
+import difflib
+import glob
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import RecipeError, ValidationError, Where
+from . import model, schema as sch
+from .load import Document, _display
+
+DEEPSPEED_PRESETS = ("zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
+CHAT_TEMPLATES = ("chatml", "llama3", "alpaca", "tokenizer")
+READABLE = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    options = list(options)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f"; expected one of: {', '.join(options)}" if 0 < len(options) <= 12 else ""
+
+
+def dotted(path: Iterable[Any]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "the recipe"
+
+
+class _Problems(list):
+    def __init__(self, doc: Document):
+        super().__init__()
+        self.doc = doc
+
+    def add(self, path: tuple, message: str, *, key: bool = False) -> None:
+        where = self.doc.key_where(path) if key else self.doc.where(path)
+        self.append(RecipeError(message, where))
+
+
+# --- pass 1: the schema ----------------------------------------------------------------------------
+
+def _schema_errors(doc: Document, out: _Problems) -> None:
+    from jsonschema import Draft202012Validator  # ~60 ms; only when validating
+    validator = Draft202012Validator(sch.schema())
+    for err in validator.iter_errors(doc.data):
+        _explain(err, out)
+
+
+def _explain(err: Any, out: _Problems) -> None:
+    path = tuple(err.absolute_path)
+    where = dotted(path)
+    v, inst = err.validator, err.instance
+    if v == "oneOf":
+        # pick the branch that matches the value's shape and report its errors instead
+        want = "object" if isinstance(inst, dict) else "array" if isinstance(inst, list) else None
+        subs = [e for e in err.context if sch._deref(err.validator_value[e.schema_path[0]]).get("type") == want]
+        if subs:
+            for e in subs:
+                _explain(e, out)
+        else:
+            out.add(path, f"{where}: expected {err.schema.get('description', 'another shape').rstrip('.').lower()}")
+        return
+    if v == "additionalProperties":
+        allowed = sch.keys_at(err.schema, inst)
+        for extra in [k for k in inst if k not in allowed]:
+            section = dotted(path) if path else "the recipe's top level"
+            out.add(path + (extra,), f"unknown key '{extra}' in {section}{did_you_mean(extra, allowed)}", key=True)
+        return
+    if v == "required":
+        missing = re.findall(r"'([^']+)' is a required property", err.message)
+        name = missing[0] if missing else err.message
+        out.add(path, f"{where}: missing required key '{name}'")
+        return
+    if v == "enum":
+        opts = [str(o) for o in err.validator_value]
+        hint = did_you_mean(str(inst), opts) if isinstance(inst, str) else f"; expected one of: {', '.join(opts)}"
+        out.add(path, f"{where}: {inst!r} is not allowed{hint}")
+        return
+    if v == "type":
+        want = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        got = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+               int: "an integer", float: "a number"}.get(type(inst), type(inst).__name__)
+        want = [{"object": "a mapping", "array": "a list", "null": "null"}.get(w, w) for w in want]
+        out.add(path, f"{where}: expected {' or '.join(want)}, got {got} {json.dumps(inst, ensure_ascii=False)[:60]}")
+        return
+    if v == "propertyNames":
+        out.add(path, f"{where}: {err.message} (names are letters, digits, _ and -, starting with a letter)")
+        return
+    if v == "const":
+        return  # the filter branch picked by `kind` always matches its own const
+    out.add(path, f"{where}: {err.message}")
+
+
+# --- pass 2: meaning -------------------------------------------------------------------------------
+
+def _semantic(d: dict, doc: Document, out: _Problems) -> None:
+    sources, groups = d["sources"], d["groups"]
+    names = list(sources) + list(groups)
+    for g, members in groups.items():
+        if g in sources:
+            out.add(("groups", g), f"group '{g}' has the same name as a source; rename one", key=True)
+        for i, m in enumerate(members):
+            if m not in sources:
+                out.add(("groups", g, i), f"groups.{g}: unknown source '{m}'{did_you_mean(m, sources)}")
+
+    def check_mix(mix: dict | None, path: tuple) -> None:
+        if mix is None:
+            return
+        seen: dict[str, str] = {}
+        for k, ratio in mix.items():
+            if k not in names:
+                out.add(path + (k,), f"{dotted(path)}: unknown source or group '{k}'{did_you_mean(k, names)}", key=True)
+                continue
+            if ratio <= 0:
+                out.add(path + (k,), f"{dotted(path)}.{k}: a share must be positive, got {ratio} "
+                                     "(leave the source out of the mix instead)")
+            for s in groups.get(k, [k]):
+                if s in seen:
+                    out.add(path + (k,), f"{dotted(path)}: source '{s}' is in the mix twice (via '{seen[s]}' and '{k}')", key=True)
+                seen[s] = k
+        total = sum(r for r in mix.values() if isinstance(r, (int, float)))
+        if abs(total - 1.0) > 1e-6 and all(r > 0 for r in mix.values()):
+            out.add(path, f"{dotted(path)}: shares must sum to 1 (they are shares of the final mix), "
+                          f"they sum to {total:g}")
+
+    def check_size(size: Any, path: tuple) -> None:
+        if size is None:
+            return
+        if isinstance(size, int) and size < 1:
+            out.add(path, f"{dotted(path)}: a row count must be at least 1, got {size}")
+        elif isinstance(size, float) and not 0 < size <= 1:
+            out.add(path, f"{dotted(path)}: a fraction must be in (0, 1], got {size} "
+                          "(write an integer for a row count)")
+
+    def check_train(t: dict, path: tuple) -> None:
+        if t["batch_size"] % (t["micro_batch_size"] * t["world_size"]):
+            out.add(path + ("batch_size",), f"{dotted(path)}: batch_size {t['batch_size']} is not a multiple of micro_batch_size "
+                          f"{t['micro_batch_size']} x world_size {t['world_size']}; gradient accumulation must be whole")
+        ds = t["deepspeed"]
+        if ds is not None and ds not in DEEPSPEED_PRESETS:
+            p = (doc_dir / ds)
+            if not ds.endswith(".json"):
+                out.add(path + ("deepspeed",), f"{dotted(path)}.deepspeed: unknown preset '{ds}'"
+                                               f"{did_you_mean(ds, DEEPSPEED_PRESETS)} (or give a path to a .json file)")
+            elif not p.is_file():
+                out.add(path + ("deepspeed",), f"{dotted(path)}.deepspeed: file not found: {ds}")
+            else:
+                try:
+                    if not isinstance(json.loads(p.read_text()), dict):
+                        raise ValueError("not a JSON object")
+                except ValueError as e:
+                    out.add(path + ("deepspeed",), f"{dotted(path)}.deepspeed: {ds} is not a valid DeepSpeed JSON ({e})")
+
+    doc_dir = doc.files[0].parent
+    # sources
+    for name, s in sources.items():
+        p = ("sources", name)
+        if s["format"] == "fields" and not s["fields"]:
+            out.add(p + ("format",), f"sources.{name}: format 'fields' needs a `fields:` mapping (user, assistant, ...)")
+        if s["format"] != "fields" and s["fields"]:
+            out.add(p + ("fields",), f"sources.{name}: `fields:` only applies to format 'fields' (this source is '{s['format']}')", key=True)
+        problem = _source_path_problem(doc_dir, s["path"])
+        if problem:
+            out.add(p + ("path",), f"sources.{name}.path: {problem}")
+    # filters
+    for i, f in enumerate(d["filters"]):
+        for j, s in enumerate(f.get("sources") or []):
+            if s not in sources:
+                out.add(("filters", i, "sources", j), f"filters[{i}].sources: unknown source '{s}'{did_you_mean(s, sources)}")
+        for key in ("pattern",):
+            if f.get(key):
+                _check_regex(f[key], ("filters", i, key), out)
+        for j, pat in enumerate((f.get("patterns") or []) + f.get("extra_patterns", [])):
+            _check_regex(pat, ("filters", i), out)
+        if f["kind"] == "toxicity" and not (doc_dir / f["model_path"]).exists():
+            out.add(("filters", i, "model_path"), f"filters[{i}].model_path: no detoxify checkpoint at {f['model_path']}; "
+                    "weights cannot be downloaded here: fetch one (e.g. toxic_original-c1212f89.ckpt) elsewhere and point model_path at it")
+    # mix / stages
+    if d["stages"]:
+        if d["mix"] is not None:
+            out.add(("mix",), "a recipe with `stages:` sets `mix` in each stage, not at the top level", key=True)
+        order = list(d["stages"])
+        for i, (name, st) in enumerate(d["stages"].items()):
+            p = ("stages", name)
+            check_mix(st["mix"], p + ("mix",))
+            check_size(st["size"], p + ("size",))
+            check_train({**d["train"], **st["train"]}, p + ("train",))
+            if st["from"] is not None:
+                if st["from"] not in order:
+                    out.add(p + ("from",), f"stages.{name}.from: unknown stage '{st['from']}'{did_you_mean(st['from'], order)}")
+                elif order.index(st["from"]) >= i:
+                    out.add(p + ("from",), f"stages.{name}.from: '{st['from']}' does not come before '{name}'; a stage starts from an earlier one")
+            if st["ewc"] is not None and i == 0:
+                out.add(p + ("ewc",), f"stages.{name}.ewc: the first stage has no earlier stage to protect", key=True)
+    else:
+        check_mix(d["mix"], ("mix",))
+    check_size(d["size"], ("size",))
+    check_train(d["train"], ("train",))
+    # split
+    sp = d["split"]
+    if sp["strategy"] in ("stratified", "temporal") and not sp["by"]:
+        out.add(("split",), f"split: strategy '{sp['strategy']}' needs `by:` (the field to {'stratify' if sp['strategy'] == 'stratified' else 'order'} by)")
+    # template
+    chat = d["template"]["chat"]
+    if chat not in CHAT_TEMPLATES:
+        if not chat.endswith(".jinja"):
+            out.add(("template", "chat"), f"template.chat: unknown template '{chat}'{did_you_mean(chat, CHAT_TEMPLATES)} (or a path to a .jinja file)")
+        elif not (doc_dir / chat).is_file():
+            out.add(("template", "chat"), f"template.chat: template file not found: {chat}")
+    # model
+    base = d["model"]["base"]
+    if base.startswith((".", "/")) and not (doc_dir / base).exists():
+        out.add(("model", "base"), f"model.base: no model at {base}")
+    # meta
+    m = d["meta"]
+    if m:
+        if d["stages"]:
+            out.add(("meta",), "`meta` and `stages` cannot be combined: FOMAML trains one meta-stage", key=True)
+        ds = d["train"]["deepspeed"] or ""
+        if "zero3" in ds or (ds.endswith(".json") and _zero_stage(doc_dir / ds) == 3):
+            out.add(("train", "deepspeed"), "train.deepspeed: ZeRO-3 cannot be used with `meta`: the FOMAML inner loop "
+                                            "needs unpartitioned parameters; use zero2 or zero1")
+        t = m["tasks"]
+        if isinstance(t, dict):
+            if t["source"] not in sources:
+                out.add(("meta", "tasks", "source"), f"meta.tasks.source: unknown source '{t['source']}'{did_you_mean(t['source'], sources)}")
+        else:
+            for i, task in enumerate(t):
+                for part in ("support", "query", "test"):
+                    for j, f in enumerate(task[part]):
+                        problem = _source_path_problem(doc_dir, f)
+                        if problem:
+                            out.add(("meta", "tasks", i, part, j), f"meta.tasks[{i}].{part}: {problem}")
+        ms = m["split"]
+        total = ms["support"] + ms["query"] + ms["test"]
+        if abs(total - 1) > 1e-6:
+            out.add(("meta", "split"), f"meta.split: support + query + test must sum to 1, they sum to {total:g}")
+        if ms["strategy"] in ("stratified", "temporal") and not ms["by"]:
+            out.add(("meta", "split"), f"meta.split: strategy '{ms['strategy']}' needs `by:`")
+
+
+def _zero_stage(p: Path) -> int | None:
+    try:
+        return json.loads(p.read_text()).get("zero_optimization", {}).get("stage")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _check_regex(pattern: str, path: tuple, out: _Problems) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        out.add(path, f"{dotted(path)}: invalid regular expression {pattern!r}: {e}")
+
+
+def _source_path_problem(base: Path, path: str) -> str | None:
+    p = base / path
+    if any(c in path for c in "*?["):
+        hits = [h for h in glob.glob(str(p), recursive=True) if h.endswith(READABLE)]
+        return None if hits else f"the glob {path} matches no .jsonl/.json/.csv/.parquet file"
+    if p.is_dir():
+        return None  # a folder of data files, or a saved `datasets` dataset; the loader says which
+    if not p.exists():
+        return f"file not found: {path} (paths are relative to the recipe file)"
+    if not path.endswith(READABLE):
+        return f"cannot read {Path(path).suffix or 'files without an extension'}; use .jsonl, .json, .csv or .parquet"
+    return None
+
+
+# --- entry point -----------------------------------------------------------------------------------
+
+def validate(doc: Document) -> model.Recipe:
+    out = _Problems(doc)
+    _schema_errors(doc, out)
+    full = sch.apply_defaults(doc.data)
+    if not out:
+        _semantic(full, doc, out)
+    else:
+        # Report what we can of the meaning too, so one run shows as much as possible; a shape error
+        # may make these checks trip, and then the schema's messages are the ones that matter.
+        try:
+            _semantic(full, doc, out)
+        except (KeyError, TypeError, AttributeError, ValueError):
+            pass
+    if out:
+        out.sort(key=lambda e: (e.where.file if e.where else "", e.where.line or 0 if e.where else 0,
+                                e.where.col or 0 if e.where else 0))
+        raise ValidationError(list(out), _display(doc.files[0]))
+    return model.build(_canonical(full), doc.files[0])
+
+
+def _canonical(full: dict) -> dict:
+    """Stage settings resolved: a stage without `size` takes the recipe's."""
+    if full["stages"]:
+        for st in full["stages"].values():
+            if st["size"] is None:
+                st["size"] = full["size"]
+    return full

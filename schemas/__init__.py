@@ -1,0 +1,1 @@
+"""The JSON Schema(s) of the recipe language, shipped inside the package as `runner.schemas`."""
