@@ -42,3 +42,94 @@ def show(recipe: model.Recipe, fmt: str = "yaml") -> str:
 def schema_text() -> str:
     from .recipe.schema import schema_text as text
     return text()
+
+
+# --- plan / run / inspect ---------------------------------------------------------------------------
+
+def _overrides(args) -> tuple[str, ...]:
+    extra = []
+    if getattr(args, "num_procs", None):
+        extra.append(f"train.world_size={args.num_procs}")
+    return tuple(args.overrides) + tuple(extra)
+
+
+def plan(path: str | Path, overrides=(), cache_dir: str | None = None):
+    """-> (graph, planned steps, cache). Light: no heavy imports."""
+    from .cache import Cache, default_dir
+    from .compile import compile_recipe
+    from .fingerprint import fingerprint_graph
+    from .plan import plan as make_plan
+    from .steps import versions
+    recipe = load(path, overrides)
+    graph = compile_recipe(recipe)
+    cache = Cache(default_dir(recipe.file, cache_dir))
+    fps = fingerprint_graph(graph, recipe.file.parent, versions())
+    return graph, make_plan(graph, fps, cache), cache
+
+
+def cli_plan(args) -> int:
+    import os
+    from .plan import render_json, render_mermaid, render_text
+    graph, steps, cache = plan(args.recipe, _overrides(args), args.cache_dir)
+    if args.format == "json":
+        print(render_json(steps, graph), end="")
+    elif args.format == "mermaid":
+        print(render_mermaid(steps), end="")
+    else:
+        print(render_text(graph, steps, os.path.relpath(cache.root)), end="")
+    return 0
+
+
+def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output: str | None = None,
+        only: str | None = None, from_step: str | None = None, force: bool = False, dry_run: bool = False,
+        trust: bool = False, launcher: str = "none", num_procs: int | None = None, hostfile: str | None = None,
+        console=None):
+    """Execute a recipe; returns the list of step records (see report.json)."""
+    from .cache import Cache, default_dir
+    from .compile import compile_recipe
+    from .errors import RecipeError
+    from .execute import Selection, execute
+    from .steps.base import RunOptions
+    overrides = tuple(overrides) + ((f"train.world_size={num_procs}",) if num_procs else ())
+    recipe = load(path, overrides)
+    if recipe.model.trust_remote_code and not trust:
+        raise RecipeError("model.trust_remote_code is true: running model code from the hub needs an explicit "
+                          "--trust on the command line")
+    if launcher != "none" and not num_procs:
+        raise RecipeError(f"--launcher {launcher} needs --num-procs N")
+    graph = compile_recipe(recipe)
+    run_dir = Path(output) if output else Path("runs") / recipe.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(show(recipe), encoding="utf-8")
+    options = RunOptions(dry_run=dry_run, force=force, trust=trust, launcher=launcher, num_procs=num_procs or 1,
+                         hostfile=hostfile)
+    records = execute(recipe, graph, cache=Cache(default_dir(recipe.file, cache_dir)), run_dir=run_dir,
+                      options=options, sel=Selection(only=only, from_step=from_step), overrides=overrides,
+                      console=console)
+    return recipe, graph, records, run_dir
+
+
+def cli_run(args) -> int:
+    import sys
+    recipe, graph, records, run_dir = run(
+        args.recipe, args.overrides, cache_dir=args.cache_dir, output=args.output, only=args.only,
+        from_step=args.from_step, force=args.force, dry_run=args.dry_run, trust=args.trust,
+        launcher=args.launcher, num_procs=args.num_procs, hostfile=args.hostfile)
+    if args.dry_run:
+        from .dryrun import summary
+        print(summary(recipe, records), end="")
+    for n in graph.notes:
+        print(f"note: {n}", file=sys.stderr)
+    print(f"report: {run_dir / 'report.md'}", file=sys.stderr)
+    return 0
+
+
+def cli_inspect(args) -> int:
+    from .inspect import inspect
+    print(inspect(args.recipe, args.overrides, stage=args.stage, n=args.n, cache_dir=args.cache_dir), end="")
+    return 0
+
+
+def cli_diff(args) -> int:
+    from .diff import cli_diff as run_diff
+    return run_diff(args)

@@ -144,7 +144,7 @@ def build(out: Path, data_dir: Path) -> None:
         pad_token_id=hf_tok.pad_token_id,
         **MODEL_CONFIG,
     )
-    config_dict = config.to_dict()
+    config_dict = config.to_diff_dict()  # only non-defaults, as save_pretrained writes
     # Keep the committed file independent of the installed transformers version.
     config_dict.pop("transformers_version", None)
     _write_json(out / "config.json", config_dict)

@@ -38,7 +38,8 @@ class _Problems(list):
         super().__init__()
         self.doc = doc
 
-    def add(self, path: tuple, message: str, *, key: bool = False) -> None:
+    def add(self, path: tuple, message: str, *, key: bool = True) -> None:
+        # the key's line reads best ("sources:" rather than the first item of its block)
         where = self.doc.key_where(path) if key else self.doc.where(path)
         self.append(RecipeError(message, where))
 
@@ -89,8 +90,9 @@ def _explain(err: Any, out: _Problems) -> None:
         want = [{"object": "a mapping", "array": "a list", "null": "null"}.get(w, w) for w in want]
         out.add(path, f"{where}: expected {' or '.join(want)}, got {got} {json.dumps(inst, ensure_ascii=False)[:60]}")
         return
-    if v == "propertyNames":
-        out.add(path, f"{where}: {err.message} (names are letters, digits, _ and -, starting with a letter)")
+    if "propertyNames" in err.schema_path:
+        out.add(path + (inst,), f"{where}: the name {inst!r} does not match {err.schema.get('pattern')} "
+                                "(names are letters, digits, _ and -, starting with a letter)")
         return
     if v == "const":
         return  # the filter branch picked by `kind` always matches its own const
@@ -296,7 +298,9 @@ def validate(doc: Document) -> model.Recipe:
 
 
 def _canonical(full: dict) -> dict:
-    """Stage settings resolved: a stage without `size` takes the recipe's."""
+    """Stage settings resolved: a stage without `size` takes the recipe's. `extends` was consumed by
+    the loader: the canonical document is the merged result, not how it was assembled."""
+    full.pop("extends", None)
     if full["stages"]:
         for st in full["stages"].values():
             if st["size"] is None:

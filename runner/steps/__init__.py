@@ -1,0 +1,19 @@
+"""The only registry of step kinds: kind -> module with VERSION and run(ctx). Step modules import
+heavy libraries inside run(), so importing this registry (plan, diff) stays light."""
+from . import dedup, evaluate, export, filter, load, mix, render, split, train
+
+STEPS = {
+    "load": load,
+    "filter": filter,
+    "dedup": dedup,
+    "split": split,
+    "mix": mix,
+    "render": render,
+    "train": train,
+    "evaluate": evaluate,
+    "export": export,
+}
+
+
+def versions() -> dict[str, int]:
+    return {kind: mod.VERSION for kind, mod in STEPS.items()}

@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch first and pinned: an unpinned torch pulls GBs of CUDA wheels (override for a GPU box: make TORCH=torch)
+TORCH ?= torch==2.13.0
+PIP := $(BIN)/python -m pip -q --disable-pip-version-check
+RUN_ARGS ?= --set model.base=builtin:tiny
+
+.PHONY: install run test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(PIP) install "$(TORCH)" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import torch" 
+	$(PIP) install -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import runner, trl, peft, deepspeed, datasketch"
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/recipe run recipes/poetry_lora.yaml $(RUN_ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/validate_latency.py
+	$(BIN)/python bench/data_pipeline.py
+	$(BIN)/python bench/cache.py
+	$(BIN)/python bench/train_overhead.py
+
+clean:
+	rm -rf $(VENV) .recipe recipes/.recipe runs

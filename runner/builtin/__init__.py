@@ -1,0 +1,153 @@
+"""Loading the model and tokenizer named by `model.base`.
+
+`model.base` is one of:
+  - `builtin:tiny`: a 2-layer Qwen2 with a tokenizer trained on data/ (files in tiny/,
+    rebuilt by make_tokenizer.py). Weights are random, seeded, and never stored: tests and
+    quickstarts run anywhere, with no hub and no download.
+  - a local directory, relative to the recipe's directory;
+  - a hub id, taken from the local Hugging Face cache first and the hub only if reachable.
+
+torch and transformers are imported inside the functions: `import runner.builtin` is used
+by the recipe loader and validation, which must stay fast and work without torch.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+from runner.errors import RecipeError
+
+TINY = "builtin:tiny"
+
+_DTYPES = {
+    "float32": "float32", "fp32": "float32",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float16": "float16", "fp16": "float16",
+}
+
+
+def tiny_path() -> Path:
+    """The directory holding the tiny model's config and tokenizer files."""
+    return Path(__file__).resolve().parent / "tiny"
+
+
+def load_tokenizer(base: str, *, trust_remote_code: bool = False, recipe_dir: Path | None = None):
+    """The tokenizer for `base` (no model weights: data steps only need this)."""
+    from transformers import AutoTokenizer
+
+    if base == TINY:
+        return AutoTokenizer.from_pretrained(tiny_path())
+    return _load(AutoTokenizer.from_pretrained, base, recipe_dir, trust_remote_code=trust_remote_code)
+
+
+def load_model_and_tokenizer(
+    base: str,
+    *,
+    seed: int,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    recipe_dir: Path | None = None,
+) -> tuple[Any, Any]:
+    """(model, tokenizer) for `base`. `seed` fixes every randomly initialised weight: all
+    of builtin:tiny, and any head a checkpoint lacks."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code, recipe_dir=recipe_dir)
+    # Seed a forked RNG: loading must not shift the caller's random stream (data order,
+    # dropout), or adding a load would change a run's results.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if base == TINY:
+            config = AutoConfig.from_pretrained(tiny_path())
+            # "auto" means the checkpoint's dtype; random weights have none, so float32.
+            torch_dtype = getattr(torch, "float32" if dtype == "auto" else _dtype_name(dtype))
+            model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+        else:
+            model = _load(
+                AutoModelForCausalLM.from_pretrained, base, recipe_dir,
+                dtype="auto" if dtype == "auto" else getattr(torch, _dtype_name(dtype)),
+                trust_remote_code=trust_remote_code,
+            )
+    return model, tokenizer
+
+
+def _dtype_name(dtype: str) -> str:
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise RecipeError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16") from None
+
+
+def _load(from_pretrained: Callable, base: str, recipe_dir: Path | None, **kwargs):
+    """from_pretrained on a local directory, else on a hub id, turning every way that
+    fails into one RecipeError line."""
+    local = _local_dir(base, recipe_dir)
+    if local is not None:
+        try:
+            return from_pretrained(str(local), **kwargs)
+        except (OSError, ValueError) as e:
+            raise RecipeError(f"cannot load model {base!r} from {local}: {_first_line(e)}") from e
+
+    # The cache first: a pre-populated HF_HOME works with no network at all.
+    try:
+        return from_pretrained(base, local_files_only=True, **kwargs)
+    except OSError:
+        pass
+    if _offline() or not _hub_reachable():
+        # Checked up front because the hub client retries for ~25 s before giving up.
+        raise RecipeError(
+            f"model {base!r} is not in the local Hugging Face cache and the hub cannot be "
+            f"reached; use --set model.base={TINY}, a local model directory, or an HF_HOME "
+            f"cache that already holds it"
+        )
+    try:
+        return from_pretrained(base, **kwargs)
+    except OSError as e:
+        raise RecipeError(
+            f"cannot load model {base!r} from the hub ({_first_line(e)}); "
+            f"use --set model.base={TINY} or a local model directory"
+        ) from e
+
+
+def _local_dir(base: str, recipe_dir: Path | None) -> Path | None:
+    """The directory `base` names, None if it reads as a hub id ("name" or "org/name")."""
+    path = Path(base).expanduser()
+    if not path.is_absolute():
+        path = (recipe_dir or Path.cwd()) / path
+    if path.exists():
+        return path
+    looks_like_path = base.startswith((".", "/", "~")) or base.count("/") > 1 or "\\" in base
+    if looks_like_path:
+        raise RecipeError(f"model path {base!r} does not exist (looked for {path})")
+    return None
+
+
+def _offline() -> bool:
+    # Read the environment now: huggingface_hub reads it once, at import.
+    return any(
+        os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on")
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub opens. Behind a proxy we cannot tell, so we
+    assume yes and let the hub client decide."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,170 @@
+"""Recipe -> DAG of steps. Pure: no I/O, no heavy imports, the same recipe always gives the same
+graph, so the plan and the diff are functions of the recipe alone (golden-tested).
+
+    load.<src> -> filter.<src> -> dedup -> split -> mix.<stage> -> render.<stage> -> train.<stage>
+                                                                                   -> eval.<stage>
+                                                                   last train  ->  export
+Sources are split into train/eval *before* mixing, so every stage is evaluated on the same held-out
+rows of every source (the forgetting table) and no stage trains on another stage's eval rows."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .recipe import model
+from .recipe.validate import CHAT_TEMPLATES, DEEPSPEED_PRESETS
+
+ROW_FILTERS = ("length", "repetition", "incomplete", "refusal", "regex", "pii", "toxicity")
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str                      # unique: "load.tang", "mix.base", "dedup", ...
+    kind: str                      # key of runner.steps.STEPS
+    stage: str | None
+    source: str | None
+    inputs: tuple[str, ...]        # upstream step names
+    params_json: str               # canonical JSON of everything this step reads from the recipe
+    files: tuple[str, ...] = ()    # paths (relative to the recipe) whose bytes are part of the fingerprint
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return json.loads(self.params_json)
+
+
+@dataclass(frozen=True)
+class Graph:
+    recipe: str
+    steps: tuple[Step, ...]        # topological order
+    notes: tuple[str, ...] = ()    # things the user should know about the plan
+
+    def __getitem__(self, name: str) -> Step:
+        for s in self.steps:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.steps]
+
+    def descendants(self, name: str) -> set[str]:
+        out = {name}
+        for s in self.steps:
+            if out & set(s.inputs):
+                out.add(s.name)
+        return out
+
+    def ancestors(self, name: str) -> set[str]:
+        out, todo = set(), [name]
+        while todo:
+            for i in self[todo.pop()].inputs:
+                if i not in out:
+                    out.add(i)
+                    todo.append(i)
+        return out
+
+
+def _plain(obj: Any) -> Any:
+    """Typed objects -> JSON data (the fingerprinted form of exactly what a step reads)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name.rstrip("_"): _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _step(name: str, kind: str, inputs: list[str] | tuple[str, ...], params: dict, *, stage: str | None = None,
+          source: str | None = None, files: tuple[str, ...] = ()) -> Step:
+    return Step(name=name, kind=kind, stage=stage, source=source, inputs=tuple(inputs),
+                params_json=json.dumps(_plain(params), sort_keys=True, ensure_ascii=False, separators=(",", ":")),
+                files=files)
+
+
+def _applies(f: model.Filter, src: str) -> bool:
+    return f.sources is None or src in f.sources
+
+
+def _tokenizer_identity(r: model.Recipe) -> dict:
+    """What decides token counts: the tokenizer (model id/path) and the template."""
+    return {"model": r.model.base, "template": r.template}
+
+
+def _template_files(r: model.Recipe) -> tuple[str, ...]:
+    return () if r.template.chat in CHAT_TEMPLATES else (r.template.chat,)
+
+
+def compile_recipe(r: model.Recipe) -> Graph:
+    steps: list[Step] = []
+    notes: list[str] = []
+    last: dict[str, str] = {}  # source -> its latest data step
+
+    for src, s in r.sources.items():
+        steps.append(_step(f"load.{src}", "load", [], {"source": s, "name": src}, source=src, files=(s.path,)))
+        last[src] = f"load.{src}"
+        row = [f for f in r.filters if f.kind in ROW_FILTERS and _applies(f, src)]
+        if row:
+            params: dict = {"filters": row}
+            files: tuple[str, ...] = tuple(f.model_path for f in row if isinstance(f, model.ToxicityFilter))
+            if any(isinstance(f, model.LengthFilter) and f.max_tokens is not None for f in row):
+                params["tokens"] = _tokenizer_identity(r)
+                files += _template_files(r)
+            steps.append(_step(f"filter.{src}", "filter", [last[src]], params, source=src, files=files))
+            last[src] = f"filter.{src}"
+
+    data_inputs = [last[s] for s in r.sources]
+    dedups = [f for f in r.filters if isinstance(f, model.DedupFilter)]
+    if dedups:
+        steps.append(_step("dedup", "dedup", data_inputs, {
+            "filters": dedups, "priority": {k: s.priority for k, s in r.sources.items()}, "order": list(r.sources)}))
+        data_inputs = ["dedup"]
+
+    if r.meta:
+        steps.append(_step("split", "split", data_inputs, {"meta": r.meta, "seed": r.seed}))
+        notes.append("FOMAML meta-training is not in this version: `recipe run` stops after the data steps "
+                     "(tasks with support/query/test splits are built and cached).")
+        return Graph(r.name, tuple(steps), tuple(notes))
+
+    steps.append(_step("split", "split", data_inputs, {"split": r.split, "seed": r.seed}))
+
+    active = [st for st in r.stages if not st.skip]
+    trained: dict[str, str] = {}
+    prev: str | None = None
+    for st in active:
+        members = {k: r.expand(k) for k in (st.mix or {})}
+        steps.append(_step(f"mix.{st.name}", "mix", ["split"], {
+            "mix": st.mix, "groups": members, "size": st.size, "sampling": r.sampling, "seed": r.seed,
+            "sources": list(r.sources)}, stage=st.name))
+        steps.append(_step(f"render.{st.name}", "render", [f"mix.{st.name}", "split"], {
+            **_tokenizer_identity(r), "seed": r.seed}, stage=st.name, files=_template_files(r)))
+        start = st.from_ or prev
+        if start is not None and start not in trained:
+            # `from` names a skipped stage: its weights are model.init_from (a corrective rerun)
+            start = None
+        inputs = [f"render.{st.name}"] + ([trained[start]] if start else [])
+        init_from = None if start else r.model.init_from
+        train_params = {"train": st.train, "model": dataclasses.replace(r.model, init_from=init_from),
+                        "template": r.template, "ewc": st.ewc if start else None, "seed": r.seed,
+                        "output": r.output}
+        if st.ewc is not None and not start:
+            notes.append(f"stage {st.name}: ewc needs the previous stage's Fisher, which this run does not train; "
+                         "EWC is off for this stage")
+        files = _deepspeed_files(st.train) + ((init_from,) if init_from else ())
+        steps.append(_step(f"train.{st.name}", "train", inputs, train_params, stage=st.name, files=files))
+        trained[st.name] = f"train.{st.name}"
+        prev = st.name
+        if r.evaluate.every_stage or st is active[-1]:
+            steps.append(_step(f"eval.{st.name}", "evaluate", [f"train.{st.name}", "split"], {
+                "evaluate": r.evaluate, "template": r.template, "model": r.model.base, "seed": r.seed},
+                stage=st.name))
+    if active:
+        steps.append(_step("export", "export", [f"train.{active[-1].name}"], {"output": r.output}))
+    return Graph(r.name, tuple(steps), tuple(notes))
+
+
+def _deepspeed_files(t: model.Train) -> tuple[str, ...]:
+    return (t.deepspeed,) if t.deepspeed and t.deepspeed not in DEEPSPEED_PRESETS else ()

@@ -1,0 +1,162 @@
+"""Run a compiled graph: topological order, cached steps reused, each step's output committed
+atomically, then the run report. The only layer that imports the steps' heavy code."""
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .cache import Cache
+from .compile import Graph
+from .errors import RecipeError, StepError
+from .fingerprint import fingerprint_graph
+from .recipe.model import Recipe
+from .steps import STEPS, versions
+from .steps.base import RunOptions, StepContext
+
+DATA_KINDS = ("load", "filter", "dedup", "split", "mix", "render")
+
+
+@dataclass
+class Selection:
+    only: str | None = None
+    from_step: str | None = None
+
+
+@dataclass
+class StepRecord:
+    name: str
+    kind: str
+    stage: str | None
+    status: str                 # cached | ran | failed
+    fingerprint: str
+    seconds: float
+    stats: dict = field(default_factory=dict)
+    artifact: str | None = None
+
+
+def _check_name(graph: Graph, name: str | None, flag: str) -> None:
+    if name is not None and name not in graph.names:
+        from .recipe.validate import did_you_mean
+        raise RecipeError(f"{flag}: no step named '{name}'{did_you_mean(name, graph.names)} "
+                          f"(see `recipe plan` for the step names)")
+
+
+def select(graph: Graph, sel: Selection, force: bool) -> tuple[list[str], set[str]]:
+    """-> (steps to visit in order, steps to recompute even if cached)."""
+    _check_name(graph, sel.only, "--only")
+    _check_name(graph, sel.from_step, "--from")
+    if sel.only:
+        keep = graph.ancestors(sel.only) | {sel.only}
+        forced = {sel.only} if force else set()
+    elif sel.from_step:
+        keep = set(graph.names)
+        forced = graph.descendants(sel.from_step)
+    else:
+        keep = set(graph.names)
+        forced = set(graph.names) if force else set()
+    return [n for n in graph.names if n in keep], forced
+
+
+def resume_command(recipe: Recipe, step: str, overrides: tuple[str, ...]) -> str:
+    parts = ["recipe", "run", str(recipe.file.relative_to(Path.cwd()) if recipe.file.is_relative_to(Path.cwd())
+                                  else recipe.file)]
+    for o in overrides:
+        parts += ["--set", o]
+    return shlex.join(parts + ["--from", step])
+
+
+def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, options: RunOptions,
+            sel: Selection = Selection(), overrides: tuple[str, ...] = (), console=None) -> list[StepRecord]:
+    from .ui import StepUI
+    ui = StepUI(console)
+    fps = fingerprint_graph(graph, recipe.file.parent, versions())
+    order, forced = select(graph, sel, options.force)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records: list[StepRecord] = []
+    done: dict[str, Path] = {}
+    for name in order:
+        step = graph[name]
+        fp = fps[name]
+        if options.dry_run and step.kind not in DATA_KINDS:
+            continue
+        if cache.has(fp.value) and name not in forced:
+            done[name] = cache.object_dir(fp.value)
+            rec = StepRecord(name, step.kind, step.stage, "cached", fp.value, 0.0, cache.stats(fp.value) or {},
+                             str(done[name]))
+            records.append(rec)
+            ui.finished(rec)
+            continue
+        partial = cache.partial_dir(fp.value)
+        if step.kind == "train":
+            _guard_resume(cache, graph.recipe, name, fp, options.force)
+            cache.remember(graph.recipe, name, fp, suffix=".partial")
+        tmp = cache.begin(fp.value)
+        ctx = StepContext(recipe=recipe, step=step, fingerprint=fp.value, out=tmp,
+                          inputs={i: done[i] for i in step.inputs}, run_dir=run_dir, partial=partial,
+                          options=options, log=ui.log)
+        start = time.perf_counter()
+        ui.started(step)
+        try:
+            stats = STEPS[step.kind].run(ctx) or {}
+        except RecipeError as e:
+            cache.abort(tmp)
+            records.append(StepRecord(name, step.kind, step.stage, "failed", fp.value, time.perf_counter() - start))
+            ui.failed(name)
+            write_report(recipe, graph, records, run_dir, cache)
+            raise StepError(name, e.message if not e.where else str(e),
+                            resume_command(recipe, name, overrides)) from None
+        except BaseException:
+            cache.abort(tmp)
+            ui.failed(name)
+            raise
+        seconds = time.perf_counter() - start
+        _check_balance(name, stats)
+        manifest = {"step": name, "kind": step.kind, "recipe": graph.recipe, "fingerprint": fp.value,
+                    "components": fp.components, "stats": stats, "seconds": round(seconds, 3)}
+        done[name] = cache.commit(tmp, fp.value, manifest)
+        cache.remember(graph.recipe, name, fp, stats=stats)
+        if step.kind == "train":
+            cache.forget(graph.recipe, name, suffix=".partial")
+            cache.drop_partial(fp.value)
+        rec = StepRecord(name, step.kind, step.stage, "ran", fp.value, seconds, stats, str(done[name]))
+        records.append(rec)
+        ui.finished(rec)
+    write_report(recipe, graph, records, run_dir, cache)
+    return records
+
+
+def _check_balance(name: str, stats: dict) -> None:
+    """Nothing is lost silently: rows in == rows out + dropped, for every data step."""
+    if "rows_in" not in stats:
+        return
+    dropped = sum(stats.get("dropped", {}).values())
+    if stats["rows_in"] != stats["rows_out"] + dropped:
+        raise AssertionError(f"{name}: rows_in {stats['rows_in']} != rows_out {stats['rows_out']} + dropped {dropped}")
+
+
+def _guard_resume(cache: Cache, recipe: str, name: str, fp, force: bool) -> None:
+    """A half-trained stage may only be resumed on the data and settings it started with."""
+    from .fingerprint import explain
+    prev = cache.last(recipe, name, suffix=".partial")
+    if not prev or prev["fingerprint"] == fp.value or not cache.partial_dir(prev["fingerprint"]).exists():
+        return
+    if not force:
+        why = "; ".join(explain(prev["components"], fp.components)[:4])
+        raise StepError(name, f"a half-trained run of this stage exists, but the recipe changed since it started "
+                              f"({why}); refusing to resume it on different data. Rerun with --force to start "
+                              "this stage over")
+    cache.drop_partial(prev["fingerprint"])
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+def write_report(recipe: Recipe, graph: Graph, records: list[StepRecord], run_dir: Path, cache: Cache) -> dict:
+    from .report import build_report, copy_quarantine, write_markdown
+    report = build_report(recipe, graph, records)
+    copy_quarantine(report, run_dir)
+    (run_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    write_markdown(report, run_dir)
+    return report

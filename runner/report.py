@@ -1,0 +1,122 @@
+"""The run report: report.json (the machine interface; keys documented in README and kept stable)
+and report.md with the data funnel, achieved vs requested mix, loss curves and eval tables."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from .compile import Graph
+from .recipe.model import Recipe
+
+REPORT_VERSION = 1
+
+
+def _step_entry(r) -> dict:
+    s = r.stats or {}
+    return {"name": r.name, "kind": r.kind, "stage": r.stage, "status": r.status, "fingerprint": r.fingerprint,
+            "seconds": round(r.seconds, 3), "rows_in": s.get("rows_in"), "rows_out": s.get("rows_out"),
+            "dropped": s.get("dropped", {}), "by_source": s.get("by_source", {})}
+
+
+def build_report(recipe: Recipe, graph: Graph, records: list) -> dict:
+    by = {r.name: r for r in records}
+    stages = []
+    for st in recipe.stages:
+        if st.skip or f"mix.{st.name}" not in graph.names:
+            continue
+        mix = (by.get(f"mix.{st.name}").stats if by.get(f"mix.{st.name}") else {}) or {}
+        render = (by.get(f"render.{st.name}").stats if by.get(f"render.{st.name}") else {}) or {}
+        train = by.get(f"train.{st.name}")
+        ev = by.get(f"eval.{st.name}")
+        mreport = mix.get("mix", {})
+        stages.append({
+            "name": st.name,
+            "mix": {"requested": mreport.get("requested", dict(st.mix or {})), "achieved": mreport.get("achieved", {})},
+            "rows": {"train": render.get("rows", {}).get("train", mix.get("rows_out")),
+                     "eval": render.get("rows", {}).get("eval")},
+            "tokens": render.get("tokens"),
+            "metrics": {"train": (train.stats if train else {}).get("metrics", {}),
+                        "eval": (ev.stats if ev else {}).get("metrics", {})},
+            "checkpoint": (train.stats if train else {}).get("checkpoint"),
+            "data_fingerprint": by[f"render.{st.name}"].fingerprint if f"render.{st.name}" in by else None,
+        })
+    quarantine = {}
+    for r in records:
+        if r.kind == "load" and r.artifact:
+            src = r.name.split(".", 1)[1]
+            n = (r.stats or {}).get("quarantined", (r.stats or {}).get("dropped", {}).get("quarantine", 0))
+            quarantine[src] = {"count": n, "file": str(Path(r.artifact) / "quarantine.jsonl")}
+    forgetting = {s["name"]: s["metrics"]["eval"].get("loss", {}) for s in stages if s["metrics"]["eval"]}
+    return {"report_version": REPORT_VERSION, "recipe": recipe.name, "recipe_file": str(recipe.file),
+            "steps": [_step_entry(r) for r in records], "stages": stages, "quarantine": quarantine,
+            "forgetting": forgetting, "notes": list(graph.notes)}
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def write_markdown(report: dict, run_dir: Path) -> None:
+    lines = [f"# Run report: {report['recipe']}", "", "## Data funnel", "",
+             "| step | status | rows in | rows out | dropped | seconds |", "|---|---|---:|---:|---|---:|"]
+    for s in report["steps"]:
+        dropped = ", ".join(f"{k}: {v:,}" for k, v in sorted(s["dropped"].items())) if s["dropped"] else ""
+        lines.append(f"| {s['name']} | {s['status']} | {_fmt(s['rows_in'])} | {_fmt(s['rows_out'])} | {dropped} | {s['seconds']:.2f} |")
+    if report["quarantine"]:
+        lines += ["", "## Quarantine", "", "| source | rows | file |", "|---|---:|---|"]
+        lines += [f"| {k} | {v['count']:,} | {v['file']} |" for k, v in report["quarantine"].items()]
+    for st in report["stages"]:
+        lines += ["", f"## Stage {st['name']}", "", "| source | requested | achieved |", "|---|---:|---:|"]
+        for src in sorted(set(st["mix"]["requested"]) | set(st["mix"]["achieved"])):
+            lines.append(f"| {src} | {_fmt(st['mix']['requested'].get(src))} | {_fmt(st['mix']['achieved'].get(src))} |")
+        lines += ["", f"rows: train {_fmt(st['rows']['train'])}, eval {json.dumps(st['rows']['eval'], ensure_ascii=False)}"]
+        tm = st["metrics"]["train"]
+        if tm:
+            lines += ["", "train: " + ", ".join(f"{k} {_fmt(v)}" for k, v in tm.items() if not isinstance(v, (dict, list)))]
+        png = run_dir / f"loss_{st['name']}.png"
+        if png.exists():
+            lines += ["", f"![loss]({png.name})"]
+        samples = st["metrics"]["eval"].get("samples") or []
+        for smp in samples[:3]:
+            lines += ["", f"> **{smp.get('prompt', '')}**", ">", "> " + str(smp.get("output", "")).replace("\n", "\n> ")]
+    if report["forgetting"]:
+        srcs = sorted({s for row in report["forgetting"].values() for s in row})
+        lines += ["", "## Forgetting (eval loss by stage and source)", "", "| stage | " + " | ".join(srcs) + " |",
+                  "|---|" + "---:|" * len(srcs)]
+        for stage, row in report["forgetting"].items():
+            lines.append(f"| {stage} | " + " | ".join(_fmt(row.get(s)) for s in srcs) + " |")
+    if report["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def plot_losses(run_dir: Path, stage: str, history: list[dict]) -> Path | None:
+    """Loss per step as a PNG (matplotlib, headless)."""
+    pts = [(h["step"], h["loss"]) for h in history if "loss" in h and "step" in h]
+    if not pts:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("train loss")
+    ax.set_title(f"stage {stage}")
+    fig.tight_layout()
+    out = run_dir / f"loss_{stage}.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def copy_quarantine(report: dict, run_dir: Path) -> None:
+    qdir = run_dir / "quarantine"
+    for src, q in report["quarantine"].items():
+        if q["count"] and Path(q["file"]).is_file():
+            qdir.mkdir(exist_ok=True)
+            shutil.copyfile(q["file"], qdir / f"{src}.jsonl")
+            q["file"] = str(qdir / f"{src}.jsonl")

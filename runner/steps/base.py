@@ -1,0 +1,56 @@
+"""What a step gets. A step module has `VERSION` (bump it when its output changes for the same
+inputs) and `run(ctx) -> stats`; it reads its upstream artifacts from ctx.input(name), writes only
+into ctx.out, and returns JSON stats (rows_in, rows_out, dropped{reason: n}, by_source{...})."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..compile import Step
+from ..recipe.model import Recipe
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    dry_run: bool = False
+    force: bool = False
+    trust: bool = False
+    launcher: str = "none"
+    num_procs: int = 1
+    hostfile: str | None = None
+
+
+@dataclass
+class StepContext:
+    recipe: Recipe
+    step: Step
+    fingerprint: str
+    out: Path                       # empty; becomes the cached artifact on success
+    inputs: Mapping[str, Path]      # upstream step name -> its artifact directory (read-only)
+    run_dir: Path                   # runs/<recipe>: what the user looks at
+    partial: Path                   # survives a crash: resumable work (training checkpoints)
+    options: RunOptions = field(default_factory=RunOptions)
+    log: Callable[[str], None] = print
+    _tokens: Any = None
+
+    def input(self, name: str) -> Path:
+        return self.inputs[name]
+
+    def token_counter(self) -> Callable[[dict], int]:
+        """Tokens of a record rendered exactly as training will see it (template + tokenizer)."""
+        if self._tokens is None:
+            from ..builtin import load_tokenizer
+            from ..train.templates import render
+            r = self.recipe
+            tok = load_tokenizer(r.model.base, trust_remote_code=r.model.trust_remote_code and self.options.trust,
+                                 recipe_dir=r.file.parent)
+            chat = r.template.chat if r.template.chat in ("chatml", "llama3", "alpaca", "tokenizer") \
+                else str(r.path(r.template.chat))
+
+            def count(rec: dict) -> int:
+                # no truncation here: the filter must see the full length to drop what would be cut
+                return len(render(rec["messages"], tok, chat=chat, system=r.template.system,
+                                  train_on=r.template.train_on, max_length=10**9).input_ids)
+            self._tokens = count
+        return self._tokens

@@ -1,0 +1,89 @@
+"""DeepSpeed configs and the process-group environment.
+
+`train.deepspeed` names a shipped preset (deepspeed/<name>.json) or a JSON file. The presets leave
+every value the recipe decides as "auto", and `deepspeed_config` fills them from the recipe, so the
+batch sizes, accumulation, clipping and precision can never disagree with `train:`; a user file
+that sets one of them to something else is refused. Model-size dependent "auto"s (bucket sizes)
+are left for transformers' integration to fill from the model config.
+
+DeepSpeed on a machine without CUDA: it picks its CPU accelerator (we set DS_ACCELERATOR=cpu to
+say so instead of letting it warn while guessing), communicates over gloo (oneCCL is not
+installed), and on first use JIT-builds its shared-memory all-reduce op (deepspeed_shm_comm,
+about 30 s, needs ninja; cached under ~/.cache/torch_extensions or $TORCH_EXTENSIONS_DIR).
+ZeRO-1/2 train there; the offload presets additionally JIT-build DeepSpeedCPUAdam.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from ..errors import RecipeError
+from ..recipe import model
+from .sft_config import grad_accum, precision
+
+PRESETS = ("zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
+PRESET_DIR = Path(__file__).resolve().parent / "deepspeed"
+
+
+def deepspeed_config(name_or_path: str, train: model.Train, recipe_dir: Path) -> dict[str, Any]:
+    """The DeepSpeed config dict for `train.deepspeed`, with the recipe's values filled in."""
+    if name_or_path in PRESETS:
+        path = PRESET_DIR / f"{name_or_path}.json"
+    else:
+        path = (Path(recipe_dir) / name_or_path).resolve()
+        if not path.is_file():
+            raise RecipeError(f"train.deepspeed: {name_or_path!r} is neither a preset ({', '.join(PRESETS)}) "
+                              f"nor a JSON file (looked for {path})")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RecipeError(f"train.deepspeed: {path} is not valid JSON: {e}") from None
+
+    prec = precision(train)
+    recipe_values = {
+        ("train_micro_batch_size_per_gpu",): train.micro_batch_size,
+        ("gradient_accumulation_steps",): grad_accum(train),
+        ("train_batch_size",): train.batch_size,
+        ("gradient_clipping",): train.max_grad_norm,
+        ("bf16", "enabled"): prec == "bf16",
+        ("fp16", "enabled"): prec == "fp16",
+    }
+    for keys, value in recipe_values.items():
+        *parents, leaf = keys
+        node = config
+        for k in parents:
+            node = node.setdefault(k, {})
+        if node.get(leaf, "auto") == "auto":
+            node[leaf] = value
+        elif node[leaf] != value:
+            raise RecipeError(f"train.deepspeed: {path.name} sets {'.'.join(keys)} = {node[leaf]!r} but the "
+                              f"recipe gives {value!r}; set it to \"auto\" (filled from train:) or change train:")
+    return config
+
+
+def ensure_dist_env() -> None:
+    """DeepSpeed always initialises a process group. Launchers (deepspeed, torchrun) set its
+    environment; a plain `python` run gets a single-process group on a free local port."""
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK=os.environ.get("LOCAL_RANK", "0"))
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
+
+
+def world_size() -> int:
+    """Processes in this run, as the launcher says (1 without one)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -1,0 +1,51 @@
+"""SFT with an elastic-weight-consolidation penalty toward the previous stages' parameters.
+Only `compute_loss` changes; everything else (data, packing, DeepSpeed, checkpoints) is SFTTrainer."""
+from __future__ import annotations
+
+from trl import SFTTrainer
+
+from .ewc import EwcState
+
+
+class EwcTrainer(SFTTrainer):
+    """[`SFTTrainer`] whose training loss adds `args.ewc_lambda / 2 * sum F (theta - theta*)^2`.
+
+    Args:
+        ewc_state ([`EwcState`]): the Fisher diagonal and theta* of the earlier stages.
+        *args, **kwargs: as for [`SFTTrainer`]; `args` is an [`EwcConfig`].
+    """
+
+    _name = "EWC"
+
+    def __init__(self, *args, ewc_state: EwcState, **kwargs):
+        super().__init__(*args, **kwargs)
+        ewc_state.check(self.model)
+        self.ewc_state = ewc_state
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                   num_items_in_batch=num_items_in_batch)
+        if not self.model.training or self.args.ewc_lambda == 0:
+            return out
+        # `self.model` is the unwrapped model (under DeepSpeed or DDP `model` is the wrapper), so the
+        # parameter names match the ones the state was saved with
+        penalty = self.args.ewc_lambda / 2 * self.ewc_state.penalty(self.model)
+        self._metrics["train"]["ewc_penalty"].append(penalty.item())
+        # The penalty belongs to the optimizer step, not to each micro-batch. When the SFT loss is
+        # already normalised over the whole accumulated batch (by `num_items_in_batch`), Trainer
+        # adds the micro-batch losses as they are, so each carries 1/steps of the penalty;
+        # otherwise Trainer divides every micro-batch loss by the steps itself.
+        if not self._trainer_divides_by_accumulation(num_items_in_batch):
+            penalty = penalty / self.current_gradient_accumulation_steps
+        if return_outputs:
+            loss, outputs = out
+            return loss + penalty, outputs
+        return out + penalty
+
+    def _trainer_divides_by_accumulation(self, num_items_in_batch) -> bool:
+        # the rule of `Trainer.training_step` (transformers >= 5.19)
+        scaled = self.loss_is_scaled_for_ga
+        if scaled is None:
+            scaled = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) \
+                or self.compute_loss_func is not None
+        return not scaled

@@ -1,0 +1,75 @@
+"""Where a stage's weights come from, and how a trained stage is loaded back.
+
+A stage's `final/` directory holds either a LoRA adapter (adapter_config.json + weights; the base
+model is `model.base`) or, with `adapter.type: none`, a full model. Both come with the tokenizer.
+
+Chained stages continue the *same* LoRA adapter rather than merging it into the base and starting
+a new one: the adapter keeps its rank budget across stages, nothing is lost to merge rounding in
+bf16, the artifacts stay small, and EWC's theta* and Fisher refer to the very parameters the next
+stage trains. Only when the recipe's adapter settings differ from the saved adapter's do we merge
+it and start a fresh adapter (EWC then refuses: its parameters no longer exist).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..recipe import model
+
+
+def is_adapter(path: str | Path) -> bool:
+    return (Path(path) / "adapter_config.json").is_file()
+
+
+def load_base(recipe: model.Recipe, *, trust: bool = False, base: str | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) of `model.base` (or `base`), seeded with the recipe's seed."""
+    from ..builtin import load_model_and_tokenizer
+
+    m = recipe.model
+    return load_model_and_tokenizer(base or m.base, seed=recipe.seed, dtype=m.dtype,
+                                    trust_remote_code=m.trust_remote_code and trust,
+                                    recipe_dir=recipe.file.parent)
+
+
+def for_training(recipe: model.Recipe, init_from: str | Path | None, *, trust: bool = False
+                 ) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, peft_config) to train a stage from `init_from` (a previous stage's
+    final/ directory, an adapter or a full model) or from the base. peft_config is None when the
+    model already carries the adapter to continue, or when the recipe trains all weights."""
+    from .sft_config import lora_config
+
+    adapter = recipe.model.adapter
+    new_adapter = lora_config(adapter) if adapter.type == "lora" else None
+    if init_from is None:
+        m, tok = load_base(recipe, trust=trust)
+        return m, tok, new_adapter
+    if not is_adapter(init_from):               # a full model directory
+        m, tok = load_base(recipe, trust=trust, base=str(Path(init_from).resolve()))
+        return m, tok, new_adapter
+
+    from peft import PeftModel
+
+    base, tok = load_base(recipe, trust=trust)
+    peft_model = PeftModel.from_pretrained(base, str(init_from), is_trainable=True)
+    if new_adapter is not None and _same_adapter(init_from, adapter):
+        return peft_model, tok, None             # continue the same adapter
+    return peft_model.merge_and_unload(), tok, new_adapter
+
+
+def for_inference(recipe: model.Recipe, model_dir: str | Path, *, trust: bool = False) -> tuple[Any, Any]:
+    """A trained stage's (model, tokenizer), in eval mode."""
+    if is_adapter(model_dir):
+        from peft import PeftModel
+
+        base, tok = load_base(recipe, trust=trust)
+        m = PeftModel.from_pretrained(base, str(model_dir))
+    else:
+        m, tok = load_base(recipe, trust=trust, base=str(Path(model_dir).resolve()))
+    return m.eval(), tok
+
+
+def _same_adapter(path: str | Path, adapter: model.Adapter) -> bool:
+    saved = json.loads((Path(path) / "adapter_config.json").read_text())
+    return (saved.get("r") == adapter.r and float(saved.get("lora_alpha")) == float(adapter.alpha)
+            and set(saved.get("target_modules") or []) == set(adapter.target_modules))

@@ -1,0 +1,66 @@
+"""Rows for training and evaluation: (input_ids, labels) pairs, the labels being exactly what
+templates.render masked (-100 on prompts and role headers, the end-of-turn token trained).
+
+A rows file is JSONL. A row is either already rendered (`input_ids` and `labels`, as the render
+step writes them) or a record with `messages`, rendered here with the recipe's template."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..recipe import model
+
+Pair = tuple[list[int], list[int]]
+
+
+def chat_name(recipe: model.Recipe) -> str:
+    """template.chat as templates.render takes it: a built-in name, or the .jinja path resolved."""
+    chat = recipe.template.chat
+    return chat if chat in ("chatml", "llama3", "alpaca", "tokenizer") else str(recipe.path(chat))
+
+
+def read_jsonl(path: str | Path) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def pairs(path: str | Path, recipe: model.Recipe, tokenizer: Any, *, limit: int | None = None) -> list[Pair]:
+    """The (input_ids, labels) of the first `limit` rows of a rows file."""
+    from .templates import render
+
+    t = recipe.template
+    out: list[Pair] = []
+    for row in read_jsonl(path):
+        if limit is not None and len(out) >= limit:
+            break
+        if "input_ids" in row:
+            out.append((row["input_ids"], row["labels"]))
+        else:
+            r = render(row["messages"], tokenizer, chat=chat_name(recipe), system=t.system,
+                       train_on=t.train_on, max_length=t.max_length)
+            out.append((r.input_ids, r.labels))
+    return out
+
+
+def dataset(rows: list[Pair]):
+    """A datasets.Dataset with just `input_ids` and `labels`: SFTTrainer sees it is tokenized and
+    uses the labels as they are (no chat template, no re-masking)."""
+    from datasets import Dataset
+
+    return Dataset.from_dict({"input_ids": [r[0] for r in rows], "labels": [r[1] for r in rows]})
+
+
+def prompt_ids(prompt: str, recipe: model.Recipe, tokenizer: Any) -> list[int]:
+    """Token ids of a user prompt rendered with the template and system prompt, ending with the
+    assistant header, as at generation time. Rendered as a conversation with an empty answer
+    whose first trained token (the end-of-turn) marks where the model's answer would start."""
+    from .templates import render
+
+    t = recipe.template
+    r = render([{"role": "user", "content": prompt}, {"role": "assistant", "content": ""}], tokenizer,
+               chat=chat_name(recipe), system=t.system, train_on="assistant", max_length=10**9)
+    start = next(i for i, label in enumerate(r.labels) if label != -100)
+    return r.input_ids[:start]

@@ -1,0 +1,436 @@
+"""Chat templates: a conversation becomes token ids plus labels that say what is trained.
+
+A conversation is rendered as a list of segments, each either prompt text (never trained
+unless train_on="all") or one assistant answer: its content and the end-of-turn token
+that closes it, but not the role header before it. Each segment is tokenized on its own,
+so the label mask follows the segment boundaries exactly, and the answer is tokenized
+just as it is at generation time, where the prompt ends with the assistant header and the
+model starts a fresh token.
+
+Templates:
+  chatml     <|im_start|>role\\ncontent<|im_end|>\\n
+  llama3     <|begin_of_text|><|start_header_id|>role<|end_header_id|>\\n\\ncontent<|eot_id|>
+  alpaca     ### Instruction: / ### Response: sections; EOS ends an answer
+  tokenizer  the tokenizer's own Jinja chat_template
+  x.jinja    a Jinja chat template file
+For Jinja templates the answers are found with `{% generation %}` markers when the
+template has them, else by rendering each conversation prefix: the text before an
+assistant turn is the render of the turns before it plus the generation prompt.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from runner.errors import RecipeError
+
+IGNORE = -100  # the label value the loss skips
+ROLES = ("system", "user", "assistant", "tool")
+BUILTIN = ("chatml", "llama3", "alpaca")
+
+# Opening token of a role header, for the check that no header token is trained.
+_HEADER_OPEN = {"chatml": "<|im_start|>", "llama3": "<|start_header_id|>"}
+_ALPACA_HEADERS = ("### Instruction:", "### Response:", "### Observation:")
+
+Segment = tuple[str, int | None]  # (text, index of the answer it belongs to or None)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    input_ids: list[int]
+    labels: list[int]   # IGNORE where the token is not trained
+    truncated: bool     # the conversation was longer than max_length and was cut
+
+
+def render(
+    messages: list[dict[str, str]],
+    tokenizer: Any,
+    *,
+    chat: str,
+    system: str | None,
+    train_on: str,
+    max_length: int,
+) -> Rendered:
+    """Token ids and labels for one conversation, cut to max_length from the right."""
+    if train_on not in ("assistant", "last", "all"):
+        raise ValueError(f"train_on must be assistant, last or all, not {train_on!r}")
+    segments = _segments(_with_system(messages, system), tokenizer, chat)
+    last = max((k for _, k in segments if k is not None), default=None)
+
+    def trained(answer: int | None) -> bool:
+        if train_on == "all":
+            return True
+        return answer is not None and (train_on == "assistant" or answer == last)
+
+    ids, labels = _encode(segments, tokenizer, trained)
+    return Rendered(ids[:max_length], labels[:max_length], truncated=len(ids) > max_length)
+
+
+def render_prompt(
+    messages: list[dict[str, str]], tokenizer: Any, *, chat: str, system: str | None
+) -> list[int]:
+    """Token ids of a conversation followed by the assistant header, for generation: the
+    same tokens that precede an answer in training."""
+    # Render an empty assistant answer and stop where it starts: the prompt is then cut
+    # and tokenized exactly as in training.
+    messages = [*_with_system(messages, system), {"role": "assistant", "content": ""}]
+    segments = _segments(messages, tokenizer, chat)
+    cut = max(i for i, (_, k) in enumerate(segments) if k is not None)
+    ids, _ = _encode(segments[:cut], tokenizer, lambda answer: False)
+    return ids
+
+
+def end_of_turn_token(chat: str, tokenizer: Any) -> str:
+    """The token that closes an assistant turn (and is trained with it)."""
+    if chat == "chatml":
+        return "<|im_end|>"
+    if chat == "llama3":
+        return "<|eot_id|>"
+    if chat == "alpaca":
+        return _eos(tokenizer, chat)
+    return _eot_for_source(tokenizer, _template_source(chat, tokenizer))
+
+
+def stop_token_ids(chat: str, tokenizer: Any) -> list[int]:
+    """Token ids that end generation: the end-of-turn token, then EOS if different."""
+    ids = [_token_id(tokenizer.get_vocab(), end_of_turn_token(chat, tokenizer), chat)]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def check_rendered(
+    examples: list[tuple[str, Rendered]],
+    tokenizer: Any,
+    *,
+    chat: str,
+    train_on: str = "assistant",
+) -> None:
+    """The render check run before any training: raise a RecipeError naming the example
+    when the labels would teach the model the wrong thing or nothing at all.
+    (train_on="all" trains role headers on purpose, so they are only checked otherwise.)"""
+    vocab = tokenizer.get_vocab()
+    eot = end_of_turn_token(chat, tokenizer)
+    eot_id = _token_id(vocab, eot, chat)
+    for marker in (_HEADER_OPEN.get(chat), "<|begin_of_text|>" if chat == "llama3" else None):
+        if marker:  # a template whose markers are not single tokens is the wrong template
+            _token_id(vocab, marker, chat)
+
+    # Collators mask the loss wherever the pad id is, so the pad id must never be a token
+    # we train. Without a pad token, trainers pad with EOS.
+    pad_id, pad = tokenizer.pad_token_id, repr(tokenizer.pad_token)
+    if pad_id is None:
+        pad_id, pad = tokenizer.eos_token_id, f"(none, so EOS {tokenizer.eos_token!r})"
+    if pad_id == eot_id:
+        raise RecipeError(
+            f"the tokenizer's pad token {pad} is the end-of-turn token {eot!r}: masking the "
+            f"padding would mask every {eot!r} too, and the model would never learn to stop; "
+            f"give the tokenizer a distinct pad token"
+        )
+
+    allowed = {eot_id, tokenizer.eos_token_id}
+    markers = {vocab[t] for t in _special_tokens(tokenizer) if t in vocab} - allowed
+    eot_trained = False
+    for ex_id, r in examples:
+        trained = [i for i, label in enumerate(r.labels) if label != IGNORE]
+        if not trained:
+            if r.truncated:
+                raise RecipeError(
+                    f"example {ex_id!r}: nothing left to train after truncation to "
+                    f"{len(r.input_ids)} tokens; raise template.max_length or drop long rows"
+                )
+            raise RecipeError(f"example {ex_id!r}: no token is trained (no assistant turn?)")
+        trained_ids = {r.input_ids[i] for i in trained}
+        if pad_id in trained_ids:
+            raise RecipeError(
+                f"example {ex_id!r}: the pad token {pad} is trained, and "
+                f"padding masks would hide it; give the tokenizer a distinct pad token"
+            )
+        eot_trained = eot_trained or eot_id in trained_ids
+        if train_on == "all":
+            continue
+        for i in trained:
+            if r.input_ids[i] in markers:
+                raise RecipeError(
+                    f"example {ex_id!r}: token {i} {tokenizer.convert_ids_to_tokens(r.input_ids[i])!r} "
+                    f"is a role marker or special token, but is trained"
+                )
+        header = _trained_header(r, tokenizer, chat, vocab)
+        if header is not None:
+            raise RecipeError(f"example {ex_id!r}: the role header {header!r} is trained")
+    if examples and not eot_trained:
+        raise RecipeError(
+            f"none of the {len(examples)} checked examples trains the end-of-turn token "
+            f"{eot!r}, so the model would never learn to stop; check template.chat"
+        )
+
+
+def highlight(rendered: Rendered, tokenizer: Any) -> list[tuple[str, bool]]:
+    """The rendered text as (text, trained) runs, for `recipe inspect`."""
+    runs: list[tuple[list[int], bool]] = []
+    for token, label in zip(rendered.input_ids, rendered.labels):
+        trained = label != IGNORE
+        if runs and runs[-1][1] == trained:
+            runs[-1][0].append(token)
+        else:
+            runs.append(([token], trained))
+    # Decoding run by run keeps multi-byte characters whole: segments never split one,
+    # and a run only ends at a segment boundary.
+    return [(tokenizer.decode(ids, skip_special_tokens=False), t) for ids, t in runs]
+
+
+# ---------------------------------------------------------------- built-in templates
+
+def _with_system(messages: list[dict[str, str]], system: str | None) -> list[dict[str, str]]:
+    """The recipe's system prompt goes first, unless the conversation brings its own."""
+    if system and not any(m["role"] == "system" for m in messages):
+        return [{"role": "system", "content": system}, *messages]
+    return messages
+
+
+def _segments(messages: list[dict[str, str]], tokenizer: Any, chat: str) -> list[Segment]:
+    for m in messages:
+        if m["role"] not in ROLES:
+            raise ValueError(f"unknown role {m['role']!r}; expected one of {ROLES}")
+    if chat == "chatml":
+        return _chatml(messages)
+    if chat == "llama3":
+        return _llama3(messages)
+    if chat == "alpaca":
+        return _alpaca(messages, _eos(tokenizer, chat))
+    return _jinja(messages, tokenizer, _template_source(chat, tokenizer))
+
+
+def _chatml(messages) -> list[Segment]:
+    out: list[Segment] = []
+    for m in messages:
+        header = f"<|im_start|>{m['role']}\n"
+        if m["role"] == "assistant":
+            out += [(header, None), (m["content"] + "<|im_end|>", _next_answer(out)), ("\n", None)]
+        else:
+            out.append((header + m["content"] + "<|im_end|>\n", None))
+    return out
+
+
+def _llama3(messages) -> list[Segment]:
+    out: list[Segment] = [("<|begin_of_text|>", None)]
+    for m in messages:
+        role = "ipython" if m["role"] == "tool" else m["role"]  # Llama 3's tool-result role
+        header = f"<|start_header_id|>{role}<|end_header_id|>\n\n"
+        if m["role"] == "assistant":
+            out += [(header, None), (m["content"] + "<|eot_id|>", _next_answer(out))]
+        else:
+            out.append((header + m["content"] + "<|eot_id|>", None))
+    return out
+
+
+def _alpaca(messages, eos: str) -> list[Segment]:
+    out: list[Segment] = []
+    for i, m in enumerate(messages):
+        sep = "\n\n" if i else ""
+        if m["role"] == "system":
+            out.append((sep + m["content"], None))
+        elif m["role"] == "user":
+            out.append((f"{sep}### Instruction:\n{m['content']}", None))
+        elif m["role"] == "tool":  # a tool result is input the model reads, not writes
+            out.append((f"{sep}### Observation:\n{m['content']}", None))
+        else:
+            out += [(f"{sep}### Response:\n", None), (m["content"] + eos, _next_answer(out))]
+    return out
+
+
+def _next_answer(segments: list[Segment]) -> int:
+    return sum(1 for _, k in segments if k is not None)
+
+
+def _encode(segments: list[Segment], tokenizer: Any, trained) -> tuple[list[int], list[int]]:
+    """Token ids and labels, one tokenizer call per merged segment."""
+    ids: list[int] = []
+    labels: list[int] = []
+    for text, answer in _merge(segments):
+        piece = tokenizer.encode(text, add_special_tokens=False)
+        ids += piece
+        labels += piece if trained(answer) else [IGNORE] * len(piece)
+    return ids, labels
+
+
+def _merge(segments: list[Segment]) -> list[Segment]:
+    """Join neighbouring pieces of the same kind, so a template's text is tokenized the
+    same whichever way it was cut (chatml and its Jinja twin give identical ids)."""
+    out: list[Segment] = []
+    for text, k in segments:
+        if not text:
+            continue
+        if out and out[-1][1] == k:
+            out[-1] = (out[-1][0] + text, k)
+        else:
+            out.append((text, k))
+    return out
+
+
+# ---------------------------------------------------------------- Jinja templates
+
+_START, _END = "\ue000", "\ue001"  # private-use characters: never in real data
+_GENERATION = re.compile(r"\{%(-?)\s*(end)?generation\s*(-?)%\}")
+
+
+def _jinja(messages, tokenizer: Any, source: str) -> list[Segment]:
+    if _GENERATION.search(source):
+        return _marked(messages, tokenizer, source)
+    return _by_prefix(messages, tokenizer, source)
+
+
+def _marked(messages, tokenizer: Any, source: str) -> list[Segment]:
+    """Answers are what the template wraps in {% generation %} ... {% endgeneration %}.
+    Each tag becomes a sentinel character in the output; empty if-blocks carry the tag's
+    whitespace control (`{%-`, `-%}`) so the text around it renders unchanged."""
+    def sentinel(m: re.Match) -> str:
+        char = _END if m.group(2) else _START
+        return f"{{%{m.group(1)} if true %}}{{% endif %}}{{{{ '{char}' }}}}{{% if true %}}{{% endif {m.group(3)}%}}"
+
+    text = _apply(tokenizer, _GENERATION.sub(sentinel, source), messages, generation_prompt=False)
+    out: list[Segment] = []
+    answer = 0
+    for part in re.split(f"([{_START}{_END}])", text):
+        if part == _START:
+            out.append(("", answer))
+        elif part == _END:
+            answer += 1
+            out.append(("", None))
+        elif out:
+            out[-1] = (out[-1][0] + part, out[-1][1])
+        else:
+            out.append((part, None))
+    return out
+
+
+def _by_prefix(messages, tokenizer: Any, source: str) -> list[Segment]:
+    """Answer k spans from the end of render(turns before it + generation prompt) to the
+    end of render(turns up to it), cut after its end-of-turn token: text the template
+    adds after that (a newline) is prompt, as in the built-in templates."""
+    full = _apply(tokenizer, source, messages, generation_prompt=False)
+    eot = _eot_for_source(tokenizer, source)
+    out: list[Segment] = []
+    pos = 0
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        if i == 0:
+            raise RecipeError("a Jinja chat template cannot render a conversation that starts "
+                              "with an assistant turn; add a user turn or use chatml")
+        before = _apply(tokenizer, source, messages[:i], generation_prompt=True)
+        upto = _apply(tokenizer, source, messages[: i + 1], generation_prompt=False)
+        if not (full.startswith(before) and full.startswith(upto) and len(before) <= len(upto)):
+            raise RecipeError(
+                "the chat template renders earlier turns differently as the conversation "
+                "grows, so assistant turns cannot be located; add {% generation %} markers "
+                "to it or use chatml/llama3/alpaca"
+            )
+        start, end = len(before), len(upto)
+        cut = full.rfind(eot, start, end)
+        if cut >= 0:
+            end = cut + len(eot)
+        out += [(full[pos:start], None), (full[start:end], _next_answer(out))]
+        pos = end
+    out.append((full[pos:], None))
+    return out
+
+
+def _eot_for_source(tokenizer: Any, source: str) -> str:
+    """A Jinja template's end-of-turn token: the first special token after the assistant's
+    text in a probe conversation; templates that close a turn with plain text get EOS."""
+    text = _apply(tokenizer, source, [
+        {"role": "user", "content": "\ue002"}, {"role": "assistant", "content": "\ue003"},
+    ], generation_prompt=False)
+    after = text[text.rindex("\ue003") + 1:] if "\ue003" in text else ""
+    found = [(after.find(t), t) for t in _special_tokens(tokenizer) if t in after]
+    return min(found)[1] if found else _eos(tokenizer, "tokenizer")
+
+
+def _template_source(chat: str, tokenizer: Any) -> str:
+    if chat == "tokenizer":
+        source = tokenizer.chat_template
+        if isinstance(source, dict):  # several named templates: the default one is for chat
+            source = source.get("default")
+        if not source:
+            raise RecipeError("template.chat is `tokenizer`, but the tokenizer has no chat "
+                              "template; use chatml, llama3, alpaca or a .jinja file")
+        return source
+    if chat.endswith(".jinja"):
+        return _read_template(str(Path(chat).resolve()))
+    raise RecipeError(f"unknown chat template {chat!r}; use chatml, llama3, alpaca, "
+                      f"tokenizer or a path to a .jinja file")
+
+
+@lru_cache(maxsize=16)
+def _read_template(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise RecipeError(f"cannot read chat template {path}: {e.strerror}") from None
+
+
+def _apply(tokenizer: Any, source: str, messages, *, generation_prompt: bool) -> str:
+    try:
+        return tokenizer.apply_chat_template(
+            list(messages), chat_template=source, tokenize=False,
+            add_generation_prompt=generation_prompt,
+        )
+    except Exception as e:  # the template's own raise_exception(), or a Jinja error
+        raise RecipeError(f"the chat template failed: {e}") from e
+
+
+# ---------------------------------------------------------------- tokens
+
+def _eos(tokenizer: Any, chat: str) -> str:
+    if not tokenizer.eos_token:
+        raise RecipeError(f"template {chat!r} ends answers with EOS, but the tokenizer has none")
+    return tokenizer.eos_token
+
+
+def _special_tokens(tokenizer: Any) -> list[str]:
+    """Every special token: the named ones and the added tokens flagged special."""
+    names = set(tokenizer.all_special_tokens)
+    names.update(t.content for t in tokenizer.added_tokens_decoder.values() if t.special)
+    return sorted(names)
+
+
+def _token_id(vocab: dict[str, int], token: str, chat: str) -> int:
+    # The vocabulary, not convert_tokens_to_ids: that maps an unknown token to unk,
+    # which for Qwen2 tokenizers is EOS.
+    token_id = vocab.get(token)
+    if token_id is None:
+        raise RecipeError(f"template {chat!r} needs the token {token!r}, which the tokenizer "
+                          f"does not have; use the template the model was trained with, "
+                          f"or `tokenizer`")
+    return token_id
+
+
+def _trained_header(r: Rendered, tokenizer: Any, chat: str, vocab: dict[str, int]) -> str | None:
+    """Text of a role header with a trained token in it, or None. A header runs from its
+    opening token through the first token holding a newline (chatml `assistant\\n`,
+    llama3 `...<|end_header_id|>\\n\\n`); alpaca headers are plain text."""
+    if chat == "alpaca":
+        for text, trained in highlight(r, tokenizer):
+            hit = next((h for h in _ALPACA_HEADERS if trained and h in text), None)
+            if hit:
+                return hit
+        return None
+    opener = _HEADER_OPEN.get(chat)
+    if opener is None:
+        return None
+    opener_id = vocab[opener]
+    start, trained = None, False
+    for i, token in enumerate(r.input_ids):
+        if token == opener_id:
+            start, trained = i, False
+        elif start is not None:
+            trained = trained or r.labels[i] != IGNORE
+            if "\n" in tokenizer.decode([token]):
+                if trained:
+                    return tokenizer.decode(r.input_ids[start: i + 1])
+                start = None
+    return tokenizer.decode(r.input_ids[start:]) if start is not None and trained else None

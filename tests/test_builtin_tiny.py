@@ -1,0 +1,135 @@
+"""builtin:tiny: the shipped tokenizer files, the script that makes them, and model loading."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import runner.builtin as builtin
+from runner.builtin import TINY, load_model_and_tokenizer, load_tokenizer, tiny_path
+from runner.builtin import make_tokenizer
+from runner.builtin.make_tokenizer import SPECIAL_TOKENS
+from runner.errors import RecipeError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model_and_tokenizer(TINY, seed=7)
+
+
+def test_make_tokenizer_is_reproducible_and_matches_shipped_files(tmp_path):
+    # The shipped files come from an earlier process, so comparing with them also covers
+    # what differs between processes (Rust hash seeds, thread scheduling).
+    outs = [tmp_path / "a", tmp_path / "b"]
+    for out in outs:
+        make_tokenizer.main(["--out", str(out)])
+    names = sorted(f.name for f in outs[0].iterdir())
+    assert names == sorted(f.name for f in tiny_path().iterdir())
+    assert {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json"} <= set(names)
+    for name in names:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
+        assert (outs[0] / name).read_bytes() == (tiny_path() / name).read_bytes(), (
+            f"runner/builtin/tiny/{name} is stale: rerun python -m runner.builtin.make_tokenizer")
+
+
+def test_shipped_tokenizer():
+    files = list(tiny_path().iterdir())
+    assert sum(f.stat().st_size for f in files) < 1.5 * 2**20
+    tok = load_tokenizer(TINY)
+    config = json.loads((tiny_path() / "config.json").read_text())
+    assert 7500 <= len(tok) <= 8500 and config["vocab_size"] == len(tok)
+    assert [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == list(range(len(SPECIAL_TOKENS)))
+    assert tok.eos_token == "<|endoftext|>" and tok.pad_token == "<|pad|>"
+    assert tok.pad_token_id != tok.eos_token_id
+    assert (config["eos_token_id"], config["pad_token_id"]) == (tok.eos_token_id, tok.pad_token_id)
+    assert "<|im_start|>" in tok.chat_template
+    for special in SPECIAL_TOKENS:  # each special token is one token, even inside text
+        assert len(tok.encode(f"a{special}b", add_special_tokens=False)) == 3
+    # Both languages round-trip, and BPE merged them well below one token per byte.
+    for text in ["床前明月光，疑是地上霜。", "细胞理论是生物科学的一个理论", "Natalia sold 48 clips in April."]:
+        ids = tok.encode(text, add_special_tokens=False)
+        assert tok.decode(ids) == text
+        assert len(ids) < len(text.encode()) / 2
+
+
+def test_import_does_not_load_torch():
+    code = "import sys, runner.builtin; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tiny):
+    model, _ = tiny
+    again, _ = load_model_and_tokenizer(TINY, seed=7)
+    other, _ = load_model_and_tokenizer(TINY, seed=8)
+    a, b, c = _weights(model), _weights(again), _weights(other)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_tiny_model_shape_and_finite_loss(tiny):
+    model, tok = tiny
+    cfg = model.config
+    assert (cfg.model_type, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads,
+            cfg.num_key_value_heads, cfg.tie_word_embeddings) == ("qwen2", 64, 2, 4, 2, True)
+    assert model.get_input_embeddings().weight.shape[0] == len(tok)
+    assert model.dtype == torch.float32
+    ids = torch.tensor([tok.encode("<|im_start|>user\n你好<|im_end|>\n", add_special_tokens=False)])
+    loss = model(input_ids=ids, labels=ids).loss
+    assert math.isfinite(loss.item()) and loss.item() > 0
+
+
+def test_loading_leaves_the_callers_rng_alone():
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    load_model_and_tokenizer(TINY, seed=123)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_dtype():
+    model, _ = load_model_and_tokenizer(TINY, seed=0, dtype="bfloat16")
+    assert model.dtype == torch.bfloat16
+    with pytest.raises(RecipeError, match="unknown dtype"):
+        load_model_and_tokenizer(TINY, seed=0, dtype="float8")
+
+
+def test_local_path_is_relative_to_the_recipe(tiny, tmp_path):
+    model, tok = tiny
+    model.save_pretrained(tmp_path / "models" / "mine")
+    tok.save_pretrained(tmp_path / "models" / "mine")
+    loaded, loaded_tok = load_model_and_tokenizer("models/mine", seed=99, recipe_dir=tmp_path)
+    a, b = _weights(model), _weights(loaded)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert loaded_tok.encode("你好 hello") == tok.encode("你好 hello")
+
+
+def test_missing_local_path(tmp_path):
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_tokenizer("./no/such/dir", recipe_dir=tmp_path)
+
+
+@pytest.mark.parametrize("how", ["offline env", "hub unreachable"])
+def test_unknown_hub_id_fails_fast_with_one_line(how, monkeypatch, tmp_path):
+    if how == "offline env":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        monkeypatch.setattr(builtin, "_hub_reachable", lambda: False)
+    with pytest.raises(RecipeError) as err:
+        load_model_and_tokenizer("no-such-org/no-such-model", seed=0, recipe_dir=tmp_path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "no-such-org/no-such-model" in message and "hub cannot be reached" in message
+    assert "--set model.base=builtin:tiny" in message
