@@ -126,7 +126,7 @@ def cli_run(args) -> int:
 
 def cli_inspect(args) -> int:
     from .inspect import inspect
-    print(inspect(args.recipe, args.overrides, stage=args.stage, n=args.n, cache_dir=args.cache_dir), end="")
+    inspect(args.recipe, args.overrides, stage=args.stage, n=args.n, cache_dir=args.cache_dir)
     return 0
 
 

@@ -158,7 +158,7 @@ def compile_recipe(r: model.Recipe) -> Graph:
         trained[st.name] = f"train.{st.name}"
         prev = st.name
         if r.evaluate.every_stage or st is active[-1]:
-            steps.append(_step(f"eval.{st.name}", "evaluate", [f"train.{st.name}", "split"], {
+            steps.append(_step(f"eval.{st.name}", "evaluate", [f"train.{st.name}", f"render.{st.name}"], {
                 "evaluate": r.evaluate, "template": r.template, "model": r.model.base, "seed": r.seed},
                 stage=st.name))
     if active:

@@ -3,7 +3,9 @@ atomically, then the run report. The only layer that imports the steps' heavy co
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +115,8 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
             ui.failed(name)
             raise
         seconds = time.perf_counter() - start
+        if os.environ.get("RECIPE_TEST_KILL_BEFORE_COMMIT") == name:
+            os.kill(os.getpid(), signal.SIGKILL)  # tests: a kill -9 with the files written but not committed
         _check_balance(name, stats)
         manifest = {"step": name, "kind": step.kind, "recipe": graph.recipe, "fingerprint": fp.value,
                     "components": fp.components, "stats": stats, "seconds": round(seconds, 3)}

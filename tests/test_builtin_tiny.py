@@ -57,14 +57,16 @@ def test_shipped_tokenizer():
     for special in SPECIAL_TOKENS:  # each special token is one token, even inside text
         assert len(tok.encode(f"a{special}b", add_special_tokens=False)) == 3
     # Both languages round-trip, and BPE merged them well below one token per byte.
-    for text in ["床前明月光，疑是地上霜。", "细胞理论是生物科学的一个理论", "Natalia sold 48 clips in April."]:
+    texts = ["床前明月光，疑是地上霜。", "细胞理论是生物科学的一个理论", "Natalia sold 48 clips in April."]
+    for text in texts:
         ids = tok.encode(text, add_special_tokens=False)
         assert tok.decode(ids) == text
         assert len(ids) < len(text.encode()) / 2
 
 
 def test_import_does_not_load_torch():
-    code = "import sys, runner.builtin; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
+    code = ("import sys, runner.builtin; "
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 

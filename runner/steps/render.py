@@ -53,7 +53,7 @@ def run(ctx) -> dict:
     examples: list = []
     train = _render_file(ctx.input(f"mix.{ctx.step.stage}") / "train.jsonl", ctx.out / "train.jsonl", tok, recipe,
                          chat, keep=examples)
-    check_rendered(examples, tok, chat=chat)
+    check_rendered(examples, tok, chat=chat, train_on=recipe.template.train_on)
     evals = {}
     for f in sorted((ctx.input("split") / "eval").glob("*.jsonl")):
         evals[f.stem] = _render_file(f, ctx.out / "eval" / f.name, tok, recipe, chat)

@@ -251,7 +251,8 @@ def _encode(segments: list[Segment], tokenizer: Any, trained) -> tuple[list[int]
     ids: list[int] = []
     labels: list[int] = []
     for text, answer in _merge(segments):
-        piece = tokenizer.encode(text, add_special_tokens=False)
+        # verbose=False: no "longer than the model's maximum" warning; we truncate ourselves.
+        piece = tokenizer.encode(text, add_special_tokens=False, verbose=False)
         ids += piece
         labels += piece if trained(answer) else [IGNORE] * len(piece)
     return ids, labels
@@ -289,7 +290,9 @@ def _marked(messages, tokenizer: Any, source: str) -> list[Segment]:
     whitespace control (`{%-`, `-%}`) so the text around it renders unchanged."""
     def sentinel(m: re.Match) -> str:
         char = _END if m.group(2) else _START
-        return f"{{%{m.group(1)} if true %}}{{% endif %}}{{{{ '{char}' }}}}{{% if true %}}{{% endif {m.group(3)}%}}"
+        strip_left = f"{{%{m.group(1)} if true %}}{{% endif %}}"    # {%- if true %}{% endif %}
+        strip_right = f"{{% if true %}}{{% endif {m.group(3)}%}}"  # {% if true %}{% endif -%}
+        return f"{strip_left}{{{{ '{char}' }}}}{strip_right}"
 
     text = _apply(tokenizer, _GENERATION.sub(sentinel, source), messages, generation_prompt=False)
     out: list[Segment] = []

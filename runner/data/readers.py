@@ -1,0 +1,285 @@
+"""Readers: a source path (a file, a folder, a glob, or a saved `datasets` dataset) -> raw rows, each
+with the file and line it came from. A row that cannot be read is yielded as a `Raw` with an error,
+never raised, so the loader quarantines it and goes on; a file that cannot be read at all is one such
+entry. Blank lines in .jsonl/.csv hold no data and are skipped.
+
+Invalid UTF-8 is found per row: files are decoded with `surrogateescape`, which turns each bad byte
+into a lone surrogate, and a row whose text holds one is quarantined while its neighbours load."""
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+READABLE = (".jsonl", ".json", ".csv", ".parquet")
+_BAD_BYTE = re.compile("[\udc80-\udcff]")   # what surrogateescape makes of a byte that is not UTF-8
+_WS = re.compile(r"[ \t\n\r]*")
+
+
+@dataclass(frozen=True)
+class Raw:
+    file: str                        # relative to the recipe folder, "/"-separated
+    line: int | None                 # 1-based line where the row starts (text formats), else None
+    row: int | None                  # 1-based row number in the file; None when a whole file failed
+    data: dict[str, Any] | None      # the parsed row, or None with `error`
+    error: tuple[str, str] | None = None    # (code, detail)
+    text: str | None = None          # the undecodable text, for the quarantine entry
+
+
+def resolve(spec: str, base_dir: Path) -> list[Path]:
+    """The data files (or the one saved-dataset folder) that `spec` names, in sorted order."""
+    p = base_dir / spec
+    if any(c in spec for c in "*?["):
+        hits = glob.glob(str(p), recursive=True)
+        return sorted((Path(h) for h in hits if h.endswith(READABLE) and os.path.isfile(h)), key=_key)
+    if p.is_dir():
+        if _is_saved_dataset(p):
+            return [p]
+        return sorted((f for f in p.rglob("*") if f.is_file() and f.name.endswith(READABLE)), key=_key)
+    return [p]
+
+
+def _key(p: Path) -> str:
+    return p.as_posix()
+
+
+def _is_saved_dataset(p: Path) -> bool:
+    return (p / "state.json").is_file() or (p / "dataset_dict.json").is_file()
+
+
+def iter_rows(spec: str, base_dir: Path, limit: int | None = None) -> Iterator[Raw]:
+    """Every row of every file `spec` names, then stop after `limit` rows (bad rows count too:
+    limit means "read at most this many rows")."""
+    n = 0
+    for path in resolve(spec, base_dir):
+        rel = Path(os.path.relpath(path, base_dir)).as_posix()
+        for raw in _read(path, rel):
+            if limit is not None and n >= limit:
+                return
+            n += 1
+            yield raw
+
+
+def _read(path: Path, rel: str) -> Iterator[Raw]:
+    if path.is_dir():
+        return _dataset(path, rel)
+    try:
+        if path.name.endswith(".parquet"):
+            return _parquet(path, rel)
+        data = path.read_bytes()
+    except OSError as e:
+        return iter([Raw(rel, None, None, None, ("unreadable_file", str(e)))])
+    text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    if path.name.endswith(".jsonl"):
+        return _jsonl(text, rel)
+    if path.name.endswith(".json"):
+        return _json(text, rel)
+    if path.name.endswith(".csv"):
+        return _csv(text, rel)
+    return iter([Raw(rel, None, None, None, ("unreadable_file",
+                     f"cannot read {path.suffix or 'a file without extension'}; use {', '.join(READABLE)}"))])
+
+
+def _object(obj: Any, rel: str, line: int | None, row: int) -> Raw:
+    if isinstance(obj, dict):
+        return Raw(rel, line, row, obj)
+    return Raw(rel, line, row, None, ("not_an_object", f"a row must be a JSON object, got {type(obj).__name__}"),
+               json.dumps(obj, ensure_ascii=False, default=str))
+
+
+def _jsonl(text: str, rel: str) -> Iterator[Raw]:
+    row = 0
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        row += 1
+        bad = _BAD_BYTE.search(line)
+        if bad:
+            yield Raw(rel, lineno, row, None, ("invalid_utf8", f"byte {bad.start() + 1} of the line is not UTF-8"),
+                      _printable(line))
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            yield Raw(rel, lineno, row, None, ("invalid_json", f"{e.msg} at column {e.colno}"), line)
+            continue
+        yield _object(obj, rel, lineno, row)
+
+
+def _json(text: str, rel: str) -> Iterator[Raw]:
+    """A JSON array of rows, or an object holding exactly one list of rows. Parsed element by element
+    so each row knows its line, and rows before a syntax error still load (the rest of the file
+    becomes one quarantine entry that says so)."""
+    dec = json.JSONDecoder()
+    lines = _LineCounter(text)
+    i = _WS.match(text, 0).end()
+    items: list[tuple[int, int, Any]] = []
+    try:
+        if text.startswith("[", i):
+            items, end = _scan_array(text, i, dec)
+        elif text.startswith("{", i):
+            items, end = _scan_object(text, i, dec)
+        else:
+            yield Raw(rel, 1, None, None, ("not_rows", "a .json file must hold an array of rows, or an object with one list of rows"))
+            return
+        if _WS.match(text, end).end() != len(text):
+            raise json.JSONDecodeError("Extra data after the rows", text, _WS.match(text, end).end())
+    except _Partial as p:
+        yield from _json_items(p.items, text, rel, lines)
+        e = p.error
+        yield Raw(rel, e.lineno, None, None, ("invalid_json", f"{e.msg} at line {e.lineno} column {e.colno}; "
+                  f"the rest of the file (after {len(p.items)} rows) could not be read"), text[e.pos:e.pos + 200])
+        return
+    except json.JSONDecodeError as e:
+        yield from _json_items(items, text, rel, lines)
+        yield Raw(rel, e.lineno, None, None, ("invalid_json", f"{e.msg} at line {e.lineno} column {e.colno}"),
+                  text[e.pos:e.pos + 200])
+        return
+    except _NotRows as e:
+        yield Raw(rel, 1, None, None, ("not_rows", str(e)))
+        return
+    yield from _json_items(items, text, rel, lines)
+
+
+def _json_items(items: list[tuple[int, int, Any]], text: str, rel: str, lines: "_LineCounter") -> Iterator[Raw]:
+    for row, (start, end, obj) in enumerate(items, 1):
+        line = lines.at(start)
+        bad = _BAD_BYTE.search(text, start, end)
+        if bad:
+            yield Raw(rel, line, row, None, ("invalid_utf8", f"byte {bad.start() - start + 1} of the row is not UTF-8"),
+                      _printable(text[start:end]))
+        else:
+            yield _object(obj, rel, line, row)
+
+
+class _Partial(Exception):
+    """A syntax error after some rows were parsed: keep those rows."""
+
+    def __init__(self, items: list, error: json.JSONDecodeError):
+        self.items, self.error = items, error
+
+
+class _NotRows(Exception):
+    pass
+
+
+def _scan_array(text: str, i: int, dec: json.JSONDecoder) -> tuple[list[tuple[int, int, Any]], int]:
+    """text[i] == "[": its elements as (start, end, value), and the index after "]"."""
+    items: list[tuple[int, int, Any]] = []
+    i = _WS.match(text, i + 1).end()
+    if text.startswith("]", i):
+        return items, i + 1
+    try:
+        while True:
+            obj, end = dec.raw_decode(text, i)
+            items.append((i, end, obj))
+            i = _WS.match(text, end).end()
+            if text.startswith(",", i):
+                i = _WS.match(text, i + 1).end()
+            elif text.startswith("]", i):
+                return items, i + 1
+            else:
+                raise json.JSONDecodeError("Expecting ',' or ']'", text, i)
+    except json.JSONDecodeError as e:
+        raise _Partial(items, e) from None
+
+
+def _scan_object(text: str, i: int, dec: json.JSONDecoder) -> tuple[list[tuple[int, int, Any]], int]:
+    """text[i] == "{": the elements of its one list-valued key."""
+    lists: dict[str, list] = {}
+    i = _WS.match(text, i + 1).end()
+    while not text.startswith("}", i):
+        key, i = dec.raw_decode(text, i)
+        i = _WS.match(text, i).end()
+        if not isinstance(key, str) or not text.startswith(":", i):
+            raise json.JSONDecodeError("Expecting a key and ':'", text, i)
+        i = _WS.match(text, i + 1).end()
+        if text.startswith("[", i):
+            lists[key], i = _scan_array(text, i, dec)
+        else:
+            _, i = dec.raw_decode(text, i)
+        i = _WS.match(text, i).end()
+        if text.startswith(",", i):
+            i = _WS.match(text, i + 1).end()
+        elif not text.startswith("}", i):
+            raise json.JSONDecodeError("Expecting ',' or '}'", text, i)
+    if len(lists) != 1:
+        raise _NotRows(f"a .json object must hold exactly one list of rows; it has {len(lists)} "
+                       f"({', '.join(sorted(lists)) or 'none'})")
+    return next(iter(lists.values())), i + 1
+
+
+class _LineCounter:
+    """Line numbers of increasing offsets in one pass."""
+
+    def __init__(self, text: str):
+        self.text, self.pos, self.line = text, 0, 1
+
+    def at(self, offset: int) -> int:
+        self.line += self.text.count("\n", self.pos, offset)
+        self.pos = offset
+        return self.line
+
+
+def _csv(text: str, rel: str) -> Iterator[Raw]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    row, start = 0, 1
+    try:
+        for rec in reader:
+            line, start = start, reader.line_num + 1
+            if not rec or (len(rec) == 1 and not rec[0].strip()):
+                continue
+            if header is None:
+                header = rec
+                continue
+            row += 1
+            joined = ",".join(rec)
+            bad = _BAD_BYTE.search(joined)
+            if bad:
+                yield Raw(rel, line, row, None, ("invalid_utf8", "the row holds bytes that are not UTF-8"), _printable(joined))
+            elif len(rec) != len(header):
+                yield Raw(rel, line, row, None, ("bad_csv_row", f"{len(rec)} fields, the header has {len(header)}"), joined)
+            else:
+                yield Raw(rel, line, row, dict(zip(header, rec)))
+    except csv.Error as e:
+        yield Raw(rel, start, None, None, ("invalid_csv", f"{e}; the rest of the file could not be read"))
+
+
+def _parquet(path: Path, rel: str) -> Iterator[Raw]:
+    import pyarrow.parquet as pq
+
+    row = 0
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+            for obj in batch.to_pylist():
+                row += 1
+                yield Raw(rel, None, row, obj)
+    except Exception as e:   # pyarrow raises several types for a damaged file; all mean the same here
+        yield Raw(rel, None, None, None, ("unreadable_file", f"cannot read parquet after {row} rows: {e}"))
+
+
+def _dataset(path: Path, rel: str) -> Iterator[Raw]:
+    """A folder written by `datasets` save_to_disk: a Dataset, or a DatasetDict (splits in name order)."""
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:   # datasets raises FileNotFoundError, ValueError, ArrowInvalid...
+        yield Raw(rel, None, None, None, ("unreadable_file", f"cannot load the saved dataset: {e}"))
+        return
+    parts = [(rel, ds)] if isinstance(ds, datasets.Dataset) else [(f"{rel}[{k}]", ds[k]) for k in sorted(ds)]
+    for label, part in parts:
+        for row, obj in enumerate(part, 1):
+            yield Raw(label, None, row, obj)
+
+
+def _printable(s: str) -> str:
+    """Text with undecodable bytes shown as \\xNN, so the quarantine entry is valid UTF-8 JSON."""
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

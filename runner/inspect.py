@@ -1,0 +1,49 @@
+"""`recipe inspect`: rendered training examples with the trained (label) tokens highlighted — the check
+to make before a long run that prompts and role markers are not trained and the end-of-turn token is."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def inspect(path: str, overrides=(), *, stage: str | None = None, n: int = 3, cache_dir: str | None = None,
+            console=None) -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    from . import api
+    from .errors import RecipeError
+    from .recipe.validate import did_you_mean
+    from .steps.base import RunOptions
+    from .steps.render import tokenizer_for
+    from .train.templates import Rendered, highlight
+
+    recipe = api.load(path, overrides)
+    stages = [s.name for s in recipe.stages if not s.skip]
+    if recipe.meta:
+        raise RecipeError("`recipe inspect` shows SFT examples; a meta-learning recipe has no render step yet")
+    stage = stage or stages[0]
+    if stage not in stages:
+        raise RecipeError(f"--stage: no stage '{stage}'{did_you_mean(stage, stages)}")
+    _, graph, records, _ = api.run(path, overrides, cache_dir=cache_dir, only=f"render.{stage}", dry_run=True,
+                                   output=str(Path("runs") / recipe.name))
+    art = Path(next(r.artifact for r in records if r.name == f"render.{stage}"))
+    tok = tokenizer_for(recipe, RunOptions())
+    console = console or Console(highlight=False)
+    plain = not console.is_terminal
+    with open(art / "train.jsonl", encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i >= n:
+                break
+            row = json.loads(line)
+            r = Rendered(input_ids=row["input_ids"], labels=row["labels"], truncated=False)
+            text = Text()
+            for piece, trained in highlight(r, tok):
+                if plain and trained:
+                    piece = f"«{piece}»"   # no colours in a pipe: mark trained spans with guillemets
+                text.append(piece, style="bold green" if trained else "dim")
+            n_trained = sum(x != -100 for x in row["labels"])
+            console.rule(f"{row['id']} ({row.get('source')}) {len(row['input_ids'])} tokens, {n_trained} trained")
+            console.print(text)
+    console.print("trained tokens are " + ("«marked»" if plain else "[bold green]green[/]") +
+                  "; prompts, system text and role markers must not be")

@@ -1,0 +1,61 @@
+"""train.<stage>: SFT (+ LoRA, + EWC, + DeepSpeed) on the stage's rendered rows, starting from the
+previous stage's final weights (or model.init_from). Checkpoints go to ctx.partial, which survives a
+kill -9, so running again resumes at the last saved step; the finished adapter is the artifact."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from ..errors import RecipeError
+
+VERSION = 1
+
+
+def _start(ctx) -> Path | None:
+    prev = [i for i in ctx.step.inputs if i.startswith("train.")]
+    if prev:
+        return ctx.input(prev[0]) / "final"
+    init = ctx.recipe.model.init_from
+    if init is None:
+        return None
+    path = ctx.recipe.path(init)
+    if not path.is_dir():
+        raise RecipeError(f"model.init_from: no checkpoint at {init} (resolved to {path}); run the recipe that "
+                          "produces it first, or fix the path (relative to the recipe file)")
+    return path
+
+
+def run(ctx) -> dict:
+    stage = ctx.recipe.stage(ctx.step.stage)
+    rows = ctx.input(f"render.{stage.name}") / "train.jsonl"
+    init_from = _start(ctx)
+    ctx.partial.mkdir(parents=True, exist_ok=True)
+    if ctx.options.launcher != "none":
+        from ..train.launch import run_launched
+        metrics = run_launched(ctx.recipe, stage, rows, ctx.partial, init_from=init_from, options=ctx.options)
+    else:
+        from ..train.run_sft import train_stage
+        metrics = train_stage(ctx.recipe, stage, rows, ctx.partial, init_from=init_from, resume=True,
+                              trust=ctx.options.trust)
+    if metrics.get("resumed_from"):
+        ctx.log(f"resumed from checkpoint step {metrics['resumed_from']}")
+    shutil.move(str(ctx.partial / "final"), ctx.out / "final")
+    history = []
+    for name in ("log_history.json", "metrics.json"):
+        if (ctx.partial / name).exists():
+            shutil.copy(ctx.partial / name, ctx.out / name)
+    if (ctx.out / "log_history.json").exists():
+        history = json.loads((ctx.out / "log_history.json").read_text())
+    # what the user (and a later recipe's model.init_from) points at: runs/<recipe>/<stage>/final
+    user_copy = ctx.run_dir / stage.name / "final"
+    if user_copy.exists():
+        shutil.rmtree(user_copy)
+    shutil.copytree(ctx.out / "final", user_copy)
+    (ctx.run_dir / stage.name / "data_fingerprint.txt").write_text(ctx.input(f"render.{stage.name}").name + "\n")
+    from ..report import plot_losses
+    plot_losses(ctx.run_dir, stage.name, history)
+    ctx.log(f"train loss {metrics.get('train_loss', float('nan')):.4f} after {metrics.get('steps')} steps, "
+            f"{metrics.get('tokens_per_second', 0):,.0f} tokens/s")
+    return {"metrics": metrics, "checkpoint": str(user_copy), "history": [
+        {k: h[k] for k in ("step", "loss") if k in h} for h in history if "loss" in h]}

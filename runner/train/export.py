@@ -1,0 +1,71 @@
+"""Export what a run produced, in the formats other tools load:
+
+  out_dir/adapter/   the LoRA adapter + tokenizer    PeftModel.from_pretrained(base, out_dir/"adapter")
+  out_dir/merged/    with output.merge: the adapter merged into the base weights + tokenizer
+                                                     AutoModelForCausalLM.from_pretrained(out_dir/"merged")
+  out_dir/model/     with adapter.type none: the full model + tokenizer
+  out_dir/export_manifest.json   what was exported, from which base, trained on which data
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..recipe import model
+
+# training-only files that do not belong in an export: a pickle of the Trainer's arguments, the
+# EWC anchor, and TRL's auto-generated model card
+_SKIP = {"training_args.bin", "ewc_state.safetensors", "README.md"}
+
+
+def export(recipe: model.Recipe, final_dir: str | Path, out_dir: str | Path, *, fingerprint: str,
+           stage: str | None = None, merge: bool | None = None, trust: bool = False) -> dict[str, Any]:
+    """Export a stage's final/ directory into out_dir; returns the manifest. `fingerprint` names
+    the data that trained it; `merge` defaults to output.merge."""
+    from .loading import for_inference, is_adapter
+
+    final_dir, out_dir = Path(final_dir), Path(out_dir)
+    merge = recipe.output.merge if merge is None else merge
+    out_dir.mkdir(parents=True, exist_ok=True)
+    adapter = is_adapter(final_dir)
+    exported: dict[str, str] = {}
+
+    kind = "adapter" if adapter else "model"
+    _copy(final_dir, out_dir / kind)
+    exported[kind] = kind
+    if adapter and merge:
+        net, tokenizer = for_inference(recipe, final_dir, trust=trust)
+        merged = net.merge_and_unload()
+        merged.save_pretrained(out_dir / "merged")
+        tokenizer.save_pretrained(out_dir / "merged")
+        exported["merged"] = "merged"
+
+    manifest = {
+        "recipe": recipe.name,
+        "stage": stage,
+        "base": recipe.model.base,
+        "seed": recipe.seed,         # builtin:tiny's base weights are this seed's random init
+        "adapter": recipe.model.adapter.type if adapter else "none",
+        "exported": exported,
+        "data_fingerprint": fingerprint,
+        "versions": _versions(),
+    }
+    (out_dir / "export_manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
+    return manifest
+
+
+def _copy(src: Path, dst: Path) -> None:
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    for f in sorted(src.iterdir()):
+        if f.is_file() and f.name not in _SKIP:
+            shutil.copy2(f, dst / f.name)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {p: version(p) for p in ("torch", "transformers", "peft", "trl")}

@@ -1,0 +1,145 @@
+"""Train one stage: what the train step calls (in this process, or in each of N launched processes
+through worker.py).
+
+out_dir/
+  checkpoints/checkpoint-<step>/   resumable (weights, optimizer, scheduler, RNG, trainer state)
+  final/                           the adapter (or full model) + tokenizer [+ ewc_state.safetensors]
+  log_history.json                 Trainer's log: loss, grad norm, lr per logged step
+  metrics.json                     what train_stage returns
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import RecipeError
+from ..recipe import model
+
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def train_stage(recipe: model.Recipe, stage: model.Stage, train_rows_path: str | Path, out_dir: str | Path, *,
+                init_from: str | Path | None = None, ewc_state: str | Path | None = None,
+                resume: bool = True, trust: bool = False) -> dict[str, Any]:
+    """Train `stage` on the rows in `train_rows_path` (JSONL, rendered or records) into `out_dir`.
+
+    init_from: the weights to start from (a previous stage's final/ dir: adapter or full model);
+        None starts from model.base with a new adapter.
+    ewc_state: the previous stage's ewc_state.safetensors, for a stage with `ewc:` (defaults to the
+        one inside init_from).
+    resume: continue from the last complete checkpoint in out_dir/checkpoints, if any; False
+        discards old checkpoints and starts over.
+    trust: the user passed --trust, so model.trust_remote_code takes effect.
+    Returns train_loss, steps, tokens, tokens_per_second, seconds (this call's training time),
+    resumed_from (the step it continued from, 0 for a fresh start).
+    """
+    _quiet_environment()
+    from . import loading
+    from .distributed import deepspeed_config, ensure_dist_env, world_size
+    from .ewc import EWC_FILE, EwcState, consolidate, estimate_fisher, successor_ewc
+    from .rows import dataset, pairs
+    from .sft_config import to_sft_config
+
+    train = stage.train
+    if world_size() != train.world_size:
+        raise RecipeError(f"stage {stage.name}: running in {world_size()} processes but train.world_size is "
+                          f"{train.world_size}; set it with --num-procs so batch_size divides correctly")
+    out_dir = Path(out_dir)
+    checkpoints = out_dir / "checkpoints"
+    is_main = int(os.environ.get("RANK", "0")) == 0
+
+    ds_config = None
+    if train.deepspeed:
+        ensure_dist_env()
+        ds_config = deepspeed_config(train.deepspeed, train, recipe.file.parent)
+        if stage.ewc is not None and ds_config.get("zero_optimization", {}).get("stage") == 3:
+            raise RecipeError(f"stage {stage.name}: ewc needs whole parameters on every process; "
+                              "use ZeRO-1/2 (zero3 shards them)")
+
+    anchor = None
+    if stage.ewc is not None:
+        path = ewc_state or (Path(init_from) / EWC_FILE if init_from else None)
+        if path is None or not Path(path).is_file():
+            raise RecipeError(f"stage {stage.name} has ewc: but no earlier stage's Fisher was found "
+                              f"({path or 'no init_from'}); ewc needs a stage to start from")
+        anchor = EwcState.load(path)
+
+    last = _last_checkpoint(checkpoints, clean=is_main) if resume else None
+    if not resume and is_main and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+
+    net, tokenizer, peft_config = loading.for_training(recipe, init_from, trust=trust)
+    rows = pairs(train_rows_path, recipe, tokenizer)
+    if not rows:
+        raise RecipeError(f"stage {stage.name}: no training rows in {train_rows_path}")
+    args = to_sft_config(stage, recipe, checkpoints, resume=last, deepspeed_config=ds_config)
+    kwargs: dict[str, Any] = dict(model=net, args=args, train_dataset=dataset(rows), processing_class=tokenizer,
+                                  peft_config=peft_config)
+    if anchor is not None:
+        from .ewc_trainer import EwcTrainer
+        trainer = EwcTrainer(ewc_state=anchor, **kwargs)
+    else:
+        from trl import SFTTrainer
+        trainer = SFTTrainer(**kwargs)
+
+    tokens_before = _tokens_seen(last)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    seconds = time.perf_counter() - start
+    final = out_dir / "final"
+    trainer.save_model(str(final))   # the main process writes; adapter (or model) + tokenizer
+
+    successor = successor_ewc(recipe, stage)
+    if successor is not None and is_main:
+        # On a freshly loaded copy of what was saved: the trained model may sit inside DeepSpeed,
+        # whose gradient hooks must not see these backward passes.
+        fresh, _, _ = loading.for_training(recipe, final, trust=trust)
+        fisher = estimate_fisher(fresh, rows, samples=successor.fisher_samples, seed=recipe.seed)
+        consolidate(anchor, fresh, fisher, gamma=successor.gamma, stage=stage.name).save(final / EWC_FILE)
+    trainer.accelerator.wait_for_everyone()
+
+    tokens = int(trainer.state.num_input_tokens_seen)
+    metrics = {
+        "train_loss": result.training_loss,
+        "steps": trainer.state.global_step,
+        "tokens": tokens,
+        "tokens_per_second": (tokens - tokens_before) / seconds if seconds > 0 else 0.0,
+        "seconds": seconds,
+        "resumed_from": int(CHECKPOINT.match(last.name).group(1)) if last else 0,
+    }
+    if is_main:
+        (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def _last_checkpoint(folder: Path, *, clean: bool) -> Path | None:
+    """The newest checkpoint that was completely written. Trainer writes trainer_state.json last,
+    so a directory without it was cut off by a crash mid-save: removed (by the main process) so
+    that it is neither resumed from nor counted by save_total_limit."""
+    found = sorted(((int(m.group(1)), p) for p in folder.glob("checkpoint-*")
+                    if (m := CHECKPOINT.match(p.name)) and p.is_dir()), reverse=True)
+    for _, path in found:
+        if (path / "trainer_state.json").is_file():
+            return path
+        if clean:
+            shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
+def _tokens_seen(checkpoint: Path | None) -> int:
+    if checkpoint is None:
+        return 0
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return int(state.get("num_input_tokens_seen", 0))
+
+
+def _quiet_environment() -> None:
+    # No telemetry pings from TRL/hub (runs are often offline), no tokenizer thread warnings.
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

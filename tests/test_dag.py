@@ -1,0 +1,174 @@
+"""The DAG: golden plans, cache hits and misses for each kind of change, atomic artifacts under kill -9,
+step selection (--only/--from/--force) and the report's stable keys. Data steps only (fast)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner import api
+from runner.errors import RecipeError
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).parent / "golden" / "plan"
+SHIPPED = ["poetry_lora", "curriculum_3stage", "fomaml_poets", "stage2_correction"]
+
+SMALL = """\
+recipe: small
+model: {base: builtin:tiny}
+sources:
+  en: {path: data/alpaca_en_demo.json, format: alpaca}
+  ident: {path: data/identity.json, format: alpaca}
+filters:
+  - {kind: length, field: assistant, min_chars: 5, max_chars: 2000}
+  - {kind: dedup, method: exact}
+mix: {en: 0.8, ident: 0.2}
+size: 200
+template: {max_length: 128}
+train: {max_steps: 2, micro_batch_size: 2, batch_size: 4}
+evaluate: {max_rows: 8, generate: {prompts: ["Who are you?"], max_new_tokens: 8}}
+"""
+
+
+@pytest.fixture
+def small(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    for f in ("alpaca_en_demo.json", "identity.json"):
+        shutil.copy(ROOT / "data" / f, tmp_path / "data" / f)
+    (tmp_path / "small.yaml").write_text(SMALL)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path / "small.yaml"
+
+
+def statuses(path, *overrides) -> dict[str, str]:
+    _, steps, _ = api.plan(path, overrides)
+    return {s.name: s.status for s in steps}
+
+
+def ran(records) -> set[str]:
+    return {r.name for r in records if r.status == "ran"}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_golden_plan(name, tmp_path):
+    """The compiled graph of every shipped recipe (names, kinds, edges, notes) is reviewed in git."""
+    graph, steps, _ = api.plan(ROOT / "recipes" / f"{name}.yaml", cache_dir=str(tmp_path))
+    got = {"steps": [{"name": s.name, "kind": s.kind, "stage": s.stage, "status": s.status,
+                      "depends_on": s.depends_on} for s in steps], "notes": list(graph.notes)}
+    path = GOLDEN / f"{name}.json"
+    if os.environ.get("REGEN_GOLDEN"):
+        path.write_text(json.dumps(got, indent=2, ensure_ascii=False) + "\n")
+    assert got == json.loads(path.read_text())
+
+
+def test_plan_is_pure_and_json_shape(small):
+    a = subprocess.run([sys.executable, "-m", "runner", "plan", str(small), "--format", "json"], capture_output=True,
+                       text=True, check=True).stdout
+    b = subprocess.run([sys.executable, "-m", "runner", "plan", str(small), "--format", "json"], capture_output=True,
+                       text=True, check=True).stdout
+    assert a == b
+    doc = json.loads(a)
+    for s in doc["steps"]:
+        assert {"name", "kind", "stage", "status", "why", "depends_on"} <= set(s)
+        assert s["status"] == "new"
+    mermaid = subprocess.run([sys.executable, "-m", "runner", "plan", str(small), "--format", "mermaid"],
+                             capture_output=True, text=True, check=True).stdout
+    assert mermaid.startswith("graph TD") and "load_en --> filter_en" in mermaid
+
+
+def test_cache_hits_and_misses_for_each_kind_of_change(small):
+    api.run(small, dry_run=True)
+    data = ["load.en", "load.ident", "filter.en", "filter.ident", "dedup", "split", "mix.main", "render.main"]
+    assert all(statuses(small)[s] == "cached" for s in data)
+    # a filter parameter: that filter step and everything downstream of it, nothing upstream
+    st = statuses(small, "filters[0].max_chars=1500")
+    assert st["load.en"] == st["load.ident"] == "cached"
+    assert all(st[s] == "stale" for s in ["filter.en", "filter.ident", "dedup", "split", "mix.main", "render.main"])
+    _, steps, _ = api.plan(small, ("filters[0].max_chars=1500",))
+    why = {s.name: s.why for s in steps}
+    assert "param filters[0].max_chars: 2000 -> 1500" in why["filter.en"]
+    assert why["dedup"] == ["upstream filter.en changed", "upstream filter.ident changed"]
+    # the template: only render (and training after it)
+    st = statuses(small, "template.max_length=96")
+    assert st["mix.main"] == "cached" and st["render.main"] == "stale" and st["train.main"] == "new"
+    # the mix: mix and after, not the data before it
+    st = statuses(small, "mix.en=0.7", "mix.ident=0.3")
+    assert st["split"] == "cached" and st["mix.main"] == "stale"
+    # one byte of one file: that source's load and everything downstream of it
+    f = small.parent / "data" / "identity.json"
+    f.write_bytes(f.read_bytes().replace(b"Hello", b"Hallo", 1))
+    _, steps, _ = api.plan(small)
+    st = {s.name: s for s in steps}
+    assert st["load.en"].status == "cached" and st["load.ident"].status == "stale"
+    assert "file data/identity.json changed" in st["load.ident"].why
+    assert st["filter.en"].status == "cached" and st["dedup"].status == "stale"
+
+
+def test_changing_one_filter_recomputes_only_it_and_its_descendants(small):
+    api.run(small, dry_run=True)
+    _, _, records, _ = api.run(small, ["filters[0].max_chars=1500"], dry_run=True)
+    assert ran(records) == {"filter.en", "filter.ident", "dedup", "split", "mix.main", "render.main"}
+    _, _, records, _ = api.run(small, ["filters[0].max_chars=1500"], dry_run=True)
+    assert ran(records) == set()
+
+
+def test_selection_only_from_force(small):
+    _, _, records, _ = api.run(small, only="split", dry_run=True)
+    assert ran(records) == {"load.en", "load.ident", "filter.en", "filter.ident", "dedup", "split"}
+    _, _, records, _ = api.run(small, only="split", dry_run=True)
+    assert ran(records) == set()
+    _, _, records, _ = api.run(small, only="split", force=True, dry_run=True)
+    assert ran(records) == {"split"}
+    _, _, records, _ = api.run(small, from_step="dedup", dry_run=True)
+    assert ran(records) == {"dedup", "split", "mix.main", "render.main"}
+    _, _, records, _ = api.run(small, force=True, dry_run=True)
+    assert len(ran(records)) == 8
+    with pytest.raises(RecipeError, match="no step named 'dedupe' \\(did you mean 'dedup'\\?\\)"):
+        api.run(small, only="dedupe", dry_run=True)
+
+
+def test_a_killed_step_never_leaves_an_artifact_that_is_trusted(small):
+    env = {**os.environ, "RECIPE_TEST_KILL_BEFORE_COMMIT": "dedup"}
+    p = subprocess.run([sys.executable, "-m", "runner", "run", str(small), "--dry-run"], env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == -9
+    cache = small.parent / ".recipe" / "cache"
+    assert list((cache / "tmp").iterdir()), "the killed step's files were written to tmp"
+    st = statuses(small)
+    assert st["filter.en"] == "cached" and st["dedup"] == "new"
+    _, _, records, _ = api.run(small, dry_run=True)
+    assert "dedup" in ran(records) and "filter.en" not in ran(records)
+    assert not list((cache / "tmp").iterdir()), "tmp left by the dead process is cleaned up"
+    manifest = json.loads(next((cache / "objects").glob("*/manifest.json")).read_text())
+    assert {"step", "fingerprint", "components", "stats"} <= set(manifest)
+
+
+def test_report_has_the_documented_keys(small):
+    _, _, records, run_dir = api.run(small, dry_run=True)
+    report = json.loads((run_dir / "report.json").read_text())
+    for s in report["steps"]:
+        assert {"name", "kind", "stage", "status", "fingerprint", "seconds", "rows_in", "rows_out", "dropped",
+                "by_source"} <= set(s)
+        assert s["status"] in ("cached", "ran", "failed")
+        if s["rows_in"] is not None:
+            assert s["rows_in"] == s["rows_out"] + sum(s["dropped"].values())
+    (stage,) = report["stages"]
+    assert set(stage["mix"]) == {"requested", "achieved"} and stage["mix"]["requested"] == {"en": 0.8, "ident": 0.2}
+    assert abs(stage["mix"]["achieved"]["en"] - 0.8) < 0.01 and stage["rows"]["train"] == 200
+    assert set(report["quarantine"]) == {"en", "ident"}
+    assert (run_dir / "report.md").read_text().startswith("# Run report: small")
+
+
+def test_same_recipe_and_seed_give_byte_identical_artifacts(small, tmp_path):
+    _, _, a, _ = api.run(small, dry_run=True, cache_dir=str(tmp_path / "c1"))
+    _, _, b, _ = api.run(small, dry_run=True, cache_dir=str(tmp_path / "c2"))
+    for x, y in zip(a, b):
+        assert x.fingerprint == y.fingerprint
+        fa = sorted(p for p in Path(x.artifact).rglob("*") if p.is_file() and p.name != "manifest.json")
+        fb = sorted(p for p in Path(y.artifact).rglob("*") if p.is_file() and p.name != "manifest.json")
+        assert [p.read_bytes() for p in fa] == [p.read_bytes() for p in fb], x.name
