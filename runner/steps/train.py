@@ -32,8 +32,12 @@ def run(ctx) -> dict:
     init_from = _start(ctx)
     ctx.partial.mkdir(parents=True, exist_ok=True)
     if ctx.options.launcher != "none":
-        from ..train.launch import run_launched
-        metrics = run_launched(ctx.recipe, stage, rows, ctx.partial, init_from=init_from, options=ctx.options)
+        from ..train.launch import launch
+        from ..train.worker import write_spec
+        spec = write_spec(ctx.partial / "spec.json", ctx.recipe, stage, rows, ctx.partial, init_from=init_from,
+                          resume=True, trust=ctx.options.trust)
+        metrics = launch(spec, launcher=ctx.options.launcher, num_procs=ctx.options.num_procs,
+                         hostfile=ctx.options.hostfile, log=ctx.log)
     else:
         from ..train.run_sft import train_stage
         metrics = train_stage(ctx.recipe, stage, rows, ctx.partial, init_from=init_from, resume=True,

@@ -6,8 +6,8 @@ batch sizes, accumulation, clipping and precision can never disagree with `train
 that sets one of them to something else is refused. Model-size dependent "auto"s (bucket sizes)
 are left for transformers' integration to fill from the model config.
 
-DeepSpeed on a machine without CUDA: it picks its CPU accelerator (we set DS_ACCELERATOR=cpu to
-say so instead of letting it warn while guessing), communicates over gloo (oneCCL is not
+DeepSpeed on a machine without CUDA: it picks its CPU accelerator (run_sft sets DS_ACCELERATOR=cpu
+to say so instead of letting it warn while guessing), communicates over gloo (oneCCL is not
 installed), and on first use JIT-builds its shared-memory all-reduce op (deepspeed_shm_comm,
 about 30 s, needs ninja; cached under ~/.cache/torch_extensions or $TORCH_EXTENSIONS_DIR).
 ZeRO-1/2 train there; the offload presets additionally JIT-build DeepSpeedCPUAdam.
@@ -67,10 +67,6 @@ def deepspeed_config(name_or_path: str, train: model.Train, recipe_dir: Path) ->
 def ensure_dist_env() -> None:
     """DeepSpeed always initialises a process group. Launchers (deepspeed, torchrun) set its
     environment; a plain `python` run gets a single-process group on a free local port."""
-    import torch
-
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK=os.environ.get("LOCAL_RANK", "0"))

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,27 +40,33 @@ def train_stage(recipe: model.Recipe, stage: model.Stage, train_rows_path: str |
     resumed_from (the step it continued from, 0 for a fresh start).
     """
     _quiet_environment()
-    from . import loading
-    from .distributed import deepspeed_config, ensure_dist_env, world_size
-    from .ewc import EWC_FILE, EwcState, consolidate, estimate_fisher, successor_ewc
-    from .rows import dataset, pairs
-    from .sft_config import to_sft_config
+    from .distributed import deepspeed_config, world_size
 
     train = stage.train
     if world_size() != train.world_size:
         raise RecipeError(f"stage {stage.name}: running in {world_size()} processes but train.world_size is "
                           f"{train.world_size}; set it with --num-procs so batch_size divides correctly")
-    out_dir = Path(out_dir)
-    checkpoints = out_dir / "checkpoints"
-    is_main = int(os.environ.get("RANK", "0")) == 0
 
     ds_config = None
     if train.deepspeed:
-        ensure_dist_env()
         ds_config = deepspeed_config(train.deepspeed, train, recipe.file.parent)
         if stage.ewc is not None and ds_config.get("zero_optimization", {}).get("stage") == 3:
             raise RecipeError(f"stage {stage.name}: ewc needs whole parameters on every process; "
                               "use ZeRO-1/2 (zero3 shards them)")
+    with _process_state(single_process_group=ds_config is not None and "RANK" not in os.environ):
+        return _train(recipe, stage, train_rows_path, out_dir, init_from=init_from, ewc_state=ewc_state,
+                      resume=resume, trust=trust, ds_config=ds_config)
+
+
+def _train(recipe, stage, train_rows_path, out_dir, *, init_from, ewc_state, resume, trust, ds_config):
+    from . import loading
+    from .ewc import EWC_FILE, EwcState, consolidate, estimate_fisher, successor_ewc
+    from .rows import dataset, pairs
+    from .sft_config import to_sft_config
+
+    out_dir = Path(out_dir)
+    checkpoints = out_dir / "checkpoints"
+    is_main = int(os.environ.get("RANK", "0")) == 0
 
     anchor = None
     if stage.ewc is not None:
@@ -118,6 +125,34 @@ def train_stage(recipe: model.Recipe, stage: model.Stage, train_rows_path: str |
     return metrics
 
 
+@contextmanager
+def _process_state(*, single_process_group: bool):
+    """DeepSpeed outside a launcher needs a process group of one (ensure_dist_env). Accelerate and
+    transformers keep DeepSpeed in process-wide state (singletons, environment variables), so a
+    later stage in this process would silently train with DeepSpeed too: undo all of it after."""
+    if not single_process_group:
+        yield
+        return
+    from .distributed import ensure_dist_env
+
+    env = dict(os.environ)
+    ensure_dist_env()
+    try:
+        yield
+    finally:
+        import torch.distributed as dist
+        from accelerate.state import AcceleratorState, GradientState
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+        unset_hf_deepspeed_config()
+        os.environ.clear()
+        os.environ.update(env)
+
+
 def _last_checkpoint(folder: Path, *, clean: bool) -> Path | None:
     """The newest checkpoint that was completely written. Trainer writes trainer_state.json last,
     so a directory without it was cut off by a crash mid-save: removed (by the main process) so
@@ -140,6 +175,12 @@ def _tokens_seen(checkpoint: Path | None) -> int:
 
 
 def _quiet_environment() -> None:
-    # No telemetry pings from TRL/hub (runs are often offline), no tokenizer thread warnings.
+    # No telemetry pings from TRL/hub (runs are often offline), no tokenizer thread warnings, and
+    # DeepSpeed (imported by transformers whether used or not) told it is on CPU instead of
+    # warning while it guesses.
+    import torch
+
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
