@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["text", "markdown", "json"], default="text")
     p.add_argument("--exit-code", action="store_true", help="exit 1 when there are differences")
     p.add_argument("--cache-dir")
+    _common(p)  # --set: both sides
+    p.add_argument("--set-a", action="append", default=[], metavar="KEY=VALUE", help="override on the before side only")
+    p.add_argument("--set-b", action="append", default=[], metavar="KEY=VALUE",
+                   help="override on the after side only: `recipe diff R.yaml --set-b train.epochs=3` shows what the override changes")
     return ap
 
 

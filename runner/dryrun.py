@@ -16,7 +16,7 @@ def _rows(records, name: str, src: str | None = None):
 def summary(recipe, records) -> str:
     lines = ["dry run: data steps done and the render check passed; training was not started", ""]
     split = next((r for r in records if r.name == "split"), None)
-    ev = (split.stats or {}).get("eval_rows", {}) if split else {}
+    ev = (split.stats or {}).get("eval", {}) if split else {}
     head = f"{'source':<14}{'loaded':>9}{'filtered':>10}{'deduped':>9}{'eval':>7}"
     lines.append(head)
     for src in recipe.sources:

@@ -11,7 +11,7 @@ class StepUI:
         self._status = None
 
     def log(self, msg: str) -> None:
-        self.console.print(f"    {msg}", markup=False)
+        self.console.print(f"    {msg}", markup=False, soft_wrap=True)
 
     def started(self, step) -> None:
         if self.console.is_terminal:

@@ -2,13 +2,32 @@
 dotted-path lookups into records."""
 from __future__ import annotations
 
+import functools
+import gc
 import hashlib
 import random
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from ..errors import RecipeError
 
-_MISSING = object()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def without_gc(fn: F) -> F:
+    """Run a bulk row function with the cyclic garbage collector paused. Rows are acyclic dicts and
+    lists, so the collector never frees one, but its full passes rescan every live row, more often
+    as their number grows: ~20% of the time of loading 100k rows. Reference counting still frees
+    everything; the collector is restored (and may run) afterwards."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was:
+                gc.enable()
+    return wrapper  # type: ignore[return-value]
 
 
 def rng(seed: int, *names: str) -> random.Random:

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable
 
 from ..errors import RecipeError, Where
 from ..recipe import model
+from .common import without_gc
 from .io import dumps
 from .readers import Raw, iter_rows
 from .stats import Stats
@@ -256,6 +257,7 @@ def _place(q: dict[str, Any]) -> str:
     return f"{q['file']} row {q['row']}" if q["row"] is not None else q["file"]
 
 
+@without_gc
 def _load(name: str, specs: Iterable[str], mapper: Mapper, base_dir: Path, limit: int | None,
           on_error: str) -> tuple[list[dict], list[dict], dict[str, Any]]:
     records: list[dict] = []

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .common import without_gc
+
 
 def dumps(row: Any) -> str:
     return json.dumps(row, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
@@ -33,5 +35,6 @@ def iter_jsonl(path: str | Path) -> Iterator[Any]:
                 yield json.loads(line)
 
 
+@without_gc
 def read_jsonl(path: str | Path) -> list[Any]:
     return list(iter_jsonl(path))

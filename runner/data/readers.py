@@ -13,17 +13,15 @@ import io
 import json
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 READABLE = (".jsonl", ".json", ".csv", ".parquet")
 _BAD_BYTE = re.compile("[\udc80-\udcff]")   # what surrogateescape makes of a byte that is not UTF-8
 _WS = re.compile(r"[ \t\n\r]*")
 
 
-@dataclass(frozen=True)
-class Raw:
+class Raw(NamedTuple):   # a NamedTuple: built once per row, and 5x cheaper than a frozen dataclass
     file: str                        # relative to the recipe folder, "/"-separated
     line: int | None                 # 1-based line where the row starts (text formats), else None
     row: int | None                  # 1-based row number in the file; None when a whole file failed
@@ -95,11 +93,12 @@ def _object(obj: Any, rel: str, line: int | None, row: int) -> Raw:
 
 def _jsonl(text: str, rel: str) -> Iterator[Raw]:
     row = 0
+    any_bad = _BAD_BYTE.search(text) is not None   # one scan of the file spares one per line
     for lineno, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
+        if not line or line.isspace():
             continue
         row += 1
-        bad = _BAD_BYTE.search(line)
+        bad = any_bad and _BAD_BYTE.search(line)
         if bad:
             yield Raw(rel, lineno, row, None, ("invalid_utf8", f"byte {bad.start() + 1} of the line is not UTF-8"),
                       _printable(line))

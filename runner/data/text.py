@@ -36,13 +36,52 @@ def words(s: str) -> list[str]:
     return [t for t in _TOKEN.findall(s) if _WORDY.search(t)]
 
 
+_PLANES = 0x40000   # the BMP and the supplementary planes that hold letters and CJK
+
+
+def _char_class(codes: list[int]) -> str:
+    ranges: list[list[int]] = []
+    for c in sorted(codes):
+        if ranges and ranges[-1][1] == c - 1:
+            ranges[-1][1] = c
+        else:
+            ranges.append([c, c])
+    return "".join(re.escape(chr(a)) + (f"-{re.escape(chr(b))}" if b > a else "") for a, b in ranges)
+
+
 @lru_cache(maxsize=1)
-def _punctuation() -> dict[int, None]:
-    # Every Unicode punctuation character (categories P*) up to the CJK extension planes; built once
-    # (~30 ms). Symbols (S*) stay: "1+1=2" and "1=1+2" must not become the same text.
-    return {c: None for c in range(0x40000) if unicodedata.category(chr(c))[0] == "P"}
+def _tables() -> tuple[re.Pattern, re.Pattern, re.Pattern]:
+    """Built once (~0.05 s): patterns of the punctuation characters (categories P*) in the BMP and
+    beyond it, and of the BMP characters that NFKC changes beyond NFC (fullwidth letters and digits,
+    ligatures, circled digits...). A class of BMP characters compiles to a lookup table (fast); one
+    that mixes in astral characters compiles to a slow range list, hence the split.
+    Fullwidth punctuation ("，。") is left out of the NFKC pattern: NFKC maps it to punctuation,
+    which is deleted either way."""
+    punct, compat = [], []
+    for c in range(_PLANES):
+        ch = chr(c)
+        is_punct = unicodedata.category(ch)[0] == "P"
+        if is_punct:
+            punct.append(c)
+        if c < 0x10000 and unicodedata.decomposition(ch) and \
+                unicodedata.normalize("NFKD", ch) != unicodedata.normalize("NFD", ch):
+            if not (is_punct and all(unicodedata.category(x)[0] == "P" for x in unicodedata.normalize("NFKC", ch))):
+                compat.append(c)
+    return (re.compile(f"[{_char_class([c for c in punct if c < 0x10000])}]+"),
+            re.compile(f"[{_char_class([c for c in punct if c >= 0x10000])}]+"),
+            re.compile(f"[{_char_class(compat)}]"))
 
 
 def normalize(s: str) -> str:
-    s = unicodedata.normalize("NFKC", s).lower().translate(_punctuation())
+    """NFKC, lowercase, punctuation deleted, whitespace collapsed. Symbols (S*) stay: "1+1=2" and
+    "1=1+2" must not become the same text. Fast paths give the same result as the definition
+    (tests check): ASCII needs no NFKC; NFKC is ~80x slower than NFC on Chinese text and equal to
+    it on a text without the characters _tables() lists."""
+    bmp, astral, compat = _tables()
+    if s.isascii():
+        s = bmp.sub("", s.lower())
+    elif len(s.encode("utf-16-le", "surrogatepass")) == 2 * len(s):   # no astral characters
+        s = bmp.sub("", unicodedata.normalize("NFKC" if compat.search(s) else "NFC", s).lower())
+    else:
+        s = astral.sub("", bmp.sub("", unicodedata.normalize("NFKC", s).lower()))
     return " ".join(s.split())

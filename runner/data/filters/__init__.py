@@ -1,0 +1,55 @@
+"""Row filters, one module per kind; FILTERS is the only registry. Each `make(f, ctx)` returns a
+callable record -> (drop reason or None, record), the record possibly modified (pii masking).
+Dedup is not here: it compares rows across sources (runner/data/dedup.py)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..common import without_gc
+from ..stats import Stats
+from . import incomplete, length, pii, refusal, regex, repetition, toxicity
+from .context import FilterContext, RowFilter, Verdict
+
+FILTERS = {
+    "length": length.make,
+    "repetition": repetition.make,
+    "incomplete": incomplete.make,
+    "refusal": refusal.make,
+    "regex": regex.make,
+    "pii": pii.make,
+    "toxicity": toxicity.make,
+}
+
+__all__ = ["FILTERS", "FilterContext", "RowFilter", "Verdict", "applies", "row_filters", "run_filters"]
+
+
+def applies(f: Any, source: str) -> bool:
+    return f.sources is None or source in f.sources
+
+
+def row_filters(filters: Sequence[Any], source: str) -> list[Any]:
+    """The recipe's row filters (not dedup) that apply to `source`, in recipe order."""
+    return [f for f in filters if f.kind != "dedup" and applies(f, source)]
+
+
+@without_gc
+def run_filters(source: str, records: list[dict], filters: Sequence[Any], ctx: FilterContext
+                ) -> tuple[list[dict], list[dict], Stats]:
+    """Apply filters in order; the first that objects drops the row. -> (kept, dropped rows each
+    with its "reason", stats)."""
+    checks = [FILTERS[f.kind](f, ctx) for f in filters]
+    kept, dropped = [], []
+    stats = Stats([source])
+    for record in records:
+        stats.seen(source)
+        for check in checks:
+            reason, record = check(record)
+            if reason:
+                dropped.append({**record, "reason": reason})
+                stats.dropped(source, reason)
+                break
+        else:
+            kept.append(record)
+            stats.kept(source)
+    stats.assert_balanced()
+    return kept, dropped, stats

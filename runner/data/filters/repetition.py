@@ -23,9 +23,12 @@ def make(f: RepetitionFilter, ctx: FilterContext) -> RowFilter:
     def check(record):
         s = text(record, f.field)
         if f.max_line_repeats is not None:
-            lines = Counter(x for x in (ln.strip() for ln in s.split("\n")) if x and _WORDY.search(x))
-            if lines and max(lines.values()) > f.max_line_repeats:
-                return "repetition:line", record
+            lines = [x for x in (ln.strip() for ln in s.split("\n")) if x]
+            # most texts have few lines, or no line twice: skip the counting then
+            if len(lines) > f.max_line_repeats and len(set(lines)) < len(lines):
+                counts = Counter(x for x in lines if _WORDY.search(x))
+                if counts and max(counts.values()) > f.max_line_repeats:
+                    return "repetition:line", record
         if f.max_ngram_ratio is not None and len(s) >= f.min_chars:
             w = words(s)
             grams = [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]

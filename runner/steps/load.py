@@ -1,0 +1,22 @@
+"""load.<src>: read one source and map its rows to records.
+Artifact: records.jsonl, quarantine.jsonl (rows that could not be read or mapped, with file, line
+and reason)."""
+from __future__ import annotations
+
+VERSION = 1
+
+
+def run(ctx) -> dict:
+    from ..data.formats import load_source
+    from ..data.io import write_jsonl
+
+    name = ctx.step.source
+    records, quarantine, stats = load_source(name, ctx.recipe.sources[name], ctx.recipe.file.parent)
+    write_jsonl(ctx.out / "records.jsonl", records)
+    write_jsonl(ctx.out / "quarantine.jsonl", quarantine)
+    msg = f"{name}: {len(records):,} records"
+    if quarantine:
+        reasons = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in stats["dropped"].items())
+        msg += f", {len(quarantine):,} quarantined ({reasons}): see quarantine.jsonl"
+    ctx.log(msg)
+    return stats

@@ -1,0 +1,127 @@
+"""split: every source's rows -> train/<src>.jsonl and eval/<src>.jsonl, leak-checked across all
+sources. Meta-learning recipes get tasks/<dir>/{support,query,test}.jsonl instead, with tasks.json
+listing each task's name, folder and row counts (a task name is used as the folder when it is a safe
+file name, else a hash of it)."""
+from __future__ import annotations
+
+import hashlib
+import re
+
+VERSION = 1
+_SAFE = re.compile(r"^[^/\\\x00]{1,100}$")
+
+
+def _records(ctx) -> dict[str, list[dict]]:
+    from ..data.io import read_jsonl
+    from .dedup import source_inputs
+
+    if ctx.step.inputs == ("dedup",):
+        d = ctx.input("dedup") / "records"
+        return {src: read_jsonl(d / f"{src}.jsonl") for src in ctx.recipe.sources if (d / f"{src}.jsonl").exists()}
+    return source_inputs(ctx)
+
+
+def _task_dir(name: str) -> str:
+    if _SAFE.match(name) and name not in (".", "..") and not name.startswith("."):
+        return name
+    return "task-" + hashlib.sha1(name.encode()).hexdigest()[:12]
+
+
+def run(ctx) -> dict:
+    from ..data.common import rng
+    from ..data.io import write_jsonl
+    from ..data.splits import check_no_leak, split_source
+    from ..data.stats import Stats
+
+    recipe = ctx.recipe
+    records = _records(ctx)
+    if recipe.meta is not None:
+        return _meta(ctx, records)
+    stats = Stats(records)
+    taken: dict[str, str] = {}
+    sides: dict[str, list] = {"train": [], "eval": []}
+    for src, rows in records.items():
+        seed = rng(recipe.seed, "split", src).getrandbits(63)
+        train, eval_ = split_source(rows, recipe.split, seed, taken)
+        write_jsonl(ctx.out / "train" / f"{src}.jsonl", train)
+        write_jsonl(ctx.out / "eval" / f"{src}.jsonl", eval_)
+        sides["train"] += train
+        sides["eval"] += eval_
+        stats.seen(src, len(rows))
+        stats.kept(src, len(rows))
+        ctx.log(f"{src}: {len(train):,} train, {len(eval_):,} eval")
+    check_no_leak(sides)
+    stats.assert_balanced()
+    out = stats.to_json()
+    out["train"] = {s: sum(1 for r in sides["train"] if r["source"] == s) for s in records}
+    out["eval"] = {s: sum(1 for r in sides["eval"] if r["source"] == s) for s in records}
+    return out
+
+
+def _meta(ctx, records: dict[str, list[dict]]) -> dict:
+    from ..data.io import write_jsonl
+    from ..data.splits import check_no_leak
+    from ..data.stats import Stats
+
+    stats = Stats()
+    quarantine: list[dict] = []
+    if isinstance(ctx.recipe.meta.tasks, tuple):
+        tasks = _explicit_tasks(ctx, stats, quarantine)
+    else:
+        tasks = _derived_tasks(ctx, records, stats)
+    index = []
+    for name, parts in tasks.items():
+        folder = _task_dir(name)
+        for part, rows in parts.items():
+            write_jsonl(ctx.out / "tasks" / folder / f"{part}.jsonl", rows)
+        index.append({"name": name, "dir": folder, "rows": {p: len(r) for p, r in parts.items()}})
+    check_no_leak({p: [r for parts in tasks.values() for r in parts[p]] for p in ("support", "query", "test")})
+    write_jsonl(ctx.out / "tasks.jsonl", index)
+    if quarantine:
+        write_jsonl(ctx.out / "quarantine.jsonl", quarantine)
+    stats.assert_balanced()
+    ctx.log(f"{len(tasks)} tasks: " + ", ".join(f"{t['name']} ({sum(t['rows'].values())})" for t in index[:8])
+            + (" ..." if len(index) > 8 else ""))
+    return {**stats.to_json(), "tasks": index}
+
+
+def _derived_tasks(ctx, records: dict[str, list[dict]], stats) -> dict[str, dict[str, list]]:
+    """One task per value of meta.tasks.by in one source."""
+    from ..data.splits import split_tasks
+
+    d, recipe = ctx.recipe.meta.tasks, ctx.recipe
+    rows = records.get(d.source, [])
+    tasks, left_out = split_tasks(rows, d.by, d.min_rows, d.max_tasks, recipe.meta.split, recipe.seed)
+    stats.seen(d.source, len(rows))
+    for reason, n in left_out.items():
+        stats.dropped(d.source, reason, n)
+    stats.kept(d.source, sum(len(r) for parts in tasks.values() for r in parts.values()))
+    return tasks
+
+
+def _explicit_tasks(ctx, stats, quarantine: list[dict]) -> dict[str, dict[str, list]]:
+    """Tasks listed with their own support/query/test files (prompt_response layout); support is cut
+    to support_max_samples by a seeded draw."""
+    from ..data.common import rng
+    from ..data.formats import load_paths
+
+    recipe = ctx.recipe
+    tasks = {}
+    for t in recipe.meta.tasks:
+        parts = {}
+        for part in ("support", "query", "test"):
+            rows, q = [], []
+            if getattr(t, part):
+                rows, q, _ = load_paths(t.name, getattr(t, part), "prompt_response", recipe.file.parent)
+            quarantine += q
+            stats.seen(t.name, len(rows) + len(q))
+            stats.dropped(t.name, "quarantine", len(q))
+            parts[part] = rows
+        cap = t.support_max_samples
+        if cap is not None and len(parts["support"]) > cap:
+            keep = sorted(rng(recipe.seed, "support", t.name).sample(range(len(parts["support"])), cap))
+            stats.dropped(t.name, "split:support_max_samples", len(parts["support"]) - cap)
+            parts["support"] = [parts["support"][i] for i in keep]
+        stats.kept(t.name, sum(len(r) for r in parts.values()))
+        tasks[t.name] = parts
+    return tasks

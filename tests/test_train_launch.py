@@ -1,0 +1,40 @@
+"""Multi-process training: the launcher commands, and 2 processes (torchrun, gloo on CPU) reaching
+the losses of 1 process with the same effective batch."""
+import sys
+
+import pytest
+import train_fixtures as F
+
+from runner.errors import RecipeError
+from runner.train.launch import command, launch
+from runner.train.run_sft import train_stage
+from runner.train.worker import write_spec
+
+
+def test_commands(tmp_path):
+    spec = tmp_path / "spec.json"
+    torchrun = command(spec, launcher="torchrun", num_procs=4, master_port=29555)
+    assert torchrun == [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=4",
+                        "--master-addr=127.0.0.1", "--master-port=29555", "-m", "runner.train.worker", str(spec)]
+    ds = command(spec, launcher="deepspeed", num_procs=2, master_port=29555)
+    assert ds == [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", "29555",
+                  "--module", "runner.train.worker", str(spec)]
+    hosts = command(spec, launcher="deepspeed", num_procs=2, hostfile="hosts", master_port=1)
+    assert hosts[3:5] == ["--hostfile", "hosts"]
+    with pytest.raises(RecipeError, match="--hostfile is for --launcher deepspeed"):
+        command(spec, launcher="torchrun", num_procs=2, hostfile="hosts")
+
+
+def test_two_processes_match_one(tmp_path):
+    # batch 4: one process accumulates 2 micro-batches of 2, two processes take one each
+    data = F.rows(tmp_path / "train.jsonl")
+    one = F.recipe(tmp_path, "train.max_steps=3")
+    train_stage(one, one.stages[0], data, tmp_path / "one", resume=False)
+    two = F.recipe(tmp_path, "train.max_steps=3", "train.world_size=2")
+    assert (one.train.grad_accum, two.train.grad_accum) == (2, 1)
+    spec = write_spec(tmp_path / "spec.json", two, two.stages[0], data, tmp_path / "two", resume=False)
+    metrics = launch(spec, launcher="torchrun", num_procs=2, log=lambda _: None)
+    assert metrics["steps"] == 3
+    assert F.losses(tmp_path / "two") == pytest.approx(F.losses(tmp_path / "one"), abs=1e-4)
+    a, b = F.adapter_weights(tmp_path / "one" / "final"), F.adapter_weights(tmp_path / "two" / "final")
+    assert all(float((a[k] - b[k]).abs().max()) < 1e-5 for k in a)

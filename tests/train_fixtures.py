@@ -1,0 +1,67 @@
+"""Shared by the tests/test_train_*.py files: a tiny recipe on builtin:tiny and synthetic rows."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from runner import api
+
+REPO = Path(__file__).resolve().parents[1]
+
+RECIPE = """\
+recipe: train_test
+seed: 7
+model:
+  base: builtin:tiny
+  adapter: {{type: lora, r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}}
+sources:
+  a: {{path: {data}/identity.json, format: alpaca}}
+  b: {{path: {data}/identity.json, format: alpaca}}
+template: {{chat: chatml, system: "You are terse.", max_length: 64}}
+train: {{max_steps: 4, micro_batch_size: 2, batch_size: 4, save_steps: 2, logging_steps: 1,
+         learning_rate: 0.001, lr_scheduler: constant}}
+evaluate:
+  max_rows: 16
+  generate: {{prompts: ["question 3"], max_new_tokens: 12, temperature: 0}}
+{extra}"""
+
+STAGES = """\
+stages:
+  first: {mix: {a: 1.0}}
+  second: {mix: {b: 1.0}, ewc: {lambda: 50, fisher_samples: 8}}
+"""
+
+
+def recipe(tmp_path: Path, *overrides: str, extra: str = ""):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(RECIPE.format(data=REPO / "data", extra=extra))
+    return api.load(path, list(overrides))
+
+
+def conversation(i: int, kind: str = "a") -> list[dict]:
+    if kind == "a":
+        user, answer = f"question {i}", " ".join(["answer"] * (i % 7 + 1))
+    elif kind == "b":
+        user, answer = f"poem {i}", "白日依山盡，" * (i % 3 + 1)
+    else:  # "ok": a one-word answer, learnable in a few dozen steps
+        user, answer = f"say ok {i}", "ok"
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+
+
+def rows(path: Path, n: int = 32, kind: str = "a") -> Path:
+    """n records ({id, messages}) as the data steps write them."""
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"{kind}{i}", "messages": conversation(i, kind)}, ensure_ascii=False) + "\n")
+    return path
+
+
+def losses(out_dir: Path) -> list[float]:
+    history = json.loads((out_dir / "log_history.json").read_text())
+    return [h["loss"] for h in history if "loss" in h]
+
+
+def adapter_weights(final: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(final / "adapter_model.safetensors"))
