@@ -110,8 +110,12 @@ def compile_recipe(r: model.Recipe) -> Graph:
         if row:
             params: dict = {"filters": row}
             files: tuple[str, ...] = tuple(f.model_path for f in row if isinstance(f, model.ToxicityFilter))
-            if any(isinstance(f, model.LengthFilter) and f.max_tokens is not None for f in row):
-                params["tokens"] = _tokenizer_identity(r)
+            counted = [f for f in row if isinstance(f, model.LengthFilter) and f.max_tokens is not None]
+            if counted:
+                # only what changes a token count: not train_on, and max_length only when it is the limit
+                params["tokens"] = {"model": r.model.base, "chat": r.template.chat, "system": r.template.system}
+                if any(f.max_tokens == "max_length" for f in counted):
+                    params["tokens"]["max_length"] = r.template.max_length
                 files += _template_files(r)
             steps.append(_step(f"filter.{src}", "filter", [last[src]], params, source=src, files=files))
             last[src] = f"filter.{src}"

@@ -25,7 +25,7 @@ sources:
   en: {path: data/alpaca_en_demo.json, format: alpaca}
   ident: {path: data/identity.json, format: alpaca}
 filters:
-  - {kind: length, field: assistant, min_chars: 5, max_chars: 2000}
+  - {kind: length, field: assistant, min_chars: 5, max_chars: 2000, max_tokens: max_length}
   - {kind: dedup, method: exact}
 mix: {en: 0.8, ident: 0.2}
 size: 200
@@ -93,9 +93,12 @@ def test_cache_hits_and_misses_for_each_kind_of_change(small):
     why = {s.name: s.why for s in steps}
     assert "param filters[0].max_chars: 2000 -> 1500" in why["filter.en"]
     assert why["dedup"] == ["upstream filter.en changed", "upstream filter.ident changed"]
-    # the template: only render (and training after it)
+    # how labels are made: only render (and training after it); the token-length filter is unaffected
+    st = statuses(small, "template.train_on=last")
+    assert st["filter.en"] == st["mix.main"] == "cached" and st["render.main"] == "stale" and st["train.main"] == "new"
+    # the cutoff: the filter that drops rows longer than max_length too
     st = statuses(small, "template.max_length=96")
-    assert st["mix.main"] == "cached" and st["render.main"] == "stale" and st["train.main"] == "new"
+    assert st["load.en"] == "cached" and st["filter.en"] == "stale"
     # the mix: mix and after, not the data before it
     st = statuses(small, "mix.en=0.7", "mix.ident=0.3")
     assert st["split"] == "cached" and st["mix.main"] == "stale"

@@ -216,7 +216,9 @@ def _apply_override(doc: Document, text: str) -> None:
     except yaml.YAMLError:
         value = raw
     from .schema import coerce  # the schema decides what "3" means at this path
-    parts: list[Any] = [int(p) if p.isdigit() else p for p in key.strip().split(".")]
+    # `filters[0].max_chars` and `filters.0.max_chars` both work: messages print the first form
+    parts: list[Any] = [int(p) if p.isdigit() else p
+                        for p in re.sub(r"\[(\d+)\]", r".\1", key.strip()).split(".") if p != ""]
     value = coerce(tuple(parts), value)
     node: Any = doc.data
     for i, p in enumerate(parts[:-1]):

@@ -140,7 +140,7 @@ def check_rendered(
             if r.truncated:
                 raise RecipeError(
                     f"example {ex_id!r}: nothing left to train after truncation to "
-                    f"{len(r.input_ids)} tokens; raise template.max_length or drop long rows"
+                    f"{len(r.input_ids)} tokens; raise template.max_length, or drop such rows before training with the filter {{kind: length, max_tokens: max_length}}"
                 )
             raise RecipeError(f"example {ex_id!r}: no token is trained (no assistant turn?)")
         trained_ids = {r.input_ids[i] for i in trained}

@@ -1,0 +1,113 @@
+"""The data steps end to end on a small recipe: artifacts, accounting, determinism, leak freedom."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from data_fixtures import REPO, TANG_FIELDS, recipe, run_data_steps
+from runner import api
+from runner.data.io import read_jsonl
+from runner.data.splits import check_no_leak
+from runner.execute import _check_balance
+from runner.steps import STEPS
+
+SMALL = f"""seed: 11
+sources:
+  tang:
+    path: '{{data}}/tang_poems.jsonl'
+    format: fields
+    limit: 3000
+    priority: 1{TANG_FIELDS}
+  general: {{path: '{{data}}/alpaca_zh_demo.json', format: alpaca}}
+  identity: {{path: '{{data}}/identity.json', format: alpaca}}
+  tools: {{path: '{{data}}/glaive_toolcall_en_demo.json', format: sharegpt}}
+  again: {{path: '{{data}}/identity.json', format: alpaca}}
+groups:
+  task: [identity, tools]
+filters:
+  - {{kind: length, field: assistant, min_chars: 10, max_chars: 400, sources: [tang]}}
+  - {{kind: repetition}}
+  - {{kind: dedup, method: exact}}
+  - {{kind: dedup, method: minhash, threshold: 0.85, num_perm: 64}}
+split: {{strategy: random, eval: 0.1}}
+stages:
+  base: {{mix: {{general: 1.0}}}}
+  task: {{mix: {{general: 0.6, task: 0.4}}}}
+  domain: {{mix: {{general: 0.5, task: 0.3, tang: 0.2}}, size: 0.5}}
+"""
+
+
+def test_every_data_step_module_has_a_version_and_run():
+    for kind in ("load", "filter", "dedup", "split", "mix"):
+        assert isinstance(STEPS[kind].VERSION, int) and callable(STEPS[kind].run)
+
+
+def test_data_steps_end_to_end(tmp_path):
+    r = recipe(tmp_path, SMALL)
+    done = run_data_steps(r, tmp_path / "run")
+    assert list(done) == ["load.tang", "filter.tang", "load.general", "filter.general", "load.identity",
+                          "filter.identity", "load.tools", "filter.tools", "load.again", "filter.again", "dedup",
+                          "split", "mix.base", "mix.task", "mix.domain"]
+    for name, (out, stats) in done.items():
+        _check_balance(name, stats)                     # the executor's own check
+        json.dumps(stats)
+    out, stats = done["load.tang"]
+    assert stats["rows_in"] == 3000 and len(read_jsonl(out / "records.jsonl")) == stats["rows_out"]
+    assert len(read_jsonl(out / "quarantine.jsonl")) == stats["quarantined"] > 0
+    out, stats = done["filter.tang"]
+    dropped = read_jsonl(out / "dropped.jsonl")
+    assert len(dropped) == sum(stats["dropped"].values()) and {d["reason"] for d in dropped} <= {
+        "length:min_chars", "length:max_chars", "repetition:line", "repetition:ngram"}
+    out, stats = done["dedup"]
+    dups = read_jsonl(out / "dropped.jsonl")
+    # `again` is identity.json a second time: every row is an exact copy, and identity (listed first) keeps it
+    assert stats["by_source"]["again"]["rows_out"] == 0
+    assert all(d["duplicate_of_source"] == "identity" for d in dups if d["source"] == "again")
+    out, stats = done["split"]
+    train = {f.stem: read_jsonl(f) for f in sorted((out / "train").glob("*.jsonl"))}
+    evals = {f.stem: read_jsonl(f) for f in sorted((out / "eval").glob("*.jsonl"))}
+    assert set(train) == set(evals) == set(r.sources)
+    check_no_leak({"train": sum(train.values(), []), "eval": sum(evals.values(), [])})
+    out, stats = done["mix.task"]
+    mixed = read_jsonl(out / "train.jsonl")
+    rep = stats["mix"]
+    assert rep["requested"]["general"] == 0.6 and len(mixed) == rep["total"]
+    n_task = len(train["identity"]) + len(train["tools"])
+    assert rep["requested"]["tools"] == pytest.approx(0.4 * len(train["tools"]) / n_task, abs=1e-6)
+    out, stats = done["mix.domain"]
+    assert stats["mix"]["total"] == round(0.5 * stats["mix"]["max_total"])
+    assert {x["source"] for x in read_jsonl(out / "train.jsonl")} == {"general", "identity", "tools", "tang"}
+
+
+def test_data_steps_are_byte_identical_across_runs(tmp_path):
+    r = recipe(tmp_path, SMALL)
+    a, b = run_data_steps(r, tmp_path / "a"), run_data_steps(r, tmp_path / "b")
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.jsonl"))
+    assert len(files) > 20
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    assert {k: v[1] for k, v in a.items()} == {k: v[1] for k, v in b.items()}
+
+
+def test_shipped_curriculum_mixes_need_oversampling_to_reach_their_size(tmp_path):
+    r = api.load(REPO / "recipes" / "curriculum_3stage.yaml", ["sources.poetry.limit=2000"])
+    with pytest.raises(Exception, match="stage 'domain': the mix cannot be met without repeating rows"):
+        run_data_steps(r, tmp_path / "run")
+
+
+def test_meta_recipe_builds_tasks(tmp_path):
+    r = api.load(REPO / "recipes" / "fomaml_poets.yaml", ["sources.tang.limit=4000", "meta.tasks.min_rows=30"])
+    done = run_data_steps(r, tmp_path / "run")
+    out, stats = done["split"]
+    index = read_jsonl(out / "tasks.jsonl")
+    assert 2 <= len(index) <= 40 and stats["tasks"] == index
+    sides = {p: [] for p in ("support", "query", "test")}
+    for t in index:
+        parts = {p: read_jsonl(out / "tasks" / t["dir"] / f"{p}.jsonl") for p in sides}
+        assert {p: len(v) for p, v in parts.items()} == t["rows"] and sum(t["rows"].values()) >= 30
+        assert {x["meta"]["author"] for v in parts.values() for x in v} == {t["name"]}
+        for p in sides:
+            sides[p] += parts[p]
+    check_no_leak(sides)
+    assert stats["rows_in"] == stats["rows_out"] + sum(stats["dropped"].values())
