@@ -99,6 +99,7 @@ def jaccard(a: str, b: str) -> float:
 
 def ours(recipe) -> tuple[dict, list, list, dict]:
     t = {}
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     records, quarantine, _ = load_source("tang", recipe.sources["tang"], recipe.file.parent)
     t["load"] = time.perf_counter() - t0
@@ -109,7 +110,8 @@ def ours(recipe) -> tuple[dict, list, list, dict]:
     dedups = [f for f in recipe.filters if f.kind == "dedup"]
     out, dropped, stats = dedup({"tang": kept}, dedups, {"tang": 0}, ["tang"])
     t["dedup"] = time.perf_counter() - t0
-    return t, records, dropped, {"kept": out["tang"], "filtered": kept, "stats": stats}
+    cpu = time.process_time() - cpu0
+    return t, records, dropped, {"kept": out["tang"], "filtered": kept, "stats": stats, "cpu": cpu}
 
 
 # --- the seed-style baseline -------------------------------------------------------------------------
@@ -168,12 +170,45 @@ def quality(dropped: list[dict], by_id: dict[str, str], pairs: list[tuple[str, s
             "drops": len(dropped), "precision": true / max(len(dropped), 1)}
 
 
+def libraries(rows: list[dict]) -> None:
+    """MinHash signatures (128 permutations, character 5-grams of the normalised poem) for every row:
+    the measurement behind the choice of rensa in runner/data/dedup.py."""
+    import numpy as np
+    import rensa
+    from datasketch import MinHash
+
+    from runner.data.dedup import _shingle_hashes
+
+    texts = [normalize("\n".join(r["paragraphs"])) for r in rows]
+    print(f"\nMinHash signatures for {len(texts):,} poems (avg {np.mean([len(t) for t in texts]):.0f} chars):")
+
+    def timed(label, fn):
+        t0 = time.perf_counter()
+        fn()
+        print(f"  {label:<44} {time.perf_counter() - t0:7.2f} s")
+
+    grams = []
+    timed("Python shingle lists", lambda: grams.extend(shingles(t) for t in texts))
+    encoded = [[g.encode() for g in s] for s in grams]
+    timed("datasketch MinHash.update_batch, per row", lambda: [MinHash(128).update_batch(s) for s in encoded])
+    timed("datasketch MinHash.bulk", lambda: MinHash.bulk(encoded, num_perm=128))
+    timed("rensa, from the shingle lists", lambda: rensa.RMinHash.digest_matrix_from_token_sets(grams, 128, 1))
+
+    def numpy_path():
+        h, off = _shingle_hashes(texts, SHINGLE)
+        rensa.RMinHash.digest_matrix_from_flat_token_hashes(h, off, 128, 1)
+    timed("rensa, numpy-hashed shingles incl. hashing", numpy_path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=102_000)
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--libraries", action="store_true", help="also time datasketch vs rensa signatures")
     args = ap.parse_args()
     rows, pairs = build_rows(args.rows)
+    if args.libraries:
+        libraries(rows)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         with open(d / "poems.jsonl", "w", encoding="utf-8") as fh:
@@ -191,7 +226,8 @@ def main() -> None:
         q = quality(mh, by_id, pairs, alive)
         lsh = extra["stats"]["minhash"][0]
         print(f"\nours:     {len(rows) / total:>9,.0f} rec/s end to end ({total:.2f} s: "
-              + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()) + ")")
+              + ", ".join(f"{k} {v:.2f} s" for k, v in t.items()) + f"); {extra['cpu']:.2f} s of CPU "
+              f"(all threads), load average {os.getloadavg()[0]:.1f}")
         print(f"          dedup alone {len(extra['filtered']) / t['dedup']:,.0f} rec/s; LSH {lsh['bands']} bands x "
               f"{lsh['rows']} rows, {lsh['candidates']:,} candidate rows; dropped {extra['stats']['dropped']}")
         print(f"          near-dup recall {q['recall']:.4f} over {q['positives']:,} planted pairs with Jaccard >= "

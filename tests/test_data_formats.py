@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -125,6 +126,8 @@ def test_folder_glob_json_object_and_csv(tmp_path):
     write_jsonl(d / "b.jsonl", raw[10:])
     write_jsonl(d / "a.jsonl", raw[:10])
     (d / "notes.txt").write_text("not data")
+    (d / ".cache").mkdir()
+    write_jsonl(d / ".cache" / "old.jsonl", raw[:3])             # hidden folders are not data
     (tmp_path / "obj.json").write_text(json.dumps({"version": 2, "data": raw[:5]}))
     import csv
     with open(tmp_path / "rows.csv", "w", newline="", encoding="utf-8") as f:
@@ -135,7 +138,7 @@ def test_folder_glob_json_object_and_csv(tmp_path):
                          "  o: {path: obj.json, format: alpaca}\n  c: {path: rows.csv, format: alpaca}\n")
     by_dir, by_glob = load(r, "d")[0], load(r, "g")[0]
     assert [x["messages"][1]["content"] for x in by_dir] == [x["output"] for x in raw]   # sorted: a then b
-    assert by_glob == [{**x, "source": "d"} for x in by_dir] or [x["id"] for x in by_glob] == [x["id"] for x in by_dir]
+    assert [(x["id"], x["messages"]) for x in by_glob] == [(x["id"], x["messages"]) for x in by_dir]
     assert [x["messages"][1]["content"] for x in load(r, "o")[0]] == [x["output"] for x in raw[:5]]
     assert [x["messages"][1]["content"] for x in load(r, "c")[0]] == [x["output"] for x in raw[:4]]
 
@@ -165,7 +168,8 @@ def corrupt(tmp_path):
               '{"instruction": 5, "output": "y"}',                       # 7 wrong_type
               '{"instruction": "q", "output": "   "}',                   # 8 empty_turn
               "",
-              good]
+              good,
+              '{"instruction": "q", "output": "a \\ud800 b"}']          # 11 invalid_unicode
     with open(tmp_path / "alpaca.jsonl", "wb") as f:
         for line in alpaca:
             f.write((line if isinstance(line, bytes) else line.encode()) + b"\n")
@@ -182,14 +186,17 @@ def corrupt(tmp_path):
     (tmp_path / "f.jsonl").write_text("".join(json.dumps(x) + "\n" for x in fields))
     (tmp_path / "trunc.json").write_text('[\n {"instruction": "a", "output": "b"},\n {"instruction": "c", "outp')
     (tmp_path / "bad.csv").write_text("instruction,input,output\nq,,a\nq,a\n")
+    (tmp_path / "dup.csv").write_text("instruction,output,output\nq,a,b\n")
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 this is not parquet")
     return {("alpaca.jsonl", 2): "invalid_json", ("alpaca.jsonl", 4): "invalid_utf8",
             ("alpaca.jsonl", 5): "not_an_object", ("alpaca.jsonl", 6): "missing_field",
             ("alpaca.jsonl", 7): "wrong_type", ("alpaca.jsonl", 8): "empty_turn",
+            ("alpaca.jsonl", 11): "invalid_unicode",
             ("share.json", 2): "unknown_role", ("share.json", 14): "no_answer",
             ("pr.jsonl", 1): "bad_metadata", ("pr.jsonl", 2): "bad_metadata",
             ("f.jsonl", 2): "template_error", ("f.jsonl", 3): "missing_field",
-            ("trunc.json", 3): "invalid_json", ("bad.csv", 3): "bad_csv_row", ("bad.parquet", None): "unreadable_file"}
+            ("trunc.json", 3): "invalid_json", ("bad.csv", 3): "bad_csv_row", ("bad.parquet", None): "unreadable_file",
+            ("dup.csv", 1): "bad_csv_header"}
 
 
 CORRUPT = """sources:
@@ -203,6 +210,7 @@ CORRUPT = """sources:
   trunc: {path: trunc.json, format: alpaca}
   csv: {path: bad.csv, format: alpaca}
   pq: {path: bad.parquet, format: alpaca}
+  dup: {path: dup.csv, format: alpaca}
 """
 
 
@@ -211,10 +219,14 @@ def test_every_quarantine_reason_with_file_and_line(tmp_path):
     r = recipe(tmp_path, CORRUPT)
     found, kept = {}, {}
     for name in r.sources:
-        if name == "pq":   # nothing readable at all: a clear error, not an empty source
-            with pytest.raises(RecipeError, match=r"none of its 1 rows.*unreadable_file"):
+        whole = {"pq": ("bad.parquet", None, "unreadable_file"), "dup": ("dup.csv", 1, "bad_csv_header")}
+        if name in whole:   # nothing readable at all: a clear error, not an empty source
+            file, line, code = whole[name]
+            place = f"{file}:{line}" if line else file
+            with pytest.raises(RecipeError, match=f"none of its 1 rows could be used; 1 failed with {code}, "
+                                                  f"e.g. {re.escape(place)}: {code}"):
                 load(r, name)
-            found[("bad.parquet", None)] = "unreadable_file"
+            found[(file, line)] = code
             continue
         records, quarantine, stats = load(r, name)
         assert stats["rows_in"] == len(records) + len(quarantine)          # nothing lost silently
@@ -230,7 +242,7 @@ def test_every_quarantine_reason_with_file_and_line(tmp_path):
     assert "'q' is undefined" in next(x for x in load(r, "f")[1] if x["line"] == 3)["reason"]
     assert "rest of the file" in load(r, "trunc")[1][0]["reason"]
     write_jsonl(tmp_path / "q.jsonl", load(r, "alpaca")[1])               # quarantine entries are JSON-safe
-    assert len(read_jsonl(tmp_path / "q.jsonl")) == 6
+    assert len(read_jsonl(tmp_path / "q.jsonl")) == 7
 
 
 def test_on_error_fail_names_file_line_and_reason(tmp_path):

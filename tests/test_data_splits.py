@@ -7,7 +7,7 @@ import pytest
 
 from data_fixtures import TANG_FIELDS, record, recipe
 from runner.data.formats import load_source
-from runner.data.splits import check_no_leak, split_source, split_tasks
+from runner.data.splits import check_no_leak, select_tasks, split_source, split_tasks
 from runner.errors import RecipeError
 from runner.recipe.model import MetaSplit, Split
 
@@ -93,14 +93,13 @@ def test_split_tasks_for_meta_learning():
     data = [record(f"{a} poem {i}", f"{a}{i}", author=a, len="short" if i % 3 else "long")
             for a, n in authors.items() for i in range(n)]
     data.append(record("li poem 0", "copy", author="du", len="short"))       # a text in two tasks
-    tasks, left_out = split_tasks(data, "meta.author", 60, 3, MetaSplit("stratified", "meta.len", 0.3, 0.4, 0.3), 5)
+    tasks = split_tasks(data, "meta.author", 60, 3, MetaSplit("stratified", "meta.len", 0.3, 0.4, 0.3), 5)
     assert list(tasks) == ["li", "bai", "du"]                                 # the 3 largest with >= 60 rows
-    assert left_out == {"split:task_too_small": 59, "split:beyond_max_tasks": 61}
+    assert select_tasks(data, "meta.author", 60, 3)[1] == {"split:task_too_small": 59, "split:beyond_max_tasks": 61}
     li = tasks["li"]
     assert {k: len(v) for k, v in li.items()} == {"support": 36, "query": 48, "test": 36}
     for part in li.values():
         assert Counter(r["meta"]["len"] for r in part)["long"] * 3 == pytest.approx(len(part), abs=3)
     sides = {p: [r for t in tasks.values() for r in t[p]] for p in ("support", "query", "test")}
     check_no_leak(sides)
-    assert split_tasks(data, "meta.author", 60, 3, MetaSplit("stratified", "meta.len", 0.3, 0.4, 0.3), 5) == \
-        (tasks, left_out)
+    assert split_tasks(data, "meta.author", 60, 3, MetaSplit("stratified", "meta.len", 0.3, 0.4, 0.3), 5) == tasks

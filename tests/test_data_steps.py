@@ -111,3 +111,48 @@ def test_meta_recipe_builds_tasks(tmp_path):
             sides[p] += parts[p]
     check_no_leak(sides)
     assert stats["rows_in"] == stats["rows_out"] + sum(stats["dropped"].values())
+
+
+def test_meta_recipe_with_explicit_task_files(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(x) for x in (REPO / "data" / "gsm8k_train.jsonl").read_text().splitlines()]
+    for i, part in enumerate(("a_support", "a_query", "b_support", "b_query")):
+        chunk = rows[i * 100:(i + 1) * 100]
+        pq.write_table(pa.table({"prompt": [x["question"] for x in chunk], "response": [x["answer"] for x in chunk]}),
+                       tmp_path / f"{part}.parquet")
+    (tmp_path / "b_query_extra.jsonl").write_text('{"prompt": "p"}\n' + json.dumps({"prompt": "q", "response": "r"}) + "\n")
+    r = recipe(tmp_path, """sources:
+  unused: {path: '{data}/identity.json', format: alpaca}
+meta:
+  tasks:
+    - {name: a, support: [a_support.parquet], query: [a_query.parquet], support_max_samples: 30}
+    - {name: b, support: [b_support.parquet], query: [b_query.parquet, b_query_extra.jsonl]}
+""")
+    out, stats = run_data_steps(r, tmp_path / "run")["split"]
+    index = read_jsonl(out / "tasks.jsonl")
+    assert index == [{"name": "a", "dir": "a", "rows": {"support": 30, "query": 100, "test": 0}},
+                     {"name": "b", "dir": "b", "rows": {"support": 100, "query": 101, "test": 0}}]
+    support = read_jsonl(out / "tasks" / "a" / "support.jsonl")
+    assert {x["messages"][0]["content"] for x in support} <= {x["question"] for x in rows[:100]}
+    assert [q["code"] for q in read_jsonl(out / "quarantine.jsonl")] == ["missing_field"]
+    assert stats["dropped"] == {"quarantine": 1, "split:support_max_samples": 70}
+    assert stats["rows_in"] == stats["rows_out"] + sum(stats["dropped"].values())
+
+
+def test_max_tokens_uses_the_training_tokenizer_and_template(tmp_path):
+    r = recipe(tmp_path, """sources:
+  i: {path: '{data}/identity.json', format: alpaca}
+template: {chat: chatml, system: "You are a helpful assistant.", max_length: 48}
+filters:
+  - {kind: length, max_tokens: max_length}
+""")
+    done = run_data_steps(r, tmp_path / "run", kinds=("load", "filter"))
+    out, stats = done["filter.i"]
+    from runner.steps.base import StepContext
+    count = StepContext(recipe=r, step=None, fingerprint="", out=out, inputs={}, run_dir=tmp_path,
+                        partial=tmp_path).token_counter()
+    kept, dropped = read_jsonl(out / "records.jsonl"), read_jsonl(out / "dropped.jsonl")
+    assert kept and dropped and stats["dropped"] == {"length:max_tokens": len(dropped)}
+    assert all(count(x) <= 48 for x in kept) and all(count(x) > 48 for x in dropped)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from pathlib import Path
 from types import MappingProxyType
@@ -37,6 +38,8 @@ Messages = list[dict[str, str]]
 Mapper = Callable[[dict[str, Any]], tuple[Messages, dict[str, Any], str | None]]
 ROLES = ("system", "user", "assistant", "tool")
 RAW_CHARS = 2000   # how much of a bad row the quarantine keeps
+# A lone surrogate: JSON can spell one ("\ud800"), but it is not text and cannot be written as UTF-8
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class MapError(Exception):
@@ -62,9 +65,18 @@ def _msg(role: str, content: str) -> dict[str, str]:
     return {"role": role, "content": content}
 
 
+def _jsonable(value: Any, key: str) -> Any:
+    """Meta taken from the raw row as is must survive JSON (parquet and datasets can hold bytes, dates)."""
+    try:
+        dumps(value)
+    except (TypeError, ValueError):
+        raise MapError("wrong_type", f"'{key}' holds a value JSON cannot store") from None
+    return value
+
+
 def _tools(row: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     if row.get("tools") not in (None, "", []):
-        meta["tools"] = row["tools"]
+        meta["tools"] = _jsonable(row["tools"], "tools")
     return meta
 
 
@@ -137,7 +149,7 @@ def _prompt_response(row: dict[str, Any]) -> tuple[Messages, dict[str, Any], Non
         meta = {}
     if not isinstance(meta, dict):
         raise MapError("bad_metadata", f"'metadata' must be a JSON object, got {type(meta).__name__}")
-    return [_msg("user", prompt), _msg("assistant", response)], meta, None
+    return [_msg("user", prompt), _msg("assistant", response)], _jsonable(meta, "metadata"), None
 
 
 def _text(row: dict[str, Any]) -> tuple[Messages, dict[str, Any], None]:
@@ -237,6 +249,9 @@ def to_record(name: str, row: dict[str, Any], mapper: Mapper) -> dict[str, Any]:
         own = row.get("id")
         if isinstance(own, str) and own.strip() or (isinstance(own, int) and not isinstance(own, bool)):
             rid = str(own)
+    if any(_LONE_SURROGATE.search(m["content"]) for m in msgs) or (meta and _LONE_SURROGATE.search(dumps(meta))) \
+            or (rid is not None and _LONE_SURROGATE.search(rid)):
+        raise MapError("invalid_unicode", "the row holds a lone surrogate (e.g. a \\ud800 escape), which is not text")
     return {"id": rid if rid is not None else content_id(msgs), "messages": msgs, "meta": meta, "source": name}
 
 
@@ -247,6 +262,7 @@ def _quarantine(name: str, raw: Raw, code: str, detail: str) -> dict[str, Any]:
         text = raw.text or ""
     if len(text) > RAW_CHARS:
         text = text[:RAW_CHARS] + f"... ({len(text) - RAW_CHARS} more characters)"
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")   # lone surrogates as \udXXX
     return {"source": name, "file": raw.file, "line": raw.line, "row": raw.row, "code": code,
             "reason": f"{code}: {detail}", "raw": text}
 
@@ -264,7 +280,7 @@ def _load(name: str, specs: Iterable[str], mapper: Mapper, base_dir: Path, limit
     quarantine: list[dict] = []
     stats = Stats([name])
     for spec in specs:
-        left = None if limit is None else limit - stats.to_json()["rows_in"]
+        left = None if limit is None else limit - len(records) - len(quarantine)
         for raw in iter_rows(spec, base_dir, left):
             stats.seen(name)
             code = detail = None

@@ -1,7 +1,8 @@
 """Readers: a source path (a file, a folder, a glob, or a saved `datasets` dataset) -> raw rows, each
 with the file and line it came from. A row that cannot be read is yielded as a `Raw` with an error,
 never raised, so the loader quarantines it and goes on; a file that cannot be read at all is one such
-entry. Blank lines in .jsonl/.csv hold no data and are skipped.
+entry. Blank lines in .jsonl/.csv hold no data and are skipped, and so are hidden files and folders
+(".cache/", ".ipynb_checkpoints/") inside a source folder.
 
 Invalid UTF-8 is found per row: files are decoded with `surrogateescape`, which turns each bad byte
 into a lone surrogate, and a row whose text holds one is quarantined while its neighbours load."""
@@ -34,12 +35,15 @@ def resolve(spec: str, base_dir: Path) -> list[Path]:
     """The data files (or the one saved-dataset folder) that `spec` names, in sorted order."""
     p = base_dir / spec
     if any(c in spec for c in "*?["):
-        hits = glob.glob(str(p), recursive=True)
-        return sorted((Path(h) for h in hits if h.endswith(READABLE) and os.path.isfile(h)), key=_key)
+        # root_dir: the recipe's folder is a folder, not a pattern, even if its name holds "[" or "*"
+        hits = (base_dir / h for h in glob.glob(spec, root_dir=base_dir, recursive=True))
+        return sorted((h for h in hits if h.name.endswith(READABLE) and h.is_file()), key=_key)
     if p.is_dir():
         if _is_saved_dataset(p):
             return [p]
-        return sorted((f for f in p.rglob("*") if f.is_file() and f.name.endswith(READABLE)), key=_key)
+        files = (f for f in p.rglob("*") if f.is_file() and f.name.endswith(READABLE)
+                 and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        return sorted(files, key=_key)
     return [p]
 
 
@@ -133,12 +137,12 @@ def _json(text: str, rel: str) -> Iterator[Raw]:
         yield from _json_items(p.items, text, rel, lines)
         e = p.error
         yield Raw(rel, e.lineno, None, None, ("invalid_json", f"{e.msg} at line {e.lineno} column {e.colno}; "
-                  f"the rest of the file (after {len(p.items)} rows) could not be read"), text[e.pos:e.pos + 200])
+                  f"the rest of the file (after {len(p.items)} rows) could not be read"), _printable(text[e.pos:e.pos + 200]))
         return
     except json.JSONDecodeError as e:
         yield from _json_items(items, text, rel, lines)
         yield Raw(rel, e.lineno, None, None, ("invalid_json", f"{e.msg} at line {e.lineno} column {e.colno}"),
-                  text[e.pos:e.pos + 200])
+                  _printable(text[e.pos:e.pos + 200]))
         return
     except _NotRows as e:
         yield Raw(rel, 1, None, None, ("not_rows", str(e)))
@@ -237,6 +241,10 @@ def _csv(text: str, rel: str) -> Iterator[Raw]:
                 continue
             if header is None:
                 header = rec
+                if len(set(header)) != len(header):   # a dict would keep one of the columns, silently
+                    dup = sorted({h for h in header if header.count(h) > 1})
+                    yield Raw(rel, line, None, None, ("bad_csv_header", f"duplicate column names: {', '.join(dup)}"))
+                    return
                 continue
             row += 1
             joined = ",".join(rec)

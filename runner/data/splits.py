@@ -127,7 +127,7 @@ def assign(records: Sequence[Mapping[str, Any]], shares: Mapping[str, float], st
 
     where = {i: side_of[gi] for gi, g in enumerate(groups) for i in g}
     out: dict[str, list] = {s: [] for s in sides}
-    for i in (sorted(range(len(records)), key=lambda i: (order[i], i)) if order else range(len(records))):
+    for i in (sorted(range(len(records)), key=lambda i: (order[i], i)) if order is not None else range(len(records))):
         out[where[i]].append(records[i])
     for i, key in enumerate(keys):
         taken.setdefault(key, where[i])
@@ -159,21 +159,27 @@ def check_no_leak(sides: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         raise RecipeError("split leak: " + "; ".join(leaks[:3]) + more)
 
 
-def split_tasks(records: Sequence[Mapping[str, Any]], by: str, min_rows: int, max_tasks: int | None,
-                split: MetaSplit, seed: int) -> tuple[dict[str, dict[str, list]], dict[str, int]]:
-    """Meta-learning tasks: one per value of `by` with at least min_rows rows, the largest max_tasks
-    (ties by name) -> ({task: {support, query, test}} largest first, {reason: rows left out})."""
-    names = [str(v) for v in values_at(records, by, "meta.tasks.by")]
+def select_tasks(records: Sequence[Mapping[str, Any]], by: str, min_rows: int, max_tasks: int | None
+                 ) -> tuple[dict[str, list], dict[str, int]]:
+    """One task per value of `by`: those with at least min_rows rows, the largest max_tasks (ties by
+    name) -> ({task: rows} largest first, {reason: rows left out})."""
     by_task: dict[str, list] = defaultdict(list)
-    for name, r in zip(names, records):
-        by_task[name].append(r)
+    for name, r in zip(values_at(records, by, "meta.tasks.by"), records):
+        by_task[str(name)].append(r)
     ranked = sorted(by_task, key=lambda t: (-len(by_task[t]), t))
     eligible = [t for t in ranked if len(by_task[t]) >= min_rows]
     chosen = eligible[:max_tasks] if max_tasks is not None else eligible
     left_out = {"split:task_too_small": sum(len(by_task[t]) for t in ranked if len(by_task[t]) < min_rows),
                 "split:beyond_max_tasks": sum(len(by_task[t]) for t in eligible[len(chosen):])}
+    return {t: by_task[t] for t in chosen}, {k: v for k, v in left_out.items() if v}
+
+
+def split_tasks(records: Sequence[Mapping[str, Any]], by: str, min_rows: int, max_tasks: int | None,
+                split: MetaSplit, seed: int) -> dict[str, dict[str, list]]:
+    """Meta-learning: the tasks select_tasks picks -> {task: {support, query, test}}, each task split by
+    `split` with a seed of its own, and no text on two sides across all tasks."""
+    tasks, _ = select_tasks(records, by, min_rows, max_tasks)
     shares = {"support": split.support, "query": split.query, "test": split.test}
     taken: dict[str, str] = {}
-    tasks = {t: assign(by_task[t], shares, split.strategy, split.by, rng(seed, "task", t), taken, "meta.split")
-             for t in chosen}
-    return tasks, {k: v for k, v in left_out.items() if v}
+    return {t: assign(rows, shares, split.strategy, split.by, rng(seed, "task", t), taken, "meta.split")
+            for t, rows in tasks.items()}

@@ -1,7 +1,8 @@
 """split: every source's rows -> train/<src>.jsonl and eval/<src>.jsonl, leak-checked across all
-sources. Meta-learning recipes get tasks/<dir>/{support,query,test}.jsonl instead, with tasks.json
-listing each task's name, folder and row counts (a task name is used as the folder when it is a safe
-file name, else a hash of it)."""
+sources; stats carry the train and eval counts per source. Meta-learning recipes get
+tasks/<dir>/{support,query,test}.jsonl instead, with tasks.jsonl listing each task's name, folder and
+row counts (the task name is the folder when it is a safe file name, else a hash of it), and
+quarantine.jsonl for bad rows of explicit task files."""
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,9 @@ def run(ctx) -> dict:
     if recipe.meta is not None:
         return _meta(ctx, records)
     stats = Stats(records)
-    taken: dict[str, str] = {}
+    taken: dict[str, str] = {}   # text -> side, shared by all sources: a copy follows the first
     sides: dict[str, list] = {"train": [], "eval": []}
+    counts: dict[str, dict[str, int]] = {"train": {}, "eval": {}}
     for src, rows in records.items():
         seed = rng(recipe.seed, "split", src).getrandbits(63)
         train, eval_ = split_source(rows, recipe.split, seed, taken)
@@ -47,15 +49,13 @@ def run(ctx) -> dict:
         write_jsonl(ctx.out / "eval" / f"{src}.jsonl", eval_)
         sides["train"] += train
         sides["eval"] += eval_
+        counts["train"][src], counts["eval"][src] = len(train), len(eval_)
         stats.seen(src, len(rows))
         stats.kept(src, len(rows))
         ctx.log(f"{src}: {len(train):,} train, {len(eval_):,} eval")
     check_no_leak(sides)
     stats.assert_balanced()
-    out = stats.to_json()
-    out["train"] = {s: sum(1 for r in sides["train"] if r["source"] == s) for s in records}
-    out["eval"] = {s: sum(1 for r in sides["eval"] if r["source"] == s) for s in records}
-    return out
+    return {**stats.to_json(), **counts}
 
 
 def _meta(ctx, records: dict[str, list[dict]]) -> dict:
@@ -87,11 +87,12 @@ def _meta(ctx, records: dict[str, list[dict]]) -> dict:
 
 def _derived_tasks(ctx, records: dict[str, list[dict]], stats) -> dict[str, dict[str, list]]:
     """One task per value of meta.tasks.by in one source."""
-    from ..data.splits import split_tasks
+    from ..data.splits import select_tasks, split_tasks
 
     d, recipe = ctx.recipe.meta.tasks, ctx.recipe
     rows = records.get(d.source, [])
-    tasks, left_out = split_tasks(rows, d.by, d.min_rows, d.max_tasks, recipe.meta.split, recipe.seed)
+    _, left_out = select_tasks(rows, d.by, d.min_rows, d.max_tasks)
+    tasks = split_tasks(rows, d.by, d.min_rows, d.max_tasks, recipe.meta.split, recipe.seed)
     stats.seen(d.source, len(rows))
     for reason, n in left_out.items():
         stats.dropped(d.source, reason, n)

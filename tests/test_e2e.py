@@ -1,0 +1,146 @@
+"""The four shipped recipes end to end on builtin:tiny, as a user runs them (the CLI in a subprocess),
+with overrides that only shrink sizes and steps. Plus resume after kill -9 in the middle of training."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--set", "model.base=builtin:tiny"]
+
+
+def recipe(*args: str, cwd: Path = ROOT, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    p = subprocess.run([sys.executable, "-m", "runner", *args], capture_output=True, text=True, cwd=cwd,
+                       env={**os.environ, **(env or {})}, timeout=900)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-6000:]}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("e2e")
+
+
+def test_poetry_lora_with_deepspeed_zero2(work):
+    out = work / "poetry"
+    recipe("run", "recipes/poetry_lora.yaml", *TINY, "--set", "size=48", "--set", "train.max_steps=3",
+           "--set", "evaluate.generate.max_new_tokens=16", "--cache-dir", str(work / "cache"), "--output", str(out))
+    report = json.loads((out / "report.json").read_text())
+    assert [s["status"] for s in report["steps"]] == ["ran"] * len(report["steps"])
+    (stage,) = report["stages"]
+    assert stage["rows"]["train"] == 48 and stage["metrics"]["train"]["steps"] == 3
+    assert set(stage["metrics"]["eval"]["loss"]) == {"tang"}
+    assert stage["metrics"]["eval"]["samples"][0]["prompt"] == "白日依山盡，黃河入海流。"
+    assert (out / "main" / "final" / "adapter_config.json").is_file()
+    manifest = json.loads((out / "export" / "export_manifest.json").read_text())
+    assert manifest["data_fingerprint"] == stage["data_fingerprint"]
+    assert (out / "loss_main.png").is_file() and "## Stage main" in (out / "report.md").read_text()
+    # an unchanged rerun reuses every step
+    recipe("run", "recipes/poetry_lora.yaml", *TINY, "--set", "size=48", "--set", "train.max_steps=3",
+           "--set", "evaluate.generate.max_new_tokens=16", "--cache-dir", str(work / "cache"), "--output", str(out))
+    report = json.loads((out / "report.json").read_text())
+    assert {s["status"] for s in report["steps"]} == {"cached"}
+
+
+CURRICULUM = [*TINY, "--set", "size=40", "--set", "stages.domain.size=40", "--set", "train.max_steps=2",
+              "--set", "stages.task.ewc.fisher_samples=8", "--set", "evaluate.max_rows=4",
+              "--set", "evaluate.generate.prompts=[你好]", "--set", "evaluate.generate.max_new_tokens=8"]
+
+
+def test_curriculum_three_stages_with_ewc_and_forgetting_table(work):
+    out = work / "curriculum"
+    recipe("run", "recipes/curriculum_3stage.yaml", *CURRICULUM, "--cache-dir", str(work / "cache"),
+           "--output", str(out))
+    report = json.loads((out / "report.json").read_text())
+    assert [s["name"] for s in report["stages"]] == ["base", "task", "domain"]
+    for st in report["stages"]:
+        assert st["metrics"]["train"]["steps"] == 2
+        assert abs(sum(st["mix"]["achieved"].values()) - 1) < 1e-9
+    # every stage evaluated on every source: the forgetting table
+    assert set(report["forgetting"]) == {"base", "task", "domain"}
+    for row in report["forgetting"].values():
+        assert set(row) == {"general", "identity", "tools", "poetry"}
+    task = report["stages"][1]["mix"]["achieved"]
+    assert abs(task["general"] - 0.7) < 0.03 and abs(task["identity"] + task["tools"] - 0.3) < 0.03
+    assert (out / "base" / "final" / "ewc_state.safetensors").is_file()   # the Fisher stage 2 is anchored to
+    assert "Forgetting" in (out / "report.md").read_text()
+
+
+def test_stage2_correction_restarts_from_stage_one(work):
+    out = work / "correction"
+    base_final = work / "curriculum" / "base" / "final"
+    assert base_final.is_dir(), "runs after the curriculum test"
+    recipe("run", "recipes/stage2_correction.yaml", *CURRICULUM, "--set", f"model.init_from={base_final}",
+           "--cache-dir", str(work / "cache"), "--output", str(out))
+    report = json.loads((out / "report.json").read_text())
+    assert [s["name"] for s in report["stages"]] == ["task", "domain"]
+    ran = [s["name"] for s in report["steps"] if s["kind"] == "train"]
+    assert ran == ["train.task", "train.domain"]
+    # the same data steps as the curriculum: cached, not recomputed
+    assert all(s["status"] == "cached" for s in report["steps"] if s["kind"] in ("load", "filter", "dedup", "split"))
+
+
+def test_fomaml_recipe_stops_after_data_steps_with_a_clear_message(work):
+    out = work / "fomaml"
+    p = recipe("run", "recipes/fomaml_poets.yaml", *TINY, "--cache-dir", str(work / "cache"), "--output", str(out))
+    assert "FOMAML meta-training is not in this version" in p.stderr
+    report = json.loads((out / "report.json").read_text())
+    split = next(s for s in report["steps"] if s["name"] == "split")
+    assert split["status"] == "ran" and split["rows_out"] > 0
+
+
+def test_dry_run_checks_masks_and_stops_before_training(work):
+    p = recipe("run", "recipes/curriculum_3stage.yaml", *CURRICULUM, "--dry-run", "--cache-dir", str(work / "dry"),
+               "--output", str(work / "dry_run"))
+    assert "render check passed" in p.stdout and "training was not started" in p.stdout
+    assert "stage task:" in p.stdout and "tools" in p.stdout
+    report = json.loads((work / "dry_run" / "report.json").read_text())
+    assert not [s for s in report["steps"] if s["kind"] in ("train", "evaluate", "export")]
+
+
+def test_inspect_highlights_trained_tokens(work):
+    p = recipe("inspect", str(ROOT / "recipes" / "curriculum_3stage.yaml"), *CURRICULUM, "--stage", "task", "--n", "2",
+               "--cache-dir", str(work / "dry"), cwd=work)
+    assert p.stdout.count("«") >= 2 and "<|im_end|>»" in p.stdout
+    assert "«<|im_start|>" not in p.stdout and "«user" not in p.stdout
+
+
+def test_unreachable_hub_model_is_one_clear_line(work):
+    p = recipe("run", "recipes/poetry_lora.yaml", "--set", "size=8", "--set", "train.max_steps=1",
+               "--cache-dir", str(work / "hub"), "--output", str(work / "hub_run"), check=False,
+               env={"HF_HUB_OFFLINE": "1"})
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "Qwen/Qwen2-1.5B" in p.stderr and "builtin:tiny" in p.stderr
+
+
+def test_resume_after_kill_9_in_training_and_refuse_on_changed_data(work, tmp_path):
+    args = ["run", "recipes/poetry_lora.yaml", *TINY, "--set", "size=64", "--set", "train.deepspeed=null",
+            "--set", "train.max_steps=8", "--set", "train.save_steps=2", "--set", "evaluate.generate.prompts=[]",
+            "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "run")]
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        done = list((tmp_path / "cache" / "partial").glob("*/checkpoints/checkpoint-4/trainer_state.json"))
+        if done or proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    # a change to the half-trained stage's data is refused ...
+    p = recipe(*[a if a != "size=64" else "size=56" for a in args], check=False)
+    assert p.returncode == 2 and "refusing to resume" in p.stderr and "--force" in p.stderr
+    # ... while the same recipe resumes at the saved step and finishes
+    recipe(*args)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    metrics = report["stages"][0]["metrics"]["train"]
+    assert metrics["resumed_from"] >= 4 and metrics["steps"] == 8
