@@ -137,8 +137,10 @@ def _check_balance(name: str, stats: dict) -> None:
     if "rows_in" not in stats:
         return
     dropped = sum(stats.get("dropped", {}).values())
-    if stats["rows_in"] != stats["rows_out"] + dropped:
-        raise AssertionError(f"{name}: rows_in {stats['rows_in']} != rows_out {stats['rows_out']} + dropped {dropped}")
+    added = sum(stats.get("added", {}).values())   # oversampling repeats rows: counted, never silent
+    if stats["rows_in"] + added != stats["rows_out"] + dropped:
+        raise AssertionError(f"{name}: rows_in {stats['rows_in']} + added {added} != rows_out {stats['rows_out']} "
+                             f"+ dropped {dropped}")
 
 
 def _guard_resume(cache: Cache, recipe: str, name: str, fp, force: bool) -> None:

@@ -80,14 +80,40 @@ def test_data_steps_end_to_end(tmp_path):
     assert {x["source"] for x in read_jsonl(out / "train.jsonl")} == {"general", "identity", "tools", "tang"}
 
 
-def test_data_steps_are_byte_identical_across_runs(tmp_path):
+def test_data_steps_are_byte_identical_across_runs_and_processes(tmp_path):
+    """Same input and seed -> the same bytes, also in another process with another str hash seed."""
+    import os
+    import subprocess
+    import sys
+
     r = recipe(tmp_path, SMALL)
-    a, b = run_data_steps(r, tmp_path / "a"), run_data_steps(r, tmp_path / "b")
+    a = run_data_steps(r, tmp_path / "a")
+    script = ("import sys, json; sys.path.insert(0, sys.argv[1]); from data_fixtures import run_data_steps; "
+              "from runner import api; from pathlib import Path; "
+              "done = run_data_steps(api.load(sys.argv[2]), Path(sys.argv[3])); "
+              "print(json.dumps({k: v[1] for k, v in done.items()}))")
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    proc = subprocess.run([sys.executable, "-c", script, str(REPO / "tests"), str(r.file), str(tmp_path / "b")],
+                          capture_output=True, text=True, env=env, check=True)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.jsonl"))
     assert len(files) > 20
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
-    assert {k: v[1] for k, v in a.items()} == {k: v[1] for k, v in b.items()}
+    assert json.loads(proc.stdout) == {k: v[1] for k, v in a.items()}
+
+
+def test_rich_table_shows_every_source_and_reason(tmp_path):
+    from rich.console import Console
+
+    from runner.data.stats import rich_table
+
+    r = recipe(tmp_path, SMALL)
+    stats = run_data_steps(r, tmp_path / "run", kinds=("load", "filter"))["filter.tang"][1]
+    console = Console(record=True, width=200)
+    console.print(rich_table(stats, title="filter.tang"))
+    out = console.export_text()
+    assert "tang" in out and "total" in out and str(stats["rows_out"]) in out
+    assert all(f"{k} {v}" in out for k, v in stats["dropped"].items())
 
 
 def test_shipped_curriculum_mixes_need_oversampling_to_reach_their_size(tmp_path):

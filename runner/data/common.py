@@ -1,5 +1,5 @@
-"""Small helpers the data modules share: seeded randomness, exact apportioning of counts, and
-dotted-path lookups into records."""
+"""Small helpers the data modules share: seeded randomness, exact apportioning of counts, dotted-path
+lookups into records, and pausing the garbage collector for bulk row work."""
 from __future__ import annotations
 
 import functools

@@ -66,7 +66,19 @@ def for_inference(recipe: model.Recipe, model_dir: str | Path, *, trust: bool = 
         m = PeftModel.from_pretrained(base, str(model_dir))
     else:
         m, tok = load_base(recipe, trust=trust, base=str(Path(model_dir).resolve()))
-    return m.eval(), tok
+    return to_device(m).eval(), tok
+
+
+def to_device(m):
+    """Onto this process's GPU when there is one (the loader leaves weights on the CPU; Trainer
+    moves them itself, but evaluation and the Fisher run outside Trainer)."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        return m.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    return m
 
 
 def _same_adapter(path: str | Path, adapter: model.Adapter) -> bool:

@@ -105,7 +105,7 @@ def _train(recipe, stage, train_rows_path, out_dir, *, init_from, ewc_state, res
     if successor is not None and is_main:
         # On a freshly loaded copy of what was saved: the trained model may sit inside DeepSpeed,
         # whose gradient hooks must not see these backward passes.
-        fresh, _, _ = loading.for_training(recipe, final, trust=trust)
+        fresh = loading.to_device(loading.for_training(recipe, final, trust=trust)[0])
         fisher = estimate_fisher(fresh, rows, samples=successor.fisher_samples, seed=recipe.seed)
         consolidate(anchor, fresh, fisher, gamma=successor.gamma, stage=stage.name).save(final / EWC_FILE)
     trainer.accelerator.wait_for_everyone()
