@@ -2,7 +2,6 @@
 those never import torch, transformers, datasets, trl, peft or deepspeed."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -12,23 +11,27 @@ from .recipe import model
 from .recipe.load import load_document
 from .recipe.validate import validate
 
-_SECRET = re.compile(r"(token|secret|password|api_?key)", re.I)
-
-
 def load(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> model.Recipe:
     """Read, merge, override, interpolate and validate a recipe -> frozen Recipe (or ValidationError)."""
     return validate(load_document(Path(path), tuple(overrides)))
 
 
+def mask(document: dict[str, Any], secrets: frozenset = frozenset()) -> dict[str, Any]:
+    """A copy of `document` with the values at `secrets` paths shown as ***."""
+    def walk(v: Any, path: tuple) -> Any:
+        if path in secrets:
+            return "***"
+        if isinstance(v, dict):
+            return {k: walk(x, path + (k,)) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x, path + (i,)) for i, x in enumerate(v)]
+        return v
+    return walk(dict(document), ())
+
+
 def canonical(recipe: model.Recipe) -> dict[str, Any]:
     """The resolved document with secrets masked: what `show` prints and `diff` compares."""
-    def mask(v: Any, key: str = "") -> Any:
-        if isinstance(v, dict):
-            return {k: mask(x, k) for k, x in v.items()}
-        if isinstance(v, list):
-            return [mask(x) for x in v]
-        return "***" if (isinstance(v, str) and _SECRET.search(key) and v) else v
-    return mask(dict(recipe.document))
+    return mask(recipe.document, recipe.secrets)
 
 
 def show(recipe: model.Recipe, fmt: str = "yaml") -> str:

@@ -23,7 +23,6 @@ import tempfile
 from dataclasses import asdict, dataclass
 from difflib import SequenceMatcher
 from pathlib import Path, PurePosixPath
-from types import SimpleNamespace
 from typing import Any
 
 import yaml
@@ -153,7 +152,7 @@ class Side:
     @property
     def doc(self) -> dict:
         # Secrets masked as in `recipe show`; a raw document goes through the same function.
-        return api.canonical(self.recipe or SimpleNamespace(document=self.raw))
+        return api.canonical(self.recipe) if self.recipe else api.mask(self.raw)
 
     def stats(self, step: str, caches: list[Cache]) -> dict | None:
         """The stats of a run of exactly this step (same fingerprint), from either side's cache: the

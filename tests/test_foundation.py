@@ -91,7 +91,7 @@ def test_typed_model_matches_schema():
     for cls, node in pairs.items():
         fields = {f.name.rstrip("_") for f in dataclasses.fields(cls)}
         assert fields == set(node["properties"]), cls.__name__
-    top = {f.name for f in dataclasses.fields(model.Recipe)} - {"file", "document"}
+    top = {f.name for f in dataclasses.fields(model.Recipe)} - {"file", "document", "secrets"}
     assert top == set(s["properties"]) - {"extends", "mix", "size"}   # mix/size live in stages
 
 
@@ -148,14 +148,17 @@ def test_schema_command_prints_the_schema():
     assert json.loads(out) == schema()
 
 
-def test_secrets_are_masked_in_show(tmp_path, monkeypatch):
+def test_secrets_from_the_environment_are_masked_in_show(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN_TEST", "hf_supersecret")
+    monkeypatch.setenv("GREETING", "hello")
     (tmp_path / "r.yaml").write_text(
         f"recipe: s\nmodel: {{base: builtin:tiny}}\nsources:\n  a: {{path: {ROOT}/data/identity.json, format: alpaca}}\n"
-        "template: {system: '${oc.env:HF_TOKEN_TEST}'}\n")
-    assert "hf_supersecret" in api.show(api.load(tmp_path / "r.yaml"))  # a system prompt is not a secret...
-    doc = api.canonical(api.load(tmp_path / "r.yaml"))
-    assert doc["template"]["system"] == "hf_supersecret"
+        "template: {system: '${oc.env:HF_TOKEN_TEST}'}\nevaluate: {generate: {prompts: ['${oc.env:GREETING}']}}\n")
+    r = api.load(tmp_path / "r.yaml")
+    assert r.template.system == "hf_supersecret"          # the run gets the value ...
+    shown = api.show(r)
+    assert "hf_supersecret" not in shown and "system: '***'" in shown   # ... the screen does not
+    assert "hello" in shown and "max_tokens" not in shown
 
 
 def test_validate_collects_every_error_at_once(tmp_path):
@@ -185,3 +188,16 @@ def test_fast_commands_never_import_heavy_libraries(tmp_path):
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "HEAVY: []" in out.stdout, out.stdout[-500:]
+
+
+def test_paths_in_a_base_from_another_folder_stay_relative_to_the_base(tmp_path):
+    (tmp_path / "bases" / "data").mkdir(parents=True)
+    (tmp_path / "team").mkdir()
+    (tmp_path / "bases" / "data" / "a.json").write_text((ROOT / "data" / "identity.json").read_text())
+    (tmp_path / "bases" / "common.yaml").write_text(
+        "recipe: common\nmodel: {base: Qwen/Qwen2-1.5B}\nsources:\n  a: {path: data/a.json, format: alpaca}\n")
+    (tmp_path / "team" / "r.yaml").write_text("recipe: r\nextends: ../bases/common.yaml\n")
+    r = api.load(tmp_path / "team" / "r.yaml")
+    assert r.sources["a"].path == "../bases/data/a.json"
+    assert r.path(r.sources["a"].path) == (tmp_path / "bases" / "data" / "a.json").resolve()
+    assert r.model.base == "Qwen/Qwen2-1.5B"   # a hub id is not a path

@@ -36,6 +36,7 @@ class Document:
     values: dict = field(default_factory=dict)  # path -> Where of the value
     keys: dict = field(default_factory=dict)    # path -> Where of the key that holds it
     files: list = field(default_factory=list)   # every file read, leaf first (for fingerprints and diff)
+    secrets: set = field(default_factory=set)   # paths whose value came from a secret-looking env var
 
     def where(self, path: Path_) -> Where | None:
         """The closest known position: the value itself, else its key, else an ancestor."""
@@ -199,8 +200,48 @@ def _with_bases(doc: Document, file: Path, stack: tuple) -> Document:
             raise ValidationError([RecipeError(f"`extends` base not found: {b} (looked for {_display(bfile)})",
                                                where)], _display(file))
         base = load_document(bfile, (), _stack=(*stack, file))
+        if bfile.parent != file.parent:
+            _rebase(base.data, bfile.parent, file.parent)
         merged = base if merged is None else _merge(merged, base)
     return _merge(merged, doc)
+
+
+# Keys that hold paths. A base recipe in another folder wrote them relative to itself; after the
+# merge they must be relative to the recipe that extends it. ("*" is any name or list index.)
+_PATH_KEYS = (("sources", "*", "path"), ("filters", "*", "model_path"), ("model", "init_from"), ("model", "base"),
+              ("train", "deepspeed"), ("stages", "*", "train", "deepspeed"), ("template", "chat"),
+              ("meta", "tasks", "*", "support", "*"), ("meta", "tasks", "*", "query", "*"),
+              ("meta", "tasks", "*", "test", "*"))
+
+
+def _is_relative_path(key: tuple, value: str) -> bool:
+    if os.path.isabs(value) or "${" in value:
+        return False
+    if key[-1] == "base":        # a hub id (org/name) looks like a relative path: only ./ and ../ are paths
+        return value.startswith(("./", "../"))
+    if key[-1] == "deepspeed":
+        return value.endswith(".json")
+    if key[-1] == "chat":
+        return value.endswith(".jinja")
+    return True
+
+
+def _rebase(data: dict, src: Path, dst: Path) -> None:
+    def walk(node, pattern: tuple, key: tuple):
+        if not pattern:
+            return
+        head, rest = pattern[0], pattern[1:]
+        items = (node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ())
+        for k, v in list(items):
+            if head != "*" and k != head:
+                continue
+            if not rest:
+                if isinstance(v, str) and _is_relative_path(key, v):
+                    node[k] = os.path.relpath(src / v, dst)
+            else:
+                walk(v, rest, key)
+    for pattern in _PATH_KEYS:
+        walk(data, pattern, pattern)
 
 
 # --- --set ------------------------------------------------------------------------------------------
@@ -254,11 +295,27 @@ def _has_interp(v: Any) -> bool:
     return False
 
 
+_SECRET_ENV = re.compile(r"\$\{oc\.env:([^,}]*(TOKEN|KEY|SECRET|PASSWORD|PASSWD)[^,}]*)", re.I)
+
+
+def _secret_paths(v: Any, path: Path_):
+    """Values filled from env vars like HF_TOKEN are shown as *** by `show` and `diff`."""
+    if isinstance(v, str) and _SECRET_ENV.search(v):
+        yield path
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            yield from _secret_paths(x, path + (k,))
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            yield from _secret_paths(x, path + (i,))
+
+
 def _interpolate(doc: Document) -> None:
     if not _has_interp(doc.data):
         return  # keeps omegaconf off the common path
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
+    doc.secrets = set(_secret_paths(doc.data, ()))
     try:
         doc.data = OmegaConf.to_container(OmegaConf.create(doc.data), resolve=True)
     except OmegaConfBaseException as e:

@@ -306,6 +306,7 @@ class Recipe:
     output: Output
     file: Path                       # the recipe file; relative paths in the recipe resolve against its folder
     document: Mapping[str, Any]      # the canonical resolved document (what `recipe show` prints)
+    secrets: frozenset = frozenset()  # paths in `document` to print as *** (values from secret env vars)
 
     @property
     def name(self) -> str:
@@ -365,7 +366,7 @@ def _filter(doc: Mapping[str, Any]) -> Filter:
     return _build(FILTER_TYPES[doc["kind"]], doc)
 
 
-def build(doc: Mapping[str, Any], file: Path) -> Recipe:
+def build(doc: Mapping[str, Any], file: Path, secrets: frozenset = frozenset()) -> Recipe:
     """The validated, defaults-filled document -> Recipe. Assumes validation passed."""
     train = _build(Train, doc["train"])
     stages: list[Stage] = []
@@ -395,7 +396,7 @@ def build(doc: Mapping[str, Any], file: Path) -> Recipe:
         sampling=_build(Sampling, doc["sampling"]), split=_build(Split, doc["split"]),
         template=_build(Template, doc["template"]), train=train, stages=tuple(stages), meta=meta,
         evaluate=_build(Evaluate, doc["evaluate"]), output=_build(Output, doc["output"]),
-        file=file, document=doc)
+        file=file, document=doc, secrets=secrets)
 
 
 def _train_overrides(partial: Mapping[str, Any]) -> dict[str, Any]:

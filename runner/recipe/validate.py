@@ -294,7 +294,7 @@ def validate(doc: Document) -> model.Recipe:
         out.sort(key=lambda e: (e.where.file if e.where else "", e.where.line or 0 if e.where else 0,
                                 e.where.col or 0 if e.where else 0))
         raise ValidationError(list(out), _display(doc.files[0]))
-    return model.build(_canonical(full), doc.files[0])
+    return model.build(_canonical(full), doc.files[0], frozenset(doc.secrets))
 
 
 def _canonical(full: dict) -> dict:
