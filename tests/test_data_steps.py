@@ -116,10 +116,17 @@ def test_rich_table_shows_every_source_and_reason(tmp_path):
     assert all(f"{k} {v}" in out for k, v in stats["dropped"].items())
 
 
-def test_shipped_curriculum_mixes_need_oversampling_to_reach_their_size(tmp_path):
-    r = api.load(REPO / "recipes" / "curriculum_3stage.yaml", ["sources.poetry.limit=2000"])
+def test_curriculum_domain_stage_needs_oversampling_and_counts_the_repeats(tmp_path):
+    """The domain stage asks for 3000 rows: more general/task rows than exist. Without oversampling
+    that is a clear error; the shipped recipe oversamples, and the repeated rows are counted."""
+    limit, tiny = "sources.poetry.limit=2000", "model.base=builtin:tiny"
+    r = api.load(REPO / "recipes" / "curriculum_3stage.yaml", [limit, tiny, "sampling.oversample=false"])
     with pytest.raises(Exception, match="stage 'domain': the mix cannot be met without repeating rows"):
-        run_data_steps(r, tmp_path / "run")
+        run_data_steps(r, tmp_path / "strict")
+    done = run_data_steps(api.load(REPO / "recipes" / "curriculum_3stage.yaml", [limit, tiny]), tmp_path / "shipped")
+    _, stats = done["mix.domain"]
+    assert stats["rows_out"] == 3000 and stats["added"]["mix:oversampled"] > 0
+    assert stats["rows_in"] + sum(stats["added"].values()) == stats["rows_out"] + sum(stats["dropped"].values())
 
 
 def test_meta_recipe_builds_tasks(tmp_path):

@@ -50,7 +50,7 @@ def test_poetry_lora_with_deepspeed_zero2(work):
     assert {s["status"] for s in report["steps"]} == {"cached"}
 
 
-CURRICULUM = [*TINY, "--set", "size=40", "--set", "stages.domain.size=40", "--set", "train.max_steps=2",
+CURRICULUM = [*TINY, "--set", "size=40", "--set", "sources.poetry.limit=2000", "--set", "stages.domain.size=40", "--set", "train.max_steps=2",
               "--set", "stages.task.ewc.fisher_samples=8", "--set", "evaluate.max_rows=4",
               "--set", "evaluate.generate.prompts=[你好]", "--set", "evaluate.generate.max_new_tokens=8"]
 

@@ -24,7 +24,14 @@ def is_adapter(path: str | Path) -> bool:
 
 def load_base(recipe: model.Recipe, *, trust: bool = False, base: str | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) of `model.base` (or `base`), seeded with the recipe's seed."""
+    import torch
+
     from ..builtin import load_model_and_tokenizer
+
+    # Tiny activations underflow to subnormal floats, which x86 CPUs compute ~100x slower: measured
+    # 1.7 s vs 18 ms per forward+backward of builtin:tiny after a stage of training. Flushing them to
+    # zero changes no result that matters (they are < 1e-38) and is a no-op for CUDA kernels.
+    torch.set_flush_denormal(True)
 
     m = recipe.model
     return load_model_and_tokenizer(base or m.base, seed=recipe.seed, dtype=m.dtype,

@@ -140,12 +140,13 @@ def _process_state(*, single_process_group: bool):
     try:
         yield
     finally:
+        import deepspeed.comm
         import torch.distributed as dist
         from accelerate.state import AcceleratorState, GradientState
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
         if dist.is_initialized():
-            dist.destroy_process_group()
+            deepspeed.comm.destroy_process_group()   # also drops DeepSpeed's references to the group
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
         unset_hf_deepspeed_config()
