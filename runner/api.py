@@ -71,7 +71,6 @@ def plan(path: str | Path, overrides=(), cache_dir: str | None = None):
 
 
 def cli_plan(args) -> int:
-    import os
     from .plan import render_json, render_mermaid, render_text
     graph, steps, cache = plan(args.recipe, _overrides(args), args.cache_dir)
     if args.format == "json":
@@ -79,7 +78,8 @@ def cli_plan(args) -> int:
     elif args.format == "mermaid":
         print(render_mermaid(steps), end="")
     else:
-        print(render_text(graph, steps, os.path.relpath(cache.root)), end="")
+        from .recipe.load import display
+        print(render_text(graph, steps, display(cache.root)), end="")
     return 0
 
 

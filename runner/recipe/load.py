@@ -51,7 +51,8 @@ class Document:
         return self.keys.get(tuple(path)) or self.where(path)
 
 
-def _display(file: Path) -> str:
+def display(file: Path) -> str:
+    """A path as the user would type it: relative to the working directory unless that is a long way up."""
     try:
         rel = os.path.relpath(file)
     except ValueError:
@@ -61,7 +62,7 @@ def _display(file: Path) -> str:
 
 def read_yaml(file: Path) -> Document:
     """One YAML file -> Document (no extends, no interpolation)."""
-    name = _display(file)
+    name = display(file)
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -188,17 +189,17 @@ def _with_bases(doc: Document, file: Path, stack: tuple) -> Document:
     bases = [ext] if isinstance(ext, str) else ext
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise ValidationError([RecipeError("`extends` must be a file name or a list of file names",
-                                           doc.where(("extends",)))], _display(file))
+                                           doc.where(("extends",)))], display(file))
     merged: Document | None = None
     for i, b in enumerate(bases):
         bfile = (file.parent / b).resolve()
         where = doc.where(("extends",) if isinstance(ext, str) else ("extends", i))
         if bfile in stack or bfile == file:
-            chain = " -> ".join(_display(f) for f in (*stack, file, bfile))
-            raise ValidationError([RecipeError(f"`extends` cycle: {chain}", where)], _display(file))
+            chain = " -> ".join(display(f) for f in (*stack, file, bfile))
+            raise ValidationError([RecipeError(f"`extends` cycle: {chain}", where)], display(file))
         if not bfile.is_file():
-            raise ValidationError([RecipeError(f"`extends` base not found: {b} (looked for {_display(bfile)})",
-                                               where)], _display(file))
+            raise ValidationError([RecipeError(f"`extends` base not found: {b} (looked for {display(bfile)})",
+                                               where)], display(file))
         base = load_document(bfile, (), _stack=(*stack, file))
         if bfile.parent != file.parent:
             _rebase(base.data, bfile.parent, file.parent)
@@ -323,4 +324,4 @@ def _interpolate(doc: Document) -> None:
         path = tuple(int(p) if p.isdigit() else p for p in key.replace("[", ".").replace("]", "").split(".") if p)
         msg = str(e).splitlines()[0]
         raise ValidationError([RecipeError(f"interpolation in '{key}' failed: {msg}", doc.where(path))],
-                              _display(doc.files[0])) from None
+                              display(doc.files[0])) from None

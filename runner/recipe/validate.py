@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from ..errors import RecipeError, ValidationError, Where
 from . import model, schema as sch
-from .load import Document, _display
+from .load import Document, display
 
 DEEPSPEED_PRESETS = ("zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
 CHAT_TEMPLATES = ("chatml", "llama3", "alpaca", "tokenizer")
@@ -293,7 +293,7 @@ def validate(doc: Document) -> model.Recipe:
     if out:
         out.sort(key=lambda e: (e.where.file if e.where else "", e.where.line or 0 if e.where else 0,
                                 e.where.col or 0 if e.where else 0))
-        raise ValidationError(list(out), _display(doc.files[0]))
+        raise ValidationError(list(out), display(doc.files[0]))
     return model.build(_canonical(full), doc.files[0], frozenset(doc.secrets))
 
 
