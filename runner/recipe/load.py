@@ -254,7 +254,7 @@ def _apply_override(doc: Document, text: str) -> None:
         raise ValidationError([RecipeError("an override is KEY.PATH=VALUE, e.g. --set train.epochs=1", where)],
                               "--set")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""   # 1e-4 is a number here too
     except yaml.YAMLError:
         value = raw
     from .schema import coerce  # the schema decides what "3" means at this path

@@ -40,13 +40,12 @@ class StepContext:
     def token_counter(self) -> Callable[[dict], int]:
         """Tokens of a record rendered exactly as training will see it (template + tokenizer)."""
         if self._tokens is None:
-            from ..builtin import load_tokenizer
+            from ..train.rows import chat_name
             from ..train.templates import render
+            from .render import tokenizer_for
             r = self.recipe
-            tok = load_tokenizer(r.model.base, trust_remote_code=r.model.trust_remote_code and self.options.trust,
-                                 recipe_dir=r.file.parent)
-            chat = r.template.chat if r.template.chat in ("chatml", "llama3", "alpaca", "tokenizer") \
-                else str(r.path(r.template.chat))
+            tok = tokenizer_for(r, self.options)
+            chat = chat_name(r)
 
             def count(rec: dict) -> int:
                 # no truncation here: the filter must see the full length to drop what would be cut

@@ -11,11 +11,6 @@ from pathlib import Path
 VERSION = 1
 
 
-def template_name(recipe) -> str:
-    chat = recipe.template.chat
-    return chat if chat in ("chatml", "llama3", "alpaca", "tokenizer") else str(recipe.path(chat))
-
-
 def tokenizer_for(recipe, options):
     from ..builtin import load_tokenizer
     return load_tokenizer(recipe.model.base, trust_remote_code=recipe.model.trust_remote_code and options.trust,
@@ -46,10 +41,11 @@ def _render_file(src: Path, dst: Path, tok, recipe, chat: str, keep: list | None
 
 
 def run(ctx) -> dict:
+    from ..train.rows import chat_name
     from ..train.templates import check_rendered
     recipe = ctx.recipe
     tok = tokenizer_for(recipe, ctx.options)
-    chat = template_name(recipe)
+    chat = chat_name(recipe)
     examples: list = []
     train = _render_file(ctx.input(f"mix.{ctx.step.stage}") / "train.jsonl", ctx.out / "train.jsonl", tok, recipe,
                          chat, keep=examples)

@@ -93,6 +93,7 @@ def _train(recipe, stage, train_rows_path, out_dir, *, init_from, ewc_state, res
     else:
         from trl import SFTTrainer
         trainer = SFTTrainer(**kwargs)
+    _quiet_progress(trainer)
 
     tokens_before = _tokens_seen(last)
     start = time.perf_counter()
@@ -185,3 +186,19 @@ def _quiet_environment() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
+def _quiet_progress(trainer) -> None:
+    """Trainer prints every log as a dict when tqdm is off; a run log wants a short line now and then."""
+    from transformers.trainer_callback import PrinterCallback, TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            every = max(1, state.max_steps // 20)
+            if state.is_world_process_zero and logs and "loss" in logs and (
+                    state.global_step % every == 0 or state.global_step == state.max_steps):
+                print(f"    step {state.global_step}/{state.max_steps}  loss {float(logs['loss']):.4f}  "
+                      f"lr {float(logs.get('learning_rate', 0)):.3g}", flush=True)
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(Progress())
