@@ -151,12 +151,14 @@ def compile_recipe(r: model.Recipe) -> Graph:
             start = None
         inputs = [f"render.{st.name}"] + ([trained[start]] if start else [])
         init_from = None if start else r.model.init_from
+        # EWC anchors to the stage this one starts from: a stage trained in this run, or a saved one
+        # (model.init_from, whose final/ carries ewc_state.safetensors when a later stage asked for it)
+        ewc = st.ewc if (start or init_from) else None
         train_params = {"train": st.train, "model": dataclasses.replace(r.model, init_from=init_from),
-                        "template": r.template, "ewc": st.ewc if start else None, "seed": r.seed,
-                        "output": r.output}
-        if st.ewc is not None and not start:
-            notes.append(f"stage {st.name}: ewc needs the previous stage's Fisher, which this run does not train; "
-                         "EWC is off for this stage")
+                        "template": r.template, "ewc": ewc, "seed": r.seed, "output": r.output}
+        if st.ewc is not None and ewc is None:
+            notes.append(f"stage {st.name}: ewc needs an earlier stage's weights and Fisher, and this run starts "
+                         "from the base model; EWC is off for this stage")
         files = _deepspeed_files(st.train) + ((init_from,) if init_from else ())
         steps.append(_step(f"train.{st.name}", "train", inputs, train_params, stage=st.name, files=files))
         trained[st.name] = f"train.{st.name}"

@@ -3,6 +3,7 @@ previous stage's final weights (or model.init_from). Checkpoints go to ctx.parti
 kill -9, so running again resumes at the last saved step; the finished adapter is the artifact."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -28,6 +29,8 @@ def _start(ctx) -> Path | None:
 
 def run(ctx) -> dict:
     stage = ctx.recipe.stage(ctx.step.stage)
+    if ctx.step.params["ewc"] is None and stage.ewc is not None:
+        stage = dataclasses.replace(stage, ewc=None)   # the compiler turned it off (see the plan's notes)
     rows = ctx.input(f"render.{stage.name}") / "train.jsonl"
     init_from = _start(ctx)
     ctx.partial.mkdir(parents=True, exist_ok=True)
