@@ -59,6 +59,10 @@ def _fmt(v) -> str:
     return "" if v is None else f"{v:,}" if isinstance(v, int) else str(v)
 
 
+def _pct(v) -> str:
+    return "" if v is None else f"{v:.1%}"
+
+
 def write_markdown(report: dict, run_dir: Path) -> None:
     lines = [f"# Run report: {report['recipe']}", "", "## Data funnel", "",
              "| step | status | rows in | rows out | dropped | seconds |", "|---|---|---:|---:|---|---:|"]
@@ -71,7 +75,8 @@ def write_markdown(report: dict, run_dir: Path) -> None:
     for st in report["stages"]:
         lines += ["", f"## Stage {st['name']}", "", "| source | requested | achieved |", "|---|---:|---:|"]
         for src in sorted(set(st["mix"]["requested"]) | set(st["mix"]["achieved"])):
-            lines.append(f"| {src} | {_fmt(st['mix']['requested'].get(src))} | {_fmt(st['mix']['achieved'].get(src))} |")
+            req, ach = st["mix"]["requested"].get(src), st["mix"]["achieved"].get(src)
+            lines.append(f"| {src} | {_pct(req)} | {_pct(ach)} |")
         lines += ["", f"rows: train {_fmt(st['rows']['train'])}, eval {json.dumps(st['rows']['eval'], ensure_ascii=False)}"]
         tm = st["metrics"]["train"]
         if tm:
