@@ -175,3 +175,13 @@ def test_same_recipe_and_seed_give_byte_identical_artifacts(small, tmp_path):
         fa = sorted(p for p in Path(x.artifact).rglob("*") if p.is_file() and p.name != "manifest.json")
         fb = sorted(p for p in Path(y.artifact).rglob("*") if p.is_file() and p.name != "manifest.json")
         assert [p.read_bytes() for p in fa] == [p.read_bytes() for p in fb], x.name
+
+
+def test_cache_location_default_env_and_flag(small, tmp_path, monkeypatch):
+    _, _, cache = api.plan(small)
+    assert cache.root == small.parent / ".recipe" / "cache"
+    monkeypatch.setenv("RECIPE_CACHE_DIR", str(tmp_path / "env_cache"))
+    assert api.plan(small)[2].root == tmp_path / "env_cache"
+    assert api.plan(small, cache_dir=str(tmp_path / "flag"))[2].root == tmp_path / "flag"   # the flag wins
+    api.run(small, only="load.en", dry_run=True)
+    assert list((tmp_path / "env_cache" / "objects").iterdir())
