@@ -144,3 +144,18 @@ def test_resume_after_kill_9_in_training_and_refuse_on_changed_data(work, tmp_pa
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     metrics = report["stages"][0]["metrics"]["train"]
     assert metrics["resumed_from"] >= 4 and metrics["steps"] == 8
+
+
+def test_two_processes_reach_the_loss_of_one(work):
+    """`recipe run --launcher torchrun --num-procs 2`: world size 2 halves gradient accumulation, so the
+    effective batch and therefore the losses match a single process."""
+    common = ["run", "recipes/poetry_lora.yaml", *TINY, "--set", "size=32", "--set", "train.max_steps=3",
+              "--set", "train.deepspeed=null", "--set", "evaluate.generate.prompts=[]",
+              "--cache-dir", str(work / "mp_cache")]
+    losses = {}
+    for procs in (1, 2):
+        extra = ["--launcher", "torchrun", "--num-procs", "2"] if procs == 2 else []
+        recipe(*common, *extra, "--output", str(work / f"mp{procs}"))
+        report = json.loads((work / f"mp{procs}" / "report.json").read_text())
+        losses[procs] = report["stages"][0]["metrics"]["train"]["train_loss"]
+    assert losses[1] == pytest.approx(losses[2], rel=1e-4)
