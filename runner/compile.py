@@ -154,7 +154,9 @@ def compile_recipe(r: model.Recipe) -> Graph:
         # EWC anchors to the stage this one starts from: a stage trained in this run, or a saved one
         # (model.init_from, whose final/ carries ewc_state.safetensors when a later stage asked for it)
         ewc = st.ewc if (start or init_from) else None
-        train_params = {"train": st.train, "model": dataclasses.replace(r.model, init_from=init_from),
+        # report_to only adds loggers: it changes no artifact, so it does not invalidate a trained stage
+        train_params = {"train": dataclasses.replace(st.train, report_to=()),
+                        "model": dataclasses.replace(r.model, init_from=init_from),
                         "template": r.template, "ewc": ewc, "seed": r.seed, "output": r.output}
         if st.ewc is not None and ewc is None:
             notes.append(f"stage {st.name}: ewc needs an earlier stage's weights and Fisher, and this run starts "

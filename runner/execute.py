@@ -147,9 +147,10 @@ def _guard_resume(cache: Cache, recipe: str, name: str, fp, force: bool) -> None
     """A half-trained stage may only be resumed on the data and settings it started with."""
     from .fingerprint import explain
     prev = cache.last(recipe, name, suffix=".partial")
-    if not prev or prev["fingerprint"] == fp.value or not cache.partial_dir(prev["fingerprint"]).exists():
+    if not prev or prev["fingerprint"] == fp.value:
         return
-    if not force:
+    saved = list((cache.partial_dir(prev["fingerprint"]) / "checkpoints").glob("checkpoint-*"))
+    if saved and not force:
         why = "; ".join(explain(prev["components"], fp.components)[:4])
         raise StepError(name, f"a half-trained run of this stage exists, but the recipe changed since it started "
                               f"({why}); refusing to resume it on different data. Rerun with --force to start "

@@ -185,3 +185,30 @@ def test_cache_location_default_env_and_flag(small, tmp_path, monkeypatch):
     assert api.plan(small, cache_dir=str(tmp_path / "flag"))[2].root == tmp_path / "flag"   # the flag wins
     api.run(small, only="load.en", dry_run=True)
     assert list((tmp_path / "env_cache" / "objects").iterdir())
+
+
+def test_resume_guard_only_protects_saved_progress(tmp_path):
+    from runner.cache import Cache
+    from runner.errors import StepError
+    from runner.execute import _guard_resume
+    from runner.fingerprint import Fingerprint
+    cache = Cache(tmp_path)
+    old = Fingerprint("old", {"kind": "train", "version": 1, "params": {"train": {"epochs": 1}}, "inputs": {}, "files": {}})
+    new = Fingerprint("new", {"kind": "train", "version": 1, "params": {"train": {"epochs": 2}}, "inputs": {}, "files": {}})
+    cache.remember("r", "train.main", old, suffix=".partial")
+    (cache.partial_dir("old") / "checkpoints").mkdir(parents=True)
+    _guard_resume(cache, "r", "train.main", new, force=False)     # crashed before its first checkpoint: nothing to keep
+    (cache.partial_dir("old") / "checkpoints" / "checkpoint-2").mkdir()
+    with pytest.raises(StepError, match=r"param train.epochs: 1 -> 2.*--force"):
+        _guard_resume(cache, "r", "train.main", new, force=False)
+    _guard_resume(cache, "r", "train.main", new, force=True)
+    assert not cache.partial_dir("old").exists()
+
+
+def test_a_missing_logger_is_one_clear_error(monkeypatch):
+    import importlib.util
+
+    from runner.steps.train import _check_loggers
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(RecipeError, match=r"train.report_to: wandb is not installed; `pip install wandb`"):
+        _check_loggers(("wandb",))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -27,24 +28,45 @@ def _start(ctx) -> Path | None:
     return path
 
 
-def run(ctx) -> dict:
-    stage = ctx.recipe.stage(ctx.step.stage)
-    if ctx.step.params["ewc"] is None and stage.ewc is not None:
-        stage = dataclasses.replace(stage, ewc=None)   # the compiler turned it off (see the plan's notes)
-    rows = ctx.input(f"render.{stage.name}") / "train.jsonl"
-    init_from = _start(ctx)
-    ctx.partial.mkdir(parents=True, exist_ok=True)
+def _check_loggers(report_to) -> None:
+    import importlib.util
+    for name in report_to:
+        if importlib.util.find_spec(name) is None and not (name == "tensorboard" and importlib.util.find_spec("tensorboardX")):
+            raise RecipeError(f"train.report_to: {name} is not installed; `pip install {name}` or remove it "
+                              "from report_to (the run report always gets the losses)")
+
+
+def _train(ctx, stage, rows: Path, init_from: Path | None) -> dict:
     if ctx.options.launcher != "none":
         from ..train.launch import launch
         from ..train.worker import write_spec
         spec = write_spec(ctx.partial / "spec.json", ctx.recipe, stage, rows, ctx.partial, init_from=init_from,
                           resume=True, trust=ctx.options.trust)
-        metrics = launch(spec, launcher=ctx.options.launcher, num_procs=ctx.options.num_procs,
-                         hostfile=ctx.options.hostfile, log=ctx.log)
-    else:
-        from ..train.run_sft import train_stage
-        metrics = train_stage(ctx.recipe, stage, rows, ctx.partial, init_from=init_from, resume=True,
-                              trust=ctx.options.trust)
+        return launch(spec, launcher=ctx.options.launcher, num_procs=ctx.options.num_procs,
+                      hostfile=ctx.options.hostfile, log=ctx.log)
+    from ..train.run_sft import train_stage
+    return train_stage(ctx.recipe, stage, rows, ctx.partial, init_from=init_from, resume=True,
+                       trust=ctx.options.trust)
+
+
+def run(ctx) -> dict:
+    stage = ctx.recipe.stage(ctx.step.stage)
+    _check_loggers(stage.train.report_to)
+    if ctx.step.params["ewc"] is None and stage.ewc is not None:
+        stage = dataclasses.replace(stage, ewc=None)   # the compiler turned it off (see the plan's notes)
+    rows = ctx.input(f"render.{stage.name}") / "train.jsonl"
+    init_from = _start(ctx)
+    ctx.partial.mkdir(parents=True, exist_ok=True)
+    # tensorboard logs go next to the run report, not under the checkpoints (removed once the stage is
+    # done); one folder per stage unless the user chose one
+    tb = "tensorboard" in stage.train.report_to and "TENSORBOARD_LOGGING_DIR" not in os.environ
+    if tb:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str((ctx.run_dir / stage.name / "tensorboard").resolve())
+    try:
+        metrics = _train(ctx, stage, rows, init_from)
+    finally:
+        if tb:
+            del os.environ["TENSORBOARD_LOGGING_DIR"]
     if metrics.get("resumed_from"):
         ctx.log(f"resumed from checkpoint step {metrics['resumed_from']}")
     shutil.move(str(ctx.partial / "final"), ctx.out / "final")
