@@ -198,7 +198,8 @@ def test_resume_guard_only_protects_saved_progress(tmp_path):
     cache.remember("r", "train.main", old, suffix=".partial")
     (cache.partial_dir("old") / "checkpoints").mkdir(parents=True)
     _guard_resume(cache, "r", "train.main", new, force=False)     # crashed before its first checkpoint: nothing to keep
-    (cache.partial_dir("old") / "checkpoints" / "checkpoint-2").mkdir()
+    assert not cache.partial_dir("old").exists()
+    (cache.partial_dir("old") / "checkpoints" / "checkpoint-2").mkdir(parents=True)
     with pytest.raises(StepError, match=r"param train.epochs: 1 -> 2.*--force"):
         _guard_resume(cache, "r", "train.main", new, force=False)
     _guard_resume(cache, "r", "train.main", new, force=True)
