@@ -49,13 +49,6 @@ def schema_text() -> str:
 
 # --- plan / run / inspect ---------------------------------------------------------------------------
 
-def _overrides(args) -> tuple[str, ...]:
-    extra = []
-    if getattr(args, "num_procs", None):
-        extra.append(f"train.world_size={args.num_procs}")
-    return tuple(args.overrides) + tuple(extra)
-
-
 def plan(path: str | Path, overrides=(), cache_dir: str | None = None):
     """-> (graph, planned steps, cache). Light: no heavy imports."""
     from .cache import Cache, default_dir
@@ -72,7 +65,7 @@ def plan(path: str | Path, overrides=(), cache_dir: str | None = None):
 
 def cli_plan(args) -> int:
     from .plan import render_json, render_mermaid, render_text
-    graph, steps, cache = plan(args.recipe, _overrides(args), args.cache_dir)
+    graph, steps, cache = plan(args.recipe, args.overrides, args.cache_dir)
     if args.format == "json":
         print(render_json(steps, graph), end="")
     elif args.format == "mermaid":
@@ -86,7 +79,7 @@ def cli_plan(args) -> int:
 def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output: str | None = None,
         only: str | None = None, from_step: str | None = None, force: bool = False, dry_run: bool = False,
         trust: bool = False, launcher: str = "none", num_procs: int | None = None, hostfile: str | None = None,
-        console=None):
+        console=None, argv: tuple[str, ...] | None = None):
     """Execute a recipe; returns the list of step records (see report.json)."""
     from .cache import Cache, default_dir
     from .compile import compile_recipe
@@ -99,7 +92,14 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
         raise RecipeError("model.trust_remote_code is true: running model code from the hub needs an explicit "
                           "--trust on the command line")
     if launcher != "none" and not num_procs:
-        raise RecipeError(f"--launcher {launcher} needs --num-procs N")
+        raise RecipeError(f"--launcher {launcher} needs --num-procs N (the total number of processes)")
+    if launcher == "none" and num_procs:
+        raise RecipeError("--num-procs needs --launcher torchrun or --launcher deepspeed")
+    if hostfile and launcher != "deepspeed":
+        raise RecipeError("--hostfile is read by the DeepSpeed launcher: add --launcher deepspeed --num-procs N")
+    if only and from_step:
+        raise RecipeError("--only and --from cannot be combined: --only runs one step, --from reruns a step "
+                          "and everything after it")
     graph = compile_recipe(recipe)
     run_dir = Path(output) if output else Path("runs") / recipe.name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -108,7 +108,7 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
                          hostfile=hostfile)
     records = execute(recipe, graph, cache=Cache(default_dir(recipe.file, cache_dir)), run_dir=run_dir,
                       options=options, sel=Selection(only=only, from_step=from_step), overrides=overrides,
-                      console=console)
+                      argv=argv, console=console)
     return recipe, graph, records, run_dir
 
 
@@ -117,7 +117,7 @@ def cli_run(args) -> int:
     recipe, graph, records, run_dir = run(
         args.recipe, args.overrides, cache_dir=args.cache_dir, output=args.output, only=args.only,
         from_step=args.from_step, force=args.force, dry_run=args.dry_run, trust=args.trust,
-        launcher=args.launcher, num_procs=args.num_procs, hostfile=args.hostfile)
+        launcher=args.launcher, num_procs=args.num_procs, hostfile=args.hostfile, argv=tuple(args.argv))
     if args.dry_run:
         from .dryrun import summary
         print(summary(recipe, records), end="")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .recipe import model
-from .recipe.validate import CHAT_TEMPLATES, DEEPSPEED_PRESETS
+from .recipe.model import CHAT_TEMPLATES, DEEPSPEED_PRESETS, successor_ewc
 
 ROW_FILTERS = ("length", "repetition", "incomplete", "refusal", "regex", "pii", "toxicity")
 
@@ -98,6 +98,15 @@ def _template_files(r: model.Recipe) -> tuple[str, ...]:
     return () if r.template.chat in CHAT_TEMPLATES else (r.template.chat,)
 
 
+def _model_files(r: model.Recipe, *, weights: bool) -> tuple[str, ...]:
+    """A local model.base is content too: its tokenizer/config files, and its weights for training.
+    (A hub id is identified by its name; builtin:tiny by the package version.)"""
+    base = r.model.base
+    if not base.startswith(("./", "../", "/")):
+        return ()
+    return (f"{base}/*",) if weights else (f"{base}/*.json", f"{base}/*.jinja", f"{base}/*.model", f"{base}/*.txt")
+
+
 def compile_recipe(r: model.Recipe) -> Graph:
     steps: list[Step] = []
     notes: list[str] = []
@@ -116,7 +125,7 @@ def compile_recipe(r: model.Recipe) -> Graph:
                 params["tokens"] = {"model": r.model.base, "chat": r.template.chat, "system": r.template.system}
                 if any(f.max_tokens == "max_length" for f in counted):
                     params["tokens"]["max_length"] = r.template.max_length
-                files += _template_files(r)
+                files += _template_files(r) + _model_files(r, weights=False)
             steps.append(_step(f"filter.{src}", "filter", [last[src]], params, source=src, files=files))
             last[src] = f"filter.{src}"
 
@@ -128,12 +137,16 @@ def compile_recipe(r: model.Recipe) -> Graph:
         data_inputs = ["dedup"]
 
     if r.meta:
-        steps.append(_step("split", "split", data_inputs, {"meta": r.meta, "seed": r.seed}))
+        task_files = () if isinstance(r.meta.tasks, model.DerivedTasks) else tuple(
+            f for t in r.meta.tasks for part in (t.support, t.query, t.test) for f in part)
+        steps.append(_step("split", "split", data_inputs, {"meta": r.meta, "seed": r.seed, "order": list(r.sources)},
+                           files=task_files))
         notes.append("FOMAML meta-training is not in this version: `recipe run` stops after the data steps "
                      "(tasks with support/query/test splits are built and cached).")
         return Graph(r.name, tuple(steps), tuple(notes))
 
-    steps.append(_step("split", "split", data_inputs, {"split": r.split, "seed": r.seed}))
+    # source order matters: a text found in two sources follows its first copy to one side
+    steps.append(_step("split", "split", data_inputs, {"split": r.split, "seed": r.seed, "order": list(r.sources)}))
 
     active = [st for st in r.stages if not st.skip]
     trained: dict[str, str] = {}
@@ -142,9 +155,10 @@ def compile_recipe(r: model.Recipe) -> Graph:
         members = {k: r.expand(k) for k in (st.mix or {})}
         steps.append(_step(f"mix.{st.name}", "mix", ["split"], {
             "mix": st.mix, "groups": members, "size": st.size, "sampling": r.sampling, "seed": r.seed,
-            "sources": list(r.sources)}, stage=st.name))
+            "sources": list(r.sources), "stage": st.name}, stage=st.name))   # the draw is seeded by stage name
         steps.append(_step(f"render.{st.name}", "render", [f"mix.{st.name}", "split"], {
-            **_tokenizer_identity(r), "seed": r.seed}, stage=st.name, files=_template_files(r)))
+            **_tokenizer_identity(r), "seed": r.seed}, stage=st.name,
+            files=_template_files(r) + _model_files(r, weights=False)))
         start = st.from_ or prev
         if start is not None and start not in trained:
             # `from` names a skipped stage: its weights are model.init_from (a corrective rerun)
@@ -155,19 +169,23 @@ def compile_recipe(r: model.Recipe) -> Graph:
         # (model.init_from, whose final/ carries ewc_state.safetensors when a later stage asked for it)
         ewc = st.ewc if (start or init_from) else None
         # report_to only adds loggers: it changes no artifact, so it does not invalidate a trained stage
+        # fisher_for: a later stage's ewc decides whether this stage leaves a Fisher behind, and from how
+        # many rows. Of `output`, only the checkpoints kept matter here (merge is the export's business).
         train_params = {"train": dataclasses.replace(st.train, report_to=()),
                         "model": dataclasses.replace(r.model, init_from=init_from),
-                        "template": r.template, "ewc": ewc, "seed": r.seed, "output": r.output}
+                        "template": r.template, "ewc": ewc, "fisher_for": successor_ewc(r, st), "seed": r.seed,
+                        "save_total_limit": r.output.save_total_limit}
         if st.ewc is not None and ewc is None:
             notes.append(f"stage {st.name}: ewc needs an earlier stage's weights and Fisher, and this run starts "
                          "from the base model; EWC is off for this stage")
-        files = _deepspeed_files(st.train) + ((init_from,) if init_from else ())
+        files = _deepspeed_files(st.train) + ((init_from,) if init_from else ()) + _model_files(r, weights=True)
         steps.append(_step(f"train.{st.name}", "train", inputs, train_params, stage=st.name, files=files))
         trained[st.name] = f"train.{st.name}"
         prev = st.name
         if r.evaluate.every_stage or st is active[-1]:
             steps.append(_step(f"eval.{st.name}", "evaluate", [f"train.{st.name}", f"render.{st.name}"], {
-                "evaluate": r.evaluate, "template": r.template, "model": r.model.base, "seed": r.seed},
+                "evaluate": dataclasses.replace(r.evaluate, every_stage=True),   # that flag shapes the graph only
+                "template": r.template, "model": r.model.base, "seed": r.seed},
                 stage=st.name))
     if active:
         steps.append(_step("export", "export", [f"train.{active[-1].name}"], {"output": r.output}))

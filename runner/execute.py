@@ -62,16 +62,25 @@ def select(graph: Graph, sel: Selection, force: bool) -> tuple[list[str], set[st
     return [n for n in graph.names if n in keep], forced
 
 
-def resume_command(recipe: Recipe, step: str, overrides: tuple[str, ...]) -> str:
-    parts = ["recipe", "run", str(recipe.file.relative_to(Path.cwd()) if recipe.file.is_relative_to(Path.cwd())
-                                  else recipe.file)]
-    for o in overrides:
-        parts += ["--set", o]
-    return shlex.join(parts + ["--from", step])
+def resume_command(recipe: Recipe, step: str, argv: tuple[str, ...] | None, overrides: tuple[str, ...]) -> str:
+    """The command that resumes at `step`: what the user typed, less any step selection, plus --from."""
+    if argv is None:
+        argv = ("run", str(recipe.file.relative_to(Path.cwd()) if recipe.file.is_relative_to(Path.cwd())
+                            else recipe.file), *[x for o in overrides for x in ("--set", o)])
+    keep, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--from", "--only"):
+            skip = True
+        elif not a.startswith(("--from=", "--only=")) and a != "--force":
+            keep.append(a)
+    return shlex.join(["recipe", *keep, "--from", step])
 
 
 def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, options: RunOptions,
-            sel: Selection = Selection(), overrides: tuple[str, ...] = (), console=None) -> list[StepRecord]:
+            sel: Selection = Selection(), overrides: tuple[str, ...] = (), argv: tuple[str, ...] | None = None,
+            console=None) -> list[StepRecord]:
     from .ui import StepUI
     ui = StepUI(console)
     fps = fingerprint_graph(graph, recipe.file.parent, versions())
@@ -89,6 +98,7 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
             rec = StepRecord(name, step.kind, step.stage, "cached", fp.value, 0.0, cache.stats(fp.value) or {},
                              str(done[name]))
             records.append(rec)
+            _publish(step, done[name], run_dir, rec.stats)
             ui.finished(rec)
             continue
         partial = cache.partial_dir(fp.value)
@@ -109,7 +119,7 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
             ui.failed(name)
             write_report(recipe, graph, records, run_dir, cache)
             raise StepError(name, e.message if not e.where else str(e),
-                            resume_command(recipe, name, overrides)) from None
+                            resume_command(recipe, name, argv, overrides)) from None
         except BaseException:
             cache.abort(tmp)
             ui.failed(name)
@@ -127,9 +137,17 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
             cache.drop_partial(fp.value)
         rec = StepRecord(name, step.kind, step.stage, "ran", fp.value, seconds, stats, str(done[name]))
         records.append(rec)
+        _publish(step, done[name], run_dir, stats)
         ui.finished(rec)
     write_report(recipe, graph, records, run_dir, cache)
     return records
+
+
+def _publish(step, artifact: Path, run_dir: Path, stats: dict) -> None:
+    """Steps with user-facing outputs copy them into the run directory, whether they ran or were cached."""
+    publish = getattr(STEPS[step.kind], "publish", None)
+    if publish is not None:
+        publish(step, artifact, run_dir, stats)
 
 
 def _check_balance(name: str, stats: dict) -> None:
@@ -162,7 +180,7 @@ def _guard_resume(cache: Cache, recipe: str, name: str, fp, force: bool) -> None
 
 def write_report(recipe: Recipe, graph: Graph, records: list[StepRecord], run_dir: Path, cache: Cache) -> dict:
     from .report import build_report, copy_quarantine, write_markdown
-    report = build_report(recipe, graph, records)
+    report = build_report(recipe, graph, records, run_dir)
     copy_quarantine(report, run_dir)
     (run_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     write_markdown(report, run_dir)

@@ -3,6 +3,7 @@ to make before a long run that prompts and role markers are not trained and the 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 
@@ -25,8 +26,9 @@ def inspect(path: str, overrides=(), *, stage: str | None = None, n: int = 3, ca
     stage = stage or stages[0]
     if stage not in stages:
         raise RecipeError(f"--stage: no stage '{stage}'{did_you_mean(stage, stages)}")
-    _, graph, records, _ = api.run(path, overrides, cache_dir=cache_dir, only=f"render.{stage}", dry_run=True,
-                                   output=str(Path("runs") / recipe.name))
+    with tempfile.TemporaryDirectory() as scratch:   # a look, not a run: leave runs/<recipe> as it is
+        _, graph, records, _ = api.run(path, overrides, cache_dir=cache_dir, only=f"render.{stage}", dry_run=True,
+                                       output=scratch)
     art = Path(next(r.artifact for r in records if r.name == f"render.{stage}"))
     tok = tokenizer_for(recipe, RunOptions())
     console = console or Console(highlight=False)

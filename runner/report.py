@@ -19,7 +19,7 @@ def _step_entry(r) -> dict:
             "dropped": s.get("dropped", {}), "by_source": s.get("by_source", {})}
 
 
-def build_report(recipe: Recipe, graph: Graph, records: list) -> dict:
+def build_report(recipe: Recipe, graph: Graph, records: list, run_dir: Path) -> dict:
     by = {r.name: r for r in records}
     stages = []
     for st in recipe.stages:
@@ -38,7 +38,7 @@ def build_report(recipe: Recipe, graph: Graph, records: list) -> dict:
             "tokens": render.get("tokens"),
             "metrics": {"train": (train.stats if train else {}).get("metrics", {}),
                         "eval": (ev.stats if ev else {}).get("metrics", {})},
-            "checkpoint": (train.stats if train else {}).get("checkpoint"),
+            "checkpoint": str(run_dir / st.name / "final") if train else None,
             "data_fingerprint": by[f"render.{st.name}"].fingerprint if f"render.{st.name}" in by else None,
         })
     quarantine = {}

@@ -213,3 +213,33 @@ def test_a_missing_logger_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(RecipeError, match=r"train.report_to: wandb is not installed; `pip install wandb`"):
         _check_loggers(("wandb",))
+
+
+def test_fingerprints_cover_what_the_steps_read(tmp_path):
+    from runner.compile import compile_recipe
+    from runner.fingerprint import fingerprint_graph
+    from runner.steps import versions
+
+    def fps(*overrides):
+        r = api.load(ROOT / "recipes" / "curriculum_3stage.yaml", overrides)
+        return {k: v.value for k, v in fingerprint_graph(compile_recipe(r), r.file.parent, versions()).items()}
+    base = fps()
+    # two stages with the same mix still draw differently: the draw is seeded by the stage name
+    same = fps("stages.task.mix={general: 1.0}", "stages.base.size=100", "stages.task.size=100")
+    assert same["mix.base"] != same["mix.task"]
+    # the Fisher a stage leaves behind depends on the next stage's ewc settings
+    changed = fps("stages.task.ewc.fisher_samples=8")
+    assert changed["train.base"] != base["train.base"] and changed["mix.base"] == base["mix.base"]
+    # merging at export and every_stage change neither a trained stage nor an eval's output
+    merged = fps("output.merge=true")
+    assert merged["train.domain"] == base["train.domain"] and merged["export"] != base["export"]
+    assert fps("evaluate.every_stage=false")["eval.domain"] == base["eval.domain"]
+
+
+def test_run_options_are_checked_before_running(small):
+    with pytest.raises(RecipeError, match="--num-procs needs --launcher"):
+        api.run(small, num_procs=2)
+    with pytest.raises(RecipeError, match="--only and --from cannot be combined"):
+        api.run(small, only="split", from_step="dedup")
+    with pytest.raises(RecipeError, match="--hostfile is read by the DeepSpeed launcher"):
+        api.run(small, hostfile="hosts.txt")

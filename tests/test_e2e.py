@@ -43,11 +43,15 @@ def test_poetry_lora_with_deepspeed_zero2(work):
     manifest = json.loads((out / "export" / "export_manifest.json").read_text())
     assert manifest["data_fingerprint"] == stage["data_fingerprint"]
     assert (out / "loss_main.png").is_file() and "## Stage main" in (out / "report.md").read_text()
-    # an unchanged rerun reuses every step
+    # an unchanged rerun reuses every step, and still leaves a whole run directory
+    again = work / "poetry_again"
     recipe("run", "recipes/poetry_lora.yaml", *TINY, "--set", "size=48", "--set", "train.max_steps=3",
-           "--set", "evaluate.generate.max_new_tokens=16", "--cache-dir", str(work / "cache"), "--output", str(out))
-    report = json.loads((out / "report.json").read_text())
+           "--set", "evaluate.generate.max_new_tokens=16", "--cache-dir", str(work / "cache"), "--output", str(again))
+    report = json.loads((again / "report.json").read_text())
     assert {s["status"] for s in report["steps"]} == {"cached"}
+    assert (again / "main" / "final" / "adapter_config.json").is_file() and (again / "loss_main.png").is_file()
+    assert (again / "export" / "adapter" / "adapter_config.json").is_file()
+    assert report["stages"][0]["checkpoint"] == str(again / "main" / "final")
 
 
 CURRICULUM = [*TINY, "--set", "size=40", "--set", "sources.poetry.limit=2000", "--set", "stages.domain.size=40", "--set", "train.max_steps=2",
@@ -111,6 +115,7 @@ def test_inspect_highlights_trained_tokens(work):
                "--cache-dir", str(work / "dry"), cwd=work)
     assert p.stdout.count("«") >= 2 and "<|im_end|>»" in p.stdout
     assert "«<|im_start|>" not in p.stdout and "«user" not in p.stdout
+    assert not (work / "runs").exists()   # a look, not a run: no run directory, no report overwritten
 
 
 def test_unreachable_hub_model_is_one_clear_line(work):

@@ -201,3 +201,28 @@ def test_paths_in_a_base_from_another_folder_stay_relative_to_the_base(tmp_path)
     assert r.sources["a"].path == "../bases/data/a.json"
     assert r.path(r.sources["a"].path) == (tmp_path / "bases" / "data" / "a.json").resolve()
     assert r.model.base == "Qwen/Qwen2-1.5B"   # a hub id is not a path
+
+
+def test_set_edge_cases():
+    path = ROOT / "recipes" / "curriculum_3stage.yaml"
+    assert api.load(path, ["recipe=1.10"]).recipe == "1.10"           # the text as written, not float 1.1
+    with pytest.raises(ValidationError, match="the name '1' does not match"):
+        api.load(path, ["stages.base.mix.1=0.5"])                      # a digit under a mapping is a key
+    assert api.load(path, ["train.micro_batch_size=2.0", "train.batch_size=8"]).train.micro_batch_size == 2
+    with pytest.raises(ValidationError) as e:
+        api.load(path, ["filters[0]=null"])
+    assert len(e.value.problems) == 1                                  # one message, not one per rule
+
+
+def test_integers_are_integers(tmp_path):
+    (tmp_path / "r.yaml").write_text(f"recipe: t\nmodel: {{base: builtin:tiny}}\nsources:\n  a: {{path: {ROOT}/data/identity.json, format: alpaca}}\n"
+                                     "train: {micro_batch_size: 2.0}\n")
+    with pytest.raises(ValidationError, match="micro_batch_size: expected integer, got a number 2.0"):
+        api.load(tmp_path / "r.yaml")
+
+
+def test_a_stage_after_a_skipped_one_needs_init_from():
+    path = ROOT / "recipes" / "curriculum_3stage.yaml"
+    with pytest.raises(ValidationError, match="starts from stage 'base', which is skipped; set model.init_from"):
+        api.load(path, ["stages.base.skip=true"])
+    assert api.load(path, ["stages.base.skip=true", "model.init_from=../runs/x/base/final"])

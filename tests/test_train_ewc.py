@@ -9,7 +9,8 @@ from transformers import TrainerCallback
 
 from runner.train import loading
 from runner.train import rows as R
-from runner.train.ewc import EWC_FILE, EwcState, consolidate, estimate_fisher, successor_ewc
+from runner.recipe.model import successor_ewc
+from runner.train.ewc import EWC_FILE, EwcState, consolidate, estimate_fisher
 from runner.train.run_sft import train_stage
 from runner.train.sft_config import to_sft_config
 

@@ -258,17 +258,24 @@ def _apply_override(doc: Document, text: str) -> None:
     except yaml.YAMLError:
         value = raw
     from .schema import coerce  # the schema decides what "3" means at this path
-    # `filters[0].max_chars` and `filters.0.max_chars` both work: messages print the first form
-    parts: list[Any] = [int(p) if p.isdigit() else p
-                        for p in re.sub(r"\[(\d+)\]", r".\1", key.strip()).split(".") if p != ""]
-    value = coerce(tuple(parts), value)
+    # `filters[0].max_chars` and `filters.0.max_chars` both work: messages print the first form.
+    # A digit is a list index only where the document has a list (`mix.1` is a source named "1").
+    parts: list[Any] = [p for p in re.sub(r"\[(\d+)\]", r".\1", key.strip()).split(".") if p != ""]
     node: Any = doc.data
+    for i, p in enumerate(parts):
+        if isinstance(node, list) and p.isdigit():
+            parts[i] = int(p)
+        node = (node[parts[i]] if isinstance(node, list) and isinstance(parts[i], int) and parts[i] < len(node)
+                else node.get(p) if isinstance(node, dict) else None)
+    value = coerce(tuple(parts), value, raw)
+    node = doc.data
     for i, p in enumerate(parts[:-1]):
         nxt = node.get(p) if isinstance(node, dict) else (node[p] if isinstance(node, list) and isinstance(p, int) and p < len(node) else None)
         if nxt is None:
             if isinstance(node, list):
                 raise ValidationError([RecipeError(f"index {p} is out of range for {'.'.join(map(str, parts[:i]))}", where)], "--set")
             nxt = node[p] = {}
+            doc.values[tuple(parts[:i + 1])] = doc.keys[tuple(parts[:i + 1])] = where   # a section --set created
         elif not isinstance(nxt, (dict, list)):
             raise ValidationError([RecipeError(f"{'.'.join(map(str, parts[:i + 1]))} is a value, not a section", where)], "--set")
         node = nxt

@@ -103,16 +103,19 @@ def at(path: tuple, value_hint: Any = None) -> dict | None:
     return _deref(node)
 
 
-def coerce(path: tuple, value: Any) -> Any:
-    """`--set recipe=123` means the string "123" when the schema wants a string there."""
+def coerce(path: tuple, value: Any, raw: str | None = None) -> Any:
+    """What `--set path=raw` means here: the text as written where the schema wants a string
+    (`recipe=1.10` stays "1.10"), a whole number where it wants an integer (`2.0` -> 2)."""
     node = at(path)
     if node is None or value is None:
         return value
     types = node.get("type")
     types = [types] if isinstance(types, str) else (types or [])
-    if "string" in types and not isinstance(value, str) and not isinstance(value, (dict, list)):
-        if not any(t in types for t in ("integer", "number", "boolean")):
-            return str(value).lower() if isinstance(value, bool) else str(value)
+    if "string" in types and not isinstance(value, (str, dict, list)) \
+            and not any(t in types for t in ("integer", "number", "boolean")):
+        return raw.strip() if raw is not None else str(value)
+    if "integer" in types and "number" not in types and isinstance(value, float) and value.is_integer():
+        return int(value)
     return value
 
 

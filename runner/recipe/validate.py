@@ -13,8 +13,7 @@ from ..errors import RecipeError, ValidationError, Where
 from . import model, schema as sch
 from .load import Document, display
 
-DEEPSPEED_PRESETS = ("zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
-CHAT_TEMPLATES = ("chatml", "llama3", "alpaca", "tokenizer")
+from .model import CHAT_TEMPLATES, DEEPSPEED_PRESETS
 READABLE = (".jsonl", ".json", ".csv", ".parquet")
 
 
@@ -47,8 +46,11 @@ class _Problems(list):
 # --- pass 1: the schema ----------------------------------------------------------------------------
 
 def _schema_errors(doc: Document, out: _Problems) -> None:
-    from jsonschema import Draft202012Validator  # ~60 ms; only when validating
-    validator = Draft202012Validator(sch.schema())
+    from jsonschema import Draft202012Validator, validators  # ~60 ms; only when validating
+    # JSON Schema counts 2.0 as an integer; a batch size of 2.0 would reach the trainer as a float
+    strict = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool))
+    validator = validators.extend(Draft202012Validator, type_checker=strict)(sch.schema())
     for err in validator.iter_errors(doc.data):
         _explain(err, out)
 
@@ -88,7 +90,8 @@ def _explain(err: Any, out: _Problems) -> None:
         got = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
                int: "an integer", float: "a number"}.get(type(inst), type(inst).__name__)
         want = [{"object": "a mapping", "array": "a list", "null": "null"}.get(w, w) for w in want]
-        out.add(path, f"{where}: expected {' or '.join(want)}, got {got} {json.dumps(inst, ensure_ascii=False)[:60]}")
+        shown = "" if inst is None else " " + json.dumps(inst, ensure_ascii=False)[:60]
+        out.add(path, f"{where}: expected {' or '.join(want)}, got {got}{shown}")
         return
     if "propertyNames" in err.schema_path:
         out.add(path + (inst,), f"{where}: the name {inst!r} does not match {err.schema.get('pattern')} "
@@ -198,6 +201,10 @@ def _semantic(d: dict, doc: Document, out: _Problems) -> None:
                     out.add(p + ("from",), f"stages.{name}.from: unknown stage '{st['from']}'{did_you_mean(st['from'], order)}")
                 elif order.index(st["from"]) >= i:
                     out.add(p + ("from",), f"stages.{name}.from: '{st['from']}' does not come before '{name}'; a stage starts from an earlier one")
+            start = st["from"] if st["from"] is not None else (order[i - 1] if i else None)
+            if start in d["stages"] and d["stages"][start]["skip"] and not st["skip"] and not d["model"]["init_from"]:
+                out.add(p, f"stages.{name}: it starts from stage '{start}', which is skipped; set model.init_from "
+                           f"to that stage's saved weights (e.g. runs/<recipe>/{start}/final)")
             if st["ewc"] is not None and i == 0:
                 out.add(p + ("ewc",), f"stages.{name}.ewc: the first stage has no earlier stage to protect", key=True)
     else:
@@ -291,9 +298,10 @@ def validate(doc: Document) -> model.Recipe:
         except (KeyError, TypeError, AttributeError, ValueError):
             pass
     if out:
-        out.sort(key=lambda e: (e.where.file if e.where else "", e.where.line or 0 if e.where else 0,
-                                e.where.col or 0 if e.where else 0))
-        raise ValidationError(list(out), display(doc.files[0]))
+        unique = {(str(e.where), e.message): e for e in out}   # one message per place, however many rules hit it
+        problems = sorted(unique.values(), key=lambda e: (e.where.file if e.where else "", e.where.line or 0 if e.where
+                                                          else 0, e.where.col or 0 if e.where else 0))
+        raise ValidationError(problems, display(doc.files[0]))
     return model.build(_canonical(full), doc.files[0], frozenset(doc.secrets))
 
 

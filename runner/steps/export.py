@@ -17,9 +17,13 @@ def run(ctx) -> dict:
     data_fp = components["inputs"].get(f"render.{stage}")
     manifest = export(ctx.recipe, art / "final", ctx.out, fingerprint=data_fp, stage=stage,
                       trust=ctx.options.trust)
-    user = ctx.run_dir / "export"
+    ctx.log(f"exported {', '.join(manifest['exported'])} to {ctx.run_dir / 'export'}")
+    return {"exported": manifest["exported"], "data_fingerprint": data_fp}
+
+
+def publish(step, artifact, run_dir, stats: dict) -> None:
+    """runs/<recipe>/export, for a cached step too."""
+    user = run_dir / "export"
     if user.exists():
         shutil.rmtree(user)
-    shutil.copytree(ctx.out, user)
-    ctx.log(f"exported {', '.join(manifest['exported'])} to {user}")
-    return {"exported": manifest["exported"], "dir": str(user), "data_fingerprint": data_fp}
+    shutil.copytree(artifact, user, ignore=shutil.ignore_patterns("manifest.json"))

@@ -70,21 +70,23 @@ def run(ctx) -> dict:
     if metrics.get("resumed_from"):
         ctx.log(f"resumed from checkpoint step {metrics['resumed_from']}")
     shutil.move(str(ctx.partial / "final"), ctx.out / "final")
-    history = []
     for name in ("log_history.json", "metrics.json"):
         if (ctx.partial / name).exists():
             shutil.copy(ctx.partial / name, ctx.out / name)
-    if (ctx.out / "log_history.json").exists():
-        history = json.loads((ctx.out / "log_history.json").read_text())
-    # what the user (and a later recipe's model.init_from) points at: runs/<recipe>/<stage>/final
-    user_copy = ctx.run_dir / stage.name / "final"
-    if user_copy.exists():
-        shutil.rmtree(user_copy)
-    shutil.copytree(ctx.out / "final", user_copy)
-    (ctx.run_dir / stage.name / "data_fingerprint.txt").write_text(ctx.input(f"render.{stage.name}").name + "\n")
-    from ..report import plot_losses
-    plot_losses(ctx.run_dir, stage.name, history)
+    history = json.loads((ctx.out / "log_history.json").read_text()) if (ctx.out / "log_history.json").exists() else []
     ctx.log(f"train loss {metrics.get('train_loss', float('nan')):.4f} after {metrics.get('steps')} steps, "
             f"{metrics.get('tokens_per_second', 0):,.0f} tokens/s")
-    return {"metrics": metrics, "checkpoint": str(user_copy), "history": [
-        {k: h[k] for k in ("step", "loss") if k in h} for h in history if "loss" in h]}
+    return {"metrics": metrics, "history": [{k: h[k] for k in ("step", "loss") if k in h} for h in history if "loss" in h]}
+
+
+def publish(step, artifact: Path, run_dir: Path, stats: dict) -> None:
+    """What the user (and a later recipe's model.init_from) points at: runs/<recipe>/<stage>/final, the
+    data fingerprint that trained it, and the loss curve. Also for a cached step, so every run dir is whole."""
+    from ..report import plot_losses
+    stage_dir = run_dir / step.stage
+    if (stage_dir / "final").exists():
+        shutil.rmtree(stage_dir / "final")
+    shutil.copytree(artifact / "final", stage_dir / "final")
+    components = json.loads((artifact / "manifest.json").read_text())["components"]
+    (stage_dir / "data_fingerprint.txt").write_text(components["inputs"][f"render.{step.stage}"] + "\n")
+    plot_losses(run_dir, step.stage, stats.get("history", []))

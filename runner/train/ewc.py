@@ -135,17 +135,5 @@ def consolidate(previous: EwcState | None, model, fisher: dict[str, Any], *, gam
     return EwcState(fisher=fisher, anchor=anchor, stages=[*(previous.stages if previous else []), stage])
 
 
-def successor_ewc(recipe: model.Recipe, stage: model.Stage) -> model.Ewc | None:
-    """The `ewc:` settings of a later stage that starts from this one, or None if no later stage
-    needs a Fisher from it. A stage starts from its `from:` stage, else from the last non-skipped
-    stage before it."""
-    order = [s for s in recipe.stages if not s.skip]
-    for i, s in enumerate(order):
-        start = s.from_ if s.from_ is not None else (order[i - 1].name if i else None)
-        if start == stage.name and s.ewc is not None:
-            return s.ewc
-    return None
-
-
 def _trainable(model) -> dict[str, Any]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}

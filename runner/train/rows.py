@@ -17,7 +17,7 @@ Pair = tuple[list[int], list[int]]
 def chat_name(recipe: model.Recipe) -> str:
     """template.chat as templates.render takes it: a built-in name, or the .jinja path resolved."""
     chat = recipe.template.chat
-    return chat if chat in ("chatml", "llama3", "alpaca", "tokenizer") else str(recipe.path(chat))
+    return chat if chat in model.CHAT_TEMPLATES else str(recipe.path(chat))
 
 
 def read_jsonl(path: str | Path) -> Iterator[dict]:

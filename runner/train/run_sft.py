@@ -60,7 +60,8 @@ def train_stage(recipe: model.Recipe, stage: model.Stage, train_rows_path: str |
 
 def _train(recipe, stage, train_rows_path, out_dir, *, init_from, ewc_state, resume, trust, ds_config):
     from . import loading
-    from .ewc import EWC_FILE, EwcState, consolidate, estimate_fisher, successor_ewc
+    from ..recipe.model import successor_ewc
+    from .ewc import EWC_FILE, EwcState, consolidate, estimate_fisher
     from .rows import dataset, pairs
     from .sft_config import to_sft_config
 

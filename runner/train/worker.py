@@ -5,6 +5,7 @@ the main process writes final/, log_history.json and metrics.json. The recipe tr
 canonical resolved document, so every process trains exactly what the parent validated."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -20,7 +21,8 @@ def write_spec(path: str | Path, recipe: model.Recipe, stage: model.Stage, train
     spec = {"file": str(recipe.file), "document": recipe.document, "stage": stage.name,
             "train_rows": str(train_rows_path), "out_dir": str(out_dir),
             "init_from": str(init_from) if init_from else None,
-            "ewc_state": str(ewc_state) if ewc_state else None, "resume": resume, "trust": trust}
+            "ewc_state": str(ewc_state) if ewc_state else None, "resume": resume, "trust": trust,
+            "ewc_off": stage.ewc is None}   # the compiler may turn a stage's ewc off: the document alone can't say
     path = Path(path)
     path.write_text(json.dumps(spec, ensure_ascii=False))
     return path
@@ -31,7 +33,10 @@ def run(spec_path: str | Path) -> dict[str, Any]:
 
     spec = json.loads(Path(spec_path).read_text())
     recipe = model.build(spec["document"], Path(spec["file"]))
-    return train_stage(recipe, recipe.stage(spec["stage"]), spec["train_rows"], spec["out_dir"],
+    stage = recipe.stage(spec["stage"])
+    if spec["ewc_off"]:
+        stage = dataclasses.replace(stage, ewc=None)
+    return train_stage(recipe, stage, spec["train_rows"], spec["out_dir"],
                        init_from=spec["init_from"], ewc_state=spec["ewc_state"], resume=spec["resume"],
                        trust=spec["trust"])
 
