@@ -16,9 +16,6 @@ from typing import Any, Mapping
 from .recipe import model
 from .recipe.model import CHAT_TEMPLATES, DEEPSPEED_PRESETS, successor_ewc
 
-ROW_FILTERS = ("length", "repetition", "incomplete", "refusal", "regex", "pii", "toxicity")
-
-
 @dataclass(frozen=True)
 class Step:
     name: str                      # unique: "load.tang", "mix.base", "dedup", ...
@@ -85,10 +82,6 @@ def _step(name: str, kind: str, inputs: list[str] | tuple[str, ...], params: dic
                 files=files)
 
 
-def _applies(f: model.Filter, src: str) -> bool:
-    return f.sources is None or src in f.sources
-
-
 def _tokenizer_identity(r: model.Recipe) -> dict:
     """What decides token counts: the tokenizer (model id/path) and the template."""
     return {"model": r.model.base, "template": r.template}
@@ -115,7 +108,7 @@ def compile_recipe(r: model.Recipe) -> Graph:
     for src, s in r.sources.items():
         steps.append(_step(f"load.{src}", "load", [], {"source": s, "name": src}, source=src, files=(s.path,)))
         last[src] = f"load.{src}"
-        row = [f for f in r.filters if f.kind in ROW_FILTERS and _applies(f, src)]
+        row = r.row_filters(src)
         if row:
             params: dict = {"filters": row}
             files: tuple[str, ...] = tuple(f.model_path for f in row if isinstance(f, model.ToxicityFilter))

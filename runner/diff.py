@@ -273,14 +273,11 @@ def _mix_rows(side: Side, stage: Stage, train: dict[str, int] | None, caches: li
         return Rows(report["total"], report["counts"], "cached", stage.size, requested)
     if train is None:
         return Rows(None, {}, "requested", stage.size, requested)
-    from .data.mixing import _total, shares_of  # the same functions the mix step runs, so the numbers agree
-    from .data.common import apportion
+    from .data.mixing import plan_counts  # what the mix step computes, so the numbers agree
     try:
-        shares = shares_of(stage, side.recipe.groups, train)
+        _, counts, total, _ = plan_counts(stage, side.recipe.groups, train)
     except RecipeError as e:
         return Rows(None, {}, "requested", stage.size, requested, e.message)
-    total, _ = _total(stage, shares, train)
-    counts = apportion(total, shares)
     short = [f"{s} needs {n:,} of its {train.get(s, 0):,} train rows"
              for s, n in counts.items() if n > train.get(s, 0)]
     problem = None if not short or side.recipe.sampling.oversample else \

@@ -98,6 +98,7 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
             rec = StepRecord(name, step.kind, step.stage, "cached", fp.value, 0.0, cache.stats(fp.value) or {},
                              str(done[name]))
             records.append(rec)
+            cache.remember(graph.recipe, name, fp, stats=rec.stats)   # "stale" is then explained against this run
             _publish(step, done[name], run_dir, rec.stats)
             ui.finished(rec)
             continue

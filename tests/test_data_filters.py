@@ -9,7 +9,7 @@ import types
 import pytest
 
 from data_fixtures import DATA, TANG_FIELDS, record, recipe
-from runner.data.filters import FILTERS, FilterContext, row_filters, run_filters
+from runner.data.filters import FILTERS, FilterContext, run_filters
 from runner.data.formats import load_source
 from runner.errors import RecipeError
 from runner.recipe.model import (IncompleteFilter, LengthFilter, PiiFilter, RefusalFilter, RegexFilter,
@@ -116,7 +116,7 @@ filters:
 """)
     for name in r.sources:
         records, _, _ = load_source(name, r.sources[name], r.file.parent)
-        kept, dropped, stats = run_filters(name, records, row_filters(r.filters, name), FilterContext())
+        kept, dropped, stats = run_filters(name, records, r.row_filters(name), FilterContext())
         assert len(dropped) <= 0.02 * len(records), (name, stats.to_json()["dropped"])
 
 
@@ -178,8 +178,8 @@ filters:
   - {kind: regex, pattern: x, sources: [b]}
   - {kind: dedup}
 """)
-    assert [f.kind for f in row_filters(r.filters, "a")] == ["length"]
-    assert [f.kind for f in row_filters(r.filters, "b")] == ["length", "regex"]
+    assert [f.kind for f in r.row_filters("a")] == ["length"]
+    assert [f.kind for f in r.row_filters("b")] == ["length", "regex"]
 
 
 def test_run_filters_accounting_and_first_reason_wins():

@@ -7,7 +7,7 @@ from types import MappingProxyType
 import pytest
 
 from data_fixtures import record, recipe
-from runner.data.filters import FilterContext, row_filters, run_filters
+from runner.data.filters import FilterContext, run_filters
 from runner.data.formats import load_source
 from runner.data.mixing import mix
 from runner.errors import RecipeError
@@ -38,7 +38,7 @@ mix: {en: 0.5, zh: 0.3, tools: 0.2}
     train = {}
     for name in r.sources:
         records, _, _ = load_source(name, r.sources[name], r.file.parent)
-        train[name], dropped, _ = run_filters(name, records, row_filters(r.filters, name), FilterContext())
+        train[name], dropped, _ = run_filters(name, records, r.row_filters(name), FilterContext())
         assert dropped                                       # the filters did remove rows
     out, report = mix(train, r.stages[0], r.groups, r.sampling, r.seed)
     counts = Counter(x["source"] for x in out)

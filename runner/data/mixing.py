@@ -69,20 +69,27 @@ def _draw(rows: list[dict], n: int, method: str, rand: Any) -> list[dict]:
     return [rows[i] for i in sorted(rand.sample(range(len(rows)), n))]
 
 
+def plan_counts(stage: Stage, groups: Mapping[str, Sequence[str]], sizes: Mapping[str, int]
+                ) -> tuple[dict[str, float], dict[str, int], int, int]:
+    """The mix arithmetic without the rows: (shares, rows per source, total, the most the sources allow
+    without repeats). The mix step and `recipe diff` both call it, so a diff predicts the step's numbers."""
+    shares = shares_of(stage, groups, sizes)
+    total, most = _total(stage, shares, sizes)
+    return shares, apportion(total, shares), total, most
+
+
 @without_gc
 def mix(train_by_source: Mapping[str, list[dict]], stage: Stage, groups: Mapping[str, Sequence[str]],
         sampling: Sampling, seed: int) -> tuple[list[dict], dict[str, Any]]:
     """-> (the stage's rows, shuffled; report {requested, achieved, counts, oversampled, available,
     total, max_total, stats})."""
     sizes = {s: len(rows) for s, rows in train_by_source.items()}
-    shares = shares_of(stage, groups, sizes)
-    total, most = _total(stage, shares, sizes)
+    shares, counts, total, most = plan_counts(stage, groups, sizes)
     empty = [s for s in shares if not sizes.get(s)]
     if empty or total <= 0:
         why = (f"{', '.join(repr(s) for s in empty)} has no train rows left (after filters, dedup and the split)"
                if empty else f"size {stage.size} gives no rows")
         raise RecipeError(f"stage '{stage.name}': nothing to mix: {why}")
-    counts = apportion(total, shares)
     short = {s: n for s, n in counts.items() if n > sizes.get(s, 0)}
     if short and not sampling.oversample:
         raise RecipeError(_too_small(stage, shares, counts, sizes, total, most))

@@ -320,6 +320,10 @@ class Recipe:
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
 
+    def row_filters(self, source: str) -> list[Filter]:
+        """The per-row filters (every kind but dedup) that apply to `source`, in recipe order."""
+        return [f for f in self.filters if f.kind != "dedup" and (f.sources is None or source in f.sources)]
+
     def expand(self, name: str) -> tuple[str, ...]:
         """A mix key is a source or a group; return the sources it stands for."""
         return self.groups.get(name, (name,))

@@ -6,11 +6,11 @@ VERSION = 1
 
 
 def run(ctx) -> dict:
-    from ..data.filters import FilterContext, row_filters, run_filters
+    from ..data.filters import FilterContext, run_filters
     from ..data.io import read_jsonl, write_jsonl
 
     recipe, name = ctx.recipe, ctx.step.source
-    filters = row_filters(recipe.filters, name)
+    filters = recipe.row_filters(name)
     counter = None
     if any(f.kind == "length" and f.max_tokens is not None for f in filters):
         tokens = []

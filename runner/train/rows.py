@@ -5,10 +5,10 @@ A rows file is JSONL. A row is either already rendered (`input_ids` and `labels`
 step writes them) or a record with `messages`, rendered here with the recipe's template."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+from ..data.io import iter_jsonl
 from ..recipe import model
 
 Pair = tuple[list[int], list[int]]
@@ -20,20 +20,13 @@ def chat_name(recipe: model.Recipe) -> str:
     return chat if chat in model.CHAT_TEMPLATES else str(recipe.path(chat))
 
 
-def read_jsonl(path: str | Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
-
-
 def pairs(path: str | Path, recipe: model.Recipe, tokenizer: Any, *, limit: int | None = None) -> list[Pair]:
     """The (input_ids, labels) of the first `limit` rows of a rows file."""
     from .templates import render
 
     t = recipe.template
     out: list[Pair] = []
-    for row in read_jsonl(path):
+    for row in iter_jsonl(path):
         if limit is not None and len(out) >= limit:
             break
         if "input_ids" in row:

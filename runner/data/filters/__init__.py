@@ -20,19 +20,9 @@ FILTERS = {
     "toxicity": toxicity.make,
 }
 
-__all__ = ["FILTERS", "FilterContext", "RowFilter", "Verdict", "applies", "row_filters", "run_filters"]
+__all__ = ["FILTERS", "FilterContext", "RowFilter", "Verdict", "run_filters"]
 
 
-def applies(f: Any, source: str) -> bool:
-    return f.sources is None or source in f.sources
-
-
-def row_filters(filters: Sequence[Any], source: str) -> list[Any]:
-    """The recipe's row filters (not dedup) that apply to `source`, in recipe order."""
-    return [f for f in filters if f.kind != "dedup" and applies(f, source)]
-
-
-@without_gc
 def run_filters(source: str, records: list[dict], filters: Sequence[Any], ctx: FilterContext
                 ) -> tuple[list[dict], list[dict], Stats]:
     """Apply filters in order; the first that objects drops the row. -> (kept, dropped rows each
