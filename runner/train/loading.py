@@ -32,6 +32,13 @@ def load_base(recipe: model.Recipe, *, trust: bool = False, base: str | None = N
     # 1.7 s vs 18 ms per forward+backward of builtin:tiny after a stage of training. Flushing them to
     # zero changes no result that matters (they are < 1e-38) and is a no-op for CUDA kernels.
     torch.set_flush_denormal(True)
+    # The run log shows our step lines; datasets' per-map progress bars and a transformers 5 deprecation
+    # that peft triggers (not ours to fix) are noise there.
+    import warnings
+
+    import datasets
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
     m = recipe.model
     return load_model_and_tokenizer(base or m.base, seed=recipe.seed, dtype=m.dtype,
