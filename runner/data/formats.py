@@ -95,13 +95,18 @@ def _alpaca(row: dict[str, Any]) -> tuple[Messages, dict[str, Any], None]:
     return msgs, {}, None
 
 
+def _list_field(row: dict[str, Any], name: str) -> list:
+    value = row.get(name)
+    if value is None:
+        raise MapError("missing_field", f"no '{name}' field")
+    if not isinstance(value, list):
+        raise MapError("wrong_type", f"'{name}' must be a list, got {type(value).__name__}")
+    return value
+
+
 def _sharegpt(roles: dict[str, str]) -> Mapper:
     def mapper(row: dict[str, Any]) -> tuple[Messages, dict[str, Any], None]:
-        conv = row.get("conversations")
-        if conv is None:
-            raise MapError("missing_field", "no 'conversations' field")
-        if not isinstance(conv, list):
-            raise MapError("wrong_type", f"'conversations' must be a list, got {type(conv).__name__}")
+        conv = _list_field(row, "conversations")
         system = _get(row, "system", required=False)
         msgs = [_msg("system", system)] if system else []
         for i, turn in enumerate(conv, 1):
@@ -120,11 +125,7 @@ def _sharegpt(roles: dict[str, str]) -> Mapper:
 
 
 def _messages(row: dict[str, Any]) -> tuple[Messages, dict[str, Any], None]:
-    raw = row.get("messages")
-    if raw is None:
-        raise MapError("missing_field", "no 'messages' field")
-    if not isinstance(raw, list):
-        raise MapError("wrong_type", f"'messages' must be a list, got {type(raw).__name__}")
+    raw = _list_field(row, "messages")
     msgs = []
     for i, m in enumerate(raw, 1):
         if not isinstance(m, dict):
