@@ -16,7 +16,6 @@ from typing import Any, Mapping
 # Korean separates words with spaces.
 CJK = ("\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u31a0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
        "\uf900-\ufaff\U00020000-\U0003134f")
-CJK_CHAR = re.compile(f"[{CJK}]")
 _TOKEN = re.compile(f"[{CJK}]|[^\\s{CJK}]+")
 _WORDY = re.compile(r"\w")
 

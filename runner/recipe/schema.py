@@ -76,7 +76,7 @@ def _fill(node: dict, value: Any) -> Any:
     return value
 
 
-def at(path: tuple, value_hint: Any = None) -> dict | None:
+def at(path: tuple) -> dict | None:
     """The schema for the value at `path` (None where the schema has no such key)."""
     node = schema()
     for part in path:

@@ -47,13 +47,9 @@ def dataset(rows: list[Pair]):
 
 
 def prompt_ids(prompt: str, recipe: model.Recipe, tokenizer: Any) -> list[int]:
-    """Token ids of a user prompt rendered with the template and system prompt, ending with the
-    assistant header, as at generation time. Rendered as a conversation with an empty answer
-    whose first trained token (the end-of-turn) marks where the model's answer would start."""
-    from .templates import render
+    """Token ids of a user prompt with the recipe's template and system prompt, ending with the
+    assistant header, as at generation time (templates.render_prompt: the same cut as in training)."""
+    from .templates import render_prompt
 
-    t = recipe.template
-    r = render([{"role": "user", "content": prompt}, {"role": "assistant", "content": ""}], tokenizer,
-               chat=chat_name(recipe), system=t.system, train_on="assistant", max_length=10**9)
-    start = next(i for i, label in enumerate(r.labels) if label != -100)
-    return r.input_ids[:start]
+    return render_prompt([{"role": "user", "content": prompt}], tokenizer, chat=chat_name(recipe),
+                         system=recipe.template.system)

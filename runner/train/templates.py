@@ -29,7 +29,6 @@ from runner.errors import RecipeError
 
 IGNORE = -100  # the label value the loss skips
 ROLES = ("system", "user", "assistant", "tool")
-BUILTIN = ("chatml", "llama3", "alpaca")
 
 # Opening token of a role header, for the check that no header token is trained.
 _HEADER_OPEN = {"chatml": "<|im_start|>", "llama3": "<|start_header_id|>"}
