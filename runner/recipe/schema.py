@@ -6,16 +6,22 @@ import copy
 import functools
 import json
 from importlib import resources
+from pathlib import Path
 from typing import Any, Iterator
+
+# A source checkout reads schemas/ at the repository root (so `python -m runner` works without an install,
+# and an editable install never serves a stale copy); an installed wheel ships the same file as runner.schemas.
+_CHECKOUT = Path(__file__).resolve().parents[2] / "schemas" / "recipe.schema.json"
 
 
 @functools.lru_cache(maxsize=None)
 def schema() -> dict:
-    text = resources.files("runner.schemas").joinpath("recipe.schema.json").read_text(encoding="utf-8")
-    return json.loads(text)
+    return json.loads(schema_text())
 
 
 def schema_text() -> str:
+    if _CHECKOUT.is_file():
+        return _CHECKOUT.read_text(encoding="utf-8")
     return resources.files("runner.schemas").joinpath("recipe.schema.json").read_text(encoding="utf-8")
 
 
