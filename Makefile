@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 # Full run: make run RUN_ARGS="--set model.base=builtin:tiny"
 RUN_ARGS ?= --set model.base=builtin:tiny --set train.max_steps=300
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench bench-smoke clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -27,11 +27,12 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# every bench/*.py, full size; bench-smoke: each with --smoke (bench/README.md), as `make test` does
 bench: install
-	$(BIN)/python bench/validate_latency.py
-	$(BIN)/python bench/data_pipeline.py
-	$(BIN)/python bench/cache.py
-	$(BIN)/python bench/train_overhead.py
+	set -e; for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+bench-smoke: install
+	set -e; for b in bench/*.py; do echo "== $$b --smoke"; $(BIN)/python $$b --smoke; done
 
 clean:
 	rm -rf $(VENV) .recipe recipes/.recipe runs

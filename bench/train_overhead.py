@@ -1,7 +1,7 @@
 """Training throughput: our train_stage against a hand-written TRL SFTTrainer script on the same
 model, rows and settings, in the same session; then packing against padding on poetry data.
 
-    .venv/bin/python bench/train_overhead.py [--rows 512] [--steps 20] [--repeats 5]
+    .venv/bin/python bench/train_overhead.py [--rows 512] [--steps 20] [--repeats 5] [--smoke]
 
 Throughput is the trained tokens (SFTTrainer's non-padding `num_tokens`, from the log) over the
 time spent in SFTTrainer.train, timed by the same wrapper on both sides: wall-clock, and CPU time of
@@ -127,7 +127,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=512)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--smoke", action="store_true", help="32 poems, 2 steps, 1 repeat (CI)")
     a = ap.parse_args()
+    if a.smoke:
+        a.rows, a.steps, a.repeats = 32, 2, 1
 
     import logging
     import os
