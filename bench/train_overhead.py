@@ -95,7 +95,7 @@ def hand_written(recipe, rows: Path, out: Path) -> tuple[float, float, float]:
     from trl import SFTConfig, SFTTrainer
 
     from runner.builtin import load_model_and_tokenizer
-    from runner.train.templates import render
+    from runner.chat.templates import render
 
     start = time.perf_counter()
     model, tok = load_model_and_tokenizer("builtin:tiny", seed=42)

@@ -47,14 +47,14 @@ def schema_text() -> str:
     return text()
 
 
-# --- plan / run / inspect ---------------------------------------------------------------------------
+# --- plan / run --------------------------------------------------------------------------------------
 
 def plan(path: str | Path, overrides=(), cache_dir: str | None = None):
     """-> (graph, planned steps, cache). Light: no heavy imports."""
-    from .cache import Cache, default_dir
-    from .compile import compile_recipe
-    from .fingerprint import fingerprint_graph
-    from .plan import plan as make_plan
+    from .dag.cache import Cache, default_dir
+    from .dag.compile import compile_recipe
+    from .dag.fingerprint import fingerprint_graph
+    from .dag.plan import plan as make_plan
     from .steps import versions
     recipe = load(path, overrides)
     graph = compile_recipe(recipe)
@@ -63,28 +63,15 @@ def plan(path: str | Path, overrides=(), cache_dir: str | None = None):
     return graph, make_plan(graph, fps, cache), cache
 
 
-def cli_plan(args) -> int:
-    from .plan import render_json, render_mermaid, render_text
-    graph, steps, cache = plan(args.recipe, args.overrides, args.cache_dir)
-    if args.format == "json":
-        print(render_json(steps, graph), end="")
-    elif args.format == "mermaid":
-        print(render_mermaid(steps), end="")
-    else:
-        from .recipe.load import display
-        print(render_text(graph, steps, display(cache.root)), end="")
-    return 0
-
-
 def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output: str | None = None,
         only: str | None = None, from_step: str | None = None, force: bool = False, dry_run: bool = False,
         trust: bool = False, launcher: str = "none", num_procs: int | None = None, hostfile: str | None = None,
         console=None, argv: tuple[str, ...] | None = None):
     """Execute a recipe; returns the list of step records (see report.json)."""
-    from .cache import Cache, default_dir
-    from .compile import compile_recipe
+    from .dag.cache import Cache, default_dir
+    from .dag.compile import compile_recipe
+    from .dag.execute import Selection, execute
     from .errors import RecipeError
-    from .execute import Selection, execute
     from .steps.base import RunOptions
     overrides = tuple(overrides) + ((f"train.world_size={num_procs}",) if num_procs else ())
     recipe = load(path, overrides)
@@ -110,29 +97,3 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
                       options=options, sel=Selection(only=only, from_step=from_step), overrides=overrides,
                       argv=argv, console=console)
     return recipe, graph, records, run_dir
-
-
-def cli_run(args) -> int:
-    import sys
-    recipe, graph, records, run_dir = run(
-        args.recipe, args.overrides, cache_dir=args.cache_dir, output=args.output, only=args.only,
-        from_step=args.from_step, force=args.force, dry_run=args.dry_run, trust=args.trust,
-        launcher=args.launcher, num_procs=args.num_procs, hostfile=args.hostfile, argv=tuple(args.argv))
-    if args.dry_run:
-        from .dryrun import summary
-        print(summary(recipe, records), end="")
-    for n in graph.notes:
-        print(f"note: {n}", file=sys.stderr)
-    print(f"report: {run_dir / 'report.md'}", file=sys.stderr)
-    return 0
-
-
-def cli_inspect(args) -> int:
-    from .inspect import inspect
-    inspect(args.recipe, args.overrides, stage=args.stage, n=args.n, cache_dir=args.cache_dir)
-    return 0
-
-
-def cli_diff(args) -> int:
-    from .diff import cli_diff as run_diff
-    return run_diff(args)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from runner import api
-from runner.compile import compile_recipe
+from runner.dag.compile import compile_recipe
 from runner.steps import STEPS
 from runner.steps.base import StepContext
 

@@ -188,10 +188,10 @@ def test_cache_location_default_env_and_flag(small, tmp_path, monkeypatch):
 
 
 def test_resume_guard_only_protects_saved_progress(tmp_path):
-    from runner.cache import Cache
+    from runner.dag.cache import Cache
     from runner.errors import StepError
-    from runner.execute import _guard_resume
-    from runner.fingerprint import Fingerprint
+    from runner.dag.execute import _guard_resume
+    from runner.dag.fingerprint import Fingerprint
     cache = Cache(tmp_path)
     old = Fingerprint("old", {"kind": "train", "version": 1, "params": {"train": {"epochs": 1}}, "inputs": {}, "files": {}})
     new = Fingerprint("new", {"kind": "train", "version": 1, "params": {"train": {"epochs": 2}}, "inputs": {}, "files": {}})
@@ -216,8 +216,8 @@ def test_a_missing_logger_is_one_clear_error(monkeypatch):
 
 
 def test_fingerprints_cover_what_the_steps_read(tmp_path):
-    from runner.compile import compile_recipe
-    from runner.fingerprint import fingerprint_graph
+    from runner.dag.compile import compile_recipe
+    from runner.dag.fingerprint import fingerprint_graph
     from runner.steps import versions
 
     def fps(*overrides):

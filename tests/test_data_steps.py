@@ -9,7 +9,7 @@ from data_fixtures import REPO, TANG_FIELDS, recipe, run_data_steps
 from runner import api
 from runner.data.io import read_jsonl
 from runner.data.splits import check_no_leak
-from runner.execute import _check_balance
+from runner.dag.execute import _check_balance
 from runner.steps import STEPS
 
 SMALL = f"""seed: 11

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from runner.builtin import TINY, load_tokenizer, tiny_path
 from runner.errors import RecipeError
-from runner.train.templates import (
+from runner.chat.templates import (
     IGNORE, Rendered, check_rendered, end_of_turn_token, highlight, render, render_prompt,
     stop_token_ids,
 )

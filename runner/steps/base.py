@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..compile import Step
+from ..dag.compile import Step
 from ..recipe.model import Recipe
 
 
@@ -40,16 +40,6 @@ class StepContext:
     def token_counter(self) -> Callable[[dict], int]:
         """Tokens of a record rendered exactly as training will see it (template + tokenizer)."""
         if self._tokens is None:
-            from ..train.rows import chat_name
-            from ..train.templates import render
-            from .render import tokenizer_for
-            r = self.recipe
-            tok = tokenizer_for(r, self.options)
-            chat = chat_name(r)
-
-            def count(rec: dict) -> int:
-                # no truncation here: the filter must see the full length to drop what would be cut
-                return len(render(rec["messages"], tok, chat=chat, system=r.template.system,
-                                  train_on=r.template.train_on, max_length=10**9).input_ids)
-            self._tokens = count
+            from ..chat import token_counter
+            self._tokens = token_counter(self.recipe, self.options.trust)
         return self._tokens

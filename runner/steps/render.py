@@ -11,15 +11,9 @@ from pathlib import Path
 VERSION = 1
 
 
-def tokenizer_for(recipe, options):
-    from ..builtin import load_tokenizer
-    return load_tokenizer(recipe.model.base, trust_remote_code=recipe.model.trust_remote_code and options.trust,
-                          recipe_dir=recipe.file.parent)
-
-
 def _render_file(src: Path, dst: Path, tok, recipe, chat: str, keep: list | None = None) -> dict:
     from ..data.io import read_jsonl
-    from ..train.templates import render
+    from ..chat.templates import render
     t = recipe.template
     n = tokens = trained = truncated = 0
     by_source: Counter = Counter()
@@ -41,10 +35,10 @@ def _render_file(src: Path, dst: Path, tok, recipe, chat: str, keep: list | None
 
 
 def run(ctx) -> dict:
-    from ..train.rows import chat_name
-    from ..train.templates import check_rendered
+    from ..chat import chat_name, tokenizer_for
+    from ..chat.templates import check_rendered
     recipe = ctx.recipe
-    tok = tokenizer_for(recipe, ctx.options)
+    tok = tokenizer_for(recipe, ctx.options.trust)
     chat = chat_name(recipe)
     examples: list = []
     train = _render_file(ctx.input(f"mix.{ctx.step.stage}") / "train.jsonl", ctx.out / "train.jsonl", tok, recipe,

@@ -69,8 +69,9 @@ def _generate(net, tokenizer, recipe: model.Recipe, prompt: str) -> dict[str, An
     prompt's sample does not depend on which prompts come before it."""
     import torch
 
-    from .rows import chat_name, prompt_ids
-    from .templates import stop_token_ids
+    from ..chat import chat_name
+    from ..chat.templates import stop_token_ids
+    from .rows import prompt_ids
 
     g = recipe.evaluate.generate
     stops = stop_token_ids(chat_name(recipe), tokenizer)

@@ -8,21 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..chat import chat_name
 from ..data.io import iter_jsonl
 from ..recipe import model
 
 Pair = tuple[list[int], list[int]]
 
 
-def chat_name(recipe: model.Recipe) -> str:
-    """template.chat as templates.render takes it: a built-in name, or the .jinja path resolved."""
-    chat = recipe.template.chat
-    return chat if chat in model.CHAT_TEMPLATES else str(recipe.path(chat))
-
-
 def pairs(path: str | Path, recipe: model.Recipe, tokenizer: Any, *, limit: int | None = None) -> list[Pair]:
     """The (input_ids, labels) of the first `limit` rows of a rows file."""
-    from .templates import render
+    from ..chat.templates import render
 
     t = recipe.template
     out: list[Pair] = []
@@ -49,7 +44,7 @@ def dataset(rows: list[Pair]):
 def prompt_ids(prompt: str, recipe: model.Recipe, tokenizer: Any) -> list[int]:
     """Token ids of a user prompt with the recipe's template and system prompt, ending with the
     assistant header, as at generation time (templates.render_prompt: the same cut as in training)."""
-    from .templates import render_prompt
+    from ..chat.templates import render_prompt
 
     return render_prompt([{"role": "user", "content": prompt}], tokenizer, chat=chat_name(recipe),
                          system=recipe.template.system)

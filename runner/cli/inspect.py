@@ -2,9 +2,27 @@
 to make before a long run that prompts and role markers are not trained and the end-of-turn token is."""
 from __future__ import annotations
 
+import argparse
 import json
 import tempfile
 from pathlib import Path
+
+from .options import add_set
+
+HELP = "rendered examples with trained tokens highlighted"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe")
+    p.add_argument("--stage")
+    p.add_argument("--n", type=int, default=3)
+    p.add_argument("--cache-dir")
+    add_set(p)
+
+
+def main(args: argparse.Namespace) -> int:
+    inspect(args.recipe, args.overrides, stage=args.stage, n=args.n, cache_dir=args.cache_dir)
+    return 0
 
 
 def inspect(path: str, overrides=(), *, stage: str | None = None, n: int = 3, cache_dir: str | None = None,
@@ -12,12 +30,11 @@ def inspect(path: str, overrides=(), *, stage: str | None = None, n: int = 3, ca
     from rich.console import Console
     from rich.text import Text
 
-    from . import api
-    from .errors import RecipeError
-    from .recipe.validate import did_you_mean
-    from .steps.base import RunOptions
-    from .steps.render import tokenizer_for
-    from .train.templates import Rendered, highlight
+    from .. import api
+    from ..chat import tokenizer_for
+    from ..chat.templates import Rendered, highlight
+    from ..errors import RecipeError
+    from ..recipe.validate import did_you_mean
 
     recipe = api.load(path, overrides)
     stages = [s.name for s in recipe.stages if not s.skip]
@@ -30,7 +47,7 @@ def inspect(path: str, overrides=(), *, stage: str | None = None, n: int = 3, ca
         _, graph, records, _ = api.run(path, overrides, cache_dir=cache_dir, only=f"render.{stage}", dry_run=True,
                                        output=scratch)
     art = Path(next(r.artifact for r in records if r.name == f"render.{stage}"))
-    tok = tokenizer_for(recipe, RunOptions())
+    tok = tokenizer_for(recipe)
     console = console or Console(highlight=False)
     plain = not console.is_terminal
     with open(art / "train.jsonl", encoding="utf-8") as f:

@@ -6,8 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+from ..recipe.model import Recipe
 from .compile import Graph
-from .recipe.model import Recipe
 
 REPORT_VERSION = 1
 

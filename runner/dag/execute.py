@@ -10,13 +10,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import RecipeError, StepError
+from ..recipe.model import Recipe
+from ..steps import STEPS, versions
+from ..steps.base import RunOptions, StepContext
 from .cache import Cache
 from .compile import Graph
-from .errors import RecipeError, StepError
 from .fingerprint import fingerprint_graph
-from .recipe.model import Recipe
-from .steps import STEPS, versions
-from .steps.base import RunOptions, StepContext
 
 DATA_KINDS = ("load", "filter", "dedup", "split", "mix", "render")
 
@@ -41,7 +41,7 @@ class StepRecord:
 
 def _check_name(graph: Graph, name: str | None, flag: str) -> None:
     if name is not None and name not in graph.names:
-        from .recipe.validate import did_you_mean
+        from ..recipe.validate import did_you_mean
         raise RecipeError(f"{flag}: no step named '{name}'{did_you_mean(name, graph.names)} "
                           f"(see `recipe plan` for the step names)")
 

@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .recipe import model
-from .recipe.model import CHAT_TEMPLATES, DEEPSPEED_PRESETS, successor_ewc
+from ..recipe import model
+from ..recipe.model import CHAT_TEMPLATES, DEEPSPEED_PRESETS, successor_ewc
 
 @dataclass(frozen=True)
 class Step:
