@@ -2,6 +2,7 @@
 those never import torch, transformers, datasets, trl, peft or deepspeed."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,23 @@ def plan(path: str | Path, overrides=(), cache_dir: str | None = None):
     from .dag.fingerprint import fingerprint_graph
     from .dag.plan import plan as make_plan
     from .steps import versions
+    from .data.hub import revision_notes
     recipe = load(path, overrides)
     graph = compile_recipe(recipe)
+    # the commit an unpinned hub source stands for is a fact of the cache, not of the recipe
+    graph = dataclasses.replace(graph, notes=graph.notes + tuple(revision_notes(recipe.sources)))
     cache = Cache(default_dir(recipe.file, cache_dir))
     fps = fingerprint_graph(graph, recipe.file.parent, versions())
     return graph, make_plan(graph, fps, cache), cache
+
+
+def warn_unpinned(recipe: model.Recipe) -> None:
+    """A hub source that follows a branch: say which commit it stands for today and how to pin it."""
+    import sys
+
+    from .data.hub import revision_notes
+    for n in revision_notes(recipe.sources):
+        print(f"warning: {n}", file=sys.stderr)
 
 
 def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output: str | None = None,
@@ -87,6 +100,11 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
     if only and from_step:
         raise RecipeError("--only and --from cannot be combined: --only runs one step, --from reruns a step "
                           "and everything after it")
+    import sys
+
+    from .data.hub import refresh
+    # which commit each hub source's branch names now, before anything is fingerprinted
+    refresh(recipe.sources, lambda m: print(f"note: {m}", file=sys.stderr))
     graph = compile_recipe(recipe)
     run_dir = Path(output) if output else Path("runs") / recipe.name
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ def main(args: argparse.Namespace) -> int:
         print(summary(recipe, records), end="")
     for n in graph.notes:
         print(f"note: {n}", file=sys.stderr)
+    api.warn_unpinned(recipe)
     print(f"report: {run_dir / 'report.md'}", file=sys.stderr)
     return 0
 

@@ -28,4 +28,5 @@ def main(args: argparse.Namespace) -> int:
         stages = [s.name for s in rec.stages if not s.skip]
         kind = "meta (fomaml)" if rec.meta else f"{len(stages)} stage{'s' * (len(stages) != 1)}"
         print(f"ok: {r} ({rec.name}: {len(rec.sources)} source{'s' * (len(rec.sources) != 1)}, {kind})")
+        api.warn_unpinned(rec)
     return 2 if failed else 0

@@ -100,13 +100,36 @@ def _model_files(r: model.Recipe, *, weights: bool) -> tuple[str, ...]:
     return (f"{base}/*",) if weights else (f"{base}/*.json", f"{base}/*.jinja", f"{base}/*.model", f"{base}/*.txt")
 
 
+_HUB_KEYS = ("dataset", "config", "split", "revision", "data_files", "streaming", "shuffle")
+
+
+def _load_params(name: str, s: model.Source, seed: int) -> dict:
+    params: dict = {"source": _plain(s), "name": name}
+    if s.dataset is None:   # a local source's key stays what it was before hub sources existed
+        params["source"] = {k: v for k, v in params["source"].items() if k not in _HUB_KEYS}
+    else:
+        del params["source"]["revision"]   # the commit it names is fingerprinted instead (see _source_files)
+        if s.shuffle is not None:
+            params["seed"] = seed   # the sample drawn
+    return params
+
+
+def _source_files(s: model.Source) -> tuple[str, ...]:
+    """What a load step reads: a local path's bytes; for a hub dataset, the commit its revision
+    resolves to (an hf://datasets/<id>@<revision> entry, see runner.data.hub); a remote URL is
+    identified by the URL itself."""
+    if s.dataset is not None:
+        return (f"hf://datasets/{s.dataset}@{s.revision or 'main'}",)
+    return () if "://" in s.path else (s.path,)
+
+
 def compile_recipe(r: model.Recipe) -> Graph:
     steps: list[Step] = []
     notes: list[str] = []
     last: dict[str, str] = {}  # source -> its latest data step
 
     for src, s in r.sources.items():
-        steps.append(_step(f"load.{src}", "load", [], {"source": s, "name": src}, source=src, files=(s.path,)))
+        steps.append(_step(f"load.{src}", "load", [], _load_params(src, s, r.seed), source=src, files=_source_files(s)))
         last[src] = f"load.{src}"
         row = r.row_filters(src)
         if row:

@@ -31,7 +31,11 @@ def _file_digest(path: Path, memo: dict) -> str:
 
 
 def files_digest(base: Path, rel: str, memo: dict) -> str:
-    """A file, a folder or a glob -> one digest over every file's relative name and bytes."""
+    """A file, a folder or a glob -> one digest over every file's relative name and bytes.
+    A hub dataset (hf://datasets/<id>@<revision>) -> the commit sha its revision resolves to."""
+    if rel.startswith("hf://datasets/"):
+        from ..data.hub import uri_digest   # light: reads the local hub cache's refs
+        return uri_digest(rel)
     p = base / rel
     if any(c in rel for c in "*?["):
         paths = sorted(Path(x) for x in glob.glob(str(p), recursive=True) if os.path.isfile(x))
@@ -49,6 +53,12 @@ def files_digest(base: Path, rel: str, memo: dict) -> str:
     return h.hexdigest()
 
 
+def file_key(entry: str) -> str:
+    """A hub dataset is keyed by its id, not by the revision that names the commit: pinning a branch to
+    the sha it resolves to keeps the cache."""
+    return entry.rsplit("@", 1)[0] if entry.startswith("hf://datasets/") else entry
+
+
 def fingerprint_graph(graph: Graph, base_dir: Path, versions: dict[str, int]) -> dict[str, Fingerprint]:
     memo: dict = {}
     out: dict[str, Fingerprint] = {}
@@ -58,7 +68,7 @@ def fingerprint_graph(graph: Graph, base_dir: Path, versions: dict[str, int]) ->
             "version": versions[step.kind],
             "params": step.params,
             "inputs": {i: out[i].value for i in step.inputs},
-            "files": {f: files_digest(base_dir, f, memo) for f in step.files},
+            "files": {file_key(f): files_digest(base_dir, f, memo) for f in step.files},
         }
         blob = json.dumps(comp, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         out[step.name] = Fingerprint(hashlib.sha256(blob.encode()).hexdigest()[:24], comp)
@@ -75,7 +85,10 @@ def explain(old: dict | None, new: dict) -> list[str]:
     for path, (a, b) in _diff(old.get("params", {}), new["params"]).items():
         why.append(f"param {path}: {_short(a)} -> {_short(b)}")
     for f in sorted(set(old.get("files", {})) | set(new["files"])):
-        if old.get("files", {}).get(f) != new["files"].get(f):
+        a, b = old.get("files", {}).get(f), new["files"].get(f)
+        if a != b and f.startswith("hf://datasets/") and a and b:
+            why.append(f"dataset {f[len('hf://datasets/'):]} moved: {a[:12]} -> {b[:12]}")   # or was re-pinned
+        elif a != b:
             why.append(f"file {f} changed")
     for i in new["inputs"]:
         if old.get("inputs", {}).get(i) != new["inputs"][i]:

@@ -48,9 +48,12 @@ def build_report(recipe: Recipe, graph: Graph, records: list, run_dir: Path) -> 
             n = (r.stats or {}).get("quarantined", (r.stats or {}).get("dropped", {}).get("quarantine", 0))
             quarantine[src] = {"count": n, "file": str(Path(r.artifact) / "quarantine.jsonl")}
     forgetting = {s["name"]: s["metrics"]["eval"].get("loss", {}) for s in stages if s["metrics"]["eval"]}
+    # hub sources: the commit each one read (what makes the run reproducible)
+    datasets = {r.name.split(".", 1)[1]: r.stats["origin"] for r in records
+                if r.kind == "load" and isinstance(r.stats, dict) and r.stats.get("origin")}
     return {"report_version": REPORT_VERSION, "recipe": recipe.name, "recipe_file": str(recipe.file),
             "steps": [_step_entry(r) for r in records], "stages": stages, "quarantine": quarantine,
-            "forgetting": forgetting, "notes": list(graph.notes)}
+            "datasets": datasets, "forgetting": forgetting, "notes": list(graph.notes)}
 
 
 def _fmt(v) -> str:
@@ -69,6 +72,11 @@ def write_markdown(report: dict, run_dir: Path) -> None:
     for s in report["steps"]:
         dropped = ", ".join(f"{k}: {v:,}" for k, v in sorted(s["dropped"].items())) if s["dropped"] else ""
         lines.append(f"| {s['name']} | {s['status']} | {_fmt(s['rows_in'])} | {_fmt(s['rows_out'])} | {dropped} | {s['seconds']:.2f} |")
+    if report.get("datasets"):
+        lines += ["", "## Hub datasets", "", "| source | dataset | config | splits | revision | commit |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {k} | {d['dataset']} | {d['config'] or 'default'} | {', '.join(d['splits'])} | "
+                  f"{d['revision'] or 'main (not pinned)'} | {d['sha']} |" for k, d in report["datasets"].items()]
     if report["quarantine"]:
         lines += ["", "## Quarantine", "", "| source | rows | file |", "|---|---:|---|"]
         lines += [f"| {k} | {v['count']:,} | {v['file']} |" for k, v in report["quarantine"].items()]

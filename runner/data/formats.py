@@ -276,13 +276,14 @@ def _place(q: dict[str, Any]) -> str:
 
 @without_gc
 def _load(name: str, specs: Iterable[str], mapper: Mapper, base_dir: Path, limit: int | None,
-          on_error: str) -> tuple[list[dict], list[dict], dict[str, Any]]:
+          on_error: str, read: Callable[[str, Path, int | None], Iterable[Raw]] = iter_rows
+          ) -> tuple[list[dict], list[dict], dict[str, Any]]:
     records: list[dict] = []
     quarantine: list[dict] = []
     stats = Stats([name])
     for spec in specs:
         left = None if limit is None else limit - len(records) - len(quarantine)
-        for raw in iter_rows(spec, base_dir, left):
+        for raw in read(spec, base_dir, left):
             stats.seen(name)
             code = detail = None
             if raw.error is not None:
@@ -315,16 +316,24 @@ def _load(name: str, specs: Iterable[str], mapper: Mapper, base_dir: Path, limit
     return records, quarantine, out
 
 
-def load_source(name: str, source: model.Source, base_dir: Path) -> tuple[list[dict], list[dict], dict[str, Any]]:
+def load_source(name: str, source: model.Source, base_dir: Path, seed: int = 0
+                ) -> tuple[list[dict], list[dict], dict[str, Any]]:
     """Read and map one source -> (records, quarantine entries, stats). Paths resolve against
-    base_dir (the recipe's folder); quarantine entries are {source, file, line, row, code, reason, raw}."""
+    base_dir (the recipe's folder); quarantine entries are {source, file, line, row, code, reason, raw}.
+    A hub `dataset` is read by runner.data.hub (`seed` draws its `shuffle` sample)."""
+    if source.dataset is not None:
+        from .hub import iter_dataset
+        return _load(name, [source.dataset], make_mapper(name, source), Path(base_dir), None, source.on_error,
+                     read=lambda spec, base, left: iter_dataset(name, source, seed))
     return _load(name, [source.path], make_mapper(name, source), Path(base_dir), source.limit, source.on_error)
 
 
 def load_paths(name: str, paths: Iterable[str], fmt: str, base_dir: Path) -> tuple[list[dict], list[dict], dict[str, Any]]:
     """Files named outside `sources:` (explicit meta-learning tasks): quarantine bad rows and go on."""
     roles = MappingProxyType(_DEFAULT_ROLES)
-    src = model.Source(path="", format=fmt, fields=None, roles=roles, on_error="skip", priority=0, limit=None)
+    src = model.Source(path="", dataset=None, config=None, split="train", revision=None, data_files=None,
+                       streaming=False, shuffle=None, format=fmt, fields=None, roles=roles, on_error="skip",
+                       priority=0, limit=None)
     return _load(name, list(paths), make_mapper(name, src), Path(base_dir), None, "skip")
 
 

@@ -1,4 +1,5 @@
-"""Readers: a source path (a file, a folder, a glob, or a saved `datasets` dataset) -> raw rows, each
+"""Readers: a source path (a file, a folder, a glob, a saved `datasets` dataset, or a remote file URL
+read through fsspec) -> raw rows, each
 with the file and line it came from. A row that cannot be read is yielded as a `Raw` with an error,
 never raised, so the loader quarantines it and goes on; a file that cannot be read at all is one such
 entry. Blank lines in .jsonl/.csv hold no data and are skipped, and so are hidden files and folders
@@ -16,6 +17,8 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
+
+from .hub import is_remote, open_remote
 
 READABLE = (".jsonl", ".json", ".csv", ".parquet")
 _BAD_BYTE = re.compile("[\udc80-\udcff]")   # what surrogateescape makes of a byte that is not UTF-8
@@ -57,11 +60,15 @@ def _is_saved_dataset(p: Path) -> bool:
 
 def iter_rows(spec: str, base_dir: Path, limit: int | None = None) -> Iterator[Raw]:
     """Every row of every file `spec` names, then stop after `limit` rows (bad rows count too:
-    limit means "read at most this many rows")."""
+    limit means "read at most this many rows"). A remote URL is read by the same parsers."""
     n = 0
-    for path in resolve(spec, base_dir):
-        rel = Path(os.path.relpath(path, base_dir)).as_posix()
-        for raw in _read(path, rel):
+    if is_remote(spec):
+        files = ((url, _read_remote(url, opener)) for url, opener in open_remote(spec))
+    else:
+        files = ((rel, _read(path, rel)) for path in resolve(spec, base_dir)
+                 for rel in [Path(os.path.relpath(path, base_dir)).as_posix()])
+    for _, rows in files:
+        for raw in rows:
             if limit is not None and n >= limit:
                 return
             n += 1
@@ -77,15 +84,32 @@ def _read(path: Path, rel: str) -> Iterator[Raw]:
         data = path.read_bytes()
     except OSError as e:
         return iter([Raw(rel, None, None, None, ("unreadable_file", str(e)))])
+    return _parse(path.name, data, rel)
+
+
+def _read_remote(url: str, opener) -> Iterator[Raw]:
+    """A remote file (fsspec): the same parsers as a local one; a file that cannot be fetched is one
+    quarantined entry, like a local file that cannot be read."""
+    try:
+        if url.endswith(".parquet"):
+            return _parquet(opener, url)
+        with opener() as f:
+            data = f.read()
+    except Exception as e:   # each filesystem raises its own types (OSError, aiohttp/botocore errors, ...)
+        return iter([Raw(url, None, None, None, ("unreadable_file", f"{type(e).__name__}: {e}"))])
+    return _parse(url.rsplit("/", 1)[-1].split("?", 1)[0], data, url)
+
+
+def _parse(name: str, data: bytes, rel: str) -> Iterator[Raw]:
     text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
-    if path.name.endswith(".jsonl"):
+    if name.endswith(".jsonl"):
         return _jsonl(text, rel)
-    if path.name.endswith(".json"):
+    if name.endswith(".json"):
         return _json(text, rel)
-    if path.name.endswith(".csv"):
+    if name.endswith(".csv"):
         return _csv(text, rel)
-    return iter([Raw(rel, None, None, None, ("unreadable_file",
-                     f"cannot read {path.suffix or 'a file without extension'}; use {', '.join(READABLE)}"))])
+    suffix = Path(name).suffix or "a file without extension"
+    return iter([Raw(rel, None, None, None, ("unreadable_file", f"cannot read {suffix}; use {', '.join(READABLE)}"))])
 
 
 def _object(obj: Any, rel: str, line: int | None, row: int) -> Raw:
@@ -259,12 +283,14 @@ def _csv(text: str, rel: str) -> Iterator[Raw]:
         yield Raw(rel, start, None, None, ("invalid_csv", f"{e}; the rest of the file could not be read"))
 
 
-def _parquet(path: Path, rel: str) -> Iterator[Raw]:
+def _parquet(path, rel: str) -> Iterator[Raw]:
+    """`path`: a local file, or an opener of a remote one (parquet reads by seeking)."""
     import pyarrow.parquet as pq
 
     row = 0
     try:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+        source = path() if callable(path) else path
+        for batch in pq.ParquetFile(source).iter_batches(batch_size=4096):
             for obj in batch.to_pylist():
                 row += 1
                 yield Raw(rel, None, row, obj)

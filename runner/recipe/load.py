@@ -216,7 +216,7 @@ _PATH_KEYS = (("sources", "*", "path"), ("filters", "*", "model_path"), ("model"
 
 
 def _is_relative_path(key: tuple, value: str) -> bool:
-    if os.path.isabs(value) or "${" in value:
+    if os.path.isabs(value) or "${" in value or "://" in value:   # a remote URL is not a path
         return False
     if key[-1] == "base":        # a hub id (org/name) looks like a relative path: only ./ and ../ are paths
         return value.startswith(("./", "../"))

@@ -40,13 +40,24 @@ class Fields:
 
 @dataclass(frozen=True)
 class Source:
-    path: str
+    path: str | None                 # a local file/folder/glob or a remote URL; None for a hub `dataset`
+    dataset: str | None              # a hub dataset id (owner/name)
+    config: str | None
+    split: str | tuple[str, ...]
+    revision: str | None
+    data_files: str | tuple[str, ...] | Mapping[str, str | tuple[str, ...]] | None
+    streaming: bool
+    shuffle: int | None
     format: str
     fields: Fields | None
     roles: Mapping[str, str]
     on_error: str
     priority: int
     limit: int | None
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return (self.split,) if isinstance(self.split, str) else self.split
 
 
 @dataclass(frozen=True)

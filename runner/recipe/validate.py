@@ -170,9 +170,7 @@ def _semantic(d: dict, doc: Document, out: _Problems) -> None:
             out.add(p + ("format",), f"sources.{name}: format 'fields' needs a `fields:` mapping (user, assistant, ...)")
         if s["format"] != "fields" and s["fields"]:
             out.add(p + ("fields",), f"sources.{name}: `fields:` only applies to format 'fields' (this source is '{s['format']}')", key=True)
-        problem = _source_path_problem(doc_dir, s["path"])
-        if problem:
-            out.add(p + ("path",), f"sources.{name}.path: {problem}")
+        _check_source_origin(name, s, doc_dir, out)
     # filters
     for i, f in enumerate(d["filters"]):
         for j, s in enumerate(f.get("sources") or []):
@@ -266,6 +264,44 @@ def _check_regex(pattern: str, path: tuple, out: _Problems) -> None:
         re.compile(pattern)
     except re.error as e:
         out.add(path, f"{dotted(path)}: invalid regular expression {pattern!r}: {e}")
+
+
+_HUB_ONLY = ("config", "revision", "data_files", "streaming", "shuffle")
+
+
+def _check_source_origin(name: str, s: dict, doc_dir: Path, out: _Problems) -> None:
+    """Where a source's rows come from: a local path, a remote URL, or a hub dataset (its shape
+    checked against the local hub cache only: validate never downloads)."""
+    from ..data import hub
+    p = ("sources", name)
+    if (s["path"] is None) == (s["dataset"] is None):
+        out.add(p, f"sources.{name}: give either `path` (a file, folder, glob or URL) or `dataset` (a hub dataset "
+                   "id such as HuggingFaceH4/ultrachat_200k)" + (", not both" if s["path"] else ""))
+        return
+    if s["dataset"] is None:
+        defaults = sch.at(("sources", name))["properties"]
+        for key in _HUB_ONLY + ("split",):
+            if s[key] != defaults[key]["default"]:
+                out.add(p + (key,), f"sources.{name}.{key}: only applies to a hub `dataset` (this source reads `path`)")
+        if hub.is_remote(s["path"]):
+            problem = _remote_problem(s["path"])
+        else:
+            problem = _source_path_problem(doc_dir, s["path"])
+        if problem:
+            out.add(p + ("path",), f"sources.{name}.path: {problem}")
+        return
+    if s["shuffle"] is not None and s["limit"] is None:
+        out.add(p + ("shuffle",), f"sources.{name}.shuffle: draws a sample of `limit` rows; set `limit` too")
+    src = model._build(model.Source, s)
+    for key, message in hub.shape_problems(src):
+        out.add(p + (key,), f"sources.{name}.{key}: {message}")
+
+
+def _remote_problem(url: str) -> str | None:
+    name = url.split("?", 1)[0].rstrip("/")
+    if not name.endswith(READABLE) and not any(c in name.rsplit("/", 1)[-1] for c in "*?["):
+        return f"cannot read {url}: a remote file must end in .jsonl, .json, .csv or .parquet"
+    return None
 
 
 def _source_path_problem(base: Path, path: str) -> str | None:

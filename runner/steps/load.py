@@ -3,7 +3,7 @@ Artifact: records.jsonl, quarantine.jsonl (rows that could not be read or mapped
 and reason)."""
 from __future__ import annotations
 
-VERSION = 1
+VERSION = 1   # a hub source's `origin` in the stats adds a key, changes no artifact
 
 
 def run(ctx) -> dict:
@@ -11,7 +11,11 @@ def run(ctx) -> dict:
     from ..data.io import write_jsonl
 
     name = ctx.step.source
-    records, quarantine, stats = load_source(name, ctx.recipe.sources[name], ctx.recipe.file.parent)
+    source = ctx.recipe.sources[name]
+    records, quarantine, stats = load_source(name, source, ctx.recipe.file.parent, ctx.recipe.seed)
+    if source.dataset is not None:
+        from ..data.hub import origin
+        stats["origin"] = origin(source)   # the commit read: in the manifest and the report
     write_jsonl(ctx.out / "records.jsonl", records)
     write_jsonl(ctx.out / "quarantine.jsonl", quarantine)
     msg = f"{name}: {len(records):,} records"

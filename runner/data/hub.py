@@ -1,0 +1,364 @@
+"""Sources by dataset id (the Hugging Face Hub) and by remote URL.
+
+A hub source is read with `datasets` (its real loading code) and pinned to a commit: the sha its
+revision resolves to is part of the load step's fingerprint and recorded in the run report.
+
+Offline first. huggingface_hub keeps a cache laid out as
+    <HF_HUB_CACHE>/datasets--<owner>--<name>/refs/<revision>      the sha a branch or tag last resolved to
+                                            /snapshots/<sha>/...    the repository's files at that commit
+`validate` and `plan` only read that layout (plain files, no network, no heavy import), so they can say
+which sha a source stands for and which configs and splits it has. `recipe run` asks the hub once per
+source which sha the revision names now (one request, no retries; skipped for a cached pinned sha, for
+HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1, and when the network is down), so a dataset that moved makes
+its load step stale; the rows then come from the cached snapshot when it has them, else from the hub.
+
+A remote file URL (s3://, gs://, https://...) is opened with fsspec and read by the same readers as a
+local file, so its rows are quarantined and counted the same way."""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import yaml
+
+from ..errors import RecipeError
+
+SHA = re.compile(r"[0-9a-f]{40}")
+_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}")
+_REMOTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_SPLIT = re.compile(r"\w+(?:[.-]\w+)*")
+HUB_URI = "hf://datasets/"        # how a hub source appears among a step's fingerprinted files
+
+
+# --- names ---------------------------------------------------------------------------------------
+
+def is_remote(path: str) -> bool:
+    return _REMOTE.match(path) is not None
+
+
+def id_problem(dataset_id: str) -> str | None:
+    """Why `dataset_id` cannot be a hub dataset id (the hub's rules), or None."""
+    if not _ID.fullmatch(dataset_id) or "--" in dataset_id or ".." in dataset_id \
+            or dataset_id.endswith((".", "-")) or "/." in dataset_id:
+        return (f"'{dataset_id}' is not a hub dataset id: use owner/name (letters, digits, '-', '_', '.'), "
+                "e.g. HuggingFaceH4/ultrachat_200k")
+    return None
+
+
+def split_problem(split: str) -> str | None:
+    if not _SPLIT.fullmatch(split):
+        return f"'{split}' is not a split name (letters, digits, '_', '-', '.'; use `limit` rather than slices)"
+    return None
+
+
+def offline() -> bool:
+    """No network for datasets: HF_DATASETS_OFFLINE when set, else HF_HUB_OFFLINE (as `datasets` decides)."""
+    value = os.environ.get("HF_DATASETS_OFFLINE")
+    if value is None:
+        value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def prefetch_hint(dataset_id: str, revision: str | None) -> str:
+    rev = f" --revision {revision}" if revision else ""
+    return (f"pre-fetch it where there is network with `hf download {dataset_id} --repo-type dataset{rev}` "
+            f"(then copy {cache_root()} here, or point HF_HUB_CACHE at it)")
+
+
+# --- the local hub cache (plain file reads: validate and plan use these) --------------------------
+
+def cache_root() -> Path:
+    """huggingface_hub's cache folder, from the environment as huggingface_hub reads it."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def _repo(dataset_id: str) -> Path:
+    return cache_root() / ("datasets--" + dataset_id.replace("/", "--"))
+
+
+def resolved_sha(dataset_id: str, revision: str | None) -> str | None:
+    """The commit `revision` (default: main) names: itself when it is a sha, else what the local
+    cache last resolved it to (refs/<revision>), or None when it never was."""
+    rev = revision or "main"
+    if SHA.fullmatch(rev):
+        return rev
+    try:
+        sha = (_repo(dataset_id) / "refs" / rev).read_text(encoding="utf-8").strip()
+    except (OSError, ValueError):
+        return None
+    return sha if SHA.fullmatch(sha) else None
+
+
+def snapshot(dataset_id: str, sha: str) -> Path:
+    return _repo(dataset_id) / "snapshots" / sha
+
+
+def uri(source) -> str:
+    """The load step's fingerprint entry for a hub source: its digest is the sha it resolves to."""
+    return f"{HUB_URI}{source.dataset}@{source.revision or 'main'}"
+
+
+def uri_digest(entry: str) -> str:
+    dataset_id, _, revision = entry[len(HUB_URI):].rpartition("@")
+    return resolved_sha(dataset_id, revision) or f"unresolved {revision}"
+
+
+def card_configs(snap: Path) -> dict[str, set[str] | None]:
+    """Config name -> its split names, from the dataset card's YAML (`configs:` and `dataset_info:`);
+    None where the card does not say (datasets then infers splits from file names)."""
+    try:
+        text = (snap / "README.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    if not text.startswith("---"):
+        return {}
+    head = text[3:].split("\n---", 1)[0]
+    try:
+        card = yaml.safe_load(head)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(card, dict):
+        return {}
+    out: dict[str, set[str] | None] = {}
+    for c in card.get("configs") or []:
+        if isinstance(c, dict) and isinstance(c.get("config_name"), str):
+            files = c.get("data_files")
+            splits = {f["split"] for f in files if isinstance(f, dict) and "split" in f} \
+                if isinstance(files, list) and files and all(isinstance(f, dict) for f in files) else {"train"}
+            out[c["config_name"]] = splits
+    infos = card.get("dataset_info")
+    for info in (infos if isinstance(infos, list) else [infos] if isinstance(infos, dict) else []):
+        if isinstance(info, dict) and isinstance(info.get("splits"), list):
+            names = {s["name"] for s in info["splits"] if isinstance(s, dict) and "name" in s}
+            if names:
+                out.setdefault(info.get("config_name") or "default", names)
+    return out
+
+
+def _default_config(configs: dict[str, Any], card_default: str | None = None) -> str | None:
+    if card_default in configs:
+        return card_default
+    if "default" in configs:
+        return "default"
+    return next(iter(configs)) if len(configs) == 1 else None
+
+
+def shape_problems(source) -> list[tuple[str, str]]:
+    """(key, message) for what is wrong with a hub source's shape, from the local cache only: the id
+    always; the config and split names when the card of the sha it resolves to is cached."""
+    problems = []
+    bad = id_problem(source.dataset)
+    if bad:
+        return [("dataset", bad)]
+    for s in source.splits:
+        if split_problem(s):
+            problems.append(("split", split_problem(s)))
+    sha = resolved_sha(source.dataset, source.revision)
+    if sha is None or source.data_files is not None or problems:
+        return problems
+    configs = card_configs(snapshot(source.dataset, sha))
+    if not configs:
+        return problems
+    name = source.config or _default_config(configs)
+    where = f"{source.dataset}@{sha[:12]}"
+    if source.config is not None and source.config not in configs:
+        return [("config", f"{where} has no config '{source.config}'{_did_you_mean(source.config, configs)}")]
+    if name is None:
+        return [("config", f"{where} has several configs and none is the default: choose one with `config:` "
+                           f"({', '.join(sorted(configs))})")]
+    splits = configs.get(name)
+    for s in source.splits:
+        if splits is not None and s not in splits:
+            problems.append(("split", f"{where} (config {name}) has no split '{s}'{_did_you_mean(s, splits)}"))
+    return problems
+
+
+def _did_you_mean(word: str, options) -> str:
+    options = sorted(options)
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else f"; it has: {', '.join(options)}"
+
+
+def revision_notes(sources) -> list[str]:
+    """A warning for each hub source that follows a branch instead of a pinned sha."""
+    notes = []
+    for name, s in sources.items():
+        if s.dataset is None or (s.revision and SHA.fullmatch(s.revision)):
+            continue
+        sha = resolved_sha(s.dataset, s.revision)
+        rev = s.revision or "main"
+        now = f"resolves to {sha}" if sha else "is not resolved yet (`recipe run` resolves it)"
+        notes.append(f"sources.{name}: {s.dataset}@{rev} {now} and follows the branch; pin it with "
+                     f"--set sources.{name}.revision={sha or '<sha>'}")
+    return notes
+
+
+# --- run time: resolve against the hub, then read rows --------------------------------------------
+
+def refresh(sources, log: Callable[[str], None]) -> None:
+    """Before a run is fingerprinted: record in the cache (refs/<revision>, as huggingface_hub does)
+    which sha each hub source's branch or tag names now, so the load step's fingerprint follows a
+    dataset that moved. One request per source and no retries; the network being down is not an
+    error here (the cache answers, and the load step says what is missing)."""
+    todo = [s for s in sources.values() if s.dataset is not None and not (s.revision and SHA.fullmatch(s.revision))]
+    if not todo or offline():
+        return
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+    api = HfApi()
+    for s in todo:
+        rev = s.revision or "main"
+        try:
+            sha = api.dataset_info(s.dataset, revision=rev, timeout=10).sha
+        except HfHubHTTPError as e:
+            raise RecipeError(_hub_error(s.dataset, rev, e)) from None
+        except Exception as e:   # httpx connection and timeout errors: offline, the cache decides
+            log(f"{s.dataset}: the hub is not reachable ({type(e).__name__}); using the local cache")
+            return
+        if sha and SHA.fullmatch(sha):
+            ref = _repo(s.dataset) / "refs" / rev
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            ref.write_text(sha, encoding="utf-8")
+
+
+def _hub_error(dataset_id: str, rev: str, e: Exception) -> str:
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+    if isinstance(e, RevisionNotFoundError):
+        return f"dataset {dataset_id}: no revision '{rev}' on the hub"
+    if isinstance(e, GatedRepoError):
+        return (f"dataset {dataset_id} is gated: accept its terms on https://huggingface.co/datasets/{dataset_id} "
+                "and log in (`hf auth login` or HF_TOKEN)")
+    if isinstance(e, RepositoryNotFoundError):
+        return (f"dataset {dataset_id} does not exist on the hub or is private (log in with `hf auth login` or "
+                "set HF_TOKEN for a private dataset)")
+    return f"dataset {dataset_id}@{rev}: the hub answered {_one_line(e)}"
+
+
+def origin(source) -> dict[str, Any]:
+    """What the load step read, for the manifest and the report."""
+    return {"dataset": source.dataset, "config": source.config, "splits": list(source.splits),
+            "revision": source.revision, "sha": resolved_sha(source.dataset, source.revision)}
+
+
+def iter_dataset(name: str, source, seed: int) -> Iterator:
+    """Raw rows (runner.data.readers.Raw) of a hub source, each labelled
+    `hub:<id>@<sha12>/<config>/<split>` with its row number, `limit` and `shuffle` applied."""
+    from .readers import Raw
+
+    sha = resolved_sha(source.dataset, source.revision)
+    if sha is None:
+        why = "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set" if offline() else "the hub was not reachable"
+        raise RecipeError(f"sources.{name}: dataset {source.dataset}@{source.revision or 'main'} is not in the "
+                          f"local cache ({cache_root()}) and {why}; {prefetch_hint(source.dataset, source.revision)}")
+    left = source.limit
+    for label, part in _open(name, source, sha, seed):
+        for row, obj in enumerate(part, 1):
+            if left is not None and left <= 0:
+                return
+            yield Raw(label, None, row, obj)
+            left = None if left is None else left - 1
+
+
+def _open(name: str, source, sha: str, seed: int) -> list[tuple[str, Any]]:
+    """(label, rows) per split, read by `datasets`: from the cached snapshot of `sha` when it holds
+    them, else from the hub at exactly `sha`."""
+    import datasets
+    datasets.disable_progress_bars()   # the run log shows our step lines
+
+    snap = snapshot(source.dataset, sha)
+    kwargs: dict[str, Any] = {"name": source.config, "streaming": source.streaming}
+    if source.data_files is not None:
+        kwargs["data_files"] = _plain(source.data_files)
+    splits = list(source.splits)
+    parts, local_error = None, None
+    if snap.is_dir() and any(snap.iterdir()):
+        try:
+            parts = [datasets.load_dataset(str(snap), split=s, **kwargs) for s in splits]
+        except Exception as e:   # a snapshot that lacks the files of this config or split, in many types
+            local_error = e
+    if parts is None:
+        if offline() or not _reachable(source.dataset, sha):
+            held = f"datasets could not read them from the cached snapshot ({_one_line(local_error)})" \
+                if local_error else "they are not in the local cache"
+            raise RecipeError(f"sources.{name}: {source.dataset}@{sha[:12]} config {source.config or 'default'} "
+                              f"split {'+'.join(splits)}: {held}, and the hub is not reachable; "
+                              f"{prefetch_hint(source.dataset, sha)}")
+        try:
+            parts = [datasets.load_dataset(source.dataset, split=s, revision=sha, **kwargs) for s in splits]
+        except Exception as e:   # the hub's and datasets' errors, many types: one line each
+            raise RecipeError(f"sources.{name}: datasets could not read {source.dataset}@{sha[:12]}: "
+                              f"{_one_line(e)}") from None
+    tag = f"hub:{source.dataset}@{sha[:12]}/{source.config or 'default'}"
+    return [(f"{tag}/{s}", _sample(p, source, seed)) for s, p in zip(splits, parts)]
+
+
+def _sample(part, source, seed: int):
+    """A deterministic cap: with `shuffle`, rows in an order seeded by the recipe (a shuffle buffer on a
+    stream, a full permutation of a prepared split); `limit` then takes the first ones."""
+    if source.shuffle is not None:
+        part = part.shuffle(seed=seed, buffer_size=source.shuffle) if source.streaming else part.shuffle(seed=seed)
+    if source.limit is not None:
+        part = part.take(source.limit) if source.streaming else part.select(range(min(source.limit, len(part))))
+    return part
+
+
+def _reachable(dataset_id: str, sha: str) -> bool:
+    """One request, no retries: datasets' own client retries for ~25 s when there is no network."""
+    try:
+        from huggingface_hub import HfApi
+        HfApi().dataset_info(dataset_id, revision=sha, timeout=10)
+        return True
+    except Exception:   # any failure means it cannot be downloaded now; the caller says what to do
+        return False
+
+
+def _plain(v):
+    if isinstance(v, str):
+        return v
+    if isinstance(v, tuple):
+        return list(v)
+    return {k: _plain(x) for k, x in v.items()}
+
+
+def _one_line(e: BaseException | None) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+# --- remote files ------------------------------------------------------------------------------------
+
+def open_remote(url: str) -> list[tuple[str, Callable[[], Any]]]:
+    """The files a remote URL (or glob) names, each as (url, opener): fsspec does the I/O."""
+    try:
+        import fsspec
+        from fsspec.registry import known_implementations
+    except ImportError:
+        raise RecipeError(f"reading {url} needs fsspec: pip install fsspec") from None
+    protocol = url.split("://", 1)[0]
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+    except ImportError as e:
+        impl = known_implementations.get(protocol, {})
+        package = impl.get("class", "").split(".")[0]
+        package = package if package and package != "fsspec" else None
+        hint = f"pip install {package}" if package else str(e)
+        raise RecipeError(f"reading {url}: {protocol}:// needs a filesystem package that is not installed: "
+                          f"{hint} ({_one_line(e)})") from None
+    except ValueError as e:
+        raise RecipeError(f"reading {url}: {_one_line(e)}") from None
+    try:
+        paths = sorted(fs.glob(path)) if any(c in path for c in "*?[") else [path]
+    except Exception as e:   # every filesystem raises its own types
+        raise RecipeError(f"cannot list {url}: {_one_line(e)}") from None
+    out = []
+    for p in paths:
+        full = fs.unstrip_protocol(p) if any(c in path for c in "*?[") else url
+        out.append((full, (lambda p=p: fs.open(p, "rb"))))
+    return out
