@@ -1,0 +1,198 @@
+"""FOMAMLTrainer against references that would catch the known ways FOMAML goes silently wrong:
+restoring theta before the query backward (RMSNorm weights are saved by autograd as they are), an
+inner loop that does nothing, accumulation or processes that change the meta-batch, bf16 rounding
+the inner steps away. Float64 where the comparison is to 1e-6."""
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import fomaml_fixtures as F
+from runner.train.distributed import free_port
+from runner.train.fomaml_trainer import adapt
+
+
+def _close(a: dict, b: dict, tol: float) -> None:
+    assert a.keys() == b.keys()
+    for n in a:
+        assert torch.allclose(a[n], b[n], atol=tol, rtol=0), (n, (a[n] - b[n]).abs().max().item())
+
+
+def _gap(a: dict, b: dict) -> float:
+    return max((a[n] - b[n]).abs().max().item() for n in a)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_matches_functional_reference(tmp_path, k):
+    model = F.tiny_model()
+    ref = copy.deepcopy(model)
+    tasks = F.tasks(6, inner_steps=k)
+    params, trainer = F.train(model, F.items(tasks, 3), tmp_path / "a", max_steps=2)
+    F.reference_step(ref, tasks[:3], 0.3, 0.5)
+    expected = F.reference_step(ref, tasks[3:], 0.3, 0.5)
+    _close(params, expected, 1e-6)
+    logged = [h for h in trainer.state.log_history if "query_loss" in h]
+    assert len(logged) == 2 and all("support_loss_first" in h for h in logged)
+    assert ("support_loss_last" in logged[0]) == (k > 1)
+    assert all(np.isfinite(h["adaptation_gain"]) for h in logged)
+
+
+def test_restoring_before_the_query_backward_would_be_caught(tmp_path):
+    """The public code's order (theta back, then backward) misses the reference by far more than 1e-6:
+    autograd saved the RMSNorm weights themselves, so their values at backward time matter."""
+    model = F.tiny_model()
+    theta = {n: p.detach().clone() for n, p in model.named_parameters()}
+    tasks = F.tasks(3, inner_steps=1)
+
+    def restore_first(trainer):
+        backward = trainer.accelerator.backward
+
+        def early(loss, **kw):
+            for n, p in trainer.model.named_parameters():
+                p.data.copy_(theta[n])     # .data, as the public code: no version bump, no autograd error
+            return backward(loss, **kw)
+        trainer.accelerator.backward = early
+
+    wrong, _ = F.train(model, F.items(tasks, 3), tmp_path, setup=restore_first)
+    expected = F.reference_step(F.tiny_model(), tasks, 0.3, 0.5)
+    assert _gap(wrong, expected) > 1e-4
+
+
+def test_inner_lr_zero_is_multitask_sgd_on_query_batches(tmp_path):
+    model = F.tiny_model()
+    ref = copy.deepcopy(model)
+    tasks = F.tasks(4, inner_steps=2)
+    params, _ = F.train(model, F.items(tasks, 4), tmp_path, inner_learning_rate=0.0)
+    loss = sum(ref(**t["query"]).loss for t in tasks) / len(tasks)
+    loss.backward()
+    expected = {n: (p - 0.5 * p.grad).detach() for n, p in ref.named_parameters()}
+    _close(params, expected, 1e-10)
+
+
+def test_grad_accumulation_equals_a_larger_meta_batch(tmp_path):
+    tasks = F.tasks(8, inner_steps=2)
+    accumulated, _ = F.train(F.tiny_model(), F.items(tasks, 2), tmp_path / "a", max_steps=2,
+                             gradient_accumulation_steps=2)
+    whole, _ = F.train(F.tiny_model(), F.items(tasks, 4), tmp_path / "b", max_steps=2)
+    _close(accumulated, whole, 1e-10)
+    assert _gap(whole, {n: p.detach() for n, p in F.tiny_model().named_parameters()}) > 1e-3
+
+
+def test_closed_form_linear_regression(tmp_path):
+    """K=2 inner steps on w -> w - a * 2/n X'(Xw - y), then the query gradient, by hand in numpy."""
+    gen = torch.Generator().manual_seed(3)
+    w_true = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    tasks = [{"support": [F.regression_batch(gen, w_true * s) for _ in range(2)],
+              "query": F.regression_batch(gen, w_true * s)} for s in (1.0, -0.5, 2.0)]
+    w0 = torch.tensor([0.1, 0.2, -0.3], dtype=torch.float64)
+    params, _ = F.train(F.Linear(w0), F.items(tasks, 3), tmp_path, inner_learning_rate=0.05, learning_rate=0.1)
+
+    def grad(w, b):
+        x, y = b["input_ids"].numpy(), b["labels"].numpy()
+        return 2 / len(y) * x.T @ (x @ w - y)
+    w = w0.numpy()
+    meta = np.zeros_like(w)
+    for t in tasks:
+        fast = w.copy()
+        for b in t["support"]:
+            fast = fast - 0.05 * grad(fast, b)
+        meta += grad(fast, t["query"]) / len(tasks)
+    np.testing.assert_allclose(params["w"].numpy(), w - 0.1 * meta, atol=1e-12)
+
+
+def test_non_reentrant_checkpointing_equals_none_and_reentrant_is_refused(tmp_path):
+    tasks = F.tasks(3, inner_steps=2)
+    plain, _ = F.train(F.tiny_model(), F.items(tasks, 3), tmp_path / "a")
+    ckpt, trainer = F.train(F.tiny_model(), F.items(tasks, 3), tmp_path / "b", activation_checkpointing=True)
+    assert trainer.model.is_activation_checkpointing
+    _close(ckpt, plain, 1e-10)
+
+    with pytest.raises(ValueError, match="non-reentrant"):
+        F.config(tmp_path, activation_checkpointing=True, activation_checkpointing_kwargs={"use_reentrant": True})
+    # reentrant checkpointing slipped in some other way: the inner loop fails loudly instead of idling
+    model = F.tiny_model()
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
+    model.train()
+    # (torch >= 2.9 refuses autograd.grad through it itself; older torch returned None, which adapt refuses)
+    with pytest.raises(RuntimeError, match="use_reentrant|gradient is None"):
+        adapt(model, list(model.parameters()), tasks[0]["support"], 0.3)
+
+
+def test_bf16_inner_steps_need_the_fp32_copy():
+    """Steps each smaller than half a bf16 ulp: stepping the bf16 weights changes nothing, the fp32
+    copy adds them up and moves theta'."""
+    gen = torch.Generator().manual_seed(0)
+    w0 = (1 + torch.rand(16, generator=gen, dtype=torch.float64)).to(torch.bfloat16)   # in [1, 2): ulp 2**-7
+    batches = [F.regression_batch(gen, torch.zeros(16, dtype=torch.float64), rows=8, dtype=torch.bfloat16)
+               for _ in range(16)]
+    model = F.Linear(w0)
+    g = max(torch.autograd.grad(model(**b).loss, model.w)[0].float().abs().max().item() for b in batches)
+    lr = 0.9 * 2 ** -8 / g                               # every step under half an ulp at w0
+
+    naive = w0.clone()
+    for b in batches:
+        m = F.Linear(naive)
+        naive = (naive - lr * torch.autograd.grad(m(**b).loss, m.w)[0]).detach()
+    assert torch.equal(naive, w0)                       # bf16 alone: the inner loop did nothing
+
+    losses, fast = adapt(model, [model.w], batches, lr)
+    assert fast[0].dtype == torch.float32
+    assert not torch.equal(model.w.detach(), w0)         # theta' moved
+    assert torch.equal(model.w.detach(), fast[0].to(torch.bfloat16))
+
+
+def test_same_seed_same_adapter_bytes(tmp_path):
+    from peft import LoraConfig
+
+    from runner.train.meta_data import MetaDataset, TaskRows
+
+    gen = torch.Generator().manual_seed(1)
+
+    def rows(n):
+        out = []
+        for _ in range(n):
+            ids = torch.randint(0, F.VOCAB, (int(torch.randint(4, 9, (1,), generator=gen)),), generator=gen).tolist()
+            out.append((ids, [-100, -100] + ids[2:]))
+        return out
+    tasks = [TaskRows(f"t{i}", rows(6), rows(4)) for i in range(4)]
+    lora = dict(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], lora_dropout=0.0, task_type="CAUSAL_LM")
+    out = []
+    for run in ("a", "b"):
+        data = MetaDataset(tasks, steps=2, meta_batch_size=2, slots=1, inner_steps=2, inner_batch_size=2,
+                           query_batch_size=2, seed=7, pad_id=0)
+        _, trainer = F.train(F.tiny_model(torch.float32), data, tmp_path / run, max_steps=2,
+                             peft_config=LoraConfig(**lora), learning_rate=1e-2)
+        trainer.save_model(str(tmp_path / run / "final"))
+        out.append((tmp_path / run / "final" / "adapter_model.safetensors").read_bytes())
+    assert out[0] == out[1]
+
+
+def test_two_gloo_processes_equal_one(tmp_path):
+    """Each process holds half of every meta-batch; the all-reduced meta-gradient is the same."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    script = Path(F.__file__)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
+                    "--master-addr=127.0.0.1", f"--master-port={free_port()}", str(script), str(tmp_path / "two.pt"), "gloo"],
+                   check=True, env=env, cwd=tmp_path, capture_output=True, timeout=300)
+    two = torch.load(tmp_path / "two.pt")
+    one, _ = F.train(F.tiny_model(), F.items(F.tasks(8, inner_steps=2), 4), tmp_path / "one", max_steps=2)
+    _close(two, one, 1e-10)
+
+
+def test_deepspeed_zero2_equals_plain(tmp_path):
+    from runner.train.run_sft import _process_state
+
+    tasks = F.tasks(6, inner_steps=2)
+    ds = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "train_batch_size": 1,
+          "gradient_clipping": 0.0, "zero_allow_untested_optimizer": True, "steps_per_print": 10 ** 6,
+          "zero_optimization": {"stage": 2, "overlap_comm": False, "contiguous_gradients": True}}
+    with _process_state(single_process_group=True):
+        zero, _ = F.train(F.tiny_model(torch.float32), F.items(tasks, 3), tmp_path / "ds", max_steps=2, deepspeed=ds)
+    plain, _ = F.train(F.tiny_model(torch.float32), F.items(tasks, 3), tmp_path / "plain", max_steps=2)
+    _close(zero, plain, 1e-5)
+    assert _gap(plain, {n: p.detach() for n, p in F.tiny_model(torch.float32).named_parameters()}) > 1e-3
