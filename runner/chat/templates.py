@@ -111,29 +111,56 @@ def check_rendered(
     """The render check run before any training: raise a RecipeError naming the example
     when the labels would teach the model the wrong thing or nothing at all.
     (train_on="all" trains role headers on purpose, so they are only checked otherwise.)"""
-    vocab = tokenizer.get_vocab()
-    eot = end_of_turn_token(chat, tokenizer)
-    eot_id = _token_id(vocab, eot, chat)
-    for marker in (_HEADER_OPEN.get(chat), "<|begin_of_text|>" if chat == "llama3" else None):
-        if marker:  # a template whose markers are not single tokens is the wrong template
-            _token_id(vocab, marker, chat)
-
-    # Collators mask the loss wherever the pad id is, so the pad id must never be a token
-    # we train. Without a pad token, trainers pad with EOS.
-    pad_id, pad = tokenizer.pad_token_id, repr(tokenizer.pad_token)
-    if pad_id is None:
-        pad_id, pad = tokenizer.eos_token_id, f"(none, so EOS {tokenizer.eos_token!r})"
-    if pad_id == eot_id:
-        raise RecipeError(
-            f"the tokenizer's pad token {pad} is the end-of-turn token {eot!r}: masking the "
-            f"padding would mask every {eot!r} too, and the model would never learn to stop; "
-            f"give the tokenizer a distinct pad token"
-        )
-
-    allowed = {eot_id, tokenizer.eos_token_id}
-    markers = {vocab[t] for t in _special_tokens(tokenizer) if t in vocab} - allowed
-    eot_trained = False
+    check = RenderCheck(tokenizer, chat=chat, train_on=train_on)
+    eot_rows = 0
     for ex_id, r in examples:
+        check.example(ex_id, r)
+        eot_rows += check.trains_eot(r)
+    check.finish(len(examples), eot_rows)
+
+
+class RenderCheck:
+    """check_rendered in three parts, for a check that streams: the tokenizer and template once
+    (here), `cheap(r)` on every row (set operations only), `example(id, r)` in full on a sample and on
+    every row `cheap` flags, and `finish` with the number of rows that train the end-of-turn token."""
+
+    def __init__(self, tokenizer: Any, *, chat: str, train_on: str = "assistant") -> None:
+        self.tokenizer, self.chat, self.train_on = tokenizer, chat, train_on
+        self.vocab = vocab = tokenizer.get_vocab()
+        self.eot = end_of_turn_token(chat, tokenizer)
+        self.eot_id = _token_id(vocab, self.eot, chat)
+        for marker in (_HEADER_OPEN.get(chat), "<|begin_of_text|>" if chat == "llama3" else None):
+            if marker:  # a template whose markers are not single tokens is the wrong template
+                _token_id(vocab, marker, chat)
+
+        # Collators mask the loss wherever the pad id is, so the pad id must never be a token
+        # we train. Without a pad token, trainers pad with EOS.
+        self.pad_id, self.pad = tokenizer.pad_token_id, repr(tokenizer.pad_token)
+        if self.pad_id is None:
+            self.pad_id, self.pad = tokenizer.eos_token_id, f"(none, so EOS {tokenizer.eos_token!r})"
+        if self.pad_id == self.eot_id:
+            raise RecipeError(
+                f"the tokenizer's pad token {self.pad} is the end-of-turn token {self.eot!r}: masking the "
+                f"padding would mask every {self.eot!r} too, and the model would never learn to stop; "
+                f"give the tokenizer a distinct pad token"
+            )
+        allowed = {self.eot_id, tokenizer.eos_token_id}
+        self.markers = {vocab[t] for t in _special_tokens(tokenizer) if t in vocab} - allowed
+
+    def trains_eot(self, r: Rendered) -> bool:
+        return self.eot_id in r.labels
+
+    def cheap(self, r: Rendered) -> bool:
+        """False when `example` would object for a reason other than a trained header: a trained
+        label is the token itself, so the set of labels is the set of trained ids (plus IGNORE)."""
+        trained = set(r.labels)
+        trained.discard(IGNORE)
+        if not trained or self.pad_id in trained:
+            return False
+        return self.train_on == "all" or not (trained & self.markers)
+
+    def example(self, ex_id: str, r: Rendered) -> None:
+        tokenizer, chat, pad = self.tokenizer, self.chat, self.pad
         trained = [i for i, label in enumerate(r.labels) if label != IGNORE]
         if not trained:
             if r.truncated:
@@ -143,28 +170,29 @@ def check_rendered(
                 )
             raise RecipeError(f"example {ex_id!r}: no token is trained (no assistant turn?)")
         trained_ids = {r.input_ids[i] for i in trained}
-        if pad_id in trained_ids:
+        if self.pad_id in trained_ids:
             raise RecipeError(
                 f"example {ex_id!r}: the pad token {pad} is trained, and "
                 f"padding masks would hide it; give the tokenizer a distinct pad token"
             )
-        eot_trained = eot_trained or eot_id in trained_ids
-        if train_on == "all":
-            continue
+        if self.train_on == "all":
+            return
         for i in trained:
-            if r.input_ids[i] in markers:
+            if r.input_ids[i] in self.markers:
                 raise RecipeError(
                     f"example {ex_id!r}: token {i} {tokenizer.convert_ids_to_tokens(r.input_ids[i])!r} "
                     f"is a role marker or special token, but is trained"
                 )
-        header = _trained_header(r, tokenizer, chat, vocab)
+        header = _trained_header(r, tokenizer, chat, self.vocab)
         if header is not None:
             raise RecipeError(f"example {ex_id!r}: the role header {header!r} is trained")
-    if examples and not eot_trained:
-        raise RecipeError(
-            f"none of the {len(examples)} checked examples trains the end-of-turn token "
-            f"{eot!r}, so the model would never learn to stop; check template.chat"
-        )
+
+    def finish(self, n_examples: int, eot_rows: int) -> None:
+        if n_examples and not eot_rows:
+            raise RecipeError(
+                f"none of the {n_examples} checked examples trains the end-of-turn token "
+                f"{self.eot!r}, so the model would never learn to stop; check template.chat"
+            )
 
 
 def highlight(rendered: Rendered, tokenizer: Any) -> list[tuple[str, bool]]:

@@ -1,54 +1,88 @@
 """render.<stage>: conversations -> token ids and labels with the recipe's chat template, for the
 stage's training mix and every source's eval rows; then the render check, which refuses to start a
 run whose labels would teach the model the wrong thing (role markers trained, end-of-turn never
-trained, pad == EOS, an example with nothing to learn)."""
+trained, pad == EOS, an example with nothing to learn).
+
+Rows stream through in chunks, rendered in batches (runner.chat.batch) by one worker process per core
+and written in input order, so memory does not grow with the rows and the bytes do not depend on the
+number of workers. The render check runs on every row in its cheap form (counters and set operations:
+nothing trained, pad or a special token trained, end-of-turn never trained) and in full (role headers
+decoded) on a sample: the first SAMPLE_HEAD rows and every SAMPLE_EVERY-th after."""
 from __future__ import annotations
 
 import json
 from collections import Counter
 from pathlib import Path
 
-VERSION = 1
+VERSION = 2
+CHUNK = 2048                                 # rows per batch
+SAMPLE_HEAD, SAMPLE_EVERY = 256, 1024
+_SMALL = 4 * CHUNK                           # fewer rows than this: no worker processes
 
 
-def _render_file(src: Path, dst: Path, tok, recipe, chat: str, keep: list | None = None) -> dict:
-    from ..data.io import read_jsonl
-    from ..chat.templates import render
+def _render_file(src: Path, dst: Path, tok, recipe, chat: str, check=None) -> dict:
+    from ..chat.batch import encoder, render_many
+    from ..chat.templates import IGNORE
+    from ..data.parallel import cpus, line_chunks, ordered_map
     t = recipe.template
-    n = tokens = trained = truncated = 0
-    by_source: Counter = Counter()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with open(dst, "w", encoding="utf-8") as f:
-        for row in read_jsonl(src):
-            r = render(row["messages"], tok, chat=chat, system=t.system, train_on=t.train_on, max_length=t.max_length)
-            f.write(json.dumps({"id": row["id"], "source": row.get("source"), "input_ids": r.input_ids,
-                                "labels": r.labels}, separators=(",", ":")) + "\n")
-            if keep is not None:
-                keep.append((row["id"], r))
-            n += 1
-            tokens += len(r.input_ids)
-            trained += sum(1 for x in r.labels if x != -100)
-            truncated += r.truncated
+    encode = encoder(tok)
+
+    def work(chunk: tuple[int, list[str]]) -> tuple[str, dict, list]:
+        start, lines = chunk
+        rows = [json.loads(line) for line in lines]
+        rendered = render_many([row["messages"] for row in rows], tok, chat=chat, system=t.system,
+                               train_on=t.train_on, max_length=t.max_length, encode=encode)
+        out, flagged = [], []
+        n = {"tokens": 0, "trained_tokens": 0, "truncated": 0, "eot_rows": 0}
+        by_source: Counter = Counter()
+        for i, (row, r) in enumerate(zip(rows, rendered)):
+            out.append(json.dumps({"id": row["id"], "source": row.get("source"), "input_ids": r.input_ids,
+                                   "labels": r.labels}, separators=(",", ":")))
+            n["tokens"] += len(r.input_ids)
+            n["trained_tokens"] += len(r.labels) - r.labels.count(IGNORE)
+            n["truncated"] += r.truncated
             by_source[row.get("source")] += 1
-    return {"rows": n, "tokens": tokens, "trained_tokens": trained, "truncated": truncated,
-            "by_source": dict(by_source)}
+            if check is not None:
+                k = start + i
+                if k < SAMPLE_HEAD or k % SAMPLE_EVERY == 0 or not check.cheap(r):
+                    flagged.append((row["id"], r))
+                n["eot_rows"] += check.trains_eot(r)
+        return "".join(line + "\n" for line in out), {**n, "rows": len(rows), "by_source": by_source}, flagged
+
+    workers = cpus() if src.stat().st_size > _SMALL * 200 else 1   # ~200 bytes a row at the least
+    total: Counter = Counter()
+    by_source: Counter = Counter()
+    checked = 0
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(dst, "w", encoding="utf-8", newline="\n") as f:
+        for text, n, flagged in ordered_map(work, line_chunks(src, CHUNK), workers):
+            f.write(text)
+            by_source.update(n.pop("by_source"))
+            total.update(n)
+            for ex_id, r in flagged:     # in row order: the first bad row is the one named
+                check.example(ex_id, r)
+            checked += len(flagged)
+    if check is not None:
+        check.finish(total["rows"], total["eot_rows"])
+    return {"rows": total["rows"], "tokens": total["tokens"], "trained_tokens": total["trained_tokens"],
+            "truncated": total["truncated"], "checked": checked, "by_source": dict(by_source)}
 
 
 def run(ctx) -> dict:
     from ..chat import chat_name, tokenizer_for
-    from ..chat.templates import check_rendered
+    from ..chat.templates import RenderCheck
     recipe = ctx.recipe
     tok = tokenizer_for(recipe, ctx.options.trust)
     chat = chat_name(recipe)
-    examples: list = []
+    check = RenderCheck(tok, chat=chat, train_on=recipe.template.train_on)
     train = _render_file(ctx.input(f"mix.{ctx.step.stage}") / "train.jsonl", ctx.out / "train.jsonl", tok, recipe,
-                         chat, keep=examples)
-    check_rendered(examples, tok, chat=chat, train_on=recipe.template.train_on)
+                         chat, check=check)
     evals = {}
     for f in sorted((ctx.input("split") / "eval").glob("*.jsonl")):
         evals[f.stem] = _render_file(f, ctx.out / "eval" / f.name, tok, recipe, chat)
     ctx.log(f"{train['rows']:,} train rows, {train['tokens']:,} tokens ({train['trained_tokens']:,} trained), "
-            f"{train['truncated']:,} truncated at {recipe.template.max_length}")
+            f"{train['truncated']:,} truncated at {recipe.template.max_length}; render check: every row's "
+            f"counters, {train['checked']:,} rows in full")
     return {"rows_in": train["rows"], "rows_out": train["rows"], "dropped": {},
             "by_source": {s: {"rows_in": c, "rows_out": c, "dropped": {}} for s, c in train["by_source"].items()},
             "rows": {"train": train["rows"], "eval": {k: v["rows"] for k, v in evals.items()}},
