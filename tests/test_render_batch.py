@@ -45,6 +45,8 @@ def _shipped_sources() -> dict[str, tuple]:
     for path in SHIPPED:
         r = api.load(path, ["model.base=builtin:tiny"])
         for name, src in r.sources.items():
+            if src.path is None:         # a hub dataset: not readable offline
+                continue
             out.setdefault(f"{Path(src.path).name}:{src.format}", (r, name))
     return out
 
