@@ -40,7 +40,7 @@ def repetition(**kw):
 
 def refusal(**kw):
     return RefusalFilter(**{"kind": "refusal", "field": "assistant", "patterns": None, "extra_patterns": (),
-                            "window": 200, "sources": None, **kw})
+                            "window": 200, "tools_exempt": True, "min_continuation": 100, "sources": None, **kw})
 
 
 def pii(**kw):
@@ -154,7 +154,8 @@ def test_ordinary_answers_are_not_refusals(text):
 def test_refusal_window_and_custom_patterns():
     late = "Here is a long answer. " * 20 + "I'm sorry, but I can't go on."
     assert verdict(refusal(), late) is None
-    assert verdict(refusal(window=1000), late) == "refusal"
+    assert verdict(refusal(window=1000), late) is None            # two sentences into an answer: not a refusal
+    assert verdict(refusal(window=1000, min_continuation=None), late) == "refusal"
     assert verdict(refusal(patterns=("^Nope",)), "Nope, not today") == "refusal"
     assert verdict(refusal(patterns=("^Nope",)), "I'm sorry, but I can't") is None
     assert verdict(refusal(extra_patterns=("不想回答",)), "我不想回答。") == "refusal"

@@ -99,6 +99,8 @@ class RefusalFilter:
     patterns: tuple[str, ...] | None
     extra_patterns: tuple[str, ...]
     window: int
+    tools_exempt: bool
+    min_continuation: int | None
     sources: tuple[str, ...] | None
 
 
