@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -156,22 +157,67 @@ def test_meta_recipe_with_explicit_task_files(tmp_path):
         pq.write_table(pa.table({"prompt": [x["question"] for x in chunk], "response": [x["answer"] for x in chunk]}),
                        tmp_path / f"{part}.parquet")
     (tmp_path / "b_query_extra.jsonl").write_text('{"prompt": "p"}\n' + json.dumps({"prompt": "q", "response": "r"}) + "\n")
+    test = rows[400:420]
+    pq.write_table(pa.table({"prompt": [x["question"] for x in test], "response": [x["answer"] for x in test]}),
+                   tmp_path / "b_test.parquet")
     r = recipe(tmp_path, """sources:
   unused: {path: '{data}/identity.json', format: alpaca}
 meta:
   tasks:
     - {name: a, support: [a_support.parquet], query: [a_query.parquet], support_max_samples: 30}
-    - {name: b, support: [b_support.parquet], query: [b_query.parquet, b_query_extra.jsonl]}
+    - {name: b, support: [b_support.parquet], query: [b_query.parquet, b_query_extra.jsonl], test: [b_test.parquet]}
+  few_shot_eval: {held_out_tasks: 1}
 """)
     out, stats = run_data_steps(r, tmp_path / "run")["split"]
     index = read_jsonl(out / "tasks.jsonl")
     assert index == [{"name": "a", "dir": "a", "rows": {"support": 30, "query": 100, "test": 0}},
-                     {"name": "b", "dir": "b", "rows": {"support": 100, "query": 101, "test": 0}}]
+                     {"name": "b", "dir": "b", "rows": {"support": 100, "query": 101, "test": 20}}]
     support = read_jsonl(out / "tasks" / "a" / "support.jsonl")
     assert {x["messages"][0]["content"] for x in support} <= {x["question"] for x in rows[:100]}
     assert [q["code"] for q in read_jsonl(out / "quarantine.jsonl")] == ["missing_field"]
     assert stats["dropped"] == {"quarantine": 1, "split:support_max_samples": 70}
     assert stats["rows_in"] == stats["rows_out"] + sum(stats["dropped"].values())
+
+
+def test_explicit_task_layout_is_checked_at_validation(tmp_path):
+    """Columns, enough support rows after support_max_samples, test rows that are also support/query
+    rows (k-shot sets come from support + query), tasks to hold out; and no `sources:` needed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from runner.errors import ValidationError
+
+    rows = [json.loads(x) for x in (REPO / "data" / "gsm8k_train.jsonl").read_text().splitlines()][:60]
+
+    def write(name, chunk, cols=("prompt", "response")):
+        data = {"prompt": [x["question"] for x in chunk], "response": [x["answer"] for x in chunk]}
+        pq.write_table(pa.table({c: data[c] for c in cols}), tmp_path / name)
+    write("s.parquet", rows[:20])
+    write("q.parquet", rows[20:40])
+    write("t.parquet", rows[40:60])
+    write("leak.parquet", rows[35:45])
+    write("noresp.parquet", rows[:20], cols=("prompt",))
+    ok = """meta:
+  tasks:
+    - {name: a, support: [s.parquet], query: [q.parquet], test: [t.parquet]}
+    - {name: b, support: [s.parquet], query: [q.parquet]}
+  few_shot_eval: {held_out_tasks: 1}
+"""
+    r = recipe(tmp_path, ok.replace("{data}", ""))
+    assert not r.sources
+    for bad, message in [
+        (ok.replace("test: [t.parquet]", "test: [leak.parquet]"), "5 test rows are also support or query rows"),
+        (ok.replace("support: [s.parquet], query: [q.parquet], test", "support: [noresp.parquet], query: [q.parquet], test"),
+         "no 'response' column"),
+        (ok.replace("test: [t.parquet]}", "test: [t.parquet], support_max_samples: 2}"), "2 support rows after support_max_samples"),
+        (ok.replace("held_out_tasks: 1", "held_out_tasks: 2"), "only 1 explicit tasks have `test:` files"),
+        (ok.replace("few_shot_eval:", "outer: {meta_batch_size: 3}\n  few_shot_eval:")
+         + "train: {world_size: 2, batch_size: 8, micro_batch_size: 4}\n", "3 tasks do not divide over train.world_size 2"),
+    ]:
+        with pytest.raises(ValidationError, match=re.escape(message)):
+            recipe(tmp_path, bad)
+    with pytest.raises(ValidationError, match="needs at least one source"):
+        recipe(tmp_path, "template: {max_length: 64}\n")
 
 
 def test_max_tokens_uses_the_training_tokenizer_and_template(tmp_path):

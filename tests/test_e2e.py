@@ -92,13 +92,34 @@ def test_stage2_correction_restarts_from_stage_one(work):
     assert all(s["status"] == "cached" for s in report["steps"] if s["kind"] in ("load", "filter", "dedup", "split"))
 
 
-def test_fomaml_recipe_stops_after_data_steps_with_a_clear_message(work):
+def test_fomaml_recipe_meta_trains_compares_and_writes_the_task_layout(work):
+    import pyarrow.parquet as pq
+
     out = work / "fomaml"
-    p = recipe("run", "recipes/fomaml_poets.yaml", *TINY, "--cache-dir", str(work / "cache"), "--output", str(out))
-    assert "FOMAML meta-training is not in this version" in p.stderr
+    small = ["--set", "sources.tang.limit=3000", "--set", "meta.tasks.min_rows=30", "--set", "meta.tasks.max_tasks=6",
+             "--set", "meta.total_steps=2", "--set", "meta.few_shot_eval.held_out_tasks=2",
+             "--set", "template.max_length=64", "--set", "meta.inner.learning_rate=0.05"]
+    recipe("run", "recipes/fomaml_poets.yaml", *TINY, *small, "--cache-dir", str(work / "cache"), "--output", str(out))
     report = json.loads((out / "report.json").read_text())
-    split = next(s for s in report["steps"] if s["name"] == "split")
-    assert split["status"] == "ran" and split["rows_out"] > 0
+    assert [s["name"] for s in report["steps"]][-4:] == ["tasks", "train.meta", "train.control", "eval.few_shot"]
+    assert report["meta_training"]["meta"]["steps"] == 2 and report["meta_training"]["control"]["steps"] == 2
+    rows = report["few_shot"]
+    # 3 models x 2 held-out tasks x 2 shot counts x 3 seeds
+    assert len(rows) == 36 and {r["model"] for r in rows} == {"start", "sft_control", "fomaml"}
+    assert all(r["loss_after"] < r["loss_before"] for r in rows if r["model"] == "start")   # the inner loop adapts
+    assert "adapts best" in (out / "report.md").read_text()
+    # the layout: every task's three files, k-shot sets nested and never test rows
+    held = [p.name for p in (out / "tasks").iterdir()]
+    assert len(held) == 6 and all((out / "tasks" / t / f"{part}.parquet").is_file() for t in held
+                                  for part in ("support", "query", "test"))
+    for f in (out / "few_shot").glob("*_5shot_seed*.parquet"):
+        task = f.name.split("_5shot")[0]
+        five = pq.read_table(f).to_pylist()
+        ten = pq.read_table(f.with_name(f.name.replace("_5shot", "_10shot"))).to_pylist()
+        test = pq.read_table(out / "tasks" / task / "test.parquet").to_pylist()
+        assert len(five) == 5 and five == ten[:5]
+        assert not {(r["prompt"], r["response"]) for r in ten} & {(r["prompt"], r["response"]) for r in test}
+    assert len(list((out / "few_shot").glob("*.parquet"))) == 2 * 2 * 3
 
 
 def test_dry_run_checks_masks_and_stops_before_training(work):

@@ -157,8 +157,7 @@ def compile_recipe(r: model.Recipe) -> Graph:
             f for t in r.meta.tasks for part in (t.support, t.query, t.test) for f in part)
         steps.append(_step("split", "split", data_inputs, {"meta": r.meta, "seed": r.seed, "order": list(r.sources)},
                            files=task_files))
-        notes.append("FOMAML meta-training is not in this version: `recipe run` stops after the data steps "
-                     "(tasks with support/query/test splits are built and cached).")
+        _meta_steps(r, steps)
         return Graph(r.name, tuple(steps), tuple(notes))
 
     # source order matters: a text found in two sources follows its first copy to one side
@@ -206,6 +205,28 @@ def compile_recipe(r: model.Recipe) -> Graph:
     if active:
         steps.append(_step("export", "export", [f"train.{active[-1].name}"], {"output": r.output}))
     return Graph(r.name, tuple(steps), tuple(notes))
+
+
+def _meta_steps(r: model.Recipe, steps: list[Step]) -> None:
+    """split -> tasks (layout + held-out choice) -> train.meta (FOMAML), train.control (multi-task SFT)
+    -> eval.few_shot (all three models adapted to the held-out tasks)."""
+    m, train = r.meta, r.stages[0].train
+    fs = m.few_shot_eval
+    steps.append(_step("tasks", "tasks", ["split"], {"held_out_tasks": fs.held_out_tasks, "shots": fs.shots,
+                                                      "seeds": fs.seeds, "seed": r.seed}))
+    common = {"inner": m.inner, "outer": m.outer, "total_steps": m.total_steps,
+              "train": dataclasses.replace(train, report_to=()), "model": r.model, "template": r.template,
+              "seed": r.seed, "save_total_limit": r.output.save_total_limit}
+    files = _deepspeed_files(train) + _model_files(r, weights=True)
+    steps.append(_step("train.meta", "meta_train", ["tasks", "split"], {**common, "role": "meta"}, files=files))
+    models = ["train.meta"]
+    if fs.sft_control:
+        steps.append(_step("train.control", "meta_train", ["tasks", "split"], {**common, "role": "control"},
+                           files=files))
+        models.append("train.control")
+    steps.append(_step("eval.few_shot", "few_shot", ["tasks", "split", *models], {
+        "few_shot_eval": fs, "inner": m.inner, "model": r.model, "template": r.template, "seed": r.seed},
+        files=_model_files(r, weights=True)))
 
 
 def _deepspeed_files(t: model.Train) -> tuple[str, ...]:

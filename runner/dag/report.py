@@ -51,9 +51,14 @@ def build_report(recipe: Recipe, graph: Graph, records: list, run_dir: Path) -> 
     # hub sources: the commit each one read (what makes the run reproducible)
     datasets = {r.name.split(".", 1)[1]: r.stats["origin"] for r in records
                 if r.kind == "load" and isinstance(r.stats, dict) and r.stats.get("origin")}
+    few = (by["eval.few_shot"].stats or {}) if "eval.few_shot" in by else {}
+    meta = {name.split(".", 1)[1]: (by[name].stats or {}).get("metrics", {}) for name in ("train.meta", "train.control")
+            if name in by}
     return {"report_version": REPORT_VERSION, "recipe": recipe.name, "recipe_file": str(recipe.file),
             "steps": [_step_entry(r) for r in records], "stages": stages, "quarantine": quarantine,
-            "datasets": datasets, "forgetting": forgetting, "notes": list(graph.notes)}
+            "datasets": datasets, "forgetting": forgetting, "meta_training": meta,
+            "few_shot": few.get("few_shot", []), "few_shot_summary": few.get("few_shot_summary"),
+            "notes": list(graph.notes)}
 
 
 def _fmt(v) -> str:
@@ -101,6 +106,22 @@ def write_markdown(report: dict, run_dir: Path) -> None:
                   "|---|" + "---:|" * len(srcs)]
         for stage, row in report["forgetting"].items():
             lines.append(f"| {stage} | " + " | ".join(_fmt(row.get(s)) for s in srcs) + " |")
+    for name, tm in (report.get("meta_training") or {}).items():
+        lines += ["", f"## Meta-recipe training: {name}", "",
+                  ", ".join(f"{k} {_fmt(v)}" for k, v in tm.items() if not isinstance(v, (dict, list)))]
+        png = run_dir / f"loss_{name}.png"
+        if png.exists():
+            lines += ["", f"![loss]({png.name})"]
+    summary = report.get("few_shot_summary")
+    if summary:
+        lines += ["", "## Few-shot adaptation on held-out tasks", "",
+                  "Test loss on each held-out task's whole test file, before and after adapting with k shots "
+                  "(FOMAML's inner loop; mean ± sd over tasks x seeds; gain = before - after).", "",
+                  "| model | shots | n | loss before | loss after | gain |", "|---|---:|---:|---:|---:|---:|"]
+        for t in sorted(summary["table"], key=lambda t: (t["shots"], t["loss_after"])):
+            lines.append(f"| {t['model']} | {t['shots']} | {t['n']} | {t['loss_before']:.4f} | "
+                         f"{t['loss_after']:.4f} ± {t['loss_after_sd']:.4f} | {t['gain']:.4f} ± {t['gain_sd']:.4f} |")
+        lines += [""] + [f"**{v}.**" for v in summary["verdict"]]
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

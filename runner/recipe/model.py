@@ -263,6 +263,8 @@ class Outer:
 class FewShotEval:
     shots: tuple[int, ...]
     held_out_tasks: int
+    seeds: int
+    sft_control: bool
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The only registry of step kinds: kind -> module with VERSION and run(ctx). Step modules import
 heavy libraries inside run(), so importing this registry (plan, diff) stays light."""
-from . import dedup, evaluate, export, filter, load, mix, render, split, train
+from . import dedup, evaluate, export, few_shot, filter, load, meta_tasks, meta_train, mix, render, split, train
 
 STEPS = {
     "load": load,
@@ -12,6 +12,9 @@ STEPS = {
     "train": train,
     "evaluate": evaluate,
     "export": export,
+    "tasks": meta_tasks,
+    "meta_train": meta_train,
+    "few_shot": few_shot,
 }
 
 

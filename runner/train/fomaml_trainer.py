@@ -118,6 +118,7 @@ class FOMAMLTrainer(Trainer):
             raise ValueError("FOMAMLTrainer: DeepSpeed ZeRO-3 partitions the parameters, and the inner loop needs "
                              "them whole on every process; use ZeRO-1 or ZeRO-2")
         self._meta_metrics: dict[str, list[float]] = defaultdict(list)
+        self._warned = False
 
     def _get_train_sampler(self, train_dataset=None):
         # An item is a seeded draw for (meta-step, slot): order is the meta-batch structure, so the
@@ -180,10 +181,11 @@ class FOMAMLTrainer(Trainer):
                 logs[key] = sum(values) / len(values)
             first, last = logs.get("support_loss_first"), logs.get("support_loss_last")
             if (first is not None and last is not None and last >= first and self.args.inner_learning_rate > 0
-                    and self.is_world_process_zero()):
+                    and self.is_world_process_zero() and not self._warned):
+                self._warned = True   # once per run: the log has the numbers for every logged step
                 log.warning("FOMAML step %d: the support loss does not fall in the inner loop (%.4f at the first "
                             "inner step, %.4f at the last): the inner learning rate may be too high or too "
-                            "low for these tasks", self.state.global_step, first, last)
+                            "low for these tasks (said once; see support_loss_* in the log)", self.state.global_step, first, last)
         super().log(logs, start_time)
 
 

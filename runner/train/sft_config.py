@@ -40,10 +40,39 @@ def to_sft_config(stage: model.Stage, recipe: model.Recipe, output_dir: str | Pa
                   deepspeed_config: dict[str, Any] | None = None):
     """SFTConfig for one stage (an EwcConfig when the stage has `ewc:`). `output_dir` holds the
     resumable checkpoints; `resume` is the checkpoint this run continues from, if any."""
-    import torch
-
     from .ewc_config import EwcConfig
     from trl import SFTConfig
+
+    fields = _fields(stage, recipe, output_dir, resume, deepspeed_config)
+    if stage.ewc is not None:
+        return EwcConfig(ewc_lambda=stage.ewc.lambda_, **fields)
+    return SFTConfig(**fields)
+
+
+def meta_stage(recipe: model.Recipe, world_size: int) -> model.Stage:
+    """The implicit stage of a meta recipe with the outer loop's settings: meta.total_steps optimizer
+    steps at meta.outer.learning_rate, one item (a process's share of the meta-batch) per micro-step."""
+    import dataclasses
+
+    st = recipe.stages[0]
+    return dataclasses.replace(st, train=dataclasses.replace(
+        st.train, max_steps=recipe.meta.total_steps, learning_rate=recipe.meta.outer.learning_rate,
+        micro_batch_size=1, batch_size=world_size, world_size=world_size, packing=False))
+
+
+def to_fomaml_config(recipe: model.Recipe, output_dir: str | Path, *, world_size: int = 1,
+                     resume: str | Path | None = None, deepspeed_config: dict[str, Any] | None = None):
+    """FOMAMLConfig for a meta recipe: `train:` as for SFT, the outer loop from meta_stage, the inner
+    learning rate from meta.inner."""
+    from .fomaml_config import FOMAMLConfig
+
+    fields = _fields(meta_stage(recipe, world_size), recipe, output_dir, resume, deepspeed_config)
+    fields.update(padding_free=False, remove_unused_columns=False)
+    return FOMAMLConfig(inner_learning_rate=recipe.meta.inner.learning_rate, **fields)
+
+
+def _fields(stage, recipe, output_dir, resume, deepspeed_config) -> dict[str, Any]:
+    import torch
 
     train, template = stage.train, recipe.template
     prec = precision(train)
@@ -96,9 +125,7 @@ def to_sft_config(stage: model.Stage, recipe: model.Recipe, output_dir: str | Pa
         # our dataset holds exactly input_ids and labels; TRL keeps those (and seq_lengths when packing)
         remove_unused_columns=True,
     )
-    if stage.ewc is not None:
-        return EwcConfig(ewc_lambda=stage.ewc.lambda_, **fields)
-    return SFTConfig(**fields)
+    return fields
 
 
 def lora_config(adapter: model.Adapter):

@@ -1,0 +1,64 @@
+"""tasks: a meta recipe's tasks in the explicit layout, and which of them are held out.
+
+out/tasks/<task>/{support,query,test}.parquet   every task (prompt/response/metadata; runner.recipe.layout)
+out/few_shot/<task>_<k>shot_seed<s>.parquet     each held-out task's k-shot sets: per seed one seeded
+                                                 order of its support + query rows, the k-shot set its first
+                                                 k rows (so the 5-shot set is inside the 10-shot set), never
+                                                 a test row
+out/plan.json                                   {"train": [task], "held_out": [{task, order: {seed: [i]}}]}
+Both folders are published into the run directory, where a user can read them or point an explicit
+recipe at them."""
+from __future__ import annotations
+
+import json
+import shutil
+
+VERSION = 1
+
+
+def run(ctx) -> dict:
+    from ..data.common import rng
+    from ..data.io import read_jsonl
+    from ..errors import RecipeError
+    from ..recipe import layout
+
+    recipe = ctx.recipe
+    fs, seed = recipe.meta.few_shot_eval, recipe.seed
+    split = ctx.input("split")
+    index = read_jsonl(split / "tasks.jsonl")
+    need = max(fs.shots)
+    # held out: tasks that have test rows and enough rows for the largest k-shot set, in a seeded
+    # order of their names (adding a task does not reshuffle the others)
+    fit = [t for t in index if t["rows"].get("test", 0) > 0 and t["rows"]["support"] + t["rows"]["query"] >= need]
+    fit.sort(key=lambda t: rng(seed, "held_out", t["name"]).random())
+    held = fit[:fs.held_out_tasks]
+    if len(held) < fs.held_out_tasks:
+        raise RecipeError(f"meta.few_shot_eval.held_out_tasks: {fs.held_out_tasks} tasks to hold out, but only "
+                          f"{len(fit)} tasks have test rows and at least {need} support + query rows")
+    train = [t for t in index if t not in held]
+    if not train:
+        raise RecipeError("meta.few_shot_eval.held_out_tasks: holding out every task leaves none to train on")
+    for t in index:
+        for part in ("support", "query", "test"):
+            layout.write(ctx.out / "tasks" / t["dir"] / f"{part}.parquet", read_jsonl(split / "tasks" / t["dir"] / f"{part}.jsonl"))
+    plan = {"train": [{"name": t["name"], "dir": t["dir"]} for t in train], "held_out": []}
+    for t in held:
+        pool = read_jsonl(split / "tasks" / t["dir"] / "support.jsonl") + read_jsonl(split / "tasks" / t["dir"] / "query.jsonl")
+        orders = {}
+        for s in range(fs.seeds):
+            order = rng(seed, "few_shot", t["name"], str(s)).sample(range(len(pool)), len(pool))
+            orders[str(s)] = order
+            for k in fs.shots:
+                layout.write(ctx.out / "few_shot" / f"{t['dir']}_{k}shot_seed{s}.parquet", [pool[i] for i in order[:k]])
+        plan["held_out"].append({"name": t["name"], "dir": t["dir"], "order": orders})
+    (ctx.out / "plan.json").write_text(json.dumps(plan, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    ctx.log(f"{len(train)} training tasks; held out for few-shot evaluation: " + ", ".join(t["name"] for t in held))
+    return {"train_tasks": [t["name"] for t in train], "held_out": [t["name"] for t in held]}
+
+
+def publish(step, artifact, run_dir, stats) -> None:
+    for folder in ("tasks", "few_shot"):
+        if (run_dir / folder).exists():
+            shutil.rmtree(run_dir / folder)
+        if (artifact / folder).exists():
+            shutil.copytree(artifact / folder, run_dir / folder)

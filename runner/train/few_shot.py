@@ -1,0 +1,124 @@
+"""Few-shot evaluation: does a model adapt to a task it never saw?
+
+For each model (the starting model, the SFT control, FOMAML), each held-out task, each k and seed:
+start from the model's snapshot, adapt its trainable (LoRA) parameters with FOMAML's inner loop
+(`fomaml_trainer.adapt`: meta.inner.steps SGD steps of meta.inner.learning_rate on batches of the
+k shots), and measure the token-mean loss on the task's whole test file before and after. The
+snapshot is restored after every adaptation, so no measurement sees another's shots."""
+from __future__ import annotations
+
+import random
+import statistics
+from pathlib import Path
+from typing import Any
+
+from ..recipe import model
+
+
+def evaluate(recipe: model.Recipe, models: dict[str, Path | None], held_out: list[dict], split_tasks: Path, *,
+             trust: bool = False, log=print) -> list[dict[str, Any]]:
+    """Rows {task, shots, seed, model, loss_before, loss_after}. `models`: name -> final/ folder (None
+    for the starting model: the base with a fresh adapter, as training starts). `held_out`: the tasks
+    step's plan entries ({name, dir, order: {seed: [pool index]}})."""
+    import torch
+
+    from ..data.io import read_jsonl
+    from .fomaml_trainer import adapt, trainable
+    from .loading import for_training, to_device
+    from .meta_data import collate, draw_batches
+    from .rows import pairs
+    from .run_fomaml import _pad_id
+
+    fs, inner = recipe.meta.few_shot_eval, recipe.meta.inner
+    out = []
+    for name, path in models.items():
+        net, tok, peft_config = for_training(recipe, path, trust=trust)
+        if peft_config is not None:
+            from peft import get_peft_model
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(recipe.seed)
+                net = get_peft_model(net, peft_config)
+        net = to_device(net)
+        net.train()   # as in the inner loop of training (dropout included)
+        device = next(net.parameters()).device
+        params = trainable(net)
+        snapshot = [p.detach().clone() for p in params]
+        pad = _pad_id(tok)
+        for task in held_out:
+            d = split_tasks / task["dir"]
+            test = pairs(d / "test.jsonl", recipe, tok)
+            pool = pairs(d / "support.jsonl", recipe, tok) + pairs(d / "query.jsonl", recipe, tok)
+            before = _loss(net, test, pad, device)
+            for seed, order in sorted(task["order"].items(), key=lambda kv: int(kv[0])):
+                for k in fs.shots:
+                    shots = [pool[i] for i in order[:k]]
+                    rng = random.Random(f"few_shot:{recipe.seed}:{task['name']}:{seed}:{k}")
+                    batches = [_to(collate([shots[i] for i in b], pad), device)
+                               for b in draw_batches(rng, len(shots), inner.steps, inner.batch_size)]
+                    torch.manual_seed(recipe.seed)
+                    adapt(net, params, batches, inner.learning_rate)
+                    after = _loss(net, test, pad, device)
+                    with torch.no_grad():
+                        for p, s in zip(params, snapshot):
+                            p.copy_(s)
+                    out.append({"task": task["name"], "shots": k, "seed": int(seed), "model": name,
+                                "loss_before": before, "loss_after": after})
+            log(f"few-shot {name} {task['name']}: test loss {before:.4f} -> "
+                + ", ".join(f"{k}-shot {statistics.mean(r['loss_after'] for r in out if r['model'] == name and r['task'] == task['name'] and r['shots'] == k):.4f}"
+                            for k in fs.shots))
+        del net
+    return out
+
+
+def summarise(rows: list[dict]) -> dict[str, Any]:
+    """Per model and k: mean and spread (stdev over tasks x seeds) of the loss after adaptation and of
+    the gain (before - after); `best` per k: the model with the lowest mean loss after, and a sentence."""
+    by: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        by.setdefault((r["model"], r["shots"]), []).append(r)
+    table = []
+    for (m, k), rs in by.items():
+        after = [r["loss_after"] for r in rs]
+        gain = [r["loss_before"] - r["loss_after"] for r in rs]
+        table.append({"model": m, "shots": k, "n": len(rs),
+                      "loss_before": statistics.mean(r["loss_before"] for r in rs),
+                      "loss_after": statistics.mean(after), "loss_after_sd": _sd(after),
+                      "gain": statistics.mean(gain), "gain_sd": _sd(gain)})
+    best, sentences = {}, []
+    for k in sorted({t["shots"] for t in table}):
+        rs = sorted((t for t in table if t["shots"] == k), key=lambda t: t["loss_after"])
+        best[str(k)] = rs[0]["model"]
+        margin = rs[1]["loss_after"] - rs[0]["loss_after"] if len(rs) > 1 else 0.0
+        spread = max(rs[0]["loss_after_sd"], rs[1]["loss_after_sd"]) if len(rs) > 1 else 0.0
+        sure = "" if margin > spread else " (within the spread across tasks and seeds: not a clear win)"
+        sentences.append(f"{k}-shot: {rs[0]['model']} adapts best, test loss {rs[0]['loss_after']:.4f} after "
+                         f"adaptation vs {rs[1]['model']} {rs[1]['loss_after']:.4f}{sure}" if len(rs) > 1 else
+                         f"{k}-shot: only {rs[0]['model']} was evaluated")
+    return {"table": table, "best": best, "verdict": sentences}
+
+
+def _sd(xs: list[float]) -> float:
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _loss(net, rows, pad: int, device, batch_size: int = 8) -> float:
+    """Token-mean loss over all rows (each batch's mean weighted by its label tokens)."""
+    import torch
+
+    from .meta_data import collate
+
+    total, tokens = 0.0, 0
+    net.eval()   # no dropout in the measurement
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            b = _to(collate(rows[i:i + batch_size], pad), device)
+            n = int((b["labels"][:, 1:] != -100).sum())
+            if n:
+                total += float(net(**b).loss) * n
+                tokens += n
+    net.train()
+    return total / max(tokens, 1)
