@@ -201,6 +201,19 @@ def test_shipped_curriculum_vs_stage2_correction(tmp_path, monkeypatch, capsys):
     golden("curriculum_vs_stage2.txt", out)
 
 
+def test_meta_recipe_inner_change_retrains_fomaml_only(tmp_path, monkeypatch, capsys):
+    """The meta steps: an inner-loop setting retrains train.meta and reruns the few-shot evaluation, not
+    the data steps and not the SFT control (which has no inner loop)."""
+    monkeypatch.chdir(ROOT)
+    monkeypatch.delenv("RECIPE_CACHE_DIR", raising=False)
+    argv = ("recipes/fomaml_poets.yaml", "--set-b", "meta.inner.learning_rate=1e-3", "--cache-dir", str(tmp_path))
+    rc, out = diff(capsys, *argv, "--format", "json")
+    steps = {s["name"]: s for s in json.loads(out)["recipes"][0]["steps"]}
+    assert set(steps) == {"train.meta", "eval.few_shot"}
+    rc, out = diff(capsys, *argv)
+    assert "retrain 1 stage (train.meta)" in out and "! train.meta" in out
+
+
 def test_a_base_fragment_is_compared_as_written(capsys, tmp_path):
     base = ROOT / "recipes" / "base_lora.yaml"
     changed = write(tmp_path / "base_lora.yaml", base.read_text(), ("learning_rate: 2.0e-4", "learning_rate: 1.0e-4"))

@@ -155,7 +155,9 @@ def compile_recipe(r: model.Recipe) -> Graph:
     if r.meta:
         task_files = () if isinstance(r.meta.tasks, model.DerivedTasks) else tuple(
             f for t in r.meta.tasks for part in (t.support, t.query, t.test) for f in part)
-        steps.append(_step("split", "split", data_inputs, {"meta": r.meta, "seed": r.seed, "order": list(r.sources)},
+        # only what the split reads: the tasks and how they are split (not the training settings)
+        steps.append(_step("split", "split", data_inputs, {"meta": {"tasks": r.meta.tasks, "split": r.meta.split},
+                                                           "seed": r.seed, "order": list(r.sources)},
                            files=task_files))
         _meta_steps(r, steps)
         return Graph(r.name, tuple(steps), tuple(notes))
@@ -221,8 +223,9 @@ def _meta_steps(r: model.Recipe, steps: list[Step]) -> None:
     steps.append(_step("train.meta", "meta_train", ["tasks", "split"], {**common, "role": "meta"}, files=files))
     models = ["train.meta"]
     if fs.sft_control:
-        steps.append(_step("train.control", "meta_train", ["tasks", "split"], {**common, "role": "control"},
-                           files=files))
+        # the control never runs the inner loop: its learning rate is not its parameter
+        control = {**common, "inner": {"steps": m.inner.steps, "batch_size": m.inner.batch_size}, "role": "control"}
+        steps.append(_step("train.control", "meta_train", ["tasks", "split"], control, files=files))
         models.append("train.control")
     steps.append(_step("eval.few_shot", "few_shot", ["tasks", "split", *models], {
         "few_shot_eval": fs, "inner": m.inner, "model": r.model, "template": r.template, "seed": r.seed},

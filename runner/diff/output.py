@@ -61,12 +61,18 @@ def _stage_cells(st: StageImpact) -> list[str]:
     return [pick(_batch), pick(_epochs), pick(lambda v: f"{v.learning_rate:g}"), "" if steps == "?" else steps]
 
 
+META_TRAIN = ("meta_train",)
+TRAIN_KINDS = ("train", *META_TRAIN)
+
+
 def _n(count: int, word: str) -> str:
     return f"{count} {word}{'s' * (count != 1)}"
 
 
 def summary(d: RecipeDiff) -> str:
     trained = [s.name for s in d.stages if s.status in ("retrain", "new")]
+    # a meta recipe trains in its own steps (train.meta, train.control), not in stages
+    trained += [s.name for s in d.steps if s.kind in META_TRAIN and s.change != "removed" and not s.cached]
     if d.before is None:
         return f"new recipe: trains {_n(len(trained), 'stage')} ({', '.join(trained)}) · {_n(len(d.steps), 'step')}"
     if d.after is None:
@@ -85,7 +91,7 @@ def summary(d: RecipeDiff) -> str:
 
 
 def _step_text(s: StepChange) -> str:
-    what = "retrain" if s.kind == "train" and s.change != "removed" else s.change
+    what = "retrain" if s.kind in TRAIN_KINDS and s.change != "removed" else s.change
     what += " (cached)" if s.cached else ""
     why = "; ".join(s.why[:4]) + (" ..." if len(s.why) > 4 else "")
     return f"{what}{': ' + why if why else ''}"
@@ -120,7 +126,7 @@ def _text_lines(diffs: list[RecipeDiff], header: str | None) -> list[tuple[str, 
         if d.steps and d.before and d.after:  # a whole recipe added or deleted: its steps go without saying
             lines.append(("", "  steps"))
             for s in d.steps:
-                mark = "!" if s.kind == "train" and s.change != "removed" else _MARK.get(s.change, "+")
+                mark = "!" if s.kind in TRAIN_KINDS and s.change != "removed" else _MARK.get(s.change, "+")
                 lines.append((mark, f"    {mark} {s.name:<18} {_step_text(s)}"))
         lines += [("-", f"  problem: {n}") for n in d.problems] + [("", f"  note: {n}") for n in d.notes]
         lines.append(("", ""))
