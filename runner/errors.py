@@ -35,13 +35,15 @@ class RecipeError(Exception):
 class ValidationError(RecipeError):
     """Every problem found in a recipe, reported together."""
 
-    def __init__(self, problems: list[RecipeError], file: str):
+    def __init__(self, problems: list[RecipeError], file: str, hidden: int = 0):
         self.problems = problems
-        n = len(problems)
-        super().__init__(f"{file}: {n} error{'s' if n != 1 else ''}; nothing was run")
+        self.hidden = hidden    # more problems than are worth printing (a generated recipe can have 50,000)
+        n = len(problems) + hidden
+        super().__init__(f"{file}: {n:,} error{'s' if n != 1 else ''}; nothing was run")
 
     def __str__(self) -> str:
-        return "\n".join([str(p) for p in self.problems] + [self.message])
+        more = [f"... and {self.hidden:,} more like these"] if self.hidden else []
+        return "\n".join([str(p) for p in self.problems] + more + [self.message])
 
 
 class StepError(RecipeError):

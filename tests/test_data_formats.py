@@ -250,15 +250,15 @@ def test_on_error_fail_names_file_line_and_reason(tmp_path):
     r = recipe(tmp_path, "sources:\n  a: {path: alpaca.jsonl, format: alpaca, on_error: fail}\n")
     with pytest.raises(RecipeError) as e:
         load(r, "a")
-    assert str(e.value).startswith("alpaca.jsonl:2:1: source 'a': alpaca.jsonl:2: invalid_json")
+    assert str(e.value).startswith("alpaca.jsonl:2:1: source 'a': invalid_json")   # the place once
     assert "on_error: skip" in str(e.value)
 
 
 def test_invalid_template_is_a_recipe_error(tmp_path):
     (tmp_path / "f.jsonl").write_text('{"q": "a"}\n')
-    r = recipe(tmp_path, "sources:\n  f: {path: f.jsonl, format: fields, fields: {user: '{{ q ', assistant: x}}\n")
-    with pytest.raises(RecipeError, match=r"sources\.f\.fields\.user: invalid template"):
-        load(r, "f")
+    # caught by validate, at the template's line and column, before any row is read
+    with pytest.raises(RecipeError, match=r"recipe.yaml:\d+:\d+: sources\.f\.fields\.user: invalid template"):
+        recipe(tmp_path, "sources:\n  f: {path: f.jsonl, format: fields, fields: {user: '{{ q ', assistant: x}}\n")
 
 
 def test_load_is_byte_identical_across_runs(tmp_path):

@@ -158,7 +158,8 @@ def test_secrets_from_the_environment_are_masked_in_show(tmp_path, monkeypatch):
     assert r.template.system == "hf_supersecret"          # the run gets the value ...
     shown = api.show(r)
     assert "hf_supersecret" not in shown and "system: '***'" in shown   # ... the screen does not
-    assert "hello" in shown and "max_tokens" not in shown
+    # every value from the environment is masked, whatever the variable is called (HF_AUTH, GITHUB_PAT...)
+    assert "hello" not in shown and "prompts:\n    - '***'" in shown and "max_tokens" not in shown
 
 
 def test_validate_collects_every_error_at_once(tmp_path):

@@ -27,11 +27,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable
 
+from jinja2 import StrictUndefined
+
 from ..errors import RecipeError, Where
 from ..recipe import model
 from .common import without_gc
 from .io import dumps
-from .readers import Raw, iter_rows
+from .readers import Raw, iter_rows, json_problem
 from .stats import Stats
 
 Messages = list[dict[str, str]]
@@ -54,7 +56,8 @@ def _get(row: dict[str, Any], key: str, *, required: bool = True) -> str | None:
     value = row.get(key)
     if value is None:
         if required:
-            raise MapError("missing_field", f"no '{key}' field")
+            raise MapError("null_field", f"'{key}' is null") if key in row else \
+                MapError("missing_field", f"no '{key}' field")
         return None
     if not isinstance(value, str):
         raise MapError("wrong_type", f"'{key}' must be a string, got {type(value).__name__}")
@@ -98,7 +101,8 @@ def _alpaca(row: dict[str, Any]) -> tuple[Messages, dict[str, Any], None]:
 def _list_field(row: dict[str, Any], name: str) -> list:
     value = row.get(name)
     if value is None:
-        raise MapError("missing_field", f"no '{name}' field")
+        raise MapError("null_field", f"'{name}' is null") if name in row else \
+            MapError("missing_field", f"no '{name}' field")
     if not isinstance(value, list):
         raise MapError("wrong_type", f"'{name}' must be a list, got {type(value).__name__}")
     return value
@@ -117,11 +121,37 @@ def _sharegpt(roles: dict[str, str]) -> Mapper:
                 raise MapError("unknown_role", f"turn {i}: 'from' is {who!r}; map it to a role in the source's "
                                f"`roles:` (known: {', '.join(sorted(roles))})")
             value = turn.get("value")
+            if value is None:
+                raise MapError("null_field", f"turn {i}: 'value' is null")
             if not isinstance(value, str):
                 raise MapError("wrong_type", f"turn {i}: 'value' must be a string, got {type(value).__name__}")
             msgs.append(_msg(roles[who], value))
+        _sharegpt_order(msgs[1 if system else 0:])
         return msgs, _tools(row, {}), None
     return mapper
+
+
+def _sharegpt_order(turns: Messages) -> None:
+    """ShareGPT turns alternate between the asking side (user, or a tool's result) and the answering side
+    (assistant, or its function call), asking first, after optional system turns at the very start
+    (LLaMA-Factory reads them the same way). Anything else is a broken conversation, not a variant."""
+    start = 0
+    while start < len(turns) and turns[start]["role"] == "system":
+        start += 1
+    for i in range(start, len(turns)):
+        role, asking = turns[i]["role"], (i - start) % 2 == 0
+        if role == "system":
+            raise MapError("bad_turn_order", f"turn {i + 1}: a system turn in the middle of the conversation "
+                                             "(only at the start)")
+        if asking and role == "assistant":
+            what = "the conversation starts" if i == start else f"turn {i}"
+            raise MapError("bad_turn_order", f"turn {i + 1}: an assistant turn where a user turn belongs ({what} "
+                                             "with an assistant turn already); turns must alternate")
+        if not asking and role in ("user", "tool"):
+            raise MapError("bad_turn_order", f"turn {i + 1}: a {role} turn right after another user or tool turn; "
+                                             "turns must alternate user/assistant")
+        if asking and role == "tool" and i == start:
+            raise MapError("bad_turn_order", f"turn {i + 1}: a tool result with no assistant call before it")
 
 
 def _messages(row: dict[str, Any]) -> tuple[Messages, dict[str, Any], None]:
@@ -132,6 +162,13 @@ def _messages(row: dict[str, Any]) -> tuple[Messages, dict[str, Any], None]:
             raise MapError("wrong_type", f"message {i} must be an object with 'role' and 'content'")
         if m.get("role") not in ROLES:
             raise MapError("unknown_role", f"message {i}: role {m.get('role')!r} is not one of {', '.join(ROLES)}")
+        if m.get("content") is None and "content" in m:
+            raise MapError("null_field", f"message {i}: 'content' is null")
+        if m["role"] == "system" and any(x["role"] != "system" for x in msgs):
+            raise MapError("bad_turn_order", f"message {i}: a system message in the middle of the conversation "
+                                             "(only at the start)")
+        if m["role"] == "tool" and not (msgs and msgs[-1]["role"] in ("assistant", "tool")):
+            raise MapError("bad_turn_order", f"message {i}: a tool result with no assistant call before it")
         if not isinstance(m.get("content"), str):
             raise MapError("wrong_type", f"message {i}: 'content' must be a string, got {type(m.get('content')).__name__}")
         msgs.append(_msg(m["role"], m["content"]))
@@ -145,7 +182,7 @@ def _prompt_response(row: dict[str, Any]) -> tuple[Messages, dict[str, Any], Non
         try:
             meta = json.loads(meta) if meta.strip() else {}
         except ValueError as e:
-            raise MapError("bad_metadata", f"'metadata' is not valid JSON: {e.msg} at column {e.colno}") from None
+            raise MapError("bad_metadata", f"'metadata' is not valid JSON: {json_problem(e, line=False)}") from None
     if meta is None:
         meta = {}
     if not isinstance(meta, dict):
@@ -186,6 +223,8 @@ class _Fields:
             "{% with %}" + srcs[k] + "{% endwith %}" for k in self.names))
 
     def render(self, row: dict[str, Any]) -> dict[str, str]:
+        if _has_null(row):
+            row = {k: _nulls(v, k) for k, v in row.items()}
         try:
             out = self.combined.render(row).split(self.SEP)
             if len(out) == len(self.names):
@@ -200,6 +239,8 @@ class _Fields:
 
         try:
             return template.render(row)
+        except MapError:
+            raise
         except UndefinedError as e:
             raise MapError("missing_field", f"fields.{key}: {e.message}") from None
         except Exception as e:   # the user's template raised: TypeError, SecurityError, ZeroDivisionError...
@@ -214,6 +255,42 @@ class _Fields:
         if rid is not None and not rid.strip():
             raise MapError("template_error", "fields.id rendered an empty id")
         return msgs, meta, rid
+
+
+def _has_null(v: Any) -> bool:
+    if v is None:
+        return True
+    if type(v) is dict:
+        return any(_has_null(x) for x in v.values())
+    if type(v) is list:
+        return any(_has_null(x) for x in v)
+    return False
+
+
+class _NullError(MapError):
+    def __init__(self, message: str):
+        super().__init__("null_field", message)
+
+
+class _Null(StrictUndefined):
+    """A null of the raw row inside a `fields` template. Jinja would write a null as the text "None"
+    (`{{ author }}`, `paragraphs | join`) straight into the training data; this refuses to print
+    (the row is quarantined as null_field) but is falsy, so `{% if x %}`, `x or '...'` and
+    `x | default('...')` still choose what to write."""
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+
+def _nulls(v: Any, where: str) -> Any:
+    if v is None:
+        return _Null(hint=f"'{where}' is null", name=where, exc=_NullError)
+    if type(v) is dict:
+        return {k: _nulls(x, f"{where}.{k}") for k, x in v.items()}
+    if type(v) is list:
+        return [_nulls(x, f"{where}[{i}]") for i, x in enumerate(v)]
+    return v
 
 
 def make_mapper(name: str, source: model.Source) -> Mapper:
@@ -297,12 +374,16 @@ def _load(name: str, specs: Iterable[str], mapper: Mapper, base_dir: Path, limit
                     code, detail = e.code, e.detail
             q = _quarantine(name, raw, code, detail)
             if on_error == "fail":
-                raise RecipeError(f"source '{name}': {_place(q)}: {q['reason']} (on_error: fail stops at the "
+                # the place once: as the error's file:line when there is a line, else in the text
+                place = "" if raw.line else f"{_place(q)}: "
+                raise RecipeError(f"source '{name}': {place}{q['reason']} (on_error: fail stops at the "
                                   "first bad row; on_error: skip quarantines bad rows and goes on)",
                                   Where(raw.file, raw.line) if raw.line else None)
             quarantine.append(q)
             stats.dropped(name, f"quarantine:{code}")
     stats.assert_balanced()
+    ids = Counter(r["id"] for r in records)
+    dups = {i: n for i, n in ids.items() if n > 1}
     if not records:
         specs = list(specs)
         if not quarantine:
@@ -313,6 +394,9 @@ def _load(name: str, specs: Iterable[str], mapper: Mapper, base_dir: Path, limit
                           f"{common}, e.g. {_place(first)}: {first['reason']} (is the format right?)")
     out = stats.to_json()
     out["quarantined"] = len(quarantine)
+    # rows that share an id are kept (the split keeps them on one side), but counted: often a data bug
+    out["duplicate_ids"] = {"rows": sum(dups.values()) - len(dups), "ids": len(dups),
+                            "examples": sorted(dups, key=lambda i: (-dups[i], i))[:5]}
     return records, quarantine, out
 
 

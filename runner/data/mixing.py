@@ -28,8 +28,10 @@ from .stats import Stats
 def shares_of(stage: Stage, groups: Mapping[str, Sequence[str]], sizes: Mapping[str, int]) -> dict[str, float]:
     """The requested share of every source in the stage's mix (groups expanded)."""
     if stage.mix is None:
+        # in proportion to size: a source that filters or dedup emptied has no share (not a zero share,
+        # which the arithmetic below would divide by)
         total = sum(sizes.values())
-        return {s: n / total for s, n in sizes.items()} if total else {}
+        return {s: n / total for s, n in sizes.items() if n > 0} if total else {}
     shares: dict[str, float] = {}
     for key, share in stage.mix.items():
         members = list(groups.get(key, (key,)))
@@ -62,6 +64,8 @@ def _draw(rows: list[dict], n: int, method: str, rand: Any) -> list[dict]:
     """n of rows (n <= len(rows)), in the source's order."""
     if n >= len(rows):
         return list(rows)
+    if n <= 0:
+        return []   # a source left out of this stage's mix
     if method == "systematic":
         step = len(rows) / n
         start = rand.random() * step
@@ -88,7 +92,8 @@ def mix(train_by_source: Mapping[str, list[dict]], stage: Stage, groups: Mapping
     empty = [s for s in shares if not sizes.get(s)]
     if empty or total <= 0:
         why = (f"{', '.join(repr(s) for s in empty)} has no train rows left (after filters, dedup and the split)"
-               if empty else f"size {stage.size} gives no rows")
+               if empty else "no source has train rows left (after filters, dedup and the split)" if not shares
+               else f"size {stage.size} gives no rows")
         raise RecipeError(f"stage '{stage.name}': nothing to mix: {why}")
     short = {s: n for s, n in counts.items() if n > sizes.get(s, 0)}
     if short and not sampling.oversample:

@@ -10,7 +10,6 @@ into a lone surrogate, and a row whose text holds one is quarantined while its n
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import json
 import os
@@ -18,9 +17,9 @@ import re
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
+from ..paths import READABLE, data_files
 from .hub import is_remote, open_remote
 
-READABLE = (".jsonl", ".json", ".csv", ".parquet")
 _BAD_BYTE = re.compile("[\udc80-\udcff]")   # what surrogateescape makes of a byte that is not UTF-8
 _WS = re.compile(r"[ \t\n\r]*")
 
@@ -36,26 +35,7 @@ class Raw(NamedTuple):   # a NamedTuple: built once per row, and 5x cheaper than
 
 def resolve(spec: str, base_dir: Path) -> list[Path]:
     """The data files (or the one saved-dataset folder) that `spec` names, in sorted order."""
-    p = base_dir / spec
-    if any(c in spec for c in "*?["):
-        # root_dir: the recipe's folder is a folder, not a pattern, even if its name holds "[" or "*"
-        hits = (base_dir / h for h in glob.glob(spec, root_dir=base_dir, recursive=True))
-        return sorted((h for h in hits if h.name.endswith(READABLE) and h.is_file()), key=_key)
-    if p.is_dir():
-        if _is_saved_dataset(p):
-            return [p]
-        files = (f for f in p.rglob("*") if f.is_file() and f.name.endswith(READABLE)
-                 and not any(part.startswith(".") for part in f.relative_to(p).parts))
-        return sorted(files, key=_key)
-    return [p]
-
-
-def _key(p: Path) -> str:
-    return p.as_posix()
-
-
-def _is_saved_dataset(p: Path) -> bool:
-    return (p / "state.json").is_file() or (p / "dataset_dict.json").is_file()
+    return data_files(spec, base_dir)[0]
 
 
 def iter_rows(spec: str, base_dir: Path, limit: int | None = None) -> Iterator[Raw]:
@@ -65,14 +45,24 @@ def iter_rows(spec: str, base_dir: Path, limit: int | None = None) -> Iterator[R
     if is_remote(spec):
         files = ((url, _read_remote(url, opener)) for url, opener in open_remote(spec))
     else:
-        files = ((rel, _read(path, rel)) for path in resolve(spec, base_dir)
-                 for rel in [Path(os.path.relpath(path, base_dir)).as_posix()])
+        found, skipped = data_files(spec, base_dir)
+        # what the walk left out (a dangling link, a file or folder reached twice through symlinks) is one
+        # quarantine entry each: counted, with the reason, never silent
+        entries = [(s.path, iter([Raw(_rel(s.path, base_dir), None, None, None, (s.code, s.detail))]))
+                   for s in skipped]
+        entries += [(path, None) for path in found]
+        files = ((rel, rows or _read(path, rel)) for path, rows in sorted(entries, key=lambda e: e[0].as_posix())
+                 for rel in [_rel(path, base_dir)])
     for _, rows in files:
         for raw in rows:
             if limit is not None and n >= limit:
                 return
             n += 1
             yield raw
+
+
+def _rel(path: Path, base_dir: Path) -> str:
+    return Path(os.path.relpath(path, base_dir)).as_posix()
 
 
 def _read(path: Path, rel: str) -> Iterator[Raw]:
@@ -134,9 +124,16 @@ def _jsonl(text: str, rel: str) -> Iterator[Raw]:
         try:
             obj = json.loads(line)
         except ValueError as e:
-            yield Raw(rel, lineno, row, None, ("invalid_json", f"{e.msg} at column {e.colno}"), line)
+            yield Raw(rel, lineno, row, None, ("invalid_json", json_problem(e, line=False)), line)
             continue
         yield _object(obj, rel, lineno, row)
+
+
+def json_problem(e: json.JSONDecodeError, line: bool = True) -> str:
+    """'Expecting value at line 3 column 17'. Some of json's messages end in "at" already
+    ("Unterminated string starting at"), so the position follows without a second one."""
+    where = f"line {e.lineno} column {e.colno}" if line else f"column {e.colno}"
+    return f"{e.msg} {where}" if e.msg.endswith(" at") else f"{e.msg} at {where}"
 
 
 def _json(text: str, rel: str) -> Iterator[Raw]:
@@ -160,12 +157,12 @@ def _json(text: str, rel: str) -> Iterator[Raw]:
     except _Partial as p:
         yield from _json_items(p.items, text, rel, lines)
         e = p.error
-        yield Raw(rel, e.lineno, None, None, ("invalid_json", f"{e.msg} at line {e.lineno} column {e.colno}; "
+        yield Raw(rel, e.lineno, None, None, ("invalid_json", f"{json_problem(e)}; "
                   f"the rest of the file (after {len(p.items)} rows) could not be read"), _printable(text[e.pos:e.pos + 200]))
         return
     except json.JSONDecodeError as e:
         yield from _json_items(items, text, rel, lines)
-        yield Raw(rel, e.lineno, None, None, ("invalid_json", f"{e.msg} at line {e.lineno} column {e.colno}"),
+        yield Raw(rel, e.lineno, None, None, ("invalid_json", json_problem(e)),
                   _printable(text[e.pos:e.pos + 200]))
         return
     except _NotRows as e:

@@ -5,6 +5,8 @@ tree: that is where positions come from, and it lets us reject duplicate keys an
 tag (e.g. `!!python/object`) with the line they are on instead of a constructor traceback."""
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import re
 from dataclasses import dataclass, field
@@ -21,12 +23,25 @@ class _Loader(yaml.SafeLoader):
     """Safe loader that also reads YAML 1.2 floats: PyYAML alone turns `1e-4` into the string '1e-4'."""
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
+# libyaml's parser (when PyYAML has it) builds the same node tree ~25x faster: a big recipe validates
+# in a second instead of ten. Nodes are all we take from it; we construct the values ourselves.
+_Parser = type("_Parser", (yaml.CSafeLoader,), {}) if getattr(yaml, "__with_libyaml__", False) else _Loader
+
+for _cls in {_Loader, _Parser}:
+    _cls.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"))
+
+# Input limits: a recipe is a small hand-written file. These bound what a hostile one (say, from a
+# pull request that `recipe diff --git` reads) can cost: alias expansion, nesting, size, extends depth.
+MAX_BYTES = 10_000_000
+MAX_DEPTH = 64
+MAX_ALIAS_EXPANSION = 10_000     # values beyond 10 per written node; a bomb hits it in microseconds
+MAX_EXTENDS = 32
 
 _SCALARS = _Loader("")  # used only for its scalar constructors (int, float, bool, null, str)
+_STR = "tag:yaml.org,2002:str"
 _SAFE_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "map", "seq")}
 
 
@@ -50,6 +65,26 @@ class Document:
     def key_where(self, path: Path_) -> Where | None:
         return self.keys.get(tuple(path)) or self.where(path)
 
+    def secret_values(self) -> list[str]:
+        """The text of every value from the environment, longest first (to scrub it from messages)."""
+        return secret_texts(self.data, self.secrets)
+
+
+def secret_texts(data: Any, secrets: set | frozenset) -> list[str]:
+    out: set[str] = set()
+    for path in secrets:
+        v: Any = data
+        for p in path:
+            try:
+                v = v[p]
+            except (KeyError, IndexError, TypeError):
+                v = None
+                break
+        for _, text in _strings(v, ()) if isinstance(v, (dict, list)) else [((), v)]:
+            if text is not None and len(str(text)) >= 3:
+                out.add(str(text))
+    return sorted(out, key=len, reverse=True)
+
 
 def display(file: Path) -> str:
     """A path as the user would type it: relative to the working directory unless that is a long way up."""
@@ -71,70 +106,140 @@ def read_yaml(file: Path) -> Document:
         raise RecipeError(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except OSError as e:
         raise RecipeError(f"cannot read {name}: {e.strerror}") from None
+    return parse_yaml(text, name, file)
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Building a big document allocates ~10 objects per value and frees none; the cyclic collector's
+    full passes rescan all of them again and again (2-4x the whole load time for 150k values)."""
+    was = gc.isenabled()
+    gc.disable()
     try:
-        loader = _Loader(text)
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def parse_yaml(text: str, name: str, file: Path | None = None) -> Document:
+    """YAML text -> Document; `name` is how messages refer to it (a file, or `REV:path` for diff --git)."""
+    if len(text) > MAX_BYTES:
+        raise ValidationError([RecipeError(f"the recipe is {len(text):,} characters; the limit is {MAX_BYTES:,} "
+                                           "(a recipe names its data, it does not hold it)", Where(name, 1, 1))], name)
+    try:
+        loader = _Parser(text)
         try:
-            node = loader.get_single_node()
+            with gc_paused():
+                node = loader.get_single_node()
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = Where(name, mark.line + 1, mark.column + 1) if mark else Where(name)
         raise ValidationError([RecipeError(f"YAML syntax: {e.problem or e.context}", where)], name) from None
+    except yaml.reader.ReaderError as e:   # a control character (e.g. NUL): no mark, but a position
+        line = text.count("\n", 0, e.position) + 1
+        col = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        what = f"character U+{e.character:04X}" if isinstance(e.character, int) else "byte"
+        raise ValidationError([RecipeError(f"YAML: {what} is not allowed in a YAML file; remove it",
+                                           Where(name, line, col))], name) from None
     except yaml.YAMLError as e:
         raise ValidationError([RecipeError(f"YAML: {e}", Where(name))], name) from None
-    doc = Document(data={}, files=[file])
+    except RecursionError:
+        raise ValidationError([RecipeError(f"YAML: the document is nested too deeply (more than {MAX_DEPTH} "
+                                           "levels)", Where(name, 1, 1))], name) from None
+    doc = Document(data={}, files=[file] if file is not None else [])
     if node is None:
         raise ValidationError([RecipeError("the recipe is empty; it must be a mapping with at least "
                                            "`recipe`, `model` and `sources`", Where(name, 1, 1))], name)
     problems: list[RecipeError] = []
-    data = _construct(node, (), doc, name, problems)
+    with gc_paused():
+        data = _Builder(doc, name, problems).build(node)
     if not problems and not isinstance(data, dict):
         problems.append(RecipeError(f"the recipe must be a mapping of keys (recipe:, model:, sources: ...), "
-                                    f"not a {type(data).__name__}", _at(node, name)))
+                                    f"not {kind_of(data)}", _at(node, name)))
     if problems:
         raise ValidationError(problems, name)
     doc.data = data
     return doc
 
 
+def kind_of(value: Any) -> str:
+    """How a message names a value's type: 'a string', 'null', 'a list'..."""
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "an integer", float: "a number"}.get(type(value), type(value).__name__)
+
+
 def _at(node: yaml.Node, name: str) -> Where:
     return Where(name, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _construct(node: yaml.Node, path: Path_, doc: Document, name: str, problems: list) -> Any:
-    doc.values[path] = _at(node, name)
-    if node.tag not in _SAFE_TAGS and not node.tag.startswith("tag:yaml.org,2002:timestamp"):
-        problems.append(RecipeError(f"the tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is not allowed: "
-                                    "recipes are plain data (no Python objects)", _at(node, name)))
-        return None
-    if isinstance(node, yaml.MappingNode):
-        out: dict = {}
-        for knode, vnode in node.value:
-            if knode.tag == "tag:yaml.org,2002:merge":
-                problems.append(RecipeError("YAML merge keys (<<) are not supported; use `extends:`", _at(knode, name)))
-                continue
-            key = _construct(knode, path + ("<key>",), doc, name, problems)
-            if not isinstance(key, (str, int)) or isinstance(key, bool):
-                problems.append(RecipeError(f"keys must be strings, not {key!r}", _at(knode, name)))
-                continue
-            key = str(key)
-            if key in out:
-                first = doc.keys[path + (key,)]
-                problems.append(RecipeError(f"duplicate key '{key}' (first defined at line {first.line}); "
-                                            "remove one of them", _at(knode, name)))
-                continue
-            doc.keys[path + (key,)] = _at(knode, name)
-            out[key] = _construct(vnode, path + (key,), doc, name, problems)
-        doc.values.pop(path + ("<key>",), None)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_construct(v, path + (i,), doc, name, problems) for i, v in enumerate(node.value)]
-    value = _SCALARS.construct_object(node)
-    _SCALARS.constructed_objects.clear()
-    if node.tag.startswith("tag:yaml.org,2002:timestamp"):
-        value = node.value  # a date stays the text the user wrote; JSON has no date type
-    return value
+class _AliasBomb(Exception):
+    pass
+
+
+class _Builder:
+    """Node tree -> plain Python data with positions. Aliases are expanded (the data is a tree), so a
+    few hundred bytes of nested anchors could expand to gigabytes: expansion is bounded, and so is depth."""
+
+    def __init__(self, doc: Document, name: str, problems: list):
+        self.doc, self.name, self.problems = doc, name, problems
+        self.built = 0            # values constructed, aliases expanded
+        self.nodes: set = set()   # distinct nodes seen (an alias revisits one)
+
+    def build(self, node: yaml.Node) -> Any:
+        try:
+            return self._construct(node, ())
+        except _AliasBomb as e:
+            self.problems.append(RecipeError(e.args[0], _at(e.args[1], self.name)))
+            return None
+
+    def _construct(self, node: yaml.Node, path: Path_) -> Any:
+        doc, name, problems = self.doc, self.name, self.problems
+        self.built += 1
+        self.nodes.add(id(node))
+        if self.built > MAX_ALIAS_EXPANSION + 10 * len(self.nodes):
+            raise _AliasBomb(f"YAML aliases (*name) expand to more than {self.built:,} values from "
+                             f"{len(self.nodes):,} written ones; a recipe may not expand like that "
+                             "(an alias bomb?)", node)
+        doc.values[path] = _at(node, name)
+        if len(path) > MAX_DEPTH:
+            problems.append(RecipeError(f"nested more than {MAX_DEPTH} levels deep", _at(node, name)))
+            return None
+        if node.tag not in _SAFE_TAGS and not node.tag.startswith("tag:yaml.org,2002:timestamp"):
+            problems.append(RecipeError(f"the tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is not allowed: "
+                                        "recipes are plain data (no Python objects)", _at(node, name)))
+            return None
+        if isinstance(node, yaml.MappingNode):
+            out: dict = {}
+            for knode, vnode in node.value:
+                if knode.tag == "tag:yaml.org,2002:merge":
+                    problems.append(RecipeError("YAML merge keys (<<) are not supported; use `extends:`", _at(knode, name)))
+                    continue
+                key = self._construct(knode, path + ("<key>",))
+                if not isinstance(key, (str, int)) or isinstance(key, bool):
+                    problems.append(RecipeError(f"keys must be strings, not {key!r}", _at(knode, name)))
+                    continue
+                key = str(key)
+                if key in out:
+                    first = doc.keys[path + (key,)]
+                    problems.append(RecipeError(f"duplicate key '{key}' (first defined at line {first.line}); "
+                                                "remove one of them", _at(knode, name)))
+                    continue
+                doc.keys[path + (key,)] = _at(knode, name)
+                out[key] = self._construct(vnode, path + (key,))
+            doc.values.pop(path + ("<key>",), None)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._construct(v, path + (i,)) for i, v in enumerate(node.value)]
+        if node.tag == _STR:
+            return node.value          # most scalars; the constructor would only copy the text
+        value = _SCALARS.construct_object(node)
+        _SCALARS.constructed_objects.clear()
+        if node.tag.startswith("tag:yaml.org,2002:timestamp"):
+            value = node.value  # a date stays the text the user wrote; JSON has no date type
+        return value
 
 
 # --- extends ---------------------------------------------------------------------------------------
@@ -197,6 +302,16 @@ def _with_bases(doc: Document, file: Path, stack: tuple) -> Document:
         if bfile in stack or bfile == file:
             chain = " -> ".join(display(f) for f in (*stack, file, bfile))
             raise ValidationError([RecipeError(f"`extends` cycle: {chain}", where)], display(file))
+        if len(stack) + 1 >= MAX_EXTENDS:
+            raise ValidationError([RecipeError(f"`extends` chain is more than {MAX_EXTENDS} files deep "
+                                               f"({display(stack[0] if stack else file)} -> ... -> {display(bfile)}); "
+                                               "flatten it", where)], display(file))
+        if bfile.is_dir():
+            raise ValidationError([RecipeError(f"`extends` names a folder, not a recipe file: {b}", where)],
+                                  display(file))
+        if bfile.exists() and not bfile.is_file():
+            raise ValidationError([RecipeError(f"`extends` names {display(bfile)}, which is not a regular file; "
+                                               "name a .yaml recipe", where)], display(file))
         if not bfile.is_file():
             raise ValidationError([RecipeError(f"`extends` base not found: {b} (looked for {display(bfile)})",
                                                where)], display(file))
@@ -261,6 +376,9 @@ def _apply_override(doc: Document, text: str) -> None:
     # `filters[0].max_chars` and `filters.0.max_chars` both work: messages print the first form.
     # A digit is a list index only where the document has a list (`mix.1` is a source named "1").
     parts: list[Any] = [p for p in re.sub(r"\[(\d+)\]", r".\1", key.strip()).split(".") if p != ""]
+    if not parts:
+        raise ValidationError([RecipeError(f"--set needs a key before '=': {key.strip()!r} names none "
+                                           "(e.g. --set train.epochs=1)", where)], "--set")
     node: Any = doc.data
     for i, p in enumerate(parts):
         if isinstance(node, list) and p.isdigit():
@@ -273,7 +391,7 @@ def _apply_override(doc: Document, text: str) -> None:
         nxt = node.get(p) if isinstance(node, dict) else (node[p] if isinstance(node, list) and isinstance(p, int) and p < len(node) else None)
         if nxt is None:
             if isinstance(node, list):
-                raise ValidationError([RecipeError(f"index {p} is out of range for {'.'.join(map(str, parts[:i]))}", where)], "--set")
+                raise ValidationError([RecipeError(_list_step(parts[:i], p, node), where)], "--set")
             nxt = node[p] = {}
             doc.values[tuple(parts[:i + 1])] = doc.keys[tuple(parts[:i + 1])] = where   # a section --set created
         elif not isinstance(nxt, (dict, list)):
@@ -282,13 +400,21 @@ def _apply_override(doc: Document, text: str) -> None:
     last = parts[-1]
     if isinstance(node, list):
         if not isinstance(last, int) or last >= len(node):
-            raise ValidationError([RecipeError(f"{key} is not an item of that list", where)], "--set")
+            raise ValidationError([RecipeError(_list_step(parts[:-1], last, node), where)], "--set")
     node[last] = value
     path = tuple(parts)
     for table in (doc.values, doc.keys):
         for p in [p for p in table if p[:len(path)] == path]:
             del table[p]
     doc.values[path] = doc.keys[path] = where
+
+
+def _list_step(path: list, step: Any, items: list) -> str:
+    """Why `step` cannot follow `path`, which is a list."""
+    at = ".".join(map(str, path))
+    if isinstance(step, int):
+        return f"{at} has {len(items)} item{'s' * (len(items) != 1)}; index {step} is out of range (they count from 0)"
+    return f"{at} is a list: name an item by its index ({at}[0], {at}[1], ...), not {str(step)!r}"
 
 
 # --- ${...} interpolation ------------------------------------------------------------------------------
@@ -303,19 +429,49 @@ def _has_interp(v: Any) -> bool:
     return False
 
 
-_SECRET_ENV = re.compile(r"\$\{oc\.env:([^,}]*(TOKEN|KEY|SECRET|PASSWORD|PASSWD)[^,}]*)", re.I)
+_ENV = re.compile(r"\$\{\s*oc\.env\s*:")
+_REF = re.compile(r"\$\{\s*(?:oc\.select\s*:\s*)?(\.*[A-Za-z_][\w.\[\]-]*)\s*[,}]")
 
 
-def _secret_paths(v: Any, path: Path_):
-    """Values filled from env vars like HF_TOKEN are shown as *** by `show` and `diff`."""
-    if isinstance(v, str) and _SECRET_ENV.search(v):
-        yield path
+def _strings(v: Any, path: Path_):
+    if isinstance(v, str):
+        yield path, v
     elif isinstance(v, dict):
         for k, x in v.items():
-            yield from _secret_paths(x, path + (k,))
+            yield from _strings(x, path + (k,))
     elif isinstance(v, list):
         for i, x in enumerate(v):
-            yield from _secret_paths(x, path + (i,))
+            yield from _strings(x, path + (i,))
+
+
+def _ref_path(ref: str, at: Path_) -> Path_:
+    """`${a.b[0]}` -> ("a", "b", 0); a relative `${.x}` / `${..x}` resolves from the node holding it."""
+    dots = len(ref) - len(ref.lstrip("."))
+    base: Path_ = at[:-1][:len(at) - dots] if dots else ()
+    parts = re.sub(r"\[(\d+)\]", r".\1", ref.lstrip(".")).split(".")
+    return base + tuple(int(p) if p.isdigit() else p for p in parts if p)
+
+
+def _secret_paths(data: dict) -> set:
+    """Every value that came from the environment: `${oc.env:...}` anywhere in it, or a reference to such a
+    value (`${a.b}`, `${oc.select:a.b}`, relative ones), followed to a fixed point. `show`, `diff`, `plan`,
+    errors and the cache print and store these as ***; the run itself gets the value."""
+    strings = list(_strings(data, ()))
+    secret = {p for p, v in strings if _ENV.search(v)}
+    refs = {p: [_ref_path(r, p) for r in _REF.findall(v)] for p, v in strings if "${" in v}
+    changed = True
+    while changed:
+        changed = False
+        for p, targets in refs.items():
+            if p not in secret and any(_overlaps(t, s) for t in targets for s in secret):
+                secret.add(p)
+                changed = True
+    return secret
+
+
+def _overlaps(a: Path_, b: Path_) -> bool:
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
 
 
 def _interpolate(doc: Document) -> None:
@@ -323,7 +479,7 @@ def _interpolate(doc: Document) -> None:
         return  # keeps omegaconf off the common path
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
-    doc.secrets = set(_secret_paths(doc.data, ()))
+    doc.secrets = _secret_paths(doc.data)
     try:
         doc.data = OmegaConf.to_container(OmegaConf.create(doc.data), resolve=True)
     except OmegaConfBaseException as e:

@@ -3,18 +3,20 @@ objects), then the checks a schema cannot express (names that refer to each othe
 from __future__ import annotations
 
 import difflib
-import glob
+import functools
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import RecipeError, ValidationError, Where
+from ..paths import READABLE, data_files
 from . import model, schema as sch
-from .load import Document, display
+from .load import Document, display, gc_paused, kind_of
 
 from .model import CHAT_TEMPLATES, DEEPSPEED_PRESETS
-READABLE = (".jsonl", ".json", ".csv", ".parquet")
+MAX_SHOWN = 200   # errors printed; a generated recipe can have 50,000
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:
@@ -36,11 +38,19 @@ class _Problems(list):
     def __init__(self, doc: Document):
         super().__init__()
         self.doc = doc
+        self.scrub = doc.secret_values()
 
     def add(self, path: tuple, message: str, *, key: bool = True) -> None:
         # the key's line reads best ("sources:" rather than the first item of its block)
         where = self.doc.key_where(path) if key else self.doc.where(path)
+        for value in self.scrub:   # a check that quotes a value never shows one from the environment
+            message = message.replace(value, "***")
         self.append(RecipeError(message, where))
+
+    def secret(self, path: tuple) -> bool:
+        """Is the value at `path` (or part of it) from the environment? Then no message may show it."""
+        n = len(path)
+        return any(s[:n] == path or path[:len(s)] == s for s in self.doc.secrets)
 
 
 # --- pass 1: the schema ----------------------------------------------------------------------------
@@ -50,9 +60,39 @@ def _schema_errors(doc: Document, out: _Problems) -> None:
     # JSON Schema counts 2.0 as an integer; a batch size of 2.0 would reach the trainer as a float
     strict = Draft202012Validator.TYPE_CHECKER.redefine(
         "integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool))
-    validator = validators.extend(Draft202012Validator, type_checker=strict)(sch.schema())
+    validator = validators.extend(Draft202012Validator, {"pattern": _pattern}, type_checker=strict)(sch.schema())
     for err in validator.iter_errors(doc.data):
         _explain(err, out)
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: dict) -> Iterable[Any]:
+    """JSON Schema patterns are ECMA-262, where `$` is the end of the text; Python's `$` also matches
+    before a final newline, so a name like "x\\n" would pass. Anchor with \\Z instead."""
+    from jsonschema.exceptions import ValidationError as SchemaError
+    if isinstance(instance, str) and not _compiled(pattern).search(instance):
+        yield SchemaError(f"{instance!r} does not match {pattern!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(pattern: str) -> "re.Pattern[str]":
+    return re.compile(pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith("\\$") else pattern)
+
+
+def _nonfinite(doc: Document, out: _Problems) -> None:
+    """NaN and infinity pass every JSON Schema bound (each comparison is false), then break training
+    late; integers past 64 bits do not fit anything downstream. Refuse both where they are written."""
+    def walk(v: Any, path: tuple) -> None:
+        if isinstance(v, float) and not math.isfinite(v):
+            out.add(path, f"{dotted(path)}: {v} is not a usable number (NaN and infinity are not allowed)", key=False)
+        elif isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 2 ** 63:
+            out.add(path, f"{dotted(path)}: {v} is too large (at most 2^63 - 1)", key=False)
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, path + (k,))
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, path + (i,))
+    walk(doc.data, ())
 
 
 def _explain(err: Any, out: _Problems) -> None:
@@ -73,7 +113,8 @@ def _explain(err: Any, out: _Problems) -> None:
         allowed = sch.keys_at(err.schema, inst)
         for extra in [k for k in inst if k not in allowed]:
             section = dotted(path) if path else "the recipe's top level"
-            out.add(path + (extra,), f"unknown key '{extra}' in {section}{did_you_mean(extra, allowed)}", key=True)
+            hint = did_you_mean(extra, allowed) if len(out) < MAX_SHOWN else ""   # difflib is slow x 50,000
+            out.add(path + (extra,), f"unknown key '{extra}' in {section}{hint}", key=True)
         return
     if v == "required":
         missing = re.findall(r"'([^']+)' is a required property", err.message)
@@ -82,15 +123,17 @@ def _explain(err: Any, out: _Problems) -> None:
         return
     if v == "enum":
         opts = [str(o) for o in err.validator_value]
+        if out.secret(path):
+            out.add(path, f"{where}: the value (from the environment) is not allowed; expected one of: {', '.join(opts)}")
+            return
         hint = did_you_mean(str(inst), opts) if isinstance(inst, str) else f"; expected one of: {', '.join(opts)}"
         out.add(path, f"{where}: {inst!r} is not allowed{hint}")
         return
     if v == "type":
         want = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
-        got = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
-               int: "an integer", float: "a number"}.get(type(inst), type(inst).__name__)
+        got = kind_of(inst)
         want = [{"object": "a mapping", "array": "a list", "null": "null"}.get(w, w) for w in want]
-        shown = "" if inst is None else " " + json.dumps(inst, ensure_ascii=False)[:60]
+        shown = "" if inst is None or out.secret(path) else " " + json.dumps(inst, ensure_ascii=False)[:60]
         out.add(path, f"{where}: expected {' or '.join(want)}, got {got}{shown}")
         return
     if "propertyNames" in err.schema_path:
@@ -99,6 +142,15 @@ def _explain(err: Any, out: _Problems) -> None:
         return
     if v == "const":
         return  # the filter branch picked by `kind` always matches its own const
+    if v == "pattern" and path == ("recipe",):
+        out.add(path, f"recipe: {'the value' if out.secret(path) else repr(inst)} cannot be a recipe name: it names "
+                      "the run folder runs/<recipe> and cache entries, so it is letters, digits, _, . and -, "
+                      "starting with a letter, digit or _")
+        return
+    if out.secret(path):
+        out.add(path, f"{where}: the value (from the environment) is not allowed here ({err.validator} "
+                      f"{json.dumps(err.validator_value)[:60]})")
+        return
     out.add(path, f"{where}: {err.message}")
 
 
@@ -147,7 +199,8 @@ def _semantic(d: dict, doc: Document, out: _Problems) -> None:
                           "(write an integer for a row count)")
 
     def check_train(t: dict, path: tuple) -> None:
-        if t["batch_size"] % (t["micro_batch_size"] * t["world_size"]):
+        per_step = t["micro_batch_size"] * t["world_size"]
+        if isinstance(per_step, int) and per_step >= 1 and t["batch_size"] % per_step:
             out.add(path + ("batch_size",), f"{dotted(path)}: batch_size {t['batch_size']} is not a multiple of micro_batch_size "
                           f"{t['micro_batch_size']} x world_size {t['world_size']}; gradient accumulation must be whole")
         ds = t["deepspeed"]
@@ -173,6 +226,8 @@ def _semantic(d: dict, doc: Document, out: _Problems) -> None:
             out.add(p + ("format",), f"sources.{name}: format 'fields' needs a `fields:` mapping (user, assistant, ...)")
         if s["format"] != "fields" and s["fields"]:
             out.add(p + ("fields",), f"sources.{name}: `fields:` only applies to format 'fields' (this source is '{s['format']}')", key=True)
+        if s["format"] == "fields" and s["fields"]:
+            _check_templates(s["fields"], p + ("fields",), out)
         _check_source_origin(name, s, doc_dir, out)
     # filters
     for i, f in enumerate(d["filters"]):
@@ -311,6 +366,23 @@ def _explicit_layout(doc_dir: Path, m: dict, out: _Problems) -> None:
                 f"meta.few_shot_eval.held_out_tasks: {held} of {len(tasks)} tasks held out leaves none to train on")
 
 
+def _check_templates(fields: dict, path: tuple, out: _Problems) -> None:
+    """Compile every `fields:` template now: a syntax error is the recipe's, not the first row's."""
+    from jinja2 import TemplateSyntaxError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    env = ImmutableSandboxedEnvironment()
+    parts = [((k,), v) for k, v in fields.items() if k != "meta"]
+    parts += [(("meta", k), v) for k, v in (fields.get("meta") or {}).items()]
+    for sub, src in parts:
+        if not isinstance(src, str):
+            continue
+        try:
+            env.parse(src)
+        except TemplateSyntaxError as e:
+            out.add(path + sub, f"{dotted(path + sub)}: invalid template: {e.message} (line {e.lineno} of the "
+                                "template)", key=False)
+
+
 def _zero_stage(p: Path) -> int | None:
     try:
         return json.loads(p.read_text()).get("zero_optimization", {}).get("stage")
@@ -366,7 +438,7 @@ def _remote_problem(url: str) -> str | None:
 def _source_path_problem(base: Path, path: str) -> str | None:
     p = base / path
     if any(c in path for c in "*?["):
-        hits = [h for h in glob.glob(str(p), recursive=True) if h.endswith(READABLE)]
+        hits, _ = data_files(path, base)   # symlink loops are walked once, as the loader will
         return None if hits else f"the glob {path} matches no .jsonl/.json/.csv/.parquet file"
     if p.is_dir():
         return None  # a folder of data files, or a saved `datasets` dataset; the loader says which
@@ -380,7 +452,13 @@ def _source_path_problem(base: Path, path: str) -> str | None:
 # --- entry point -----------------------------------------------------------------------------------
 
 def validate(doc: Document) -> model.Recipe:
+    with gc_paused():
+        return _validate(doc)
+
+
+def _validate(doc: Document) -> model.Recipe:
     out = _Problems(doc)
+    _nonfinite(doc, out)
     _schema_errors(doc, out)
     full = sch.apply_defaults(doc.data)
     if not out:
@@ -390,13 +468,13 @@ def validate(doc: Document) -> model.Recipe:
         # may make these checks trip, and then the schema's messages are the ones that matter.
         try:
             _semantic(full, doc, out)
-        except (KeyError, TypeError, AttributeError, ValueError):
+        except (KeyError, TypeError, AttributeError, ValueError, ArithmeticError, IndexError):
             pass
     if out:
         unique = {(str(e.where), e.message): e for e in out}   # one message per place, however many rules hit it
         problems = sorted(unique.values(), key=lambda e: (e.where.file if e.where else "", e.where.line or 0 if e.where
                                                           else 0, e.where.col or 0 if e.where else 0))
-        raise ValidationError(problems, display(doc.files[0]))
+        raise ValidationError(problems[:MAX_SHOWN], display(doc.files[0]), hidden=max(0, len(problems) - MAX_SHOWN))
     return model.build(_canonical(full), doc.files[0], frozenset(doc.secrets))
 
 

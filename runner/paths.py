@@ -1,0 +1,152 @@
+"""Paths we write and paths we read, each in one place.
+
+Writing: every file `recipe` writes (run directory, cache, quarantine, index) goes through `under(root,
+...)`, which refuses any path that would leave its root: a recipe or source named `..`, an absolute part,
+a symlink inside the root that points out of it. Names come from the user's recipe, so this is the
+last line of defence behind the schema's name patterns, not the only one.
+
+Reading: `data_files` expands a source's `path` (a file, a folder, or a glob with `**`) to the files it
+names. Symlinks are followed, but every real file is read at most once and every real folder walked at
+most once, so a link back to a parent (`loop -> .`) cannot repeat rows or recurse forever; what was left
+out (a dangling link, a file reached twice, a loop) is returned with the reason, to be counted."""
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from .errors import RecipeError
+
+READABLE = (".jsonl", ".json", ".csv", ".parquet")
+
+
+class UnsafePath(RecipeError):
+    """A path we were about to write lies outside its root."""
+
+
+def under(root: str | os.PathLike, *parts: str) -> Path:
+    """root/parts..., guaranteed inside `root` (after resolving `..` and symlinks); raises UnsafePath."""
+    base = Path(root).resolve()
+    for part in parts:
+        part = str(part)
+        if not part or part in (".", "..") or "\0" in part or os.path.isabs(part) or \
+                any(p == ".." for p in re.split(r"[\\/]", part)):
+            raise UnsafePath(f"refusing to write {part!r} under {root}: not a plain relative name")
+    target = base.joinpath(*map(str, parts)).resolve()
+    if target != base and base not in target.parents:
+        raise UnsafePath(f"refusing to write {target}: it is outside {base} (a symlink out of it?)")
+    return target
+
+
+def safe_name(name: str) -> str:
+    """A user-given name (recipe, source, stage) as one path component, or RecipeError."""
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name or ""):
+        raise UnsafePath(f"{name!r} cannot be used as a file or folder name")
+    return name
+
+
+class Skipped(NamedTuple):
+    path: Path
+    code: str      # dangling_symlink | duplicate_file | duplicate_folder | symlink_loop | unreadable_folder
+    detail: str
+
+
+def data_files(spec: str, base_dir: Path) -> tuple[list[Path], list[Skipped]]:
+    """The data files `spec` names (sorted; a saved `datasets` folder is one entry) and what was skipped."""
+    base_dir = Path(base_dir)
+    p = base_dir / spec
+    if any(c in spec for c in "*?["):
+        root, pattern = _split_glob(spec)
+        parts = pattern.split("/")
+        depth = float("inf") if "**" in parts else len(parts)   # no `**`: no deeper than the pattern
+        return _walk(base_dir / root, _glob_match(pattern), prune_hidden=True, depth=depth)
+    if p.is_dir():
+        if is_saved_dataset(p):
+            return [p], []
+        return _walk(p, None, prune_hidden=True)
+    return [p], []
+
+
+def is_saved_dataset(p: Path) -> bool:
+    return (p / "state.json").is_file() or (p / "dataset_dict.json").is_file()
+
+
+def _split_glob(spec: str) -> tuple[str, str]:
+    """'data/**/x*.jsonl' -> ('data', '**/x*.jsonl'): the folder before the first wildcard, and the rest."""
+    parts = spec.replace("\\", "/").split("/")
+    i = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
+    return "/".join(parts[:i]) or ".", "/".join(parts[i:])
+
+
+def _glob_match(pattern: str):
+    """A glob over "/"-separated relative paths, as glob.glob(recursive=True) reads it: a `**` part spans
+    any number of folders, `*`, `?` and [...] stay within one name."""
+    want = [p for p in pattern.split("/") if p not in ("", ".")]
+
+    def match(parts: list[str], pat: list[str]) -> bool:
+        if not pat:
+            return not parts
+        if pat[0] == "**":
+            return any(match(parts[i:], pat[1:]) for i in range(len(parts) + 1))
+        return bool(parts) and fnmatch.fnmatchcase(parts[0], pat[0]) and match(parts[1:], pat[1:])
+
+    return lambda rel: match(rel.split("/"), want)
+
+
+def _walk(root: Path, match: Callable[[str], bool] | None, prune_hidden: bool, depth: float = float("inf")
+          ) -> tuple[list[Path], list[Skipped]]:
+    files: list[Path] = []
+    skipped: list[Skipped] = []
+    seen_files: dict[tuple[int, int], Path] = {}
+    seen_dirs: dict[tuple[int, int], Path] = {}
+    if not root.is_dir():
+        return files, skipped
+
+    def visit(folder: Path, rel: str) -> None:
+        st = folder.stat()
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:
+            first = seen_dirs[key]
+            loop = first in folder.parents
+            skipped.append(Skipped(folder, "symlink_loop" if loop else "duplicate_folder",
+                                   f"the folder is {first} again (through a symlink); not read twice"))
+            return
+        seen_dirs[key] = folder
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            skipped.append(Skipped(folder, "unreadable_folder", e.strerror or str(e)))
+            return
+        for entry in entries:
+            if prune_hidden and entry.name.startswith("."):
+                continue
+            path = folder / entry.name
+            sub = f"{rel}{entry.name}"
+            try:
+                is_dir = entry.is_dir()               # follows symlinks
+                is_file = not is_dir and entry.is_file()
+            except OSError:
+                is_dir = is_file = False
+            if is_dir:
+                if sub.count("/") + 1 < depth:
+                    visit(path, sub + "/")
+            elif is_file:
+                if not entry.name.endswith(READABLE) or (match is not None and not match(sub)):
+                    continue
+                st = path.stat()
+                fkey = (st.st_dev, st.st_ino)
+                if fkey in seen_files:
+                    skipped.append(Skipped(path, "duplicate_file", f"the same file as {seen_files[fkey]} "
+                                                                   "(through a symlink); read once"))
+                    continue
+                seen_files[fkey] = path
+                files.append(path)
+            elif entry.is_symlink() and (match is None or match(sub)) and sub.endswith(READABLE):
+                skipped.append(Skipped(path, "dangling_symlink", f"a symlink to {os.readlink(path)}, which "
+                                                                 "does not exist"))
+
+    visit(root, "")
+    files.sort(key=lambda p: p.as_posix())
+    return files, skipped

@@ -1,0 +1,353 @@
+"""Regression tests for issue 13: the defects an adversarial user found, one test (or more) each, on the
+shipped recipes and the real data. Numbers in the names are the issue's."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from data_fixtures import DATA, REPO, raw_lines, recipe, run_data_steps
+from runner import api
+from runner.cli import main
+from runner.data.formats import load_source
+from runner.errors import RecipeError, ValidationError
+
+POETRY = REPO / "recipes" / "poetry_lora.yaml"
+CURRICULUM = REPO / "recipes" / "curriculum_3stage.yaml"
+LINE = re.compile(r"^\S+:\d+:\d+: ")      # file:line:col: message
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def user_error(capsys, *argv: str) -> list[str]:
+    """Run the CLI, expect exit 2 with no traceback; -> the error lines (without the summary)."""
+    code, out, err = cli(capsys, *argv)
+    assert code == 2, (code, out, err)
+    assert "Traceback" not in err
+    return err.strip().splitlines()[:-1]
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+MINIMAL = f"model: {{base: builtin:tiny}}\nsources:\n  id: {{path: {DATA}/identity.json, format: alpaca}}\n"
+
+
+# --- 1. names that are not safe path components --------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["..", ".", "x\n", "../x", ".hidden", "-rf"])
+def test_1_recipe_name_must_be_a_plain_path_component(tmp_path, capsys, name):
+    r = write(tmp_path / "r.yaml", f"recipe: {json.dumps(name)}\n" + MINIMAL)
+    lines = user_error(capsys, "validate", str(r))
+    assert any(l.startswith(f"{r}:1:1: recipe:") and "cannot be a recipe name" in l for l in lines), lines
+
+
+def test_1_source_names_with_a_trailing_newline_are_refused(tmp_path, capsys):
+    # Python's `$` matches before a final "\n": the schema's patterns must not let "x\n" through anywhere
+    r = write(tmp_path / "r.yaml", f'recipe: r\nmodel: {{base: builtin:tiny}}\nsources:\n  "id\\n": '
+                                   f'{{path: {DATA}/identity.json, format: alpaca}}\n')
+    lines = user_error(capsys, "validate", str(r))
+    assert any("does not match" in l for l in lines), lines
+
+
+def test_1_under_keeps_every_path_inside_its_root(tmp_path):
+    from runner.paths import UnsafePath, under
+    assert under(tmp_path, "a", "b.json") == (tmp_path / "a" / "b.json").resolve()
+    for bad in ("..", ".", "", "../x", "/etc/passwd", "a/../../x", "x\0y"):
+        with pytest.raises(UnsafePath):
+            under(tmp_path, bad)
+    (tmp_path / "out").symlink_to("/tmp")
+    with pytest.raises(UnsafePath, match="outside"):
+        under(tmp_path, "out", "x")
+
+
+# --- 2. secrets --------------------------------------------------------------------------------------------
+
+def test_2_every_value_from_the_environment_is_masked_whatever_its_name(tmp_path, monkeypatch):
+    for var, value in {"HF_AUTH": "hfauth-123456", "GITHUB_PAT": "ghp_abcdef123", "DB_CREDENTIALS": "u:pw-secret"}.items():
+        monkeypatch.setenv(var, value)
+    r = write(tmp_path / "r.yaml", "recipe: s\n" + MINIMAL +
+              "template: {system: 'token=${oc.env:HF_AUTH}'}\n"
+              "evaluate: {generate: {prompts: ['${oc.env:GITHUB_PAT}', 'then ${evaluate.generate.prompts[0]}',"
+              " '${oc.env:DB_CREDENTIALS}']}}\n")
+    rec = api.load(r)
+    assert rec.template.system == "token=hfauth-123456"           # the run gets the value
+    assert rec.evaluate.generate.prompts[1] == "then ghp_abcdef123"
+    shown = api.show(rec) + api.show(rec, "json")
+    for value in ("hfauth-123456", "ghp_abcdef123", "u:pw-secret"):
+        assert value not in shown
+    # the indirect reference is masked too
+    assert "then" not in shown
+
+
+def test_2_set_type_error_does_not_echo_the_value(capsys, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_leakyleakyleaky")
+    lines = user_error(capsys, "validate", str(POETRY), "--set", "seed=${oc.env:HF_TOKEN}")
+    assert lines and all("hf_leaky" not in l for l in lines), lines
+    assert any("seed: expected integer" in l for l in lines)
+    lines = user_error(capsys, "validate", str(POETRY), "--set", "template.chat=${oc.env:HF_TOKEN}")
+    assert lines and all("hf_leaky" not in l for l in lines), lines
+
+
+# --- 3. nulls in `fields` rows ---------------------------------------------------------------------------
+
+def test_3_null_fields_are_quarantined_not_written_as_None(tmp_path):
+    poems = raw_lines("tang_poems.jsonl")[:4]
+    rows = [dict(poems[0], paragraphs=[None] + poems[0]["paragraphs"][1:]),
+            dict(poems[1], paragraphs=poems[1]["paragraphs"][:1] + [None, None]),
+            dict(poems[2], author=None),
+            poems[3]]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows), encoding="utf-8")
+    text = POETRY.read_text(encoding="utf-8")
+    fields = text[text.index("    format: fields"):text.index("filters:")]
+    r = recipe(tmp_path, "sources:\n  tang:\n    path: t.jsonl\n" + fields)
+    records, quarantine, stats = load_source("tang", r.sources["tang"], tmp_path)
+    assert len(records) == 1 and records[0]["meta"]["author"] == poems[3]["author"]
+    assert [q["code"] for q in quarantine] == ["null_field"] * 3
+    assert [q["line"] for q in quarantine] == [1, 2, 3]
+    assert "None" not in json.dumps(records, ensure_ascii=False)
+    assert stats["dropped"] == {"quarantine:null_field": 3}
+
+
+def test_3_null_required_field_in_other_formats(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"instruction": null, "output": "x"}\n{"instruction": "q", "output": "a"}\n')
+    (tmp_path / "m.jsonl").write_text('{"messages": [{"role": "user", "content": null}, {"role": "assistant", "content": "a"}]}\n'
+                                      '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n')
+    r = recipe(tmp_path, "sources:\n  a: {path: a.jsonl, format: alpaca}\n  m: {path: m.jsonl, format: messages}\n")
+    for name in ("a", "m"):
+        _, quarantine, _ = load_source(name, r.sources[name], tmp_path)
+        assert [q["code"] for q in quarantine] == ["null_field"], quarantine
+
+
+# --- 4. symlinks --------------------------------------------------------------------------------------------
+
+def _poems_folder(tmp_path: Path) -> Path:
+    d = tmp_path / "poems"
+    (d / "sub").mkdir(parents=True)
+    lines = (DATA / "tang_poems.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (d / "a.jsonl").write_text("".join(lines[:20]), encoding="utf-8")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "b.jsonl").write_text("".join(lines[20:30]), encoding="utf-8")
+    return d
+
+
+def test_4_glob_follows_a_symlink_loop_once(tmp_path):
+    d = _poems_folder(tmp_path)
+    (d / "b.jsonl").symlink_to(tmp_path / "elsewhere" / "b.jsonl")
+    (d / "loop").symlink_to(".")                      # loop -> .
+    (d / "sub" / "up").symlink_to("..")
+    text = POETRY.read_text(encoding="utf-8")
+    fields = text[text.index("    format: fields"):text.index("filters:")]
+    for spec in ("poems/**/*.jsonl", "poems"):
+        r = recipe(tmp_path, f"sources:\n  tang:\n    path: '{spec}'\n" + fields)
+        records, quarantine, _ = load_source("tang", r.sources["tang"], tmp_path)
+        assert len(records) == 30, (spec, len(records))
+        assert len({x["id"] for x in records}) == 30
+        assert {q["code"] for q in quarantine} == {"symlink_loop"}, quarantine
+
+
+def test_4_folder_reads_symlinked_subfolder_and_counts_a_dangling_link(tmp_path):
+    d = _poems_folder(tmp_path)
+    (d / "linked").symlink_to(tmp_path / "elsewhere")   # a symlinked subfolder is data too
+    (d / "gone.jsonl").symlink_to(tmp_path / "nothing.jsonl")
+    text = POETRY.read_text(encoding="utf-8")
+    fields = text[text.index("    format: fields"):text.index("filters:")]
+    r = recipe(tmp_path, "sources:\n  tang:\n    path: poems\n" + fields)
+    records, quarantine, stats = load_source("tang", r.sources["tang"], tmp_path)
+    assert len(records) == 30
+    assert [(q["file"], q["code"]) for q in quarantine] == [("poems/gone.jsonl", "dangling_symlink")]
+    assert stats["dropped"] == {"quarantine:dangling_symlink": 1}
+
+
+# --- 5. NaN and infinity ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override", ["mix={tang: .nan}", "split.eval=.nan", "train.epochs=.nan",
+                                      "train.learning_rate=.nan", "train.epochs=.inf", "train.warmup_ratio=-.inf"])
+def test_5_nan_and_inf_are_refused_by_validate(capsys, override):
+    lines = user_error(capsys, "validate", str(POETRY), "--set", override)
+    assert any("NaN and infinity are not allowed" in l for l in lines), lines
+
+
+def test_5_nan_in_a_file_has_line_and_column(tmp_path, capsys):
+    r = write(tmp_path / "r.yaml", "recipe: r\n" + MINIMAL + "train:\n  epochs: .nan\n  learning_rate: .inf\n")
+    lines = user_error(capsys, "validate", str(r))
+    assert lines == [f"{r}:6:11: train.epochs: nan is not a usable number (NaN and infinity are not allowed)",
+                     f"{r}:7:18: train.learning_rate: inf is not a usable number (NaN and infinity are not allowed)"]
+
+
+# --- 6 / 7. mixing arithmetic ------------------------------------------------------------------------------
+
+def _stage(mix, size=None):
+    from runner.recipe.model import Stage
+    return Stage(name="s", mix=mix, size=size, from_=None, skip=False, train=None, ewc=None)
+
+
+def test_6_systematic_sampling_with_a_source_left_out_of_the_stage():
+    from runner.data.mixing import mix
+    from runner.recipe.model import Sampling
+    rows = {"poems": raw_lines("tang_poems.jsonl")[:200], "identity": json.loads((DATA / "identity.json").read_text())}
+    out, report = mix(rows, _stage({"poems": 1.0}, 100), {}, Sampling("systematic", False), 7)
+    assert len(out) == 100 and report["stats"]["by_source"]["identity"]["dropped"] == {"mix:not_in_stage": len(rows["identity"])}
+
+
+def test_6_curriculum_first_stage_mixes_with_systematic_sampling(tmp_path):
+    r = api.load(CURRICULUM, ["model.base=builtin:tiny", "sampling.method=systematic", "sources.poetry.limit=600", "sources.general.limit=300",
+                              "stages.base.size=200", "stages.task.size=100", "stages.domain.size=100"])
+    done = run_data_steps(r, tmp_path)
+    assert done["mix.base"][1]["rows_out"] == 200
+
+
+def test_7_default_mix_when_a_filter_empties_a_source(tmp_path):
+    r = recipe(tmp_path, "sources:\n  general: {path: '{data}/alpaca_en_demo.json', format: alpaca}\n"
+                         "  identity: {path: '{data}/identity.json', format: alpaca}\n"
+                         "filters:\n  - {kind: length, field: assistant, min_chars: 100000, sources: [identity]}\n")
+    done = run_data_steps(r, tmp_path)
+    stats = done["mix.main"][1]
+    assert stats["mix"]["requested"] == {"general": 1.0}
+    assert stats["rows_out"] == stats["mix"]["available"]["general"] > 0 == stats["mix"]["available"]["identity"]
+
+
+# --- 8. alias bombs --------------------------------------------------------------------------------------
+
+def test_8_alias_bomb_is_refused_quickly_with_a_line(tmp_path, capsys):
+    text, prev = "recipe: bomb\na: &a [x, x, x, x, x, x, x, x, x, x]\n", "a"
+    for level in "bcdefgh":   # 10^8 values from ~400 bytes
+        text += f"{level}: &{level} [" + ", ".join([f"*{prev}"] * 10) + "]\n"
+        prev = level
+    r = write(tmp_path / "bomb.yaml", text)
+    start = time.perf_counter()
+    lines = user_error(capsys, "validate", str(r))
+    assert time.perf_counter() - start < 5
+    assert len(lines) == 1 and LINE.match(lines[0]) and "alias" in lines[0], lines
+
+
+# --- 9 / 10. --set crashes -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override", ["train.micro_batch_size=0", "train.world_size=0",
+                                      "stages.task.train.micro_batch_size=0"])
+def test_9_zero_batch_divisors_are_schema_errors(capsys, override):
+    lines = user_error(capsys, "validate", str(CURRICULUM), "--set", override)
+    assert any("is less than the minimum of 1" in l for l in lines), lines
+
+
+@pytest.mark.parametrize("override", ["...=1", ".=1", "=1", "[0]=1"])
+def test_10_set_without_a_key(capsys, override):
+    lines = user_error(capsys, "validate", str(POETRY), "--set", override)
+    assert len(lines) == 1 and lines[0].startswith(f"--set {override}:"), lines
+
+
+# --- 12. extends chains -------------------------------------------------------------------------------------
+
+def test_12_a_500_file_extends_chain_is_one_clear_error(tmp_path):
+    for i in range(500):
+        write(tmp_path / f"r{i}.yaml", f"extends: r{i + 1}.yaml\n" if i < 499 else "recipe: deep\n" + MINIMAL)
+    res = subprocess.run([sys.executable, "-m", "runner", "validate", str(tmp_path / "r0.yaml")],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 2 and "`extends` chain is more than 32 files deep" in lines[0], lines
+
+
+def test_12_a_chain_within_the_limit_still_loads(tmp_path):
+    for i in range(10):
+        write(tmp_path / f"r{i}.yaml", f"extends: r{i + 1}.yaml\nseed: {i}\n")
+    write(tmp_path / "r10.yaml", "recipe: deep\n" + MINIMAL)
+    assert api.load(tmp_path / "r0.yaml").seed == 0
+
+
+# --- messages ----------------------------------------------------------------------------------------------
+
+def test_msg_set_a_name_on_a_list(capsys):
+    lines = user_error(capsys, "validate", str(POETRY), "--set", "filters.x.kind=length")
+    assert lines == ["--set filters.x.kind=length: filters is a list: name an item by its index "
+                     "(filters[0], filters[1], ...), not 'x'"]
+    lines = user_error(capsys, "validate", str(POETRY), "--set", "filters[9].kind=length")
+    assert "filters has 4 items; index 9 is out of range" in lines[0]
+
+
+def test_msg_json_reason_reads_once(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"instruction": "unterminated\n{"instruction": "q", "output": "a"}\n')
+    r = recipe(tmp_path, "sources:\n  a: {path: a.jsonl, format: alpaca}\n")
+    _, quarantine, _ = load_source("a", r.sources["a"], tmp_path)
+    assert quarantine[0]["reason"] == "invalid_json: Unterminated string starting at column 17"
+
+
+def test_msg_on_error_fail_names_the_place_once(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"instruction": "q", "output": "a"}\n{"output": "no instruction"}\n')
+    r = recipe(tmp_path, "sources:\n  a: {path: a.jsonl, format: alpaca, on_error: fail}\n")
+    with pytest.raises(RecipeError) as e:
+        load_source("a", r.sources["a"], tmp_path)
+    assert str(e.value).count("a.jsonl:2") == 1, str(e.value)
+
+
+@pytest.mark.parametrize("target,message", [("/tmp", "names a folder, not a recipe file"),
+                                            ("/dev/null", "which is not a regular file")])
+def test_msg_extends_a_folder_or_a_device(tmp_path, capsys, target, message):
+    r = write(tmp_path / "r.yaml", f"recipe: r\nextends: {target}\n" + MINIMAL)
+    lines = user_error(capsys, "validate", str(r))
+    assert lines[0].startswith(f"{r}:2:10: ") and message in lines[0], lines
+
+
+@pytest.mark.parametrize("text,kind", [("null\n", "null"), ("~\n", "null"), ("3\n", "an integer"),
+                                       ("[a]\n", "a list"), ("hello\n", "a string")])
+def test_msg_a_document_that_is_not_a_mapping(tmp_path, capsys, text, kind):
+    r = write(tmp_path / "r.yaml", text)
+    lines = user_error(capsys, "validate", str(r))
+    assert lines == [f"{r}:1:1: the recipe must be a mapping of keys (recipe:, model:, sources: ...), not {kind}"]
+
+
+def test_msg_nul_byte_has_line_and_column(tmp_path, capsys):
+    r = write(tmp_path / "r.yaml", "recipe: r\nmodel: {base: buil\0tin:tiny}\n")
+    lines = user_error(capsys, "validate", str(r))
+    assert lines == [f"{r}:2:19: YAML: character U+0000 is not allowed in a YAML file; remove it"]
+
+
+def test_msg_sharegpt_turns_must_alternate(tmp_path):
+    good = json.loads((DATA / "glaive_toolcall_en_demo.json").read_text())[:40]
+    def conv(*turns):
+        return {"conversations": [{"from": f, "value": f"{f} says {i}"} for i, f in enumerate(turns)]}
+    bad = [conv("gpt", "human", "gpt"),                           # assistant first
+           conv("human", "human", "gpt"),                         # two user turns in a row
+           conv("human", "gpt", "system", "human", "gpt"),        # system mid-conversation
+           conv("observation", "gpt"),                            # a tool result nobody asked for
+           conv("human", "gpt", "gpt")]                           # two answers in a row
+    (tmp_path / "s.json").write_text(json.dumps(good + bad))
+    r = recipe(tmp_path, "sources:\n  s: {path: s.json, format: sharegpt}\n")
+    records, quarantine, _ = load_source("s", r.sources["s"], tmp_path)
+    assert len(records) == 40                                     # real tool-call data: all valid
+    assert [q["code"] for q in quarantine] == ["bad_turn_order"] * 5, quarantine
+
+
+def test_msg_messages_format_system_only_at_the_start(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"},
+                          {"role": "assistant", "content": "a"}]},
+            {"messages": [{"role": "tool", "content": "t"}, {"role": "assistant", "content": "a"}]},
+            {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
+                          {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a"}]}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+    r = recipe(tmp_path, "sources:\n  m: {path: m.jsonl, format: messages}\n")
+    records, quarantine, _ = load_source("m", r.sources["m"], tmp_path)
+    assert [q["code"] for q in quarantine] == ["bad_turn_order", "bad_turn_order"]
+    assert len(records) == 1       # OpenAI-style messages may hold two user turns in a row
+
+
+def test_msg_duplicate_ids_are_counted(tmp_path):
+    rows = json.loads((DATA / "identity.json").read_text())[:10]
+    rows = [dict(x, id=f"row{i % 7}") for i, x in enumerate(rows)]     # ids row0..row2 twice
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    r = recipe(tmp_path, "sources:\n  a: {path: a.json, format: alpaca}\n")
+    records, _, stats = load_source("a", r.sources["a"], tmp_path)
+    assert len(records) == 10
+    assert stats["duplicate_ids"] == {"rows": 3, "ids": 3, "examples": ["row0", "row1", "row2"]}
