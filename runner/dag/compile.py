@@ -105,6 +105,8 @@ _HUB_KEYS = ("dataset", "config", "split", "revision", "data_files", "streaming"
 
 def _load_params(name: str, s: model.Source, seed: int) -> dict:
     params: dict = {"source": _plain(s), "name": name}
+    if not s.placeholders:   # a key added later: without values, the key stays what it was
+        del params["source"]["placeholders"]
     if s.dataset is None:   # a local source's key stays what it was before hub sources existed
         params["source"] = {k: v for k, v in params["source"].items() if k not in _HUB_KEYS}
     else:

@@ -51,12 +51,15 @@ def build_report(recipe: Recipe, graph: Graph, records: list, run_dir: Path) -> 
     # hub sources: the commit each one read (what makes the run reproducible)
     datasets = {r.name.split(".", 1)[1]: r.stats["origin"] for r in records
                 if r.kind == "load" and isinstance(r.stats, dict) and r.stats.get("origin")}
+    # `{{name}}` placeholders in the data: filled from sources.<src>.placeholders, or left and reported
+    placeholders = {r.name.split(".", 1)[1]: r.stats["placeholders"] for r in records
+                    if r.kind == "load" and isinstance(r.stats, dict) and r.stats.get("placeholders")}
     few = (by["eval.few_shot"].stats or {}) if "eval.few_shot" in by else {}
     meta = {name.split(".", 1)[1]: (by[name].stats or {}).get("metrics", {}) for name in ("train.meta", "train.control")
             if name in by}
     return {"report_version": REPORT_VERSION, "recipe": recipe.name, "recipe_file": str(recipe.file),
             "steps": [_step_entry(r) for r in records], "stages": stages, "quarantine": quarantine,
-            "datasets": datasets, "forgetting": forgetting, "meta_training": meta,
+            "datasets": datasets, "placeholders": placeholders, "forgetting": forgetting, "meta_training": meta,
             "few_shot": few.get("few_shot", []), "few_shot_summary": few.get("few_shot_summary"),
             "notes": list(graph.notes)}
 
@@ -82,6 +85,10 @@ def write_markdown(report: dict, run_dir: Path) -> None:
                   "|---|---|---|---|---|---|"]
         lines += [f"| {k} | {d['dataset']} | {d['config'] or 'default'} | {', '.join(d['splits'])} | "
                   f"{d['revision'] or 'main (not pinned)'} | {d['sha']} |" for k, d in report["datasets"].items()]
+    unresolved = {k: v for k, v in (report.get("placeholders") or {}).items() if v.get("unresolved")}
+    if unresolved:
+        from ..data.placeholders import describe
+        lines += ["", "## Unresolved placeholders", ""] + [f"- {describe(k, v)}" for k, v in unresolved.items()]
     if report["quarantine"]:
         lines += ["", "## Quarantine", "", "| source | rows | file |", "|---|---:|---|"]
         lines += [f"| {k} | {v['count']:,} | {v['file']} |" for k, v in report["quarantine"].items()]

@@ -417,7 +417,7 @@ def load_paths(name: str, paths: Iterable[str], fmt: str, base_dir: Path) -> tup
     roles = MappingProxyType(_DEFAULT_ROLES)
     src = model.Source(path="", dataset=None, config=None, split="train", revision=None, data_files=None,
                        streaming=False, shuffle=None, format=fmt, fields=None, roles=roles, on_error="skip",
-                       priority=0, limit=None)
+                       priority=0, limit=None, placeholders=MappingProxyType({}))
     return _load(name, list(paths), make_mapper(name, src), Path(base_dir), None, "skip")
 
 

@@ -54,6 +54,7 @@ class Source:
     on_error: str
     priority: int
     limit: int | None
+    placeholders: Mapping[str, str]
 
     @property
     def splits(self) -> tuple[str, ...]:

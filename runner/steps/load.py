@@ -3,7 +3,7 @@ Artifact: records.jsonl, quarantine.jsonl (rows that could not be read or mapped
 and reason)."""
 from __future__ import annotations
 
-VERSION = 1   # a hub source's `origin` in the stats adds a key, changes no artifact
+VERSION = 2   # 2: `{{name}}` placeholders filled and reported; a hub source's `origin` in the stats adds a key
 
 
 def run(ctx) -> dict:
@@ -13,6 +13,10 @@ def run(ctx) -> dict:
     name = ctx.step.source
     source = ctx.recipe.sources[name]
     records, quarantine, stats = load_source(name, source, ctx.recipe.file.parent, ctx.recipe.seed)
+    from ..data.placeholders import describe, fill
+    found = fill(records, source.placeholders)
+    if found:
+        stats["placeholders"] = found
     if source.dataset is not None:
         from ..data.hub import origin
         stats["origin"] = origin(source)   # the commit read: in the manifest and the report
@@ -23,4 +27,6 @@ def run(ctx) -> dict:
         reasons = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in stats["dropped"].items())
         msg += f", {len(quarantine):,} quarantined ({reasons}): see quarantine.jsonl"
     ctx.log(msg)
+    if found and describe(name, found):
+        ctx.log(f"warning: {describe(name, found)}")
     return stats
