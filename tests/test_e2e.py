@@ -120,6 +120,11 @@ def test_fomaml_recipe_meta_trains_compares_and_writes_the_task_layout(work):
         assert len(five) == 5 and five == ten[:5]
         assert not {(r["prompt"], r["response"]) for r in ten} & {(r["prompt"], r["response"]) for r in test}
     assert len(list((out / "few_shot").glob("*.parquet"))) == 2 * 2 * 3
+    # --dry-run stops before training and says which tasks are held out
+    p = recipe("run", "recipes/fomaml_poets.yaml", *TINY, *small, "--dry-run", "--cache-dir", str(work / "cache"),
+               "--output", str(work / "fomaml_dry"))
+    assert "6 tasks, 4 to train on, held out for few-shot evaluation" in p.stdout
+    assert "training was not started" in p.stdout
 
 
 def test_dry_run_checks_masks_and_stops_before_training(work):

@@ -196,3 +196,31 @@ def test_deepspeed_zero2_equals_plain(tmp_path):
     plain, _ = F.train(F.tiny_model(torch.float32), F.items(tasks, 3), tmp_path / "plain", max_steps=2)
     _close(zero, plain, 1e-5)
     assert _gap(plain, {n: p.detach() for n, p in F.tiny_model(torch.float32).named_parameters()}) > 1e-3
+
+
+def test_meta_items_fresh_seeded_and_independent_of_the_split():
+    """A meta-step's draw depends on the seed and the step only: the same tasks and rows whether one
+    process takes the whole meta-batch or two slots share it; another step draws other rows; support and
+    query rows come from their own pools; same seed, same items."""
+    from runner.train.meta_data import MetaDataset, TaskRows
+
+    def rows(tag, n):
+        return [([tag * 1000 + i, 1, 2], [-100, 1, 2]) for i in range(n)]
+    tasks = [TaskRows(f"t{t}", rows(10 + t, 12), rows(20 + t, 8)) for t in range(5)]
+    kw = dict(steps=3, meta_batch_size=4, inner_steps=2, inner_batch_size=3, query_batch_size=2, seed=1, pad_id=0)
+
+    def firsts(item):
+        return [sorted(b["input_ids"][:, 0].tolist()) for t in item["tasks"] for b in (*t["support"], t["query"])]
+    one, two = MetaDataset(tasks, slots=1, **kw), MetaDataset(tasks, slots=2, **kw)
+    assert len(one) == 3 and len(two) == 6
+    for step in range(3):
+        assert firsts(one[step]) == firsts(two[2 * step]) + firsts(two[2 * step + 1])
+        for t in one[step]["tasks"]:
+            support = {x for b in t["support"] for x in b["input_ids"][:, 0].tolist()}
+            query = set(t["query"]["input_ids"][:, 0].tolist())
+            assert all(x // 1000 in range(10, 15) for x in support) and all(x // 1000 in range(20, 25) for x in query)
+            assert len(support) == 6   # 2 inner batches of 3 distinct rows
+    assert firsts(one[0]) != firsts(one[1])
+    assert firsts(MetaDataset(tasks, slots=1, **kw)[2]) == firsts(one[2])
+    with pytest.raises(ValueError, match="not a multiple"):
+        MetaDataset(tasks, slots=3, **kw)

@@ -55,11 +55,12 @@ def _rows(records, name: str, src: str | None = None):
 
 
 def summary(recipe, records) -> str:
-    lines = ["dry run: data steps done and the render check passed; training was not started", ""]
+    checked = "" if recipe.meta else " and the render check passed"
+    lines = [f"dry run: data steps done{checked}; training was not started", ""]
     split = next((r for r in records if r.name == "split"), None)
     ev = (split.stats or {}).get("eval", {}) if split else {}
-    head = f"{'source':<14}{'loaded':>9}{'filtered':>10}{'deduped':>9}{'eval':>7}"
-    lines.append(head)
+    if recipe.sources:
+        lines.append(f"{'source':<14}{'loaded':>9}{'filtered':>10}{'deduped':>9}{'eval':>7}")
     for src in recipe.sources:
         loaded = _rows(records, f"load.{src}")
         filtered = _rows(records, f"filter.{src}")
@@ -81,4 +82,17 @@ def summary(recipe, records) -> str:
             req = mix.get("requested", {}).get(src)
             n = s.get("by_source", {}).get(src, {}).get("rows_out", 0)
             lines.append(f"  {src:<12} {n:>8,} rows  {share:7.1%}" + (f" (requested {req:.1%})" if req is not None else ""))
+    tasks = next((r for r in records if r.name == "tasks"), None)
+    if split is not None and tasks is not None:
+        index = (split.stats or {}).get("tasks", [])
+        held = set((tasks.stats or {}).get("held_out", []))
+        lines += ["", f"meta: {len(index)} tasks, {len(index) - len(held)} to train on, held out for few-shot "
+                      f"evaluation: {', '.join(sorted(held))}",
+                  f"  {'task':<20}{'support':>9}{'query':>8}{'test':>7}"]
+        for t in index:
+            rows = t["rows"]
+            lines.append(f"  {t['name'][:19]:<20}{rows['support']:>9,}{rows['query']:>8,}{rows['test']:>7,}"
+                         + ("  held out" if t["name"] in held else ""))
+        lines.append("  the tasks in the prompt/response/metadata layout and the k-shot sets are in the run "
+                     "directory: tasks/, few_shot/")
     return "\n".join(lines) + "\n"

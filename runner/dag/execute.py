@@ -18,7 +18,7 @@ from .cache import Cache
 from .compile import Graph
 from .fingerprint import fingerprint_graph
 
-DATA_KINDS = ("load", "filter", "dedup", "split", "mix", "render")
+DATA_KINDS = ("load", "filter", "dedup", "split", "tasks", "mix", "render")
 
 
 @dataclass
