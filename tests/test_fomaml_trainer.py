@@ -224,3 +224,19 @@ def test_meta_items_fresh_seeded_and_independent_of_the_split():
     assert firsts(MetaDataset(tasks, slots=1, **kw)[2]) == firsts(one[2])
     with pytest.raises(ValueError, match="not a multiple"):
         MetaDataset(tasks, slots=3, **kw)
+
+
+def test_few_shot_summary_names_the_best_model_and_says_when_it_is_not_clear():
+    from runner.train.few_shot import summarise
+
+    def rows(effect, noise):
+        return [{"task": t, "shots": k, "seed": s, "model": m, "loss_before": 2.0,
+                 "loss_after": 2.0 - effect * (m == "sft_control") - noise * ((s + ord(t)) % 3)}
+                for t in "ab" for k in (5, 10) for s in range(3) for m in ("start", "sft_control", "fomaml")]
+    clear = summarise(rows(0.1, 0.001))
+    assert clear["best"] == {"5": "sft_control", "10": "sft_control"}          # not FOMAML: said as it is
+    assert clear["verdict"][0].startswith("5-shot: sft_control adapts best") and "not a clear win" not in clear["verdict"][0]
+    row = next(t for t in clear["table"] if t["model"] == "sft_control" and t["shots"] == 5)
+    assert row["n"] == 6 and abs(row["gain"] - (0.1 + 0.001)) < 1e-9
+    assert len(clear["by_task"]) == 2 * 2 * 3
+    assert "not a clear win" in summarise(rows(0.001, 0.01))["verdict"][0]

@@ -129,6 +129,11 @@ def write_markdown(report: dict, run_dir: Path) -> None:
             lines.append(f"| {t['model']} | {t['shots']} | {t['n']} | {t['loss_before']:.4f} | "
                          f"{t['loss_after']:.4f} ± {t['loss_after_sd']:.4f} | {t['gain']:.4f} ± {t['gain_sd']:.4f} |")
         lines += [""] + [f"**{v}.**" for v in summary["verdict"]]
+        if summary.get("by_task"):
+            lines += ["", "Per held-out task (mean ± sd over seeds):", "",
+                      "| task | shots | model | loss before | loss after |", "|---|---:|---|---:|---:|"]
+            lines += [f"| {t['task']} | {t['shots']} | {t['model']} | {t['loss_before']:.4f} | "
+                      f"{t['loss_after']:.4f} ± {t['loss_after_sd']:.4f} |" for t in summary["by_task"]]
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -72,7 +72,8 @@ def evaluate(recipe: model.Recipe, models: dict[str, Path | None], held_out: lis
 
 def summarise(rows: list[dict]) -> dict[str, Any]:
     """Per model and k: mean and spread (stdev over tasks x seeds) of the loss after adaptation and of
-    the gain (before - after); `best` per k: the model with the lowest mean loss after, and a sentence."""
+    the gain (before - after); `by_task`: the same per task (spread over seeds); `best` per k: the model
+    with the lowest mean loss after, and a sentence saying so (and whether the margin beats the spread)."""
     by: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
         by.setdefault((r["model"], r["shots"]), []).append(r)
@@ -84,6 +85,13 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
                       "loss_before": statistics.mean(r["loss_before"] for r in rs),
                       "loss_after": statistics.mean(after), "loss_after_sd": _sd(after),
                       "gain": statistics.mean(gain), "gain_sd": _sd(gain)})
+    per_task = []
+    for key in sorted({(r["task"], r["shots"], r["model"]) for r in rows}):
+        rs = [r for r in rows if (r["task"], r["shots"], r["model"]) == key]
+        after = [r["loss_after"] for r in rs]
+        per_task.append({"task": key[0], "shots": key[1], "model": key[2], "seeds": len(rs),
+                         "loss_before": rs[0]["loss_before"], "loss_after": statistics.mean(after),
+                         "loss_after_sd": _sd(after)})
     best, sentences = {}, []
     for k in sorted({t["shots"] for t in table}):
         rs = sorted((t for t in table if t["shots"] == k), key=lambda t: t["loss_after"])
@@ -94,7 +102,7 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
         sentences.append(f"{k}-shot: {rs[0]['model']} adapts best, test loss {rs[0]['loss_after']:.4f} after "
                          f"adaptation vs {rs[1]['model']} {rs[1]['loss_after']:.4f}{sure}" if len(rs) > 1 else
                          f"{k}-shot: only {rs[0]['model']} was evaluated")
-    return {"table": table, "best": best, "verdict": sentences}
+    return {"table": table, "by_task": per_task, "best": best, "verdict": sentences}
 
 
 def _sd(xs: list[float]) -> float:
