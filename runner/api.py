@@ -63,7 +63,7 @@ def plan(path: str | Path, overrides=(), cache_dir: str | None = None):
     # the commit an unpinned hub source stands for is a fact of the cache, not of the recipe
     graph = dataclasses.replace(graph, notes=graph.notes + tuple(revision_notes(recipe.sources)))
     cache = Cache(default_dir(recipe.file, cache_dir))
-    fps = fingerprint_graph(graph, recipe.file.parent, versions())
+    fps = fingerprint_graph(graph, recipe.file.parent, versions(), cache.digests)
     return graph, make_plan(graph, fps, cache), cache
 
 

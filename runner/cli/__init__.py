@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from ..errors import RecipeError, ValidationError
-from . import diff, inspect, plan, run, schema, show, validate
+from . import diff, gc, inspect, plan, run, schema, show, validate
 
 HELP = """\
 recipe: declarative fine-tuning recipes
@@ -21,10 +21,11 @@ recipe: declarative fine-tuning recipes
   recipe run R                  run the recipe (--dry-run: data steps + render check, no training)
   recipe inspect R              rendered examples with trained tokens highlighted
   recipe diff A B | --git REV   what a recipe change means: settings, rows, steps to rerun
+  recipe gc [PATH ...]          remove cached artifacts the recipes under PATH no longer reference
 """
 
 COMMANDS = {"validate": validate, "show": show, "schema": schema, "plan": plan, "run": run, "inspect": inspect,
-            "diff": diff}
+            "diff": diff, "gc": gc}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ a run killed at any point never leaves a half artifact that a later run would tr
     <cache>/tmp/<fp>.<pid>/          being written (removed on the next run when its process is gone)
     <cache>/partial/<fp>/            resumable work of an unfinished step (training checkpoints)
     <cache>/index/<recipe>/<step>.json   the last fingerprint components, for "why is this stale"
+    <cache>/digests.json             digests of big input files by path, size, mtime, ctime, inode (fingerprint.py)
 """
 from __future__ import annotations
 
@@ -36,6 +37,10 @@ def _dump(path: Path, data) -> None:
 class Cache:
     def __init__(self, root: Path):
         self.root = Path(root)
+
+    @property
+    def digests(self) -> Path:
+        return self.root / "digests.json"
 
     def object_dir(self, fp: str) -> Path:
         return self.root / "objects" / fp

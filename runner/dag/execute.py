@@ -83,7 +83,8 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
             console=None) -> list[StepRecord]:
     from .ui import StepUI
     ui = StepUI(console)
-    fps = fingerprint_graph(graph, recipe.file.parent, versions())
+    cache.root.mkdir(parents=True, exist_ok=True)
+    fps = fingerprint_graph(graph, recipe.file.parent, versions(), cache.digests)
     order, forced = select(graph, sel, options.force)
     run_dir.mkdir(parents=True, exist_ok=True)
     records: list[StepRecord] = []

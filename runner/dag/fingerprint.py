@@ -1,6 +1,11 @@
 """Step fingerprints: a hash of everything that can change a step's output (kind, code version,
 canonical params, upstream fingerprints, the bytes of the files it reads). Content, not mtimes: a
-touched file with the same bytes stays cached; a changed byte never does."""
+touched file with the same bytes stays cached; a changed byte never does.
+
+Hashing a local model.base (GBs of weights) on every `plan` is slow, so a file of at least MEMO_BYTES
+has its digest kept in <cache>/digests.json under its path, size, mtime, ctime and inode: any write to
+the file changes its ctime (which no tool can set back), so a kept digest is only reused for the same
+bytes."""
 from __future__ import annotations
 
 import glob
@@ -19,15 +24,58 @@ class Fingerprint:
     components: dict  # what went in, kept so `plan` can say *why* a step is stale
 
 
+MEMO_BYTES = 1 << 20
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def _file_digest(path: Path, memo: dict) -> str:
     key = str(path)
     if key not in memo:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        memo[key] = h.hexdigest()
+        kept = memo.get(_KEPT)
+        st = os.stat(path) if kept is not None else None
+        if st is not None and st.st_size >= MEMO_BYTES:
+            full, stamp = str(Path(path).resolve()), [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+            old = kept.get(full)
+            if old and old[:4] == stamp:
+                memo[key] = old[4]
+            else:
+                memo[key] = _hash_file(path)
+                kept[full] = [*stamp, memo[key]]
+                memo[_DIRTY] = True
+        else:
+            memo[key] = _hash_file(path)
     return memo[key]
+
+
+_KEPT, _DIRTY = "\0kept", "\0dirty"   # memo keys no path can have
+
+
+def _load_kept(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        return kept if isinstance(kept, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_kept(path: Path, kept: dict) -> None:
+    if not path.parent.is_dir():     # plan never creates a cache; a later run will
+        return
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(kept, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)   # a read-only cache: digests are recomputed next time
 
 
 def files_digest(base: Path, rel: str, memo: dict) -> str:
@@ -59,8 +107,10 @@ def file_key(entry: str) -> str:
     return entry.rsplit("@", 1)[0] if entry.startswith("hf://datasets/") else entry
 
 
-def fingerprint_graph(graph: Graph, base_dir: Path, versions: dict[str, int]) -> dict[str, Fingerprint]:
-    memo: dict = {}
+def fingerprint_graph(graph: Graph, base_dir: Path, versions: dict[str, int],
+                      digests: Path | None = None) -> dict[str, Fingerprint]:
+    """Fingerprints of every step; `digests` (<cache>/digests.json) keeps big files' digests between runs."""
+    memo: dict = {_KEPT: _load_kept(digests)}
     out: dict[str, Fingerprint] = {}
     for step in graph.steps:
         comp = {
@@ -72,6 +122,8 @@ def fingerprint_graph(graph: Graph, base_dir: Path, versions: dict[str, int]) ->
         }
         blob = json.dumps(comp, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         out[step.name] = Fingerprint(hashlib.sha256(blob.encode()).hexdigest()[:24], comp)
+    if digests is not None and memo.get(_DIRTY):
+        _save_kept(digests, memo[_KEPT])
     return out
 
 

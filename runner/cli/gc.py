@@ -1,0 +1,38 @@
+"""`recipe gc [PATH ...]`: remove the cached artifacts no recipe under PATH still references."""
+from __future__ import annotations
+
+import argparse
+
+from .options import add_set
+
+HELP = "remove cached artifacts the recipes no longer reference; report bytes freed"
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("paths", nargs="*", metavar="PATH", help="recipe files or folders of recipes (default: .)")
+    p.add_argument("--cache-dir")
+    p.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    add_set(p)
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..dag.gc import apply, plan_sweep
+    from ..recipe.load import display
+    sweeps, notes = plan_sweep(args.paths, args.overrides, args.cache_dir)
+    for n in notes:
+        print(f"note: {n}")
+    verb = "would free" if args.dry_run else "freed"
+    for s in sweeps:
+        if not args.dry_run:
+            apply(s)
+        freed = sum(b for _, b in s.removed)
+        print(f"{display(s.root)}: kept {len(s.kept)} artifacts ({_mb(sum(b for _, b in s.kept))}) that "
+              f"{', '.join(s.recipes) or 'no recipe'} reference; {verb} {_mb(freed)} "
+              f"({len(s.removed)} {'to remove' if args.dry_run else 'removed'})")
+    if not sweeps:
+        print("no recipes found, nothing to do")
+    return 0

@@ -1,0 +1,101 @@
+"""`recipe gc`: bound the cache. Keep what the given recipes still reference (their steps' fingerprints
+as written, and what each one's last run used, e.g. with --set) and remove every other artifact, partial
+training state and dead temp folder; say how many bytes that frees. Nothing runs, nothing heavy loads."""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import RecipeError
+from .cache import Cache, default_dir
+
+
+@dataclass
+class Sweep:
+    root: Path
+    recipes: list[str] = field(default_factory=list)      # recipe names whose artifacts are kept
+    kept: list[tuple[str, int]] = field(default_factory=list)       # (fingerprint, bytes)
+    removed: list[tuple[str, int]] = field(default_factory=list)    # (objects/<fp> or partial/<fp>, bytes)
+
+
+def find_recipes(paths: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths or ["."]):
+        if p.is_file():
+            out.append(p)
+        elif p.is_dir():
+            out += sorted(x for x in p.rglob("*.y*ml") if ".recipe" not in x.parts and x.suffix in (".yaml", ".yml"))
+        else:
+            raise RecipeError(f"{p}: no such file or folder")
+    return out
+
+
+def _size(p: Path) -> int:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else 0
+
+
+def _name(path: Path) -> str | None:
+    """The `recipe:` name of a file that does not validate (a fragment, a broken recipe), if it has one."""
+    import yaml
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    return doc.get("recipe") if isinstance(doc, dict) and isinstance(doc.get("recipe"), str) else None
+
+
+def plan_sweep(paths: list[str], overrides=(), cache_dir: str | None = None) -> tuple[list[Sweep], list[str]]:
+    """-> (one Sweep per cache folder the recipes use, notes about files that are not recipes)."""
+    from .. import api
+    from ..steps import versions
+    from .compile import compile_recipe
+    from .fingerprint import fingerprint_graph
+
+    live: dict[Path, set[str]] = {}
+    names: dict[Path, set[str]] = {}
+    notes: list[str] = []
+    for f in find_recipes(paths):
+        root = default_dir(f.resolve(), cache_dir)
+        try:
+            r = api.load(f, overrides)
+        except RecipeError as e:
+            name = _name(f)
+            notes.append(f"{f}: not a complete recipe ({str(e).splitlines()[-1]}); "
+                         + (f"keeping what its last run used" if name else "nothing of it to keep"))
+            if name:
+                names.setdefault(root, set()).add(name)
+            continue
+        graph = compile_recipe(r)
+        fps = fingerprint_graph(graph, r.file.parent, versions(), Cache(root).digests)
+        live.setdefault(root, set()).update(fp.value for fp in fps.values())
+        names.setdefault(root, set()).add(graph.recipe)
+    sweeps = []
+    for root in sorted(set(live) | set(names)):
+        cache = Cache(root)
+        keep = set(live.get(root, ()))
+        for name in names.get(root, ()):       # the last run of each recipe (it may have used --set)
+            for idx in (root / "index" / name).glob("*.json"):
+                try:
+                    keep.add(json.loads(idx.read_text(encoding="utf-8"))["fingerprint"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    pass
+        s = Sweep(root, sorted(names.get(root, ())))
+        for obj in _children(root / "objects"):
+            (s.kept if obj.name in keep else s.removed).append((f"objects/{obj.name}", _size(obj)))
+        for part in _children(root / "partial"):     # resumable training state of a step no one runs now
+            if part.name not in keep:
+                s.removed.append((f"partial/{part.name}", _size(part)))
+        sweeps.append(s)
+    return sweeps, notes
+
+
+def _children(d: Path) -> list[Path]:
+    return sorted(x for x in d.iterdir() if x.is_dir()) if d.is_dir() else []
+
+
+def apply(s: Sweep) -> None:
+    for rel, _ in s.removed:
+        shutil.rmtree(s.root / rel, ignore_errors=True)
+    Cache(s.root).clean_tmp()      # temp folders of processes that are gone
