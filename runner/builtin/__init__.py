@@ -1,11 +1,17 @@
 """Loading the model and tokenizer named by `model.base`.
 
 `model.base` is one of:
-  - `builtin:tiny`: a 2-layer Qwen2 with a tokenizer trained on data/ (files in tiny/,
-    rebuilt by make_tokenizer.py). Weights are random, seeded, and never stored: tests and
-    quickstarts run anywhere, with no hub and no download.
+  - `builtin:tiny`: a 4-layer Qwen2 (d=192, ~3.2M parameters) pretrained by this project on the public
+    corpora in data/ (recipes/tiny_pretrain.yaml, `make tiny-model`); weights and manifest in tiny/.
+    Without tiny/model.safetensors (a checkout that has not built it) it is tiny-scratch.
+  - `builtin:tiny-scratch`: the same architecture, randomly initialised (seeded): where
+    pretraining starts.
+  - `builtin:tiny-random`: a 2-layer random Qwen2 (~0.5M parameters, config in tiny_random/):
+    fast plumbing tests where learning does not matter.
   - a local directory, relative to the recipe's directory;
   - a hub id, taken from the local Hugging Face cache first and the hub only if reachable.
+All builtin models share the byte-level BPE tokenizer in tiny/ (rebuilt by make_tokenizer.py), so
+every recipe runs offline.
 
 torch and transformers are imported inside the functions: `import runner.builtin` is used
 by the recipe loader and validation, which must stay fast and work without torch.
@@ -21,6 +27,10 @@ from urllib.parse import urlparse
 from runner.errors import RecipeError
 
 TINY = "builtin:tiny"
+TINY_SCRATCH = "builtin:tiny-scratch"
+TINY_RANDOM = "builtin:tiny-random"
+BUILTINS = (TINY, TINY_SCRATCH, TINY_RANDOM)
+WEIGHTS = "model.safetensors"
 
 _DTYPES = {
     "float32": "float32", "fp32": "float32",
@@ -34,11 +44,22 @@ def tiny_path() -> Path:
     return Path(__file__).resolve().parent / "tiny"
 
 
+def builtin_config_dir(base: str) -> Path:
+    """The directory holding the config of a builtin model."""
+    return tiny_path().parent / "tiny_random" if base == TINY_RANDOM else tiny_path()
+
+
+def builtin_weights(base: str) -> Path | None:
+    """The shipped weights of a builtin model, None where it is randomly initialised."""
+    weights = tiny_path() / WEIGHTS
+    return weights if base == TINY and weights.is_file() else None
+
+
 def load_tokenizer(base: str, *, trust_remote_code: bool = False, recipe_dir: Path | None = None):
     """The tokenizer for `base` (no model weights: data steps only need this)."""
     from transformers import AutoTokenizer
 
-    if base == TINY:
+    if base in BUILTINS:
         return AutoTokenizer.from_pretrained(tiny_path())
     return _load(AutoTokenizer.from_pretrained, base, recipe_dir, trust_remote_code=trust_remote_code)
 
@@ -61,11 +82,15 @@ def load_model_and_tokenizer(
     # dropout), or adding a load would change a run's results.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if base == TINY:
-            config = AutoConfig.from_pretrained(tiny_path())
-            # "auto" means the checkpoint's dtype; random weights have none, so float32.
+        if base in BUILTINS:
+            # "auto" means the checkpoint's dtype; the shipped weights are float32, random ones have none.
             torch_dtype = getattr(torch, "float32" if dtype == "auto" else _dtype_name(dtype))
-            model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+            weights = builtin_weights(base)
+            if weights is not None:
+                model = AutoModelForCausalLM.from_pretrained(str(weights.parent), dtype=torch_dtype)
+            else:
+                config = AutoConfig.from_pretrained(builtin_config_dir(base))
+                model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
         else:
             model = _load(
                 AutoModelForCausalLM.from_pretrained, base, recipe_dir,

@@ -11,6 +11,8 @@ Templates:
   chatml     <|im_start|>role\\ncontent<|im_end|>\\n
   llama3     <|begin_of_text|><|start_header_id|>role<|end_header_id|>\\n\\ncontent<|eot_id|>
   alpaca     ### Instruction: / ### Response: sections; EOS ends an answer
+  text       plain text, no role markers: turns joined by newlines, EOS ends the document
+             (continued pretraining on raw text, with train_on="all")
   tokenizer  the tokenizer's own Jinja chat_template
   x.jinja    a Jinja chat template file
 For Jinja templates the answers are found with `{% generation %}` markers when the
@@ -88,7 +90,7 @@ def end_of_turn_token(chat: str, tokenizer: Any) -> str:
         return "<|im_end|>"
     if chat == "llama3":
         return "<|eot_id|>"
-    if chat == "alpaca":
+    if chat in ("alpaca", "text"):
         return _eos(tokenizer, chat)
     return _eot_for_source(tokenizer, _template_source(chat, tokenizer))
 
@@ -228,6 +230,8 @@ def _segments(messages: list[dict[str, str]], tokenizer: Any, chat: str) -> list
         return _llama3(messages)
     if chat == "alpaca":
         return _alpaca(messages, _eos(tokenizer, chat))
+    if chat == "text":
+        return _text(messages, _eos(tokenizer, chat))
     return _jinja(messages, tokenizer, _template_source(chat, tokenizer))
 
 
@@ -266,6 +270,19 @@ def _alpaca(messages, eos: str) -> list[Segment]:
             out.append((f"{sep}### Observation:\n{m['content']}", None))
         else:
             out += [(f"{sep}### Response:\n", None), (m["content"] + eos, _next_answer(out))]
+    return out
+
+
+def _text(messages, eos: str) -> list[Segment]:
+    """Turns' contents joined by newlines, EOS after the last: a document, so the model learns
+    where documents end. Only the last turn ends with EOS, so a multi-turn text reads on."""
+    out: list[Segment] = []
+    for i, m in enumerate(messages):
+        end = eos if i == len(messages) - 1 else "\n"
+        if m["role"] == "assistant":
+            out.append((m["content"] + end, _next_answer(out)))
+        else:
+            out.append((m["content"] + end, None))
     return out
 
 

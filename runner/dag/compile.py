@@ -137,6 +137,7 @@ def compile_recipe(r: model.Recipe) -> Graph:
         if row:
             params: dict = {"filters": row}
             files: tuple[str, ...] = tuple(f.model_path for f in row if isinstance(f, model.ToxicityFilter))
+            files += tuple(f.file for f in row if isinstance(f, model.ExcludeFilter))
             counted = [f for f in row if isinstance(f, model.LengthFilter) and f.max_tokens is not None]
             if counted:
                 # only what changes a token count: not train_on, and max_length only when it is the limit

@@ -324,7 +324,7 @@ def _with_bases(doc: Document, file: Path, stack: tuple) -> Document:
 
 # Keys that hold paths. A base recipe in another folder wrote them relative to itself; after the
 # merge they must be relative to the recipe that extends it. ("*" is any name or list index.)
-_PATH_KEYS = (("sources", "*", "path"), ("filters", "*", "model_path"), ("model", "init_from"), ("model", "base"),
+_PATH_KEYS = (("sources", "*", "path"), ("filters", "*", "model_path"), ("filters", "*", "file"), ("model", "init_from"), ("model", "base"),
               ("train", "deepspeed"), ("stages", "*", "train", "deepspeed"), ("template", "chat"),
               ("meta", "tasks", "*", "support", "*"), ("meta", "tasks", "*", "query", "*"),
               ("meta", "tasks", "*", "test", "*"))

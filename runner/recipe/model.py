@@ -135,6 +135,14 @@ class ToxicityFilter:
 
 
 @dataclass(frozen=True)
+class ExcludeFilter:
+    kind: str
+    field: str
+    file: str
+    sources: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
 class DedupFilter:
     kind: str
     method: str
@@ -146,11 +154,11 @@ class DedupFilter:
 
 
 Filter = Union[LengthFilter, RepetitionFilter, IncompleteFilter, RefusalFilter, RegexFilter,
-               PiiFilter, ToxicityFilter, DedupFilter]
+               PiiFilter, ToxicityFilter, ExcludeFilter, DedupFilter]
 FILTER_TYPES: dict[str, type] = {
     "length": LengthFilter, "repetition": RepetitionFilter, "incomplete": IncompleteFilter,
     "refusal": RefusalFilter, "regex": RegexFilter, "pii": PiiFilter, "toxicity": ToxicityFilter,
-    "dedup": DedupFilter,
+    "exclude": ExcludeFilter, "dedup": DedupFilter,
 }
 
 
@@ -302,7 +310,7 @@ class Output:
 
 
 IMPLICIT_STAGE = "main"
-CHAT_TEMPLATES = ("chatml", "llama3", "alpaca", "tokenizer")           # anything else is a .jinja path
+CHAT_TEMPLATES = ("chatml", "llama3", "alpaca", "text", "tokenizer")           # anything else is a .jinja path
 DEEPSPEED_PRESETS = ("zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
 
 

@@ -242,6 +242,9 @@ def _semantic(d: dict, doc: Document, out: _Problems) -> None:
         if f["kind"] == "toxicity" and not (doc_dir / f["model_path"]).exists():
             out.add(("filters", i, "model_path"), f"filters[{i}].model_path: no detoxify checkpoint at {f['model_path']}; "
                     "weights cannot be downloaded here: fetch one (e.g. toxic_original-c1212f89.ckpt) elsewhere and point model_path at it")
+        if f["kind"] == "exclude" and not (doc_dir / f["file"]).is_file():
+            out.add(("filters", i, "file"), f"filters[{i}].file: no file at {f['file']} (relative to the recipe); "
+                    "it lists the texts to keep out of training, one JSON object per line")
     # mix / stages
     if d["stages"]:
         if d["mix"] is not None:

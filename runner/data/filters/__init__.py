@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 from ..common import without_gc
 from ..stats import Stats
-from . import incomplete, length, pii, refusal, regex, repetition, toxicity
+from . import exclude, incomplete, length, pii, refusal, regex, repetition, toxicity
 from .context import FilterContext, RowFilter, Verdict
 
 FILTERS = {
@@ -18,6 +18,7 @@ FILTERS = {
     "regex": regex.make,
     "pii": pii.make,
     "toxicity": toxicity.make,
+    "exclude": exclude.make,
 }
 
 __all__ = ["FILTERS", "FilterContext", "RowFilter", "Verdict", "run_filters"]
