@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--set", "model.base=builtin:tiny"]
+TINY = ["--set", "model.base=builtin:tiny-random"]   # plumbing: the fast random model
 
 
 def recipe(*args: str, cwd: Path = ROOT, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -64,7 +64,7 @@ def test_export_adapter_and_merged_load_as_they_are(lora_run):
 
     ids = torch.tensor([R.prompt_ids("question 5", r, loading.load_base(r)[1])])
     reference = loading.for_inference(r, final)[0](input_ids=ids).logits
-    base, _ = loading.load_base(r)                       # builtin:tiny's base: the recipe's seed
+    base, _ = loading.load_base(r)                       # builtin:tiny-random's base: the recipe's seed
     adapter = PeftModel.from_pretrained(base, str(tmp / "export" / "adapter")).eval()
     merged = AutoModelForCausalLM.from_pretrained(str(tmp / "export" / "merged")).eval()
     with torch.no_grad():

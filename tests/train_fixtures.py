@@ -1,4 +1,4 @@
-"""Shared by the tests/test_train_*.py files: a tiny recipe on builtin:tiny and synthetic rows."""
+"""Shared by the tests/test_train_*.py files: a tiny recipe on builtin:tiny-random (plumbing, not learning) and synthetic rows."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ RECIPE = """\
 recipe: train_test
 seed: 7
 model:
-  base: builtin:tiny
+  base: builtin:tiny-random
   adapter: {{type: lora, r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}}
 sources:
   a: {{path: {data}/identity.json, format: alpaca}}

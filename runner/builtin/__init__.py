@@ -55,6 +55,17 @@ def builtin_weights(base: str) -> Path | None:
     return weights if base == TINY and weights.is_file() else None
 
 
+def weights_digest(base: str) -> str | None:
+    """sha256 of a builtin model's shipped weights, from its manifest (cheap: no torch, no hashing),
+    None for random-init models. Fingerprints include it, so new weights retrain what used the old."""
+    import json
+
+    if builtin_weights(base) is None:
+        return None
+    manifest = tiny_path() / "manifest.json"
+    return json.loads(manifest.read_text(encoding="utf-8"))["weights_sha256"] if manifest.is_file() else None
+
+
 def load_tokenizer(base: str, *, trust_remote_code: bool = False, recipe_dir: Path | None = None):
     """The tokenizer for `base` (no model weights: data steps only need this)."""
     from transformers import AutoTokenizer

@@ -56,15 +56,18 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
 
+# builtin:tiny (pretrained by recipes/tiny_pretrain.yaml; ~3.2M parameters, sized so that pretraining
+# takes about an hour on one CPU core) and builtin:tiny-random (never trained; fast plumbing tests).
 MODEL_CONFIG = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
+    hidden_size=192,
+    intermediate_size=512,
+    num_hidden_layers=4,
     num_attention_heads=4,
     num_key_value_heads=2,
     max_position_embeddings=1024,
     tie_word_embeddings=True,
 )
+RANDOM_CONFIG = dict(MODEL_CONFIG, hidden_size=64, intermediate_size=128, num_hidden_layers=2)
 
 
 def _strings(value) -> Iterator[str]:
@@ -121,7 +124,7 @@ def train_tokenizer(data_dir: Path):
     return tok
 
 
-def build(out: Path, data_dir: Path) -> None:
+def build(out: Path, data_dir: Path, random_out: Path | None = None) -> None:
     from transformers import Qwen2Config, Qwen2Tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
@@ -145,16 +148,20 @@ def build(out: Path, data_dir: Path) -> None:
         "eos_token": EOS, "pad_token": PAD, "additional_special_tokens": SPECIAL_TOKENS[2:],
     })
 
-    config = Qwen2Config(
-        vocab_size=len(hf_tok),
-        eos_token_id=hf_tok.eos_token_id,
-        pad_token_id=hf_tok.pad_token_id,
-        **MODEL_CONFIG,
-    )
-    config_dict = config.to_diff_dict()  # only non-defaults, as save_pretrained writes
-    # Keep the committed file independent of the installed transformers version.
-    config_dict.pop("transformers_version", None)
-    _write_json(out / "config.json", config_dict)
+    for folder, shape in ((out, MODEL_CONFIG), (random_out, RANDOM_CONFIG)):
+        if folder is None:
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        config = Qwen2Config(
+            vocab_size=len(hf_tok),
+            eos_token_id=hf_tok.eos_token_id,
+            pad_token_id=hf_tok.pad_token_id,
+            **shape,
+        )
+        config_dict = config.to_diff_dict()  # only non-defaults, as save_pretrained writes
+        # Keep the committed file independent of the installed transformers version.
+        config_dict.pop("transformers_version", None)
+        _write_json(folder / "config.json", config_dict)
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -164,9 +171,11 @@ def _write_json(path: Path, obj: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "tiny")
+    p.add_argument("--random-out", type=Path, default=Path(__file__).resolve().parent / "tiny_random",
+                   help="where the config of builtin:tiny-random goes")
     p.add_argument("--data", type=Path, default=REPO / "data")
     args = p.parse_args(argv)
-    build(args.out, args.data)
+    build(args.out, args.data, args.random_out)
     print(f"wrote {args.out}")
 
 

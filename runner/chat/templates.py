@@ -147,7 +147,7 @@ class RenderCheck:
                 f"give the tokenizer a distinct pad token"
             )
         allowed = {self.eot_id, tokenizer.eos_token_id}
-        self.markers = {vocab[t] for t in _special_tokens(tokenizer) if t in vocab} - allowed
+        self.markers = {vocab[t] for t in special_tokens(tokenizer) if t in vocab} - allowed
 
     def trains_eot(self, r: Rendered) -> bool:
         return self.eot_id in r.labels
@@ -393,7 +393,7 @@ def _eot_for_source(tokenizer: Any, source: str) -> str:
         {"role": "user", "content": "\ue002"}, {"role": "assistant", "content": "\ue003"},
     ], generation_prompt=False)
     after = text[text.rindex("\ue003") + 1:] if "\ue003" in text else ""
-    found = [(after.find(t), t) for t in _special_tokens(tokenizer) if t in after]
+    found = [(after.find(t), t) for t in special_tokens(tokenizer) if t in after]
     return min(found)[1] if found else _eos(tokenizer, "tokenizer")
 
 
@@ -438,7 +438,7 @@ def _eos(tokenizer: Any, chat: str) -> str:
     return tokenizer.eos_token
 
 
-def _special_tokens(tokenizer: Any) -> list[str]:
+def special_tokens(tokenizer: Any) -> list[str]:
     """Every special token: the named ones and the added tokens flagged special."""
     names = set(tokenizer.all_special_tokens)
     names.update(t.content for t in tokenizer.added_tokens_decoder.values() if t.special)

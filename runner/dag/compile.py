@@ -171,6 +171,7 @@ def compile_recipe(r: model.Recipe) -> Graph:
     active = [st for st in r.stages if not st.skip]
     trained: dict[str, str] = {}
     prev: str | None = None
+    weights = _builtin_weights(r)
     for st in active:
         members = {k: r.expand(k) for k in (st.mix or {})}
         steps.append(_step(f"mix.{st.name}", "mix", ["split"], {
@@ -194,18 +195,27 @@ def compile_recipe(r: model.Recipe) -> Graph:
         train_params = {"train": dataclasses.replace(st.train, report_to=()),
                         "model": dataclasses.replace(r.model, init_from=init_from),
                         "template": r.template, "ewc": ewc, "fisher_for": successor_ewc(r, st), "seed": r.seed,
-                        "save_total_limit": r.output.save_total_limit}
+                        "save_total_limit": r.output.save_total_limit, **weights}
         if st.ewc is not None and ewc is None:
             notes.append(f"stage {st.name}: ewc needs an earlier stage's weights and Fisher, and this run starts "
                          "from the base model; EWC is off for this stage")
         files = _deepspeed_files(st.train) + ((init_from,) if init_from else ()) + _model_files(r, weights=True)
+        if st is active[0] and r.evaluate.before:
+            # the starting model on the same eval rows: the row "before" of the forgetting table
+            steps.append(_step("eval.before", "evaluate", [f"render.{st.name}", "split"], {
+                "evaluate": dataclasses.replace(r.evaluate, every_stage=True, before=True),
+                "template": r.template,
+                "model": {"base": r.model.base, "init_from": r.model.init_from, "dtype": r.model.dtype},
+                "seed": r.seed, "micro_batch_size": st.train.micro_batch_size, **weights},
+                files=((r.model.init_from,) if r.model.init_from else ()) + _template_files(r)
+                + _model_files(r, weights=True)))
         steps.append(_step(f"train.{st.name}", "train", inputs, train_params, stage=st.name, files=files))
         trained[st.name] = f"train.{st.name}"
         prev = st.name
         if r.evaluate.every_stage or st is active[-1]:
-            steps.append(_step(f"eval.{st.name}", "evaluate", [f"train.{st.name}", f"render.{st.name}"], {
-                "evaluate": dataclasses.replace(r.evaluate, every_stage=True),   # that flag shapes the graph only
-                "template": r.template, "model": r.model.base, "seed": r.seed},
+            steps.append(_step(f"eval.{st.name}", "evaluate", [f"train.{st.name}", f"render.{st.name}", "split"], {
+                "evaluate": dataclasses.replace(r.evaluate, every_stage=True, before=True),   # flags that shape the graph only
+                "template": r.template, "model": r.model.base, "seed": r.seed, **weights},
                 stage=st.name))
     if active:
         steps.append(_step("export", "export", [f"train.{active[-1].name}"], {"output": r.output}))
@@ -221,7 +231,7 @@ def _meta_steps(r: model.Recipe, steps: list[Step]) -> None:
                                                       "seeds": fs.seeds, "seed": r.seed}))
     common = {"inner": m.inner, "outer": m.outer, "total_steps": m.total_steps,
               "train": dataclasses.replace(train, report_to=()), "model": r.model, "template": r.template,
-              "seed": r.seed, "save_total_limit": r.output.save_total_limit}
+              "seed": r.seed, "save_total_limit": r.output.save_total_limit, **_builtin_weights(r)}
     files = _deepspeed_files(train) + _model_files(r, weights=True)
     steps.append(_step("train.meta", "meta_train", ["tasks", "split"], {**common, "role": "meta"}, files=files))
     models = ["train.meta"]
@@ -231,8 +241,16 @@ def _meta_steps(r: model.Recipe, steps: list[Step]) -> None:
         steps.append(_step("train.control", "meta_train", ["tasks", "split"], control, files=files))
         models.append("train.control")
     steps.append(_step("eval.few_shot", "few_shot", ["tasks", "split", *models], {
-        "few_shot_eval": fs, "inner": m.inner, "model": r.model, "template": r.template, "seed": r.seed},
+        "few_shot_eval": fs, "inner": m.inner, "model": r.model, "template": r.template, "seed": r.seed,
+        **_builtin_weights(r)},
         files=_model_files(r, weights=True)))
+
+
+def _builtin_weights(r: model.Recipe) -> dict:
+    """A builtin model's shipped weights are content too: their digest, from the manifest beside them."""
+    from ..builtin import weights_digest
+    digest = weights_digest(r.model.base)
+    return {"base_weights": digest} if digest else {}
 
 
 def _deepspeed_files(t: model.Train) -> tuple[str, ...]:

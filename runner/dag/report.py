@@ -47,7 +47,11 @@ def build_report(recipe: Recipe, graph: Graph, records: list, run_dir: Path) -> 
             src = r.name.split(".", 1)[1]
             n = (r.stats or {}).get("quarantined", (r.stats or {}).get("dropped", {}).get("quarantine", 0))
             quarantine[src] = {"count": n, "file": str(Path(r.artifact) / "quarantine.jsonl")}
-    forgetting = {s["name"]: s["metrics"]["eval"].get("loss", {}) for s in stages if s["metrics"]["eval"]}
+    before = (by["eval.before"].stats or {}).get("metrics") if "eval.before" in by else None
+    forgetting = {"before": before["loss"]} if before else {}
+    forgetting.update({s["name"]: s["metrics"]["eval"].get("loss", {}) for s in stages if s["metrics"]["eval"]})
+    health = {"before": _health(before)} if before else {}
+    health.update({s["name"]: _health(s["metrics"]["eval"]) for s in stages if s["metrics"]["eval"]})
     # hub sources: the commit each one read (what makes the run reproducible)
     datasets = {r.name.split(".", 1)[1]: r.stats["origin"] for r in records
                 if r.kind == "load" and isinstance(r.stats, dict) and r.stats.get("origin")}
@@ -58,10 +62,15 @@ def build_report(recipe: Recipe, graph: Graph, records: list, run_dir: Path) -> 
     meta = {name.split(".", 1)[1]: (by[name].stats or {}).get("metrics", {}) for name in ("train.meta", "train.control")
             if name in by}
     return {"report_version": REPORT_VERSION, "recipe": recipe.name, "recipe_file": str(recipe.file),
-            "steps": [_step_entry(r) for r in records], "stages": stages, "quarantine": quarantine,
-            "datasets": datasets, "placeholders": placeholders, "forgetting": forgetting, "meta_training": meta,
+            "steps": [_step_entry(r) for r in records], "stages": stages, "before": before, "quarantine": quarantine,
+            "datasets": datasets, "placeholders": placeholders, "forgetting": forgetting,
+            "generation_health": health, "meta_training": meta,
             "few_shot": few.get("few_shot", []), "few_shot_summary": few.get("few_shot_summary"),
             "notes": list(graph.notes)}
+
+
+def _health(metrics: dict) -> dict:
+    return {k: metrics.get(k) for k in ("stop_rate", "role_leak_rate", "generations")}
 
 
 def _fmt(v) -> str:
@@ -92,6 +101,9 @@ def write_markdown(report: dict, run_dir: Path) -> None:
     if report["quarantine"]:
         lines += ["", "## Quarantine", "", "| source | rows | file |", "|---|---:|---|"]
         lines += [f"| {k} | {v['count']:,} | {v['file']} |" for k, v in report["quarantine"].items()]
+    if report.get("before"):
+        lines += ["", "## Before training (the starting model)"]
+        lines += _samples(report["before"].get("samples") or [])
     for st in report["stages"]:
         lines += ["", f"## Stage {st['name']}", "", "| source | requested | achieved |", "|---|---:|---:|"]
         for src in sorted(set(st["mix"]["requested"]) | set(st["mix"]["achieved"])):
@@ -104,15 +116,20 @@ def write_markdown(report: dict, run_dir: Path) -> None:
         png = run_dir / f"loss_{st['name']}.png"
         if png.exists():
             lines += ["", f"![loss]({png.name})"]
-        samples = st["metrics"]["eval"].get("samples") or []
-        for smp in samples[:3]:
-            lines += ["", f"> **{smp.get('prompt', '')}**", ">", "> " + str(smp.get("output", "")).replace("\n", "\n> ")]
+        lines += _samples(st["metrics"]["eval"].get("samples") or [])
     if report["forgetting"]:
         srcs = sorted({s for row in report["forgetting"].values() for s in row})
         lines += ["", "## Forgetting (eval loss by stage and source)", "", "| stage | " + " | ".join(srcs) + " |",
                   "|---|" + "---:|" * len(srcs)]
         for stage, row in report["forgetting"].items():
             lines.append(f"| {stage} | " + " | ".join(_fmt(row.get(s)) for s in srcs) + " |")
+    if report.get("generation_health"):
+        lines += ["", "## Generation health", "",
+                  "stop_rate: share of generations that ended with the end-of-turn/EOS token; role_leak_rate: share "
+                  "that wrote a role marker or special token. Over the recipe's prompts plus a few eval rows' prompts.",
+                  "", "| stage | stop_rate | role_leak_rate | generations |", "|---|---:|---:|---:|"]
+        for stage, h in report["generation_health"].items():
+            lines.append(f"| {stage} | {_pct(h['stop_rate'])} | {_pct(h['role_leak_rate'])} | {_fmt(h['generations'])} |")
     for name, tm in (report.get("meta_training") or {}).items():
         lines += ["", f"## Meta-recipe training: {name}", "",
                   ", ".join(f"{k} {_fmt(v)}" for k, v in tm.items() if not isinstance(v, (dict, list)))]
@@ -137,6 +154,15 @@ def write_markdown(report: dict, run_dir: Path) -> None:
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _samples(samples: list[dict]) -> list[str]:
+    lines: list[str] = []
+    for smp in samples[:3]:
+        tail = "" if smp.get("stopped", True) else " *(no end-of-turn: cut at max_new_tokens)*"
+        lines += ["", f"> **{smp.get('prompt', '')}**", ">",
+                  "> " + str(smp.get("output", "")).replace("\n", "\n> ") + tail]
+    return lines
 
 
 def plot_losses(run_dir: Path, stage: str, history: list[dict]) -> Path | None:

@@ -294,11 +294,13 @@ class Generate:
     temperature: float
     top_p: float
     no_repeat_ngram_size: int
+    eval_prompts: int
 
 
 @dataclass(frozen=True)
 class Evaluate:
     every_stage: bool
+    before: bool
     max_rows: int | None
     generate: Generate
 

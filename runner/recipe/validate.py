@@ -252,6 +252,9 @@ def _semantic(d: dict, doc: Document, out: _Problems) -> None:
         order = list(d["stages"])
         for i, (name, st) in enumerate(d["stages"].items()):
             p = ("stages", name)
+            if name == "before" and d["evaluate"]["before"]:
+                out.add(p, "stages.before: `before` is the report's row for the starting model (evaluate.before); "
+                           "rename the stage", key=True)
             check_mix(st["mix"], p + ("mix",))
             check_size(st["size"], p + ("size",))
             check_train({**d["train"], **st["train"]}, p + ("train",))

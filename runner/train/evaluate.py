@@ -1,5 +1,10 @@
-"""Evaluate a trained stage: loss and perplexity on every source's eval rows (one row of the
-forgetting table), and generation samples for `evaluate.generate.prompts`.
+"""Evaluate a trained stage (or the starting model, row "before"): loss and perplexity on every
+source's eval rows (one row of the forgetting table), generation samples for
+`evaluate.generate.prompts`, and two health rates over those prompts plus a few eval rows' prompts:
+
+  stop_rate       share of generations that ended with the end-of-turn/EOS token before max_new_tokens
+  role_leak_rate  share that wrote a role marker or special token of the template (`<|im_start|>`,
+                  `user:`, `### Instruction:` ...): the model goes on writing the conversation itself
 
 The eval loss uses the training masks (rows rendered by the same template, -100 on prompts), so it
 is directly comparable with the training loss: the mean negative log-likelihood per trained token.
@@ -7,32 +12,92 @@ is directly comparable with the training loss: the mean negative log-likelihood 
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..recipe import model
 
 
-def evaluate_stage(recipe: model.Recipe, stage: model.Stage, model_dir: str | Path,
+def evaluate_stage(recipe: model.Recipe, stage: model.Stage, model_dir: str | Path | None,
                    eval_sets: Mapping[str, str | Path], prompts: Sequence[str] | None = None, *,
-                   trust: bool = False) -> dict[str, Any]:
+                   eval_records: Mapping[str, str | Path] | None = None, trust: bool = False,
+                   name: str | None = None) -> dict[str, Any]:
     """{"stage", "loss": {source: {loss, perplexity, tokens, rows}}, "samples": [{prompt, text,
-    tokens, stopped}]}. `prompts` defaults to evaluate.generate.prompts; `eval_sets` maps each
-    source to its eval rows file (JSONL, rendered or records), read up to evaluate.max_rows."""
+    tokens, stopped, leaked}], "health": {stop_rate, role_leak_rate, generations, stopped, leaked}}.
+    `model_dir` None is the starting model (model.init_from, else model.base). `prompts` defaults to
+    evaluate.generate.prompts; `eval_sets` maps each source to its eval rows file (JSONL, rendered or
+    records), read up to evaluate.max_rows; `eval_records` maps sources to eval records (with
+    messages), whose first `generate.eval_prompts` rows' prompts are generated for the rates."""
     import torch
 
-    from .loading import for_inference
-    from .rows import pairs
+    from .loading import for_inference, load_base
 
-    net, tokenizer = for_inference(recipe, model_dir, trust=trust)
+    if model_dir is None and recipe.model.init_from is None:
+        from .loading import to_device
+        net, tokenizer = load_base(recipe, trust=trust)
+        net = to_device(net).eval()
+    else:
+        net, tokenizer = for_inference(recipe, model_dir or recipe.path(recipe.model.init_from), trust=trust)
+    from .rows import pairs
     losses = {}
     for source, path in sorted(eval_sets.items()):
         rows = pairs(path, recipe, tokenizer, limit=recipe.evaluate.max_rows)
         losses[source] = _loss(net, rows, batch_size=stage.train.micro_batch_size, pad_id=tokenizer.pad_token_id)
+    conversations = [("prompt", [{"role": "user", "content": p}])
+                     for p in (recipe.evaluate.generate.prompts if prompts is None else prompts)]
+    conversations += _eval_prompts(eval_records or {}, recipe.evaluate.generate.eval_prompts)
     with torch.no_grad():
-        samples = [_generate(net, tokenizer, recipe, p)
-                   for p in (recipe.evaluate.generate.prompts if prompts is None else prompts)]
-    return {"stage": stage.name, "loss": losses, "samples": samples}
+        gens = [{**_generate(net, tokenizer, recipe, messages), "from": origin} for origin, messages in conversations]
+    return {"stage": name or stage.name, "loss": losses,
+            "samples": [g for g in gens if g["from"] == "prompt"], "generations": gens, "health": health(gens)}
+
+
+def health(generations: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """stop_rate and role_leak_rate over generations (None when there are none)."""
+    n = len(generations)
+    stopped = sum(1 for g in generations if g["stopped"])
+    leaked = sum(1 for g in generations if g["leaked"])
+    return {"stop_rate": stopped / n if n else None, "role_leak_rate": leaked / n if n else None,
+            "generations": n, "stopped": stopped, "leaked": leaked}
+
+
+# A role written as text at the start of a line ("user:", "Assistant :", "### Instruction:"), as a
+# model that learned to write the whole conversation does.
+_ROLE_LINE = re.compile(r"(?im)^[ \t]*(?:(?:system|user|assistant|tool|human|gpt|function_call|observation)"
+                        r"|###[ \t]*(?:instruction|response|input|observation))[ \t]*:")
+
+
+def role_leak(text: str, tokenizer: Any, stops: Sequence[int] = ()) -> bool:
+    """Whether generated text (decoded with its special tokens) holds a role marker or a special token
+    other than the stop tokens."""
+    from ..chat.templates import special_tokens
+
+    allowed = {tokenizer.convert_ids_to_tokens(i) for i in stops}
+    if any(t in text for t in special_tokens(tokenizer) if t not in allowed):
+        return True
+    return _ROLE_LINE.search(text) is not None
+
+
+def _eval_prompts(eval_records: Mapping[str, str | Path], per_source: int) -> list[tuple[str, list[dict]]]:
+    """(source, conversation before its last answer) for the first `per_source` eval rows of each source."""
+    from ..data.io import iter_jsonl
+
+    out: list[tuple[str, list[dict]]] = []
+    for source, path in sorted(eval_records.items()):
+        if per_source <= 0:
+            break
+        n = 0
+        for row in iter_jsonl(path):
+            msgs = row["messages"]
+            last = max((i for i, m in enumerate(msgs) if m["role"] == "assistant"), default=None)
+            if not last:            # no answer, or nothing before it to prompt with
+                continue
+            out.append((source, msgs[:last]))
+            n += 1
+            if n >= per_source:
+                break
+    return out
 
 
 def _loss(net, rows: list[tuple[list[int], list[int]]], *, batch_size: int, pad_id: int) -> dict[str, Any]:
@@ -64,18 +129,19 @@ def _loss(net, rows: list[tuple[list[int], list[int]]], *, batch_size: int, pad_
             "tokens": tokens, "rows": len(rows)}
 
 
-def _generate(net, tokenizer, recipe: model.Recipe, prompt: str) -> dict[str, Any]:
+def _generate(net, tokenizer, recipe: model.Recipe, messages: list[dict[str, str]]) -> dict[str, Any]:
     """One sample, stopping at the template's end-of-turn token or EOS. Seeded per prompt, so a
     prompt's sample does not depend on which prompts come before it."""
     import torch
 
     from ..chat import chat_name
-    from ..chat.templates import stop_token_ids
-    from .rows import prompt_ids
+    from ..chat.templates import render_prompt, stop_token_ids
 
     g = recipe.evaluate.generate
-    stops = stop_token_ids(chat_name(recipe), tokenizer)
-    ids = torch.tensor([prompt_ids(prompt, recipe, tokenizer)], device=next(net.parameters()).device)
+    chat = chat_name(recipe)
+    stops = stop_token_ids(chat, tokenizer)
+    prompt = render_prompt(messages, tokenizer, chat=chat, system=recipe.template.system)
+    ids = torch.tensor([prompt], device=next(net.parameters()).device)
     sample = g.temperature > 0
     torch.manual_seed(recipe.seed)
     out = net.generate(
@@ -84,5 +150,7 @@ def _generate(net, tokenizer, recipe: model.Recipe, prompt: str) -> dict[str, An
         top_k=0 if sample else None, no_repeat_ngram_size=g.no_repeat_ngram_size or None,
         eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)[0, ids.size(1):].tolist()
     stopped = bool(out) and out[-1] in stops
-    return {"prompt": prompt, "text": tokenizer.decode(out[:-1] if stopped else out, skip_special_tokens=True),
-            "tokens": len(out), "stopped": stopped}
+    body = out[:-1] if stopped else out
+    return {"prompt": messages[-1]["content"], "text": tokenizer.decode(body, skip_special_tokens=True),
+            "tokens": len(out), "stopped": stopped,
+            "leaked": role_leak(tokenizer.decode(body, skip_special_tokens=False), tokenizer, stops)}
