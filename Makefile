@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 # Full run: make run RUN_ARGS="--set model.base=builtin:tiny"
 RUN_ARGS ?= --set model.base=builtin:tiny --set train.max_steps=300
 
-.PHONY: install run test bench bench-smoke clean
+.PHONY: install run test bench bench-smoke tiny-model clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,6 +26,11 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# Pretrain builtin:tiny with our own runner (recipes/tiny_pretrain.yaml, ~1 h on one CPU core) and write
+# runner/builtin/tiny/model.safetensors + manifest.json. CI and `make test` never run it.
+tiny-model: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m runner.builtin.make_tiny
 
 # every bench/*.py, full size; bench-smoke: each with --smoke (bench/README.md), as `make test` does
 bench: install

@@ -1,4 +1,5 @@
-"""builtin:tiny: the shipped tokenizer files, the script that makes them, and model loading."""
+"""builtin:tiny and its random siblings: the shipped tokenizer and config files, the script that makes
+them, and model loading."""
 from __future__ import annotations
 
 import json
@@ -11,12 +12,13 @@ import pytest
 import torch
 
 import runner.builtin as builtin
-from runner.builtin import TINY, load_model_and_tokenizer, load_tokenizer, tiny_path
+from runner.builtin import TINY, TINY_RANDOM, TINY_SCRATCH, load_model_and_tokenizer, load_tokenizer, tiny_path
 from runner.builtin import make_tokenizer
 from runner.builtin.make_tokenizer import SPECIAL_TOKENS
 from runner.errors import RecipeError
 
 REPO = Path(__file__).resolve().parents[1]
+TRAINED = {"model.safetensors", "manifest.json"}   # written by `make tiny-model`, not by make_tokenizer
 
 
 def _weights(model) -> dict[str, torch.Tensor]:
@@ -25,7 +27,7 @@ def _weights(model) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def tiny():
-    return load_model_and_tokenizer(TINY, seed=7)
+    return load_model_and_tokenizer(TINY_RANDOM, seed=7)
 
 
 def test_make_tokenizer_is_reproducible_and_matches_shipped_files(tmp_path):
@@ -33,9 +35,13 @@ def test_make_tokenizer_is_reproducible_and_matches_shipped_files(tmp_path):
     # what differs between processes (Rust hash seeds, thread scheduling).
     outs = [tmp_path / "a", tmp_path / "b"]
     for out in outs:
-        make_tokenizer.main(["--out", str(out)])
+        make_tokenizer.main(["--out", str(out), "--random-out", str(out / "random")])
+    for out in outs:
+        assert (out / "random" / "config.json").read_bytes() == (tiny_path().parent / "tiny_random" / "config.json").read_bytes()
+        (out / "random" / "config.json").unlink()
+        (out / "random").rmdir()
     names = sorted(f.name for f in outs[0].iterdir())
-    assert names == sorted(f.name for f in tiny_path().iterdir())
+    assert names == sorted(f.name for f in tiny_path().iterdir() if f.name not in TRAINED)
     assert {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json"} <= set(names)
     for name in names:
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
@@ -44,7 +50,7 @@ def test_make_tokenizer_is_reproducible_and_matches_shipped_files(tmp_path):
 
 
 def test_shipped_tokenizer():
-    files = list(tiny_path().iterdir())
+    files = [f for f in tiny_path().iterdir() if f.name not in TRAINED]
     assert sum(f.stat().st_size for f in files) < 1.5 * 2**20
     tok = load_tokenizer(TINY)
     config = json.loads((tiny_path() / "config.json").read_text())
@@ -70,20 +76,25 @@ def test_import_does_not_load_torch():
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
-def test_same_seed_same_weights_other_seed_other_weights(tiny):
-    model, _ = tiny
-    again, _ = load_model_and_tokenizer(TINY, seed=7)
-    other, _ = load_model_and_tokenizer(TINY, seed=8)
+@pytest.mark.parametrize("base", [TINY_RANDOM, TINY_SCRATCH])
+def test_same_seed_same_weights_other_seed_other_weights(base):
+    model, _ = load_model_and_tokenizer(base, seed=7)
+    again, _ = load_model_and_tokenizer(base, seed=7)
+    other, _ = load_model_and_tokenizer(base, seed=8)
     a, b, c = _weights(model), _weights(again), _weights(other)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+@pytest.mark.parametrize("base, shape", [(TINY_RANDOM, (64, 2)), (TINY_SCRATCH, (192, 4)), (TINY, (192, 4))])
+def test_builtin_shapes(base, shape):
+    cfg = load_model_and_tokenizer(base, seed=0)[0].config
+    assert (cfg.model_type, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads,
+            cfg.num_key_value_heads, cfg.tie_word_embeddings) == ("qwen2", *shape, 4, 2, True)
+
+
 def test_tiny_model_shape_and_finite_loss(tiny):
     model, tok = tiny
-    cfg = model.config
-    assert (cfg.model_type, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads,
-            cfg.num_key_value_heads, cfg.tie_word_embeddings) == ("qwen2", 64, 2, 4, 2, True)
     assert model.get_input_embeddings().weight.shape[0] == len(tok)
     assert model.dtype == torch.float32
     ids = torch.tensor([tok.encode("<|im_start|>user\n你好<|im_end|>\n", add_special_tokens=False)])
@@ -95,15 +106,15 @@ def test_loading_leaves_the_callers_rng_alone():
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    load_model_and_tokenizer(TINY, seed=123)
+    load_model_and_tokenizer(TINY_RANDOM, seed=123)
     assert torch.equal(torch.rand(3), expected)
 
 
 def test_dtype():
-    model, _ = load_model_and_tokenizer(TINY, seed=0, dtype="bfloat16")
+    model, _ = load_model_and_tokenizer(TINY_RANDOM, seed=0, dtype="bfloat16")
     assert model.dtype == torch.bfloat16
     with pytest.raises(RecipeError, match="unknown dtype"):
-        load_model_and_tokenizer(TINY, seed=0, dtype="float8")
+        load_model_and_tokenizer(TINY_RANDOM, seed=0, dtype="float8")
 
 
 def test_local_path_is_relative_to_the_recipe(tiny, tmp_path):
