@@ -33,7 +33,7 @@ def run(cache: Path, out: Path, *, model: str, seed: int, lam: float, a) -> dict
     sets = {
         "model.base": model, "seed": seed,
         "stages.task.ewc.lambda": lam, "stages.domain.ewc.lambda": lam,
-        "stages.task.ewc.fisher_samples": a.fisher_samples,
+        "stages.task.ewc.fisher_samples": a.fisher_samples, "stages.domain.ewc.fisher_samples": a.fisher_samples,
         "train.max_steps": a.steps, "size": a.rows, "stages.domain.size": a.rows,
         "sources.poetry.limit": a.poetry_limit, "evaluate.max_rows": a.eval_rows,
         "evaluate.generate.prompts": "[]", "evaluate.generate.eval_prompts": 0,

@@ -12,8 +12,8 @@ from data_fixtures import DATA, TANG_FIELDS, record, recipe
 from runner.data.filters import FILTERS, FilterContext, run_filters
 from runner.data.formats import load_source
 from runner.errors import RecipeError
-from runner.recipe.model import (IncompleteFilter, LengthFilter, PiiFilter, RefusalFilter, RegexFilter,
-                                 RepetitionFilter, ToxicityFilter)
+from runner.recipe.model import (ExcludeFilter, IncompleteFilter, LengthFilter, PiiFilter, RefusalFilter,
+                                 RegexFilter, RepetitionFilter, ToxicityFilter)
 
 CTX = FilterContext()
 ORDINARY = [
@@ -53,7 +53,7 @@ def verdict(f, text, ctx=CTX, **kw):
 
 
 def test_registry_is_one_dict_with_every_row_filter():
-    assert set(FILTERS) == {"length", "repetition", "incomplete", "refusal", "regex", "pii", "toxicity"}
+    assert set(FILTERS) == {"length", "repetition", "incomplete", "refusal", "regex", "pii", "toxicity", "exclude"}
 
 
 def test_length_chars_words_and_tokens():
@@ -259,3 +259,39 @@ def test_toxicity_needs_a_local_checkpoint_and_detoxify(tmp_path, monkeypatch):
     check = FILTERS["toxicity"](f, FilterContext(base_dir=tmp_path))
     assert check(record("you idiot", "1"))[0] == "toxicity"
     assert check(record("you are kind", "2"))[0] is None
+
+
+# --- exclude -----------------------------------------------------------------------------------------
+
+def test_exclude_drops_listed_texts_by_text_or_sha1(tmp_path):
+    from runner.data.filters.exclude import digest
+    poems = [json.loads(x) for x in (DATA / "tang_poems.jsonl").read_text(encoding="utf-8").splitlines()[:4]]
+    bodies = ["\n".join(p["paragraphs"][1:]) for p in poems]
+    listed = tmp_path / "heldout.jsonl"
+    # one by its text (other punctuation and case: matching is on normalised text), one by its sha1
+    listed.write_text(json.dumps({"text": bodies[0].replace("，", ",") + "  "}, ensure_ascii=False) + "\n\n"
+                      + json.dumps({"sha1": digest(bodies[1]), "recipe": "x"}) + "\n", encoding="utf-8")
+    f = ExcludeFilter(kind="exclude", field="assistant", file="heldout.jsonl", sources=None)
+    kept, dropped, stats = run_filters("tang", [record(b, str(i)) for i, b in enumerate(bodies)], [f],
+                                       FilterContext(base_dir=tmp_path))
+    assert [d["id"] for d in dropped] == ["0", "1"] and [r["id"] for r in kept] == ["2", "3"]
+    assert stats.to_json()["dropped"] == {"excluded": 2}
+
+
+def test_exclude_file_errors_name_the_line(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"text": "a"}\n{"id": 3}\n', encoding="utf-8")
+    f = ExcludeFilter(kind="exclude", field="assistant", file="bad.jsonl", sources=None)
+    with pytest.raises(RecipeError, match=r"bad.jsonl:2: expected an object with a `text` or `sha1`"):
+        FILTERS["exclude"](f, FilterContext(base_dir=tmp_path))
+    (tmp_path / "bad.jsonl").write_text("{not json\n", encoding="utf-8")
+    with pytest.raises(RecipeError, match=r"bad.jsonl:1: not JSON"):
+        FILTERS["exclude"](f, FilterContext(base_dir=tmp_path))
+
+
+def test_exclude_missing_file_is_a_validation_error(tmp_path):
+    with pytest.raises(RecipeError, match=r"filters\[0\]\.file: no file at nowhere.jsonl"):
+        recipe(tmp_path, """sources:
+  a: {path: '{data}/identity.json', format: alpaca}
+filters:
+  - {kind: exclude, file: nowhere.jsonl}
+""")

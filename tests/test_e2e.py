@@ -68,10 +68,20 @@ def test_curriculum_three_stages_with_ewc_and_forgetting_table(work):
     for st in report["stages"]:
         assert st["metrics"]["train"]["steps"] == 2
         assert abs(sum(st["mix"]["achieved"].values()) - 1) < 1e-9
-    # every stage evaluated on every source: the forgetting table
-    assert set(report["forgetting"]) == {"base", "task", "domain"}
+    # the starting model and every stage evaluated on every source: the forgetting table
+    assert list(report["forgetting"]) == ["before", "base", "task", "domain"]
     for row in report["forgetting"].values():
         assert set(row) == {"general", "identity", "tools", "poetry"}
+    assert report["before"]["loss"] == report["forgetting"]["before"] and report["before"]["samples"]
+    # generation health for every evaluated stage: the recipe's prompt + 2 eval rows' prompts per source
+    assert list(report["generation_health"]) == ["before", "base", "task", "domain"]
+    for name, h in report["generation_health"].items():
+        assert h["generations"] == 1 + 2 * 4
+        assert 0 <= h["stop_rate"] <= 1 and 0 <= h["role_leak_rate"] <= 1
+    for st in report["stages"]:
+        assert {"stop_rate", "role_leak_rate"} <= set(st["metrics"]["eval"])
+    md = (out / "report.md").read_text()
+    assert "## Before training" in md and "## Generation health" in md and "| before |" in md
     task = report["stages"][1]["mix"]["achieved"]
     assert abs(task["general"] - 0.7) < 0.03 and abs(task["identity"] + task["tools"] - 0.3) < 0.03
     assert (out / "base" / "final" / "ewc_state.safetensors").is_file()   # the Fisher stage 2 is anchored to
@@ -90,6 +100,28 @@ def test_stage2_correction_restarts_from_stage_one(work):
     assert ran == ["train.task", "train.domain"]
     # the same data steps as the curriculum: cached, not recomputed
     assert all(s["status"] == "cached" for s in report["steps"] if s["kind"] in ("load", "filter", "dedup", "split"))
+    # "before" is the model it starts from: stage base of the curriculum, on the same eval rows
+    curriculum = json.loads((work / "curriculum" / "report.json").read_text())
+    for src, loss in report["forgetting"]["before"].items():
+        assert loss == pytest.approx(curriculum["forgetting"]["base"][src], abs=1e-5)
+
+
+def test_seed003_pair_wrong_labels_then_corrective_rerun(work):
+    """Reduced (random model, a few steps): the pair runs end to end and reports the rates; the numbers
+    that show the failure and the fix come from a real run (README, "Seed 003")."""
+    small = [*TINY, "--set", "size=40", "--set", "sources.poetry.limit=2000", "--set", "train.max_steps=2",
+             "--set", "evaluate.max_rows=4", "--set", "evaluate.generate.max_new_tokens=8",
+             "--set", "evaluate.generate.eval_prompts=1", "--cache-dir", str(work / "cache")]
+    wrong, fix = work / "seed003_wrong", work / "seed003_fix"
+    recipe("run", "recipes/seed003_wrong_labels.yaml", *small, "--output", str(wrong))
+    recipe("run", "recipes/seed003_fix.yaml", *small, "--set", f"model.init_from={wrong / 'base' / 'final'}",
+           "--output", str(fix))
+    a, b = (json.loads((d / "report.json").read_text()) for d in (wrong, fix))
+    assert list(a["generation_health"]) == ["before", "base", "task"]
+    assert list(b["generation_health"]) == ["before", "task"]
+    assert all(h["generations"] == 3 + 4 for h in [*a["generation_health"].values(), *b["generation_health"].values()])
+    # the rerun trains 20% of the rows that the wrong stage trained
+    assert b["stages"][0]["rows"]["train"] == 8 and a["stages"][1]["rows"]["train"] == 40
 
 
 def test_fomaml_recipe_meta_trains_compares_and_writes_the_task_layout(work):

@@ -276,3 +276,29 @@ def test_check_template_tokens_missing_from_tokenizer(tok, tool_chat):
                                           pad_token="<|pad|>")
     with pytest.raises(RecipeError, match=r"template 'llama3' needs the token '<\|eot_id\|>'"):
         check_rendered([("a", _render(tool_chat, tok, "llama3"))], chatml_only, chat="llama3")
+
+
+# --- text: plain documents for continued pretraining --------------------------------------------------
+
+def test_text_template_is_the_document_and_eos(tok):
+    msgs = [{"role": "user", "content": "白日依山盡，黃河入海流。"},
+            {"role": "assistant", "content": "欲窮千里目，更上一層樓。"}]
+    r = render(msgs, tok, chat="text", system=None, train_on="all", max_length=256)
+    assert tok.decode(r.input_ids) == "白日依山盡，黃河入海流。\n欲窮千里目，更上一層樓。<|endoftext|>"
+    assert r.labels == r.input_ids                     # every token trained, EOS included
+    check_rendered([("x", r)], tok, chat="text", train_on="all")
+    assert end_of_turn_token("text", tok) == "<|endoftext|>" and stop_token_ids("text", tok) == [tok.eos_token_id]
+    # generation continues the document after the first line; no role marker anywhere
+    assert tok.decode(render_prompt(msgs[:1], tok, chat="text", system=None)) == "白日依山盡，黃河入海流。\n"
+    # with assistant-only labels the answer and the closing EOS are trained, the first line is not
+    a = render(msgs, tok, chat="text", system=None, train_on="assistant", max_length=256)
+    trained = [i for i, y in zip(a.input_ids, a.labels) if y != IGNORE]
+    assert tok.decode(trained) == "欲窮千里目，更上一層樓。<|endoftext|>"
+
+
+def test_text_template_on_multi_turn_rows(tok):
+    for msgs in _glaive(5):
+        r = render(msgs, tok, chat="text", system="sys", train_on="all", max_length=4096)
+        text = tok.decode(r.input_ids)
+        assert text == "\n".join(m["content"] for m in [{"content": "sys"}, *msgs]) + "<|endoftext|>"
+        assert "<|im_start|>" not in text and text.count("<|endoftext|>") == 1

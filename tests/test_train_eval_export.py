@@ -87,3 +87,21 @@ def test_generation_stops_at_end_of_turn(tmp_path):
 
     assert export(r, final, tmp_path / "export", fingerprint="f")["exported"] == {"model": "model"}
     AutoModelForCausalLM.from_pretrained(str(tmp_path / "export" / "model"))
+
+
+def test_role_leak_and_health_rates():
+    from runner.builtin import load_tokenizer
+    from runner.train.evaluate import health, role_leak
+
+    tok = load_tokenizer("builtin:tiny-random")
+    assert not role_leak("欲窮千里目，\n更上一層樓。", tok)
+    assert not role_leak("The user: field is optional.", tok)           # a role word mid-line is text
+    assert role_leak("Paris.\nuser: and Spain?", tok)                    # the model writes the next turn
+    assert role_leak("Paris.\n  Assistant : sure", tok)
+    assert role_leak("ok\n### Instruction:\nmore", tok)
+    assert role_leak("Paris.<|im_start|>user", tok)                      # a special token of the template
+    assert role_leak("Paris.<|im_end|>", tok) and not role_leak("Paris.<|im_end|>", tok, [3])
+    gens = [{"stopped": True, "leaked": False}, {"stopped": False, "leaked": True},
+            {"stopped": True, "leaked": True}, {"stopped": True, "leaked": False}]
+    assert health(gens) == {"stop_rate": 0.75, "role_leak_rate": 0.5, "generations": 4, "stopped": 3, "leaked": 2}
+    assert health([])["stop_rate"] is None

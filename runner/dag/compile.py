@@ -194,7 +194,7 @@ def compile_recipe(r: model.Recipe) -> Graph:
         # many rows. Of `output`, only the checkpoints kept matter here (merge is the export's business).
         train_params = {"train": dataclasses.replace(st.train, report_to=()),
                         "model": dataclasses.replace(r.model, init_from=init_from),
-                        "template": r.template, "ewc": ewc, "fisher_for": successor_ewc(r, st), "seed": r.seed,
+                        "template": r.template, "ewc": ewc, "fisher_for": _fisher_for(r, st), "seed": r.seed,
                         "save_total_limit": r.output.save_total_limit, **weights}
         if st.ewc is not None and ewc is None:
             notes.append(f"stage {st.name}: ewc needs an earlier stage's weights and Fisher, and this run starts "
@@ -244,6 +244,13 @@ def _meta_steps(r: model.Recipe, steps: list[Step]) -> None:
         "few_shot_eval": fs, "inner": m.inner, "model": r.model, "template": r.template, "seed": r.seed,
         **_builtin_weights(r)},
         files=_model_files(r, weights=True)))
+
+
+def _fisher_for(r: model.Recipe, st: model.Stage) -> dict | None:
+    """What of a later stage's ewc shapes the Fisher this stage leaves: not lambda, so a lambda sweep
+    reuses the trained stage."""
+    ewc = successor_ewc(r, st)
+    return None if ewc is None else {"fisher_samples": ewc.fisher_samples, "gamma": ewc.gamma}
 
 
 def _builtin_weights(r: model.Recipe) -> dict:
