@@ -206,7 +206,7 @@ def compile_recipe(r: model.Recipe) -> Graph:
                 "evaluate": dataclasses.replace(r.evaluate, every_stage=True, before=True),
                 "template": r.template,
                 "model": {"base": r.model.base, "init_from": r.model.init_from, "dtype": r.model.dtype},
-                "seed": r.seed, "micro_batch_size": st.train.micro_batch_size, **weights},
+                "seed": r.seed, **weights},
                 files=((r.model.init_from,) if r.model.init_from else ()) + _template_files(r)
                 + _model_files(r, weights=True)))
         steps.append(_step(f"train.{st.name}", "train", inputs, train_params, stage=st.name, files=files))
