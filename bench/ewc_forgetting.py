@@ -38,6 +38,8 @@ def run(cache: Path, out: Path, *, model: str, seed: int, lam: float, a) -> dict
         "sources.poetry.limit": a.poetry_limit, "evaluate.max_rows": a.eval_rows,
         "evaluate.generate.prompts": "[]", "evaluate.generate.eval_prompts": 0,
     }
+    if a.lr is not None:
+        sets["train.learning_rate"] = a.lr
     cmd = [sys.executable, "-m", "runner", "run", str(RECIPE), "--cache-dir", str(cache), "--output", str(out)]
     for k, v in sets.items():
         cmd += ["--set", f"{k}={v}"]
@@ -76,6 +78,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=320, help="rows per stage")
     ap.add_argument("--eval-rows", type=int, default=100, help="eval rows per source")
     ap.add_argument("--fisher-samples", type=int, default=64)
+    ap.add_argument("--lr", type=float, help="learning rate of every stage (default: the recipe's, 2e-4, which "
+                    "barely moves builtin:tiny's LoRA in a few dozen steps: nothing to forget)")
     ap.add_argument("--poetry-limit", type=int, default=3000, help="poems read (the filter tokenizes each)")
     ap.add_argument("--json", type=Path, help="write every number here")
     ap.add_argument("--smoke", action="store_true", help="builtin:tiny-random, one seed, 2 steps: seconds (CI)")
@@ -93,7 +97,8 @@ def main() -> None:
                                         seed=seed, lam=lam, a=a))
                 print(f"  seed {seed} lambda {lam:g}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     sources = sorted({s for runs in results.values() for r in runs for row in r["forgetting"].values() for s in row})
-    print(f"curriculum_3stage on {a.model}: seeds {a.seeds}, {a.steps} steps and <= {a.rows} rows per stage, "
+    print(f"curriculum_3stage on {a.model}: seeds {a.seeds}, learning rate {a.lr or 'of the recipe'}, "
+          f"{a.steps} steps and <= {a.rows} rows per stage, "
           f"{a.eval_rows} eval rows per source, Fisher from {a.fisher_samples} sequences\n")
     for lam in lambdas:
         print(f"lambda {lam:g}: eval loss (mean ± sd over {len(a.seeds)} seeds)")
