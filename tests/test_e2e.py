@@ -109,18 +109,18 @@ def test_stage2_correction_restarts_from_stage_one(work):
 def test_seed003_pair_wrong_labels_then_corrective_rerun(work):
     """Reduced (random model, a few steps): the pair runs end to end and reports the rates; the numbers
     that show the failure and the fix come from a real run (README, "Seed 003")."""
-    small = [*TINY, "--set", "size=40", "--set", "sources.poetry.limit=2000", "--set", "train.max_steps=2",
+    small = [*TINY, "--set", "sources.poetry.limit=2000", "--set", "train.max_steps=2",
              "--set", "evaluate.max_rows=4", "--set", "evaluate.generate.max_new_tokens=8",
              "--set", "evaluate.generate.eval_prompts=1", "--cache-dir", str(work / "cache")]
     wrong, fix = work / "seed003_wrong", work / "seed003_fix"
-    recipe("run", "recipes/seed003_wrong_labels.yaml", *small, "--output", str(wrong))
-    recipe("run", "recipes/seed003_fix.yaml", *small, "--set", f"model.init_from={wrong / 'base' / 'final'}",
-           "--output", str(fix))
+    recipe("run", "recipes/seed003_wrong_labels.yaml", *small, "--set", "size=40", "--output", str(wrong))
+    # 20% of the reduced 40 rows (the recipe's own size is the fraction 0.2 of the full mix)
+    recipe("run", "recipes/seed003_fix.yaml", *small, "--set", "size=8",
+           "--set", f"model.init_from={wrong / 'base' / 'final'}", "--output", str(fix))
     a, b = (json.loads((d / "report.json").read_text()) for d in (wrong, fix))
     assert list(a["generation_health"]) == ["before", "base", "task"]
     assert list(b["generation_health"]) == ["before", "task"]
     assert all(h["generations"] == 3 + 4 for h in [*a["generation_health"].values(), *b["generation_health"].values()])
-    # the rerun trains 20% of the rows that the wrong stage trained
     assert b["stages"][0]["rows"]["train"] == 8 and a["stages"][1]["rows"]["train"] == 40
 
 
