@@ -32,6 +32,8 @@ class StepContext:
     partial: Path                   # survives a crash: resumable work (training checkpoints)
     options: RunOptions = field(default_factory=RunOptions)
     log: Callable[[str], None] = print
+    # progress(done, total): a long step says how far it is (rows); the UI shows a bar with rows/s and ETA
+    progress: Callable[[int, int | None], None] = lambda done, total=None: None
     _tokens: Any = None
 
     def input(self, name: str) -> Path:

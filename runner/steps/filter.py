@@ -21,7 +21,7 @@ def run(ctx) -> dict:
             return tokens[0](record)
     fctx = FilterContext(base_dir=recipe.file.parent, max_length=recipe.template.max_length, token_count=counter)
     records = read_jsonl(ctx.input(ctx.step.inputs[0]) / "records.jsonl")
-    kept, dropped, stats = run_filters(name, records, filters, fctx)
+    kept, dropped, stats = run_filters(name, records, filters, fctx, ctx.progress)
     write_jsonl(ctx.out / "records.jsonl", kept)
     write_jsonl(ctx.out / "dropped.jsonl", dropped)
     out = stats.to_json()

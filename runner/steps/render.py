@@ -20,7 +20,15 @@ SAMPLE_HEAD, SAMPLE_EVERY = 256, 1024
 _SMALL = 4 * CHUNK                           # fewer rows than this: no worker processes
 
 
-def _render_file(src: Path, dst: Path, tok, recipe, chat: str, check=None) -> dict:
+def count_lines(path: Path) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            n += block.count(b"\n")
+    return n
+
+
+def _render_file(src: Path, dst: Path, tok, recipe, chat: str, check=None, progress=None) -> dict:
     from ..chat.batch import encoder, render_many
     from ..chat.templates import IGNORE
     from ..data.parallel import cpus, line_chunks, ordered_map
@@ -53,6 +61,7 @@ def _render_file(src: Path, dst: Path, tok, recipe, chat: str, check=None) -> di
     total: Counter = Counter()
     by_source: Counter = Counter()
     checked = 0
+    total_rows = count_lines(src) if progress else None
     dst.parent.mkdir(parents=True, exist_ok=True)
     with open(dst, "w", encoding="utf-8", newline="\n") as f:
         for text, n, flagged in ordered_map(work, line_chunks(src, CHUNK), workers):
@@ -62,6 +71,8 @@ def _render_file(src: Path, dst: Path, tok, recipe, chat: str, check=None) -> di
             for ex_id, r in flagged:     # in row order: the first bad row is the one named
                 check.example(ex_id, r)
             checked += len(flagged)
+            if progress:
+                progress(total["rows"], total_rows)
     if check is not None:
         check.finish(total["rows"], total["eot_rows"])
     return {"rows": total["rows"], "tokens": total["tokens"], "trained_tokens": total["trained_tokens"],
@@ -76,7 +87,7 @@ def run(ctx) -> dict:
     chat = chat_name(recipe)
     check = RenderCheck(tok, chat=chat, train_on=recipe.template.train_on)
     train = _render_file(ctx.input(f"mix.{ctx.step.stage}") / "train.jsonl", ctx.out / "train.jsonl", tok, recipe,
-                         chat, check=check)
+                         chat, check=check, progress=ctx.progress)
     evals = {}
     for f in sorted((ctx.input("split") / "eval").glob("*.jsonl")):
         evals[f.stem] = _render_file(f, ctx.out / "eval" / f.name, tok, recipe, chat)

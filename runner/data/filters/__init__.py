@@ -3,7 +3,7 @@ callable record -> (drop reason or None, record), the record possibly modified (
 Dedup is not here: it compares rows across sources (runner/data/dedup.py)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..common import without_gc
 from ..stats import Stats
@@ -24,14 +24,16 @@ FILTERS = {
 __all__ = ["FILTERS", "FilterContext", "RowFilter", "Verdict", "run_filters"]
 
 
-def run_filters(source: str, records: list[dict], filters: Sequence[Any], ctx: FilterContext
-                ) -> tuple[list[dict], list[dict], Stats]:
+def run_filters(source: str, records: list[dict], filters: Sequence[Any], ctx: FilterContext,
+                progress: Callable[[int, int | None], None] | None = None) -> tuple[list[dict], list[dict], Stats]:
     """Apply filters in order; the first that objects drops the row. -> (kept, dropped rows each
-    with its "reason", stats)."""
+    with its "reason", stats). `progress(done, total)` is told every 1,024 rows."""
     checks = [FILTERS[f.kind](f, ctx) for f in filters]
     kept, dropped = [], []
     stats = Stats([source])
-    for record in records:
+    for i, record in enumerate(records):
+        if progress and not i % 1024:
+            progress(i, len(records))
         stats.seen(source)
         for check in checks:
             reason, record = check(record)
