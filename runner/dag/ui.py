@@ -40,7 +40,7 @@ class StepUI:
     def progress(self, done: int, total: int | None = None) -> None:
         now = time.monotonic()
         if self._status is not None:
-            if now - self._shown >= 0.1 or (total and done >= total):
+            if now - self._shown >= 0.1 or self._shown == self._start or (total and done >= total):
                 self._status.update(progress_text(f"{self._name}", done, total, now - self._start))
                 self._shown = now
         elif now - self._shown >= self._every or (total and done >= total and self._shown > self._start):
