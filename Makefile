@@ -9,7 +9,7 @@ PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 # Full run: make run RUN_ARGS="--set model.base=builtin:tiny"
 RUN_ARGS ?= --set model.base=builtin:tiny --set train.max_steps=300
 
-.PHONY: install run test bench bench-smoke tiny-model clean
+.PHONY: install run test fuzz bench bench-smoke tiny-model clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,6 +31,12 @@ test: install
 # runner/builtin/tiny/model.safetensors + manifest.json. CI and `make test` never run it.
 tiny-model: install
 	OMP_NUM_THREADS=1 $(BIN)/python -m runner.builtin.make_tiny
+
+# the recipe fuzzer (tests/test_fuzz.py) at length: `make test` runs 40 derandomized examples per property,
+# this runs FUZZ_EXAMPLES fresh ones (about 20 per second per core); a failure prints the recipe that broke it
+FUZZ_EXAMPLES ?= 5000
+fuzz: install
+	RECIPE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py
 
 # every bench/*.py, full size; bench-smoke: each with --smoke (bench/README.md), as `make test` does
 bench: install

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from .recipe import model
+from .recipe import secrets as _secrets
 from .recipe.load import load_document
 from .recipe.validate import validate
 
@@ -19,15 +20,7 @@ def load(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> model
 
 def mask(document: dict[str, Any], secrets: frozenset = frozenset()) -> dict[str, Any]:
     """A copy of `document` with the values at `secrets` paths shown as ***."""
-    def walk(v: Any, path: tuple) -> Any:
-        if path in secrets:
-            return "***"
-        if isinstance(v, dict):
-            return {k: walk(x, path + (k,)) for k, x in v.items()}
-        if isinstance(v, list):
-            return [walk(x, path + (i,)) for i, x in enumerate(v)]
-        return v
-    return walk(dict(document), ())
+    return _secrets.mask(document, secrets)
 
 
 def canonical(recipe: model.Recipe) -> dict[str, Any]:
@@ -56,24 +49,37 @@ def plan(path: str | Path, overrides=(), cache_dir: str | None = None):
     from .dag.compile import compile_recipe
     from .dag.fingerprint import fingerprint_graph
     from .dag.plan import plan as make_plan
+    from .paths import folder_option
     from .steps import versions
     from .data.hub import revision_notes
     recipe = load(path, overrides)
     graph = compile_recipe(recipe)
     # the commit an unpinned hub source stands for is a fact of the cache, not of the recipe
-    graph = dataclasses.replace(graph, notes=graph.notes + tuple(revision_notes(recipe.sources)))
-    cache = Cache(default_dir(recipe.file, cache_dir))
+    graph = dataclasses.replace(graph, notes=graph.notes + tuple(revision_notes(recipe.sources)) + tuple(missing(recipe)))
+    cache = Cache(folder_option(default_dir(recipe.file, cache_dir), "--cache-dir"))
     fps = fingerprint_graph(graph, recipe.file.parent, versions(), cache.digests)
     return graph, make_plan(graph, fps, cache), cache
 
 
 def warn_unpinned(recipe: model.Recipe) -> None:
-    """A hub source that follows a branch: say which commit it stands for today and how to pin it."""
+    """A hub source that follows a branch: say which commit it stands for today and how to pin it; and
+    the other things a valid recipe may still be missing (see missing())."""
     import sys
 
     from .data.hub import revision_notes
-    for n in revision_notes(recipe.sources):
+    for n in revision_notes(recipe.sources) + missing(recipe):
         print(f"warning: {n}", file=sys.stderr)
+
+
+def missing(recipe: model.Recipe) -> list[str]:
+    """What a valid recipe needs that is not there yet. `model.init_from` names the weights of an earlier
+    run (runs/<recipe>/<stage>/final): a recipe may be validated before that run, so it is a warning,
+    but one that `validate` and `plan` must say rather than let `run` find out at its first train step."""
+    init = recipe.model.init_from
+    if init and not recipe.path(init).exists():
+        return [f"model.init_from: no saved weights at {init} yet; `recipe run` stops at the first train step "
+                "until the run that writes them has finished"]
+    return []
 
 
 def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output: str | None = None,
@@ -85,12 +91,15 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
     from .dag.compile import compile_recipe
     from .dag.execute import Selection, execute
     from .errors import RecipeError
+    from .paths import folder_option, under
     from .steps.base import RunOptions
     overrides = tuple(overrides) + ((f"train.world_size={num_procs}",) if num_procs else ())
     recipe = load(path, overrides)
     if recipe.model.trust_remote_code and not trust:
         raise RecipeError("model.trust_remote_code is true: running model code from the hub needs an explicit "
                           "--trust on the command line")
+    if num_procs is not None and num_procs < 1:
+        raise RecipeError(f"--num-procs {num_procs}: it must be at least 1")
     if launcher != "none" and not num_procs:
         raise RecipeError(f"--launcher {launcher} needs --num-procs N (the total number of processes)")
     if launcher == "none" and num_procs:
@@ -106,12 +115,14 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
     # which commit each hub source's branch names now, before anything is fingerprinted
     refresh(recipe.sources, lambda m: print(f"note: {m}", file=sys.stderr))
     graph = compile_recipe(recipe)
-    run_dir = Path(output) if output else Path("runs") / recipe.name
+    run_dir = folder_option(output, "--output") if output else under("runs", recipe.name)
+    cache_root = default_dir(recipe.file, cache_dir)
+    folder_option(cache_root, "--cache-dir" if cache_dir else "the cache folder")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "recipe.yaml").write_text(show(recipe), encoding="utf-8")
+    under(run_dir, "recipe.yaml").write_text(show(recipe), encoding="utf-8")
     options = RunOptions(dry_run=dry_run, force=force, trust=trust, launcher=launcher, num_procs=num_procs or 1,
                          hostfile=hostfile)
-    records = execute(recipe, graph, cache=Cache(default_dir(recipe.file, cache_dir)), run_dir=run_dir,
+    records = execute(recipe, graph, cache=Cache(cache_root), run_dir=run_dir,
                       options=options, sel=Selection(only=only, from_step=from_step), overrides=overrides,
                       argv=argv, console=console)
     return recipe, graph, records, run_dir

@@ -2,6 +2,7 @@
 Anything else escaping to the CLI is our bug and keeps its traceback."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -14,8 +15,17 @@ class Where:
 
     def __str__(self) -> str:
         if self.line is None:
-            return self.file
-        return f"{self.file}:{self.line}:{self.col or 1}"
+            return one_line(self.file)   # a --set argument can hold a newline
+        return f"{one_line(self.file)}:{self.line}:{self.col or 1}"
+
+
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """Control characters and line separators a message quotes from the user's input, escaped."""
+    return _CONTROL.sub(lambda m: {"\n": "\\n", "\r": "\\r"}.get(m[0], f"\\x{ord(m[0]):02x}" if ord(m[0]) < 256
+                                                              else f"\\u{ord(m[0]):04x}"), text)
 
 
 class RecipeError(Exception):
@@ -36,6 +46,8 @@ class ValidationError(RecipeError):
     """Every problem found in a recipe, reported together."""
 
     def __init__(self, problems: list[RecipeError], file: str, hidden: int = 0):
+        for p in problems:   # one line per problem, even when it quotes a value that holds a newline
+            p.message = one_line(p.message)
         self.problems = problems
         self.hidden = hidden    # more problems than are worth printing (a generated recipe can have 50,000)
         n = len(problems) + hidden

@@ -37,7 +37,21 @@ def under(root: str | os.PathLike, *parts: str) -> Path:
     target = base.joinpath(*map(str, parts)).resolve()
     if target != base and base not in target.parents:
         raise UnsafePath(f"refusing to write {target}: it is outside {base} (a symlink out of it?)")
-    return target
+    return Path(root).joinpath(*map(str, parts))   # as the caller named it (a relative root stays relative)
+
+
+def folder_option(path: str | os.PathLike, flag: str) -> Path:
+    """A folder the user named (--output, --cache-dir): it may not exist yet, but it cannot be a file,
+    nor lie under one."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise RecipeError(f"{flag} {path}: this is a file, not a folder; name a folder (it is created if missing)")
+    for parent in p.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RecipeError(f"{flag} {path}: {parent} is a file, so no folder can be made under it")
+            break
+    return p
 
 
 def safe_name(name: str) -> str:

@@ -64,7 +64,7 @@ def test_1_source_names_with_a_trailing_newline_are_refused(tmp_path, capsys):
 
 def test_1_under_keeps_every_path_inside_its_root(tmp_path):
     from runner.paths import UnsafePath, under
-    assert under(tmp_path, "a", "b.json") == (tmp_path / "a" / "b.json").resolve()
+    assert under(tmp_path, "a", "b.json") == tmp_path / "a" / "b.json"
     for bad in ("..", ".", "", "../x", "/etc/passwd", "a/../../x", "x\0y"):
         with pytest.raises(UnsafePath):
             under(tmp_path, bad)
@@ -351,3 +351,43 @@ def test_msg_duplicate_ids_are_counted(tmp_path):
     records, _, stats = load_source("a", r.sources["a"], tmp_path)
     assert len(records) == 10
     assert stats["duplicate_ids"] == {"rows": 3, "ids": 3, "examples": ["row0", "row1", "row2"]}
+
+
+# --- 11. a file where a folder belongs ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv,message", [
+    (("run", "{r}", "--output", "{f}"), "--output {f}: this is a file, not a folder"),
+    (("run", "{r}", "--cache-dir", "{f}"), "--cache-dir {f}: this is a file, not a folder"),
+    (("run", "{r}", "--cache-dir", "{f}/sub"), "--cache-dir {f}/sub: {f} is a file"),
+    (("plan", "{r}", "--cache-dir", "{f}"), "--cache-dir {f}: this is a file, not a folder"),
+])
+def test_11_a_file_given_as_a_folder(tmp_path, capsys, argv, message):
+    f = write(tmp_path / "afile", "keep me\n")
+    argv = [a.format(r=POETRY, f=f) for a in argv] + ["--set", "model.base=builtin:tiny"]
+    code, out, err = cli(capsys, *argv)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip() == "error: " + message.format(f=f) + err.strip().split(message.format(f=f), 1)[1], err
+    assert f.read_text() == "keep me\n"
+
+
+# --- messages: command-line counts, init_from ---------------------------------------------------------------
+
+@pytest.mark.parametrize("argv", [("inspect", str(POETRY), "--n", "-1"), ("inspect", str(POETRY), "--n", "0"),
+                                  ("run", str(POETRY), "--launcher", "torchrun", "--num-procs", "0")])
+def test_msg_counts_below_one_are_refused(capsys, argv):
+    with pytest.raises(SystemExit) as e:
+        main(list(argv))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "it must be at least 1" in err and "is required" not in err, err
+
+
+def test_msg_missing_init_from_is_said_by_validate_and_plan(tmp_path, capsys):
+    import shutil
+    shutil.copytree(REPO / "recipes", tmp_path / "recipes", ignore=shutil.ignore_patterns(".recipe"))
+    (tmp_path / "data").symlink_to(DATA)        # a checkout where curriculum_3stage has not run yet
+    r = tmp_path / "recipes" / "stage2_correction.yaml"
+    code, out, err = cli(capsys, "validate", str(r))
+    assert code == 0 and "warning: model.init_from: no saved weights at ../runs/curriculum_3stage/base/final" in err
+    code, out, err = cli(capsys, "plan", str(r), "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0 and "note: model.init_from: no saved weights" in out

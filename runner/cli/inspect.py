@@ -7,7 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from .options import add_set
+from .options import add_set, positive_int
 
 HELP = "rendered examples with trained tokens highlighted"
 
@@ -15,7 +15,7 @@ HELP = "rendered examples with trained tokens highlighted"
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe")
     p.add_argument("--stage")
-    p.add_argument("--n", type=int, default=3)
+    p.add_argument("--n", type=positive_int, default=3, help="how many examples (default 3)")
     p.add_argument("--cache-dir")
     add_set(p)
 

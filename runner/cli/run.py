@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import add_set
+from .options import add_set, positive_int
 
 HELP = "run a recipe"
 
@@ -23,7 +23,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust", action="store_true", help="allow model code from the hub (model.trust_remote_code)")
     p.add_argument("--launcher", choices=["none", "deepspeed", "torchrun"], default="none",
                    help="run training in N processes through a launcher")
-    p.add_argument("--num-procs", type=int, default=None, help="processes for --launcher (sets train.world_size)")
+    p.add_argument("--num-procs", type=positive_int, default=None, help="processes for --launcher (sets train.world_size)")
     p.add_argument("--hostfile", help="multi-node: passed to the deepspeed launcher")
 
 

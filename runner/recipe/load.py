@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ..errors import RecipeError, ValidationError, Where
+from . import secrets
 
 Path_ = tuple  # a location inside the document: ("sources", "tang", "path"), list indices as ints
 
@@ -67,23 +68,7 @@ class Document:
 
     def secret_values(self) -> list[str]:
         """The text of every value from the environment, longest first (to scrub it from messages)."""
-        return secret_texts(self.data, self.secrets)
-
-
-def secret_texts(data: Any, secrets: set | frozenset) -> list[str]:
-    out: set[str] = set()
-    for path in secrets:
-        v: Any = data
-        for p in path:
-            try:
-                v = v[p]
-            except (KeyError, IndexError, TypeError):
-                v = None
-                break
-        for _, text in _strings(v, ()) if isinstance(v, (dict, list)) else [((), v)]:
-            if text is not None and len(str(text)) >= 3:
-                out.add(str(text))
-    return sorted(out, key=len, reverse=True)
+        return secrets.texts(self.data, self.secrets)
 
 
 def display(file: Path) -> str:
@@ -295,6 +280,8 @@ def _with_bases(doc: Document, file: Path, stack: tuple) -> Document:
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise ValidationError([RecipeError("`extends` must be a file name or a list of file names",
                                            doc.where(("extends",)))], display(file))
+    if not bases:
+        return doc   # `extends: []` extends nothing
     merged: Document | None = None
     for i, b in enumerate(bases):
         bfile = (file.parent / b).resolve()
@@ -429,57 +416,12 @@ def _has_interp(v: Any) -> bool:
     return False
 
 
-_ENV = re.compile(r"\$\{\s*oc\.env\s*:")
-_REF = re.compile(r"\$\{\s*(?:oc\.select\s*:\s*)?(\.*[A-Za-z_][\w.\[\]-]*)\s*[,}]")
-
-
-def _strings(v: Any, path: Path_):
-    if isinstance(v, str):
-        yield path, v
-    elif isinstance(v, dict):
-        for k, x in v.items():
-            yield from _strings(x, path + (k,))
-    elif isinstance(v, list):
-        for i, x in enumerate(v):
-            yield from _strings(x, path + (i,))
-
-
-def _ref_path(ref: str, at: Path_) -> Path_:
-    """`${a.b[0]}` -> ("a", "b", 0); a relative `${.x}` / `${..x}` resolves from the node holding it."""
-    dots = len(ref) - len(ref.lstrip("."))
-    base: Path_ = at[:-1][:len(at) - dots] if dots else ()
-    parts = re.sub(r"\[(\d+)\]", r".\1", ref.lstrip(".")).split(".")
-    return base + tuple(int(p) if p.isdigit() else p for p in parts if p)
-
-
-def _secret_paths(data: dict) -> set:
-    """Every value that came from the environment: `${oc.env:...}` anywhere in it, or a reference to such a
-    value (`${a.b}`, `${oc.select:a.b}`, relative ones), followed to a fixed point. `show`, `diff`, `plan`,
-    errors and the cache print and store these as ***; the run itself gets the value."""
-    strings = list(_strings(data, ()))
-    secret = {p for p, v in strings if _ENV.search(v)}
-    refs = {p: [_ref_path(r, p) for r in _REF.findall(v)] for p, v in strings if "${" in v}
-    changed = True
-    while changed:
-        changed = False
-        for p, targets in refs.items():
-            if p not in secret and any(_overlaps(t, s) for t in targets for s in secret):
-                secret.add(p)
-                changed = True
-    return secret
-
-
-def _overlaps(a: Path_, b: Path_) -> bool:
-    n = min(len(a), len(b))
-    return a[:n] == b[:n]
-
-
 def _interpolate(doc: Document) -> None:
     if not _has_interp(doc.data):
         return  # keeps omegaconf off the common path
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
-    doc.secrets = _secret_paths(doc.data)
+    doc.secrets = secrets.paths(doc.data)
     try:
         doc.data = OmegaConf.to_container(OmegaConf.create(doc.data), resolve=True)
     except OmegaConfBaseException as e:

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from ..errors import RecipeError, ValidationError, Where
 from ..paths import READABLE, data_files
-from . import model, schema as sch
+from . import model, schema as sch, secrets
 from .load import Document, display, gc_paused, kind_of
 
 from .model import CHAT_TEMPLATES, DEEPSPEED_PRESETS
@@ -43,8 +43,7 @@ class _Problems(list):
     def add(self, path: tuple, message: str, *, key: bool = True) -> None:
         # the key's line reads best ("sources:" rather than the first item of its block)
         where = self.doc.key_where(path) if key else self.doc.where(path)
-        for value in self.scrub:   # a check that quotes a value never shows one from the environment
-            message = message.replace(value, "***")
+        message = secrets.scrub(message, self.scrub)   # a check that quotes a value never shows one from the environment
         self.append(RecipeError(message, where))
 
     def secret(self, path: tuple) -> bool:

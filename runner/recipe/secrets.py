@@ -1,0 +1,123 @@
+"""Values from the environment. A recipe may say `token=${oc.env:HF_TOKEN}`: the run gets the value, but
+no screen, file or cache entry does. The rule is about where a value came from, not what it is called
+(HF_AUTH, GITHUB_PAT and DB_CREDENTIALS are as secret as HF_TOKEN), and it follows references:
+`${evaluate.generate.prompts[0]}` pointing at such a value is one too.
+
+    paths(data)           which values came from the environment (before interpolation)
+    texts(data, paths)    their resolved text, to find them wherever they were copied
+    mask(doc, paths)      the document with those values as *** (what `show` and `diff` print)
+    redact(obj, texts)    any JSON value with every string that holds one as *** (step parameters,
+                          manifests, index files, reports), and a digest that still tells a change
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+MASK = "***"
+_ENV = re.compile(r"\$\{\s*oc\.env\s*:")
+_REF = re.compile(r"\$\{\s*(?:oc\.select\s*:\s*)?(\.*[A-Za-z_][\w.\[\]-]*)\s*[,}]")
+MIN_LEN = 3   # shorter values are not searched for in free text: "8" would mask every 8
+
+
+def _strings(v: Any, path: tuple):
+    if isinstance(v, str):
+        yield path, v
+    elif isinstance(v, dict):
+        for k, x in v.items():
+            yield from _strings(x, path + (k,))
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            yield from _strings(x, path + (i,))
+
+
+def _ref_path(ref: str, at: tuple) -> tuple:
+    """`${a.b[0]}` -> ("a", "b", 0); a relative `${.x}` / `${..x}` resolves from the node holding it."""
+    dots = len(ref) - len(ref.lstrip("."))
+    base: tuple = at[:-1][:len(at) - dots] if dots else ()
+    parts = re.sub(r"\[(\d+)\]", r".\1", ref.lstrip(".")).split(".")
+    return base + tuple(int(p) if p.isdigit() else p for p in parts if p)
+
+
+def _overlaps(a: tuple, b: tuple) -> bool:
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
+def paths(data: dict) -> set:
+    """Every value that came from the environment: `${oc.env:...}` anywhere in it, or a reference to such a
+    value (`${a.b}`, `${oc.select:a.b}`, relative ones), followed to a fixed point."""
+    strings = list(_strings(data, ()))
+    secret = {p for p, v in strings if _ENV.search(v)}
+    refs = {p: [_ref_path(r, p) for r in _REF.findall(v)] for p, v in strings if "${" in v}
+    changed = True
+    while changed:
+        changed = False
+        for p, targets in refs.items():
+            if p not in secret and any(_overlaps(t, s) for t in targets for s in secret):
+                secret.add(p)
+                changed = True
+    return secret
+
+
+def texts(data: Any, secret_paths: set | frozenset) -> list[str]:
+    """The resolved text of the values at `secret_paths`, longest first."""
+    out: set[str] = set()
+    for path in secret_paths:
+        v: Any = data
+        for p in path:
+            try:
+                v = v[p]
+            except (KeyError, IndexError, TypeError):
+                v = None
+                break
+        for _, text in _strings(v, ()) if isinstance(v, (dict, list)) else [((), v)]:
+            if text is not None and len(str(text)) >= MIN_LEN:
+                out.add(str(text))
+    return sorted(out, key=len, reverse=True)
+
+
+def mask(document: dict[str, Any], secret_paths: frozenset | set = frozenset()) -> dict[str, Any]:
+    """A copy of `document` with the values at `secret_paths` shown as ***."""
+    def walk(v: Any, path: tuple) -> Any:
+        if path in secret_paths:
+            return MASK
+        if isinstance(v, dict):
+            return {k: walk(x, path + (k,)) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x, path + (i,)) for i, x in enumerate(v)]
+        return v
+    return walk(dict(document), ())
+
+
+def redact(value: Any, secret_texts: list[str] | tuple[str, ...]) -> tuple[Any, str | None]:
+    """(a copy of `value` with every string holding a secret text as ***, a digest of what was masked or
+    None). The digest is what tells `plan` a masked value changed without showing it."""
+    if not secret_texts:
+        return value, None
+    found: list[str] = []
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, str):
+            if any(t in v for t in secret_texts):
+                found.append(v)
+                return MASK
+            return v
+        if isinstance(v, dict):
+            return {walk(k) if isinstance(k, str) else k: walk(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [walk(x) for x in v]
+        return v
+
+    out = walk(value)
+    if not found:
+        return value, None
+    return out, hashlib.sha256("\0".join(found).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def scrub(text: str, secret_texts: list[str] | tuple[str, ...]) -> str:
+    """Free text (a message) with every secret text in it as ***."""
+    for t in secret_texts:
+        text = text.replace(t, MASK)
+    return text
