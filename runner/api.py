@@ -55,19 +55,24 @@ def plan(path: str | Path, overrides=(), cache_dir: str | None = None):
     recipe = load(path, overrides)
     graph = compile_recipe(recipe)
     # the commit an unpinned hub source stands for is a fact of the cache, not of the recipe
-    graph = dataclasses.replace(graph, notes=graph.notes + tuple(revision_notes(recipe.sources)) + tuple(missing(recipe)))
+    graph = dataclasses.replace(graph, notes=graph.notes + tuple(revision_notes(recipe.sources)))
     cache = Cache(folder_option(default_dir(recipe.file, cache_dir), "--cache-dir"))
     fps = fingerprint_graph(graph, recipe.file.parent, versions(), cache.digests)
     return graph, make_plan(graph, fps, cache), cache
 
 
 def warn_unpinned(recipe: model.Recipe) -> None:
-    """A hub source that follows a branch: say which commit it stands for today and how to pin it; and
-    the other things a valid recipe may still be missing (see missing())."""
+    """A hub source that follows a branch: say which commit it stands for today and how to pin it."""
     import sys
 
     from .data.hub import revision_notes
-    for n in revision_notes(recipe.sources) + missing(recipe):
+    for n in revision_notes(recipe.sources):
+        print(f"warning: {n}", file=sys.stderr)
+
+
+def warn_missing(recipe: model.Recipe) -> None:
+    import sys
+    for n in missing(recipe):
         print(f"warning: {n}", file=sys.stderr)
 
 

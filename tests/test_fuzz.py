@@ -9,6 +9,7 @@ randomness: RECIPE_FUZZ_EXAMPLES=N overrides the count."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import math
 import os
@@ -78,13 +79,13 @@ def mutated(draw) -> tuple[str, str, list[str]]:
         path, node, key = draw(st.sampled_from(places))
         op = draw(st.sampled_from(["set", "set", "set", "delete", "rename", "add"]))
         if op == "set":
-            node[key] = draw(VALUES)
+            node[key] = copy.deepcopy(draw(VALUES))   # NASTY holds mutable values: never share one
         elif op == "delete":
             del node[key]
         elif op == "rename" and isinstance(node, dict):
             node[draw(st.text(min_size=1, max_size=10))] = node.pop(key)
         elif op == "add" and isinstance(node, dict):
-            node[draw(st.sampled_from([str(key) + "s", "x", "", "extends", "kind"]))] = draw(VALUES)
+            node[draw(st.sampled_from([str(key) + "s", "x", "", "extends", "kind"]))] = copy.deepcopy(draw(VALUES))
     text = yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
     lines = text.splitlines(keepends=True)
     if lines and draw(st.booleans()):      # duplicate a line: a duplicated key, or broken indentation
@@ -96,7 +97,7 @@ def mutated(draw) -> tuple[str, str, list[str]]:
         path = draw(st.sampled_from(places))
         key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
         key = draw(st.sampled_from([key, key + ".x", key + "[3]", "." + key, key.replace(".", ".."), "...", ""]))
-        value = draw(VALUES)
+        value = copy.deepcopy(draw(VALUES))
         raw = draw(st.sampled_from([yaml.safe_dump(value, default_flow_style=True, allow_unicode=True).strip()
                                     .removesuffix("\n...").removesuffix("..."), str(value)]))
         overrides += ["--set", f"{key}={raw}" if draw(st.booleans()) or not raw else key]

@@ -233,6 +233,17 @@ def test_8_alias_bomb_is_refused_quickly_with_a_line(tmp_path, capsys):
     assert len(lines) == 1 and LINE.match(lines[0]) and "alias" in lines[0], lines
 
 
+def test_8_recursive_aliases_in_a_file_or_a_set_value(tmp_path, capsys):
+    r = write(tmp_path / "r.yaml", "recipe: r\nmix: &a [*a]\n" + MINIMAL)
+    lines = user_error(capsys, "validate", str(r))
+    assert lines == [f"{r}:2:6: a YAML alias refers to the anchor it is inside (a recursive structure); a recipe is a tree"]
+    lines = user_error(capsys, "validate", str(POETRY), "--set", "mix=&a {x: *a}")
+    assert lines == ["--set mix=&a {x: *a}: a YAML alias refers to the anchor it is inside (a recursive structure); "
+                     "a recipe is a tree"]
+    lines = user_error(capsys, "validate", str(POETRY), "--set", "mix=!!python/object/apply:os.system [ls]")
+    assert "is not allowed: recipes are plain data" in lines[0]
+
+
 # --- 9 / 10. --set crashes -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("override", ["train.micro_batch_size=0", "train.world_size=0",
@@ -390,4 +401,4 @@ def test_msg_missing_init_from_is_said_by_validate_and_plan(tmp_path, capsys):
     code, out, err = cli(capsys, "validate", str(r))
     assert code == 0 and "warning: model.init_from: no saved weights at ../runs/curriculum_3stage/base/final" in err
     code, out, err = cli(capsys, "plan", str(r), "--cache-dir", str(tmp_path / "cache"))
-    assert code == 0 and "note: model.init_from: no saved weights" in out
+    assert code == 0 and "warning: model.init_from: no saved weights" in err

@@ -26,4 +26,5 @@ def main(args: argparse.Namespace) -> int:
     else:
         from ..recipe.load import display
         print(render_text(graph, steps, display(cache.root)), end="")
+    api.warn_missing(api.load(args.recipe, args.overrides))   # a fact of this checkout, not of the plan
     return 0

@@ -29,4 +29,5 @@ def main(args: argparse.Namespace) -> int:
         kind = "meta (fomaml)" if rec.meta else f"{len(stages)} stage{'s' * (len(stages) != 1)}"
         print(f"ok: {r} ({rec.name}: {len(rec.sources)} source{'s' * (len(rec.sources) != 1)}, {kind})")
         api.warn_unpinned(rec)
+        api.warn_missing(rec)
     return 2 if failed else 0

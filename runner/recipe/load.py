@@ -172,6 +172,7 @@ class _Builder:
         self.doc, self.name, self.problems = doc, name, problems
         self.built = 0            # values constructed, aliases expanded
         self.nodes: set = set()   # distinct nodes seen (an alias revisits one)
+        self.open: set = set()    # collections being built: an alias to one of them is a cycle
 
     def build(self, node: yaml.Node) -> Any:
         try:
@@ -196,28 +197,16 @@ class _Builder:
             problems.append(RecipeError(f"the tag {node.tag.replace('tag:yaml.org,2002:', '!!')} is not allowed: "
                                         "recipes are plain data (no Python objects)", _at(node, name)))
             return None
-        if isinstance(node, yaml.MappingNode):
-            out: dict = {}
-            for knode, vnode in node.value:
-                if knode.tag == "tag:yaml.org,2002:merge":
-                    problems.append(RecipeError("YAML merge keys (<<) are not supported; use `extends:`", _at(knode, name)))
-                    continue
-                key = self._construct(knode, path + ("<key>",))
-                if not isinstance(key, (str, int)) or isinstance(key, bool):
-                    problems.append(RecipeError(f"keys must be strings, not {key!r}", _at(knode, name)))
-                    continue
-                key = str(key)
-                if key in out:
-                    first = doc.keys[path + (key,)]
-                    problems.append(RecipeError(f"duplicate key '{key}' (first defined at line {first.line}); "
-                                                "remove one of them", _at(knode, name)))
-                    continue
-                doc.keys[path + (key,)] = _at(knode, name)
-                out[key] = self._construct(vnode, path + (key,))
-            doc.values.pop(path + ("<key>",), None)
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self._construct(v, path + (i,)) for i, v in enumerate(node.value)]
+        if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            if id(node) in self.open:
+                problems.append(RecipeError("a YAML alias refers to the anchor it is inside (a recursive "
+                                            "structure); a recipe is a tree", _at(node, name)))
+                return None
+            self.open.add(id(node))
+            try:
+                return self._collection(node, path)
+            finally:
+                self.open.discard(id(node))
         if node.tag == _STR:
             return node.value          # most scalars; the constructor would only copy the text
         value = _SCALARS.construct_object(node)
@@ -225,6 +214,30 @@ class _Builder:
         if node.tag.startswith("tag:yaml.org,2002:timestamp"):
             value = node.value  # a date stays the text the user wrote; JSON has no date type
         return value
+
+    def _collection(self, node: yaml.Node, path: Path_) -> Any:
+        doc, name, problems = self.doc, self.name, self.problems
+        if isinstance(node, yaml.SequenceNode):
+            return [self._construct(v, path + (i,)) for i, v in enumerate(node.value)]
+        out: dict = {}
+        for knode, vnode in node.value:
+            if knode.tag == "tag:yaml.org,2002:merge":
+                problems.append(RecipeError("YAML merge keys (<<) are not supported; use `extends:`", _at(knode, name)))
+                continue
+            key = self._construct(knode, path + ("<key>",))
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                problems.append(RecipeError(f"keys must be strings, not {key!r}", _at(knode, name)))
+                continue
+            key = str(key)
+            if key in out:
+                first = doc.keys[path + (key,)]
+                problems.append(RecipeError(f"duplicate key '{key}' (first defined at line {first.line}); "
+                                            "remove one of them", _at(knode, name)))
+                continue
+            doc.keys[path + (key,)] = _at(knode, name)
+            out[key] = self._construct(vnode, path + (key,))
+        doc.values.pop(path + ("<key>",), None)
+        return out
 
 
 # --- extends ---------------------------------------------------------------------------------------
@@ -355,10 +368,7 @@ def _apply_override(doc: Document, text: str) -> None:
     if not eq or not key.strip():
         raise ValidationError([RecipeError("an override is KEY.PATH=VALUE, e.g. --set train.epochs=1", where)],
                               "--set")
-    try:
-        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""   # 1e-4 is a number here too
-    except yaml.YAMLError:
-        value = raw
+    value = _override_value(raw, where)
     from .schema import coerce  # the schema decides what "3" means at this path
     # `filters[0].max_chars` and `filters.0.max_chars` both work: messages print the first form.
     # A digit is a list index only where the document has a list (`mix.1` is a source named "1").
@@ -394,6 +404,28 @@ def _apply_override(doc: Document, text: str) -> None:
         for p in [p for p in table if p[:len(path)] == path]:
             del table[p]
     doc.values[path] = doc.keys[path] = where
+
+
+def _override_value(raw: str, where: Where) -> Any:
+    """The YAML value of `--set k=raw`, built like a recipe's (1e-4 is a number, no tags, bounded aliases
+    and depth); text that is not YAML is the text itself."""
+    if not raw.strip():
+        return ""
+    try:
+        loader = _Parser(raw)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except (yaml.YAMLError, RecursionError):
+        return raw
+    if node is None:
+        return None
+    problems: list[RecipeError] = []
+    value = _Builder(Document(data={}), str(where), problems).build(node)
+    if problems:
+        raise ValidationError([RecipeError(p.message, where) for p in problems], "--set")
+    return value
 
 
 def _list_step(path: list, step: Any, items: list) -> str:
