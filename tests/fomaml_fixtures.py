@@ -2,7 +2,7 @@
 as they are) on random tokens, a functional FOMAML reference to compare the trainer with, and a
 closed-form linear regression. Also a script, so several processes can train the same problem:
 
-    python -m torch.distributed.run --nproc-per-node=2 tests/fomaml_fixtures.py OUT.pt [gloo|zero2]
+    python -m torch.distributed.run --nproc-per-node=2 tests/fomaml_fixtures.py OUT.pt gloo
 """
 from __future__ import annotations
 
@@ -119,18 +119,11 @@ def reference_step(model, task_list: list[dict], inner_lr: float, outer_lr: floa
 def main(argv: list[str]) -> int:
     out, mode = Path(argv[0]), argv[1]
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     # 2 meta-steps of 4 tasks each; this process trains items rank, rank+world, ...
     all_tasks = tasks(8, inner_steps=2)
     kw = {"max_steps": 2}
     dtype = torch.float64
-    if mode == "zero2":
-        dtype = torch.float32      # DeepSpeed keeps fp32 master weights
-        kw["deepspeed"] = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
-                           "train_batch_size": world, "gradient_clipping": 0.0, "zero_allow_untested_optimizer": True,
-                           "zero_optimization": {"stage": 2, "overlap_comm": False, "contiguous_gradients": True},
-                           "steps_per_print": 10 ** 6}
     params, _ = train(tiny_model(dtype), items(all_tasks, 4 // world), out.parent / f"run-{mode}", **kw)
     if rank == 0:
         torch.save(params, out)
