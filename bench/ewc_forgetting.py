@@ -7,7 +7,7 @@ lambda asked for, on the pretrained builtin:tiny, and prints per stage the eval 
 `domain`, what lambda costs on the sources the later stages add, and the penalty's size next to the
 cross-entropy it is added to (calibration: a penalty far below the CE loss cannot hold anything).
 
-    python bench/ewc_forgetting.py [--seeds 42 43 44] [--lambdas 0 0.5 50] [--steps 40] [--json out.json]
+    python bench/ewc_forgetting.py [--seeds 42 43 44] [--lambdas 0 0.05 0.5 50] [--lr 2e-3] [--steps 30] [--json out.json]
     python bench/ewc_forgetting.py --smoke     # builtin:tiny-random, one seed, a few steps (CI)
 
 Reduced so that it runs on a CPU: each stage trains --steps optimizer steps on at most --rows rows,
@@ -72,7 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="builtin:tiny")
     ap.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
-    ap.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.5],
+    ap.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.05, 0.5],
                     help="0 is the baseline; the others are compared with it")
     ap.add_argument("--steps", type=int, default=40, help="optimizer steps per stage")
     ap.add_argument("--rows", type=int, default=320, help="rows per stage")
