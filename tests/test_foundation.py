@@ -110,7 +110,7 @@ def test_extends_merges_key_by_key_and_stages_inherit_train():
     assert r.template.max_length == 256 and r.model.adapter.r == 8      # from base_lora.yaml
     base, task, domain = r.stages
     assert base.train.epochs == 2 and task.train.epochs == 1            # stage override vs recipe train
-    assert task.ewc.lambda_ == 0.5 and task.ewc.fisher_samples == 256
+    assert task.ewc.lambda_ == 0.05 and task.ewc.fisher_samples == 256
     assert domain.size == 3000 and r.expand("task") == ("identity", "tools")
     c = api.load(ROOT / "recipes" / "stage2_correction.yaml")
     assert c.stages[0].skip and c.stages[1].size == 0.2 and c.stages[2].size == 3000
