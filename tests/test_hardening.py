@@ -402,3 +402,57 @@ def test_msg_missing_init_from_is_said_by_validate_and_plan(tmp_path, capsys):
     assert code == 0 and "warning: model.init_from: no saved weights at ../runs/curriculum_3stage/base/final" in err
     code, out, err = cli(capsys, "plan", str(r), "--cache-dir", str(tmp_path / "cache"))
     assert code == 0 and "warning: model.init_from: no saved weights" in err
+
+
+# --- 1, 2, 13 through `recipe run`: what lands on disk ------------------------------------------------------
+
+SECRET_RECIPE = """recipe: masked
+model: {base: builtin:tiny}
+sources:
+  a: {path: a.jsonl, format: alpaca}
+template: {system: "token=${oc.env:HF_AUTH}", max_length: 64}
+split: {eval: 0.2}
+"""
+
+
+def _all_text(root: Path) -> str:
+    out = []
+    for p in root.rglob("*"):
+        if p.is_file() and p.suffix in (".json", ".jsonl", ".md", ".yaml", ".txt"):
+            out.append(p.read_text(encoding="utf-8", errors="replace"))
+    return "\n".join(out)
+
+
+def test_2_13_run_masks_secrets_on_disk_and_keeps_one_runs_quarantine(tmp_path, capsys, monkeypatch):
+    rows = json.loads((DATA / "identity.json").read_text())[:40]
+    bad = '{"instruction": "no output"}\n'
+    (tmp_path / "a.jsonl").write_text(bad + "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows))
+    r = write(tmp_path / "r.yaml", SECRET_RECIPE)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_AUTH", "hf_firstsecret")
+    before = {p for p in tmp_path.rglob("*")}
+    code, out, err = cli(capsys, "run", str(r), "--dry-run", "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0, err
+    written = {p for p in tmp_path.rglob("*")} - before
+    assert all(p.is_relative_to(tmp_path / "runs" / "masked") or p.is_relative_to(tmp_path / "cache") or p == tmp_path / "runs"
+               for p in written), sorted(map(str, written))
+    run = tmp_path / "runs" / "masked"
+    assert (run / "quarantine" / "a.jsonl").is_file()
+    on_disk = _all_text(tmp_path / "cache") + _all_text(run)
+    assert "hf_firstsecret" not in on_disk and "token=" not in on_disk      # manifests, index files, report
+    # the value changes: plan says so without showing either value
+    monkeypatch.setenv("HF_AUTH", "hf_secondsecret")
+    code, out, err = cli(capsys, "plan", str(r), "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0 and "a value from the environment changed (not shown)" in out
+    assert "secret" not in out + err
+    for fmt in ("text", "markdown", "json"):
+        code, out, err = cli(capsys, "diff", str(r), "--set-b", "template.system=other ${oc.env:GITHUB_PAT}",
+                             "--format", fmt, "--cache-dir", str(tmp_path / "cache"))
+        assert "secret" not in out + err and "token=" not in out + err, (fmt, out)
+    # 13: the source is fixed; the run directory reflects this run only
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows))
+    code, out, err = cli(capsys, "run", str(r), "--dry-run", "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0, err
+    report = json.loads((run / "report.json").read_text())
+    assert report["quarantine"]["a"]["count"] == 0
+    assert not list((run / "quarantine").glob("*.jsonl"))

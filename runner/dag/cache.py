@@ -15,6 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ..paths import under
 from .fingerprint import Fingerprint
 
 MANIFEST = "manifest.json"
@@ -43,7 +44,7 @@ class Cache:
         return self.root / "digests.json"
 
     def object_dir(self, fp: str) -> Path:
-        return self.root / "objects" / fp
+        return under(self.root, "objects", fp)
 
     def has(self, fp: str) -> bool:
         return (self.object_dir(fp) / MANIFEST).is_file()
@@ -60,7 +61,7 @@ class Cache:
 
     def begin(self, fp: str) -> Path:
         self.clean_tmp()
-        tmp = self.root / "tmp" / f"{fp}.{os.getpid()}"
+        tmp = under(self.root, "tmp", f"{fp}.{os.getpid()}")
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
@@ -90,14 +91,14 @@ class Cache:
 
     # --- resumable steps ---
     def partial_dir(self, fp: str) -> Path:
-        return self.root / "partial" / fp
+        return under(self.root, "partial", fp)
 
     def drop_partial(self, fp: str) -> None:
         shutil.rmtree(self.partial_dir(fp), ignore_errors=True)
 
     # --- index: last known components per (recipe, step) ---
     def _index(self, recipe: str, step: str, suffix: str = "") -> Path:
-        return self.root / "index" / recipe / f"{step}{suffix}.json"
+        return under(self.root, "index", recipe, f"{step}{suffix}.json")
 
     def last(self, recipe: str, step: str, suffix: str = "") -> dict | None:
         try:

@@ -36,6 +36,7 @@ class Graph:
     recipe: str
     steps: tuple[Step, ...]        # topological order
     notes: tuple[str, ...] = ()    # things the user should know about the plan
+    secrets: tuple[str, ...] = ()  # texts of values from the environment: masked wherever a step's params go
 
     def __getitem__(self, name: str) -> Step:
         for s in self.steps:
@@ -125,6 +126,11 @@ def _source_files(s: model.Source) -> tuple[str, ...]:
     return () if "://" in s.path else (s.path,)
 
 
+def _secret_texts(r: model.Recipe) -> tuple[str, ...]:
+    from ..recipe import secrets
+    return tuple(secrets.texts(r.document, r.secrets))
+
+
 def compile_recipe(r: model.Recipe) -> Graph:
     steps: list[Step] = []
     notes: list[str] = []
@@ -163,7 +169,7 @@ def compile_recipe(r: model.Recipe) -> Graph:
                                                            "seed": r.seed, "order": list(r.sources)},
                            files=task_files))
         _meta_steps(r, steps)
-        return Graph(r.name, tuple(steps), tuple(notes))
+        return Graph(r.name, tuple(steps), tuple(notes), _secret_texts(r))
 
     # source order matters: a text found in two sources follows its first copy to one side
     steps.append(_step("split", "split", data_inputs, {"split": r.split, "seed": r.seed, "order": list(r.sources)}))
@@ -219,7 +225,7 @@ def compile_recipe(r: model.Recipe) -> Graph:
                 stage=st.name))
     if active:
         steps.append(_step("export", "export", [f"train.{active[-1].name}"], {"output": r.output}))
-    return Graph(r.name, tuple(steps), tuple(notes))
+    return Graph(r.name, tuple(steps), tuple(notes), _secret_texts(r))
 
 
 def _meta_steps(r: model.Recipe, steps: list[Step]) -> None:

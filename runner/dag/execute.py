@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RecipeError, StepError
+from ..paths import under
+from ..recipe.secrets import redact
 from ..recipe.model import Recipe
 from ..steps import STEPS, versions
 from ..steps.base import RunOptions, StepContext
@@ -130,10 +132,11 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
         if os.environ.get("RECIPE_TEST_KILL_BEFORE_COMMIT") == name:
             os.kill(os.getpid(), signal.SIGKILL)  # tests: a kill -9 with the files written but not committed
         _check_balance(name, stats)
+        stored = redact(stats, graph.secrets)[0]   # e.g. generated samples that echo a prompt from the environment
         manifest = {"step": name, "kind": step.kind, "recipe": graph.recipe, "fingerprint": fp.value,
-                    "components": fp.components, "stats": stats, "seconds": round(seconds, 3)}
+                    "components": fp.components, "stats": stored, "seconds": round(seconds, 3)}
         done[name] = cache.commit(tmp, fp.value, manifest)
-        cache.remember(graph.recipe, name, fp, stats=stats)
+        cache.remember(graph.recipe, name, fp, stats=stored)
         if step.kind == "train":
             cache.forget(graph.recipe, name, suffix=".partial")
             cache.drop_partial(fp.value)
@@ -182,8 +185,8 @@ def _guard_resume(cache: Cache, recipe: str, name: str, fp, force: bool) -> None
 
 def write_report(recipe: Recipe, graph: Graph, records: list[StepRecord], run_dir: Path, cache: Cache) -> dict:
     from .report import build_report, copy_quarantine, write_markdown
-    report = build_report(recipe, graph, records, run_dir)
+    report = redact(build_report(recipe, graph, records, run_dir), graph.secrets)[0]
     copy_quarantine(report, run_dir)
-    (run_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    under(run_dir, "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     write_markdown(report, run_dir)
     return report

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..recipe.secrets import redact
 from .compile import Graph
 
 
@@ -113,13 +114,18 @@ def fingerprint_graph(graph: Graph, base_dir: Path, versions: dict[str, int],
     memo: dict = {_KEPT: _load_kept(digests)}
     out: dict[str, Fingerprint] = {}
     for step in graph.steps:
+        # a value from the environment (a token in template.system) is stored and shown as ***; the
+        # digest of what was masked keeps a change to it a change of the fingerprint
+        params, env = redact(step.params, graph.secrets)
         comp = {
             "kind": step.kind,
             "version": versions[step.kind],
-            "params": step.params,
+            "params": params,
             "inputs": {i: out[i].value for i in step.inputs},
             "files": {file_key(f): files_digest(base_dir, f, memo) for f in step.files},
         }
+        if env:
+            comp["env"] = env
         blob = json.dumps(comp, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         out[step.name] = Fingerprint(hashlib.sha256(blob.encode()).hexdigest()[:24], comp)
     if digests is not None and memo.get(_DIRTY):
@@ -142,6 +148,8 @@ def explain(old: dict | None, new: dict) -> list[str]:
             why.append(f"dataset {f[len('hf://datasets/'):]} moved: {a[:12]} -> {b[:12]}")   # or was re-pinned
         elif a != b:
             why.append(f"file {f} changed")
+    if old.get("env") != new.get("env"):
+        why.append("a value from the environment changed (not shown)")
     for i in new["inputs"]:
         if old.get("inputs", {}).get(i) != new["inputs"][i]:
             why.append(f"upstream {i} changed")

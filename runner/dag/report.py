@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+from ..paths import under
 from ..recipe.model import Recipe
 from .compile import Graph
 
@@ -47,6 +48,9 @@ def build_report(recipe: Recipe, graph: Graph, records: list, run_dir: Path) -> 
             src = r.name.split(".", 1)[1]
             n = (r.stats or {}).get("quarantined", (r.stats or {}).get("dropped", {}).get("quarantine", 0))
             quarantine[src] = {"count": n, "file": str(Path(r.artifact) / "quarantine.jsonl")}
+            dups = (r.stats or {}).get("duplicate_ids") or {}
+            if dups.get("rows"):   # kept, but worth knowing: often the same row twice in the data
+                quarantine[src]["duplicate_ids"] = dups
     before = (by["eval.before"].stats or {}).get("metrics") if "eval.before" in by else None
     forgetting = {"before": before["loss"]} if before else {}
     forgetting.update({s["name"]: s["metrics"]["eval"].get("loss", {}) for s in stages if s["metrics"]["eval"]})
@@ -101,6 +105,11 @@ def write_markdown(report: dict, run_dir: Path) -> None:
     if report["quarantine"]:
         lines += ["", "## Quarantine", "", "| source | rows | file |", "|---|---:|---|"]
         lines += [f"| {k} | {v['count']:,} | {v['file']} |" for k, v in report["quarantine"].items()]
+        dups = {k: v["duplicate_ids"] for k, v in report["quarantine"].items() if v.get("duplicate_ids")}
+        if dups:
+            lines += [""] + [f"- {k}: {d['rows']:,} rows share an id with an earlier row ({d['ids']:,} ids, e.g. "
+                             f"{', '.join(map(str, d['examples'][:3]))}); kept, and kept on one side of the split"
+                             for k, d in dups.items()]
     if report.get("before"):
         lines += ["", "## Before training (the starting model)"]
         lines += _samples(report["before"].get("samples") or [])
@@ -153,7 +162,7 @@ def write_markdown(report: dict, run_dir: Path) -> None:
                       f"{t['loss_after']:.4f} ± {t['loss_after_sd']:.4f} |" for t in summary["by_task"]]
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
-    (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    under(run_dir, "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _samples(samples: list[dict]) -> list[str]:
@@ -179,16 +188,25 @@ def plot_losses(run_dir: Path, stage: str, history: list[dict]) -> Path | None:
     ax.set_ylabel("train loss")
     ax.set_title(f"stage {stage}")
     fig.tight_layout()
-    out = run_dir / f"loss_{stage}.png"
+    out = under(run_dir, f"loss_{stage}.png")
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
 
 
 def copy_quarantine(report: dict, run_dir: Path) -> None:
-    qdir = run_dir / "quarantine"
+    """runs/<recipe>/quarantine/ holds this run's bad rows only: a file left by an earlier run for a source
+    that is clean now (or gone) is removed, so the folder and report.json always agree."""
+    qdir = under(run_dir, "quarantine")
+    keep = set()
     for src, q in report["quarantine"].items():
         if q["count"] and Path(q["file"]).is_file():
             qdir.mkdir(exist_ok=True)
-            shutil.copyfile(q["file"], qdir / f"{src}.jsonl")
-            q["file"] = str(qdir / f"{src}.jsonl")
+            target = under(qdir, f"{src}.jsonl")
+            shutil.copyfile(q["file"], target)
+            q["file"] = str(target)
+            keep.add(target.name)
+    if qdir.is_dir():
+        for old in qdir.glob("*.jsonl"):
+            if old.name not in keep:
+                old.unlink()

@@ -35,11 +35,12 @@ class Side:
     graph: Graph | None = None
     fps: dict[str, Fingerprint] | None = None
     cache: Cache | None = None
+    secrets: frozenset = frozenset()  # paths of values from the environment in `raw`
 
     @property
     def doc(self) -> dict:
         # Secrets masked as in `recipe show`; a raw document goes through the same function.
-        return api.canonical(self.recipe) if self.recipe else api.mask(self.raw)
+        return api.canonical(self.recipe) if self.recipe else api.mask(self.raw, self.secrets)
 
     def stats(self, step: str, caches: list[Cache]) -> dict | None:
         """The stats of a run of exactly this step (same fingerprint), from either side's cache: the
@@ -62,7 +63,8 @@ def load_side(file: Path, label: str, overrides: tuple[str, ...], cache_dir: str
         recipe = validate(doc)
     except ValidationError as e:
         more = f" (+{len(e.problems) - 3} more)" if len(e.problems) > 3 else ""
-        return Side(label, doc.data, problem=_relative("; ".join(str(p) for p in e.problems[:3]), root) + more)
+        return Side(label, doc.data, problem=_relative("; ".join(str(p) for p in e.problems[:3]), root) + more,
+                    secrets=frozenset(doc.secrets))
     graph = compile_recipe(recipe)
     fps = fingerprint_graph(graph, recipe.file.parent, _versions())
     return Side(label, doc.data, recipe, None, graph, fps, Cache(default_dir(cache_anchor or recipe.file, cache_dir)))

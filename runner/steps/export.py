@@ -23,7 +23,8 @@ def run(ctx) -> dict:
 
 def publish(step, artifact, run_dir, stats: dict) -> None:
     """runs/<recipe>/export, for a cached step too."""
-    user = run_dir / "export"
+    from ..paths import under
+    user = under(run_dir, "export")
     if user.exists():
         shutil.rmtree(user)
     shutil.copytree(artifact, user, ignore=shutil.ignore_patterns("manifest.json"))

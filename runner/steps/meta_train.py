@@ -38,7 +38,9 @@ def run(ctx) -> dict:
 def publish(step, artifact, run_dir, stats) -> None:
     from ..dag.report import plot_losses
 
+    from ..paths import under
     name = step.name.split(".", 1)[1]
+    under(run_dir, name)   # the name comes from the recipe: refuse anything that would leave the run dir
     if (run_dir / name / "final").exists():
         shutil.rmtree(run_dir / name / "final")
     shutil.copytree(artifact / "final", run_dir / name / "final")
