@@ -1,31 +1,44 @@
-"""What the CLI and the tests call. Stops before `execute` for validate/show/schema/plan/diff, so
-those never import torch, transformers, datasets, trl, peft or deepspeed."""
+"""The library API: what the CLI and the tests call, with typed results. Stops before `execute` for
+validate/show/schema/plan, so those never import torch, transformers, datasets, trl, peft or deepspeed."""
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, NamedTuple
 
 import yaml
 
 from .recipe import model
-from .recipe import secrets as _secrets
+from .recipe.canonical import canonical
 from .recipe.load import load_document
+from .recipe.secrets import mask  # noqa: F401  (the library API)
 from .recipe.validate import validate
+
+if TYPE_CHECKING:
+    from .dag.cache import Cache
+    from .dag.compile import Graph
+    from .dag.execute import StepRecord
+    from .dag.plan import PlannedStep
+
+
+class Plan(NamedTuple):
+    """What `recipe plan` shows: the compiled graph, every step's status and why, and the cache checked."""
+    graph: Graph
+    steps: list[PlannedStep]
+    cache: Cache
+
+
+class Run(NamedTuple):
+    """What a run did: the recipe as run, its graph, one record per visited step, and the run directory."""
+    recipe: model.Recipe
+    graph: Graph
+    records: list[StepRecord]
+    run_dir: Path
+
 
 def load(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> model.Recipe:
     """Read, merge, override, interpolate and validate a recipe -> frozen Recipe (or ValidationError)."""
     return validate(load_document(Path(path), tuple(overrides)))
-
-
-def mask(document: dict[str, Any], secrets: frozenset = frozenset()) -> dict[str, Any]:
-    """A copy of `document` with the values at `secrets` paths shown as ***."""
-    return _secrets.mask(document, secrets)
-
-
-def canonical(recipe: model.Recipe) -> dict[str, Any]:
-    """The resolved document with secrets masked: what `show` prints and `diff` compares."""
-    return mask(recipe.document, recipe.secrets)
 
 
 def show(recipe: model.Recipe, fmt: str = "yaml") -> str:
@@ -43,8 +56,8 @@ def schema_text() -> str:
 
 # --- plan / run --------------------------------------------------------------------------------------
 
-def plan(path: str | Path, overrides=(), cache_dir: str | None = None):
-    """-> (graph, planned steps, cache). Light: no heavy imports."""
+def plan(path: str | Path, overrides=(), cache_dir: str | None = None) -> Plan:
+    """The plan of a recipe against its cache. Light: no heavy imports."""
     from .dag.cache import Cache, default_dir
     from .dag.compile import compile_recipe
     from .dag.fingerprint import fingerprint_graph
@@ -58,7 +71,7 @@ def plan(path: str | Path, overrides=(), cache_dir: str | None = None):
     graph = dataclasses.replace(graph, notes=graph.notes + tuple(revision_notes(recipe.sources)))
     cache = Cache(folder_option(default_dir(recipe.file, cache_dir), "--cache-dir"))
     fps = fingerprint_graph(graph, recipe.file.parent, versions(), cache.digests)
-    return graph, make_plan(graph, fps, cache), cache
+    return Plan(graph, make_plan(graph, fps, cache), cache)
 
 
 def warn_unpinned(recipe: model.Recipe) -> None:
@@ -90,14 +103,15 @@ def missing(recipe: model.Recipe) -> list[str]:
 def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output: str | None = None,
         only: str | None = None, from_step: str | None = None, force: bool = False, dry_run: bool = False,
         trust: bool = False, launcher: str = "none", num_procs: int | None = None, hostfile: str | None = None,
-        console=None, argv: tuple[str, ...] | None = None):
-    """Execute a recipe; returns the list of step records (see report.json)."""
+        console=None, argv: tuple[str, ...] | None = None) -> Run:
+    """Execute a recipe (cached steps are reused); writes the run directory's recipe.yaml and report."""
     from .dag.cache import Cache, default_dir
     from .dag.compile import compile_recipe
     from .dag.execute import Selection, execute
     from .errors import RecipeError
     from .paths import folder_option, under
     from .steps.base import RunOptions
+    from .train.launch import check as check_launcher
     overrides = tuple(overrides) + ((f"train.world_size={num_procs}",) if num_procs else ())
     recipe = load(path, overrides)
     if recipe.model.trust_remote_code and not trust:
@@ -105,12 +119,7 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
                           "--trust on the command line")
     if num_procs is not None and num_procs < 1:
         raise RecipeError(f"--num-procs {num_procs}: it must be at least 1")
-    if launcher != "none" and not num_procs:
-        raise RecipeError(f"--launcher {launcher} needs --num-procs N (the total number of processes)")
-    if launcher == "none" and num_procs:
-        raise RecipeError("--num-procs needs --launcher torchrun or --launcher deepspeed")
-    if hostfile and launcher != "deepspeed":
-        raise RecipeError("--hostfile is read by the DeepSpeed launcher: add --launcher deepspeed --num-procs N")
+    check_launcher(launcher, num_procs, hostfile)
     if only and from_step:
         raise RecipeError("--only and --from cannot be combined: --only runs one step, --from reruns a step "
                           "and everything after it")
@@ -130,4 +139,4 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
     records = execute(recipe, graph, cache=Cache(cache_root), run_dir=run_dir,
                       options=options, sel=Selection(only=only, from_step=from_step), overrides=overrides,
                       argv=argv, console=console)
-    return recipe, graph, records, run_dir
+    return Run(recipe, graph, records, run_dir)

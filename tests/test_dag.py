@@ -136,9 +136,11 @@ def test_selection_only_from_force(small):
 
 
 def test_a_killed_step_never_leaves_an_artifact_that_is_trusted(small):
-    env = {**os.environ, "RECIPE_TEST_KILL_BEFORE_COMMIT": "dedup"}
-    p = subprocess.run([sys.executable, "-m", "runner", "run", str(small), "--dry-run"], env=env,
-                       capture_output=True, text=True)
+    # execute.before_commit is the seam: this process dies by SIGKILL after dedup wrote its files
+    kill = ("import os, signal, sys; from runner.dag import execute; "
+            "execute.before_commit = lambda step: step.name == 'dedup' and os.kill(os.getpid(), signal.SIGKILL); "
+            "from runner.cli import main; sys.exit(main(sys.argv[1:]))")
+    p = subprocess.run([sys.executable, "-c", kill, "run", str(small), "--dry-run"], capture_output=True, text=True)
     assert p.returncode == -9
     cache = small.parent / ".recipe" / "cache"
     assert list((cache / "tmp").iterdir()), "the killed step's files were written to tmp"

@@ -21,7 +21,7 @@ def test_commands(tmp_path):
                   "--module", "runner.train.worker", str(spec)]
     hosts = command(spec, launcher="deepspeed", num_procs=2, hostfile="hosts", master_port=1)
     assert hosts[3:5] == ["--hostfile", "hosts"]
-    with pytest.raises(RecipeError, match="--hostfile is for --launcher deepspeed"):
+    with pytest.raises(RecipeError, match="--hostfile is read by the DeepSpeed launcher"):
         command(spec, launcher="torchrun", num_procs=2, hostfile="hosts")
 
 

@@ -13,8 +13,8 @@
 All builtin models share the byte-level BPE tokenizer in tiny/ (rebuilt by make_tokenizer.py), so
 every recipe runs offline.
 
-torch and transformers are imported inside the functions: `import runner.builtin` is used
-by the recipe loader and validation, which must stay fast and work without torch.
+torch and transformers are imported inside the functions, so importing this module (runner.chat
+does, to name a tokenizer) stays light; only the steps that load a model pay for them.
 """
 from __future__ import annotations
 

@@ -27,10 +27,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from runner.errors import RecipeError
+from ..errors import RecipeError
+from ..recipe.model import ROLES
 
 IGNORE = -100  # the label value the loss skips
-ROLES = ("system", "user", "assistant", "tool")
 
 # Opening token of a role header, for the check that no header token is trained.
 _HEADER_OPEN = {"chatml": "<|im_start|>", "llama3": "<|start_header_id|>"}

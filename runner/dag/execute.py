@@ -3,12 +3,11 @@ atomically, then the run report. The only layer that imports the steps' heavy co
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from ..errors import RecipeError, StepError
 from ..paths import under
@@ -17,8 +16,12 @@ from ..recipe.model import Recipe
 from ..steps import STEPS, versions
 from ..steps.base import RunOptions, StepContext
 from .cache import Cache
-from .compile import Graph
+from .compile import Graph, Step
 from .fingerprint import fingerprint_graph
+
+# A fault-injection seam for tests: called after a step wrote its files and before they are committed
+# (tests/test_dag.py replaces it to simulate a kill -9 at the worst moment).
+before_commit: Callable[[Step], None] = lambda step: None
 
 DATA_KINDS = ("load", "filter", "dedup", "split", "tasks", "mix", "render")
 
@@ -129,8 +132,7 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
             ui.failed(name)
             raise
         seconds = time.perf_counter() - start
-        if os.environ.get("RECIPE_TEST_KILL_BEFORE_COMMIT") == name:
-            os.kill(os.getpid(), signal.SIGKILL)  # tests: a kill -9 with the files written but not committed
+        before_commit(step)
         _check_balance(name, stats)
         stored = redact(stats, graph.secrets)[0]   # e.g. generated samples that echo a prompt from the environment
         manifest = {"step": name, "kind": step.kind, "recipe": graph.recipe, "fingerprint": fp.value,

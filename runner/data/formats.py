@@ -31,6 +31,7 @@ from jinja2 import StrictUndefined
 
 from ..errors import RecipeError, Where
 from ..recipe import model
+from ..recipe.model import ROLES
 from .common import without_gc
 from .io import dumps
 from .readers import Raw, iter_rows, json_problem
@@ -38,7 +39,6 @@ from .stats import Stats
 
 Messages = list[dict[str, str]]
 Mapper = Callable[[dict[str, Any]], tuple[Messages, dict[str, Any], str | None]]
-ROLES = ("system", "user", "assistant", "tool")
 RAW_CHARS = 2000   # how much of a bad row the quarantine keeps
 # A lone surrogate: JSON can spell one ("\ud800"), but it is not text and cannot be written as UTF-8
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")

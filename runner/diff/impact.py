@@ -9,11 +9,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import api
 from ..dag.cache import Cache, default_dir
 from ..dag.compile import Graph, compile_recipe
 from ..dag.fingerprint import Fingerprint, explain, fingerprint_graph
 from ..errors import RecipeError, ValidationError
+from ..recipe.canonical import canonical
+from ..recipe.secrets import mask
 from ..recipe.load import load_document
 from ..recipe.model import Recipe, Stage
 from ..recipe.validate import validate
@@ -40,7 +41,7 @@ class Side:
     @property
     def doc(self) -> dict:
         # Secrets masked as in `recipe show`; a raw document goes through the same function.
-        return api.canonical(self.recipe) if self.recipe else api.mask(self.raw, self.secrets)
+        return canonical(self.recipe) if self.recipe else mask(self.raw, self.secrets)
 
     def stats(self, step: str, caches: list[Cache]) -> dict | None:
         """The stats of a run of exactly this step (same fingerprint), from either side's cache: the

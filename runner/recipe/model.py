@@ -10,6 +10,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Union
 
+from ..errors import RecipeError
+
 
 @dataclass(frozen=True)
 class Adapter:
@@ -206,7 +208,20 @@ class Train:
 
     @property
     def grad_accum(self) -> int:
+        """batch_size / (micro_batch_size x world_size); refuses a batch that does not divide: rounding
+        would train with another effective batch than the recipe says."""
+        problem = batch_problem(self.batch_size, self.micro_batch_size, self.world_size)
+        if problem:
+            raise RecipeError(f"train.{problem}")
         return self.batch_size // (self.micro_batch_size * self.world_size)
+
+
+def batch_problem(batch_size: int, micro_batch_size: int, world_size: int) -> str | None:
+    """The one batch rule: gradient accumulation must be whole. None when the batch divides."""
+    if batch_size % (micro_batch_size * world_size):
+        return (f"batch_size {batch_size} is not a multiple of micro_batch_size {micro_batch_size} x "
+                f"world_size {world_size}; gradient accumulation must be whole")
+    return None
 
 
 @dataclass(frozen=True)
@@ -313,7 +328,11 @@ class Output:
 
 IMPLICIT_STAGE = "main"
 CHAT_TEMPLATES = ("chatml", "llama3", "alpaca", "text", "tokenizer")           # anything else is a .jinja path
-DEEPSPEED_PRESETS = ("zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
+ROLES = ("system", "user", "assistant", "tool")                         # a message's role in a record
+# The DeepSpeed presets are the JSON files shipped in runner/train/deepspeed/ (a folder, not an import).
+DEEPSPEED_PRESET_DIR = Path(__file__).resolve().parents[1] / "train" / "deepspeed"
+DEEPSPEED_PRESETS = tuple(sorted((p.stem for p in DEEPSPEED_PRESET_DIR.glob("*.json")),
+                                 key=lambda n: (n.split("_")[0], n)))   # zero1, zero2, zero2_offload, ...
 
 
 @dataclass(frozen=True)

@@ -199,9 +199,10 @@ def _semantic(d: dict, doc: Document, out: _Problems) -> None:
 
     def check_train(t: dict, path: tuple) -> None:
         per_step = t["micro_batch_size"] * t["world_size"]
-        if isinstance(per_step, int) and per_step >= 1 and t["batch_size"] % per_step:
-            out.add(path + ("batch_size",), f"{dotted(path)}: batch_size {t['batch_size']} is not a multiple of micro_batch_size "
-                          f"{t['micro_batch_size']} x world_size {t['world_size']}; gradient accumulation must be whole")
+        problem = model.batch_problem(t["batch_size"], t["micro_batch_size"], t["world_size"]) \
+            if isinstance(per_step, int) and per_step >= 1 else None
+        if problem:
+            out.add(path + ("batch_size",), f"{dotted(path)}: {problem}")
         ds = t["deepspeed"]
         if ds is not None and ds not in DEEPSPEED_PRESETS:
             p = (doc_dir / ds)
@@ -450,7 +451,7 @@ def _source_path_problem(base: Path, path: str) -> str | None:
     if not p.exists():
         return f"file not found: {path} (paths are relative to the recipe file)"
     if not path.endswith(READABLE):
-        return f"cannot read {Path(path).suffix or 'files without an extension'}; use .jsonl, .json, .csv or .parquet"
+        return f"cannot read {Path(path).suffix or 'files without an extension'}; use {', '.join(READABLE)}"
     return None
 
 

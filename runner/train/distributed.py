@@ -23,10 +23,9 @@ from typing import Any
 
 from ..errors import RecipeError
 from ..recipe import model
-from .sft_config import grad_accum, precision
+from .sft_config import precision
 
-PRESETS = ("zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
-PRESET_DIR = Path(__file__).resolve().parent / "deepspeed"
+PRESETS, PRESET_DIR = model.DEEPSPEED_PRESETS, model.DEEPSPEED_PRESET_DIR
 
 
 def deepspeed_config(name_or_path: str, train: model.Train, recipe_dir: Path) -> dict[str, Any]:
@@ -46,7 +45,7 @@ def deepspeed_config(name_or_path: str, train: model.Train, recipe_dir: Path) ->
     prec = precision(train)
     recipe_values = {
         ("train_micro_batch_size_per_gpu",): train.micro_batch_size,
-        ("gradient_accumulation_steps",): grad_accum(train),
+        ("gradient_accumulation_steps",): train.grad_accum,
         ("train_batch_size",): train.batch_size,
         ("gradient_clipping",): train.max_grad_norm,
         ("bf16", "enabled"): prec == "bf16",

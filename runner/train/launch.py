@@ -23,21 +23,30 @@ from .distributed import free_port
 LAUNCHERS = ("torchrun", "deepspeed")
 
 
+def check(launcher: str, num_procs: int | None, hostfile: str | Path | None) -> None:
+    """The one rule for --launcher, --num-procs and --hostfile together (checked before anything runs)."""
+    if launcher not in ("none", *LAUNCHERS):
+        raise RecipeError(f"unknown launcher {launcher!r}; use one of {', '.join(LAUNCHERS)}")
+    if launcher != "none" and not num_procs:
+        raise RecipeError(f"--launcher {launcher} needs --num-procs N (the total number of processes)")
+    if launcher == "none" and num_procs:
+        raise RecipeError("--num-procs needs --launcher torchrun or --launcher deepspeed")
+    if hostfile and launcher != "deepspeed":
+        raise RecipeError("--hostfile is read by the DeepSpeed launcher: add --launcher deepspeed --num-procs N")
+
+
 def command(spec_path: str | Path, *, launcher: str, num_procs: int, hostfile: str | Path | None = None,
             master_port: int | None = None) -> list[str]:
     """The command line that trains the spec'd stage in `num_procs` processes."""
+    check(launcher, num_procs, hostfile)
     port = str(master_port or free_port())
     worker = ["runner.train.worker", str(spec_path)]
     if launcher == "torchrun":
-        if hostfile:
-            raise RecipeError("--hostfile is for --launcher deepspeed; torchrun runs on this node only here")
         return [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc-per-node={num_procs}",
                 "--master-addr=127.0.0.1", f"--master-port={port}", "-m", *worker]
-    if launcher == "deepspeed":
-        where = ["--hostfile", str(hostfile)] if hostfile else ["--num_gpus", str(num_procs)]
-        return [sys.executable, "-m", "deepspeed.launcher.runner", *where, "--master_port", port,
-                "--module", *worker]
-    raise RecipeError(f"unknown launcher {launcher!r}; use one of {', '.join(LAUNCHERS)}")
+    where = ["--hostfile", str(hostfile)] if hostfile else ["--num_gpus", str(num_procs)]
+    return [sys.executable, "-m", "deepspeed.launcher.runner", *where, "--master_port", port,
+            "--module", *worker]
 
 
 def launch(spec_path: str | Path, *, launcher: str, num_procs: int, hostfile: str | Path | None = None,
@@ -57,6 +66,6 @@ def launch(spec_path: str | Path, *, launcher: str, num_procs: int, hostfile: st
     log(" ".join(cmd))
     done = subprocess.run(cmd, env=env)
     if done.returncode != 0:
-        raise RecipeError(f"{launcher} training of stage {spec['stage']} failed (exit {done.returncode}); "
+        raise RecipeError(f"{launcher} training of stage {spec['spec']['stage']} failed (exit {done.returncode}); "
                           "see the processes' output above")
     return json.loads((Path(spec["out_dir"]) / "metrics.json").read_text())

@@ -24,17 +24,6 @@ def precision(train: model.Train) -> str:
     return train.precision
 
 
-def grad_accum(train: model.Train) -> int:
-    """batch_size / (micro_batch_size x world_size), refusing a batch that does not divide:
-    silently rounding would train with a different effective batch than the recipe says."""
-    per_step = train.micro_batch_size * train.world_size
-    if train.batch_size % per_step:
-        raise RecipeError(
-            f"train.batch_size {train.batch_size} is not a multiple of micro_batch_size x world_size "
-            f"= {train.micro_batch_size} x {train.world_size}")
-    return train.grad_accum
-
-
 def to_sft_config(stage: model.Stage, recipe: model.Recipe, output_dir: str | Path, *,
                   resume: str | Path | None = None,
                   deepspeed_config: dict[str, Any] | None = None):
@@ -91,7 +80,7 @@ def _fields(stage, recipe, output_dir, resume, deepspeed_config) -> dict[str, An
         max_grad_norm=train.max_grad_norm,
         # batch: `batch_size` sequences per optimizer step across all processes
         per_device_train_batch_size=train.micro_batch_size,
-        gradient_accumulation_steps=grad_accum(train),
+        gradient_accumulation_steps=train.grad_accum,
         # numerics; TRL defaults bf16=True, which we never want implicitly
         bf16=prec == "bf16",
         fp16=prec == "fp16",
