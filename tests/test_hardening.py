@@ -456,3 +456,11 @@ def test_2_13_run_masks_secrets_on_disk_and_keeps_one_runs_quarantine(tmp_path, 
     report = json.loads((run / "report.json").read_text())
     assert report["quarantine"]["a"]["count"] == 0
     assert not list((run / "quarantine").glob("*.jsonl"))
+    # duplicate ids are kept and reported
+    dup = dict(rows[0], id="same")
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows + [dup, dup]))
+    code, out, err = cli(capsys, "run", str(r), "--dry-run", "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0, err
+    report = json.loads((run / "report.json").read_text())
+    assert report["quarantine"]["a"]["duplicate_ids"] == {"rows": 1, "ids": 1, "examples": ["same"]}
+    assert "a: 1 rows share an id with an earlier row (1 ids, e.g. same)" in (run / "report.md").read_text()
