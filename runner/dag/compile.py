@@ -15,21 +15,7 @@ from typing import Any, Mapping
 
 from ..recipe import model
 from ..recipe.model import CHAT_TEMPLATES, DEEPSPEED_PRESETS, successor_ewc
-
-@dataclass(frozen=True)
-class Step:
-    name: str                      # unique: "load.tang", "mix.base", "dedup", ...
-    kind: str                      # key of runner.steps.STEPS
-    stage: str | None
-    source: str | None
-    inputs: tuple[str, ...]        # upstream step names
-    params_json: str               # canonical JSON of everything this step reads from the recipe
-    files: tuple[str, ...] = ()    # paths (relative to the recipe) whose bytes are part of the fingerprint
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return json.loads(self.params_json)
-
+from ..steps.base import Step
 
 @dataclass(frozen=True)
 class Graph:

@@ -48,7 +48,8 @@ def _name(path: Path) -> str | None:
 
 def plan_sweep(paths: list[str], overrides=(), cache_dir: str | None = None) -> tuple[list[Sweep], list[str]]:
     """-> (one Sweep per cache folder the recipes use, notes about files that are not recipes)."""
-    from .. import api
+    from ..recipe.load import load_document
+    from ..recipe.validate import validate
     from ..steps import versions
     from .compile import compile_recipe
     from .fingerprint import fingerprint_graph
@@ -59,7 +60,7 @@ def plan_sweep(paths: list[str], overrides=(), cache_dir: str | None = None) -> 
     for f in find_recipes(paths):
         root = default_dir(f.resolve(), cache_dir)
         try:
-            r = api.load(f, overrides)
+            r = validate(load_document(Path(f), tuple(overrides)))   # the dag sits below api
         except RecipeError as e:
             name = _name(f)
             notes.append(f"{f}: not a complete recipe ({str(e).splitlines()[-1]}); "

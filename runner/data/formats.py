@@ -408,7 +408,8 @@ def load_source(name: str, source: model.Source, base_dir: Path, seed: int = 0
     if source.dataset is not None:
         from .hub import iter_dataset
         return _load(name, [source.dataset], make_mapper(name, source), Path(base_dir), None, source.on_error,
-                     read=lambda spec, base, left: iter_dataset(name, source, seed))
+                     read=lambda spec, base, left: (Raw(label, None, row, obj)
+                                                   for label, row, obj in iter_dataset(name, source, seed)))
     return _load(name, [source.path], make_mapper(name, source), Path(base_dir), source.limit, source.on_error)
 
 

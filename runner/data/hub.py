@@ -248,10 +248,8 @@ def origin(source) -> dict[str, Any]:
 
 
 def iter_dataset(name: str, source, seed: int) -> Iterator:
-    """Raw rows (runner.data.readers.Raw) of a hub source, each labelled
+    """(label, row number, row) of a hub source's rows (formats makes them readers.Raw rows), each labelled
     `hub:<id>@<sha12>/<config>/<split>` with its row number, `limit` and `shuffle` applied."""
-    from .readers import Raw
-
     sha = resolved_sha(source.dataset, source.revision)
     if sha is None:
         why = "HF_HUB_OFFLINE/HF_DATASETS_OFFLINE is set" if offline() else "the hub was not reachable"
@@ -262,7 +260,7 @@ def iter_dataset(name: str, source, seed: int) -> Iterator:
         for row, obj in enumerate(part, 1):
             if left is not None and left <= 0:
                 return
-            yield Raw(label, None, row, obj)
+            yield label, row, obj   # the caller (formats) makes it a readers.Raw row
             left = None if left is None else left - 1
 
 

@@ -3,12 +3,27 @@ inputs) and `run(ctx) -> stats`; it reads its upstream artifacts from ctx.input(
 into ctx.out, and returns JSON stats (rows_in, rows_out, dropped{reason: n}, by_source{...})."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..dag.compile import Step
 from ..recipe.model import Recipe
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str                      # unique: "load.tang", "mix.base", "dedup", ...
+    kind: str                      # key of runner.steps.STEPS
+    stage: str | None
+    source: str | None
+    inputs: tuple[str, ...]        # upstream step names
+    params_json: str               # canonical JSON of everything this step reads from the recipe
+    files: tuple[str, ...] = ()    # paths (relative to the recipe) whose bytes are part of the fingerprint
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return json.loads(self.params_json)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ def run(ctx) -> dict:
 
 
 def publish(step, artifact, run_dir, stats) -> None:
-    from ..dag.report import plot_losses
+    from ..train.plot import plot_losses
 
     from ..paths import under
     name = step.name.split(".", 1)[1]

@@ -82,7 +82,7 @@ def run(ctx) -> dict:
 def publish(step, artifact: Path, run_dir: Path, stats: dict) -> None:
     """What the user (and a later recipe's model.init_from) points at: runs/<recipe>/<stage>/final, the
     data fingerprint that trained it, and the loss curve. Also for a cached step, so every run dir is whole."""
-    from ..dag.report import plot_losses
+    from ..train.plot import plot_losses
     from ..paths import under
     stage_dir = under(run_dir, step.stage)
     if (stage_dir / "final").exists():
