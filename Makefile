@@ -9,7 +9,17 @@ PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 # Full run: make run RUN_ARGS="--set model.base=builtin:tiny"
 RUN_ARGS ?= --set model.base=builtin:tiny --set train.max_steps=300
 
-.PHONY: install run test fuzz bench bench-smoke tiny-model clean
+# `make test-min`: the lowest version pyproject.toml declares of each training library (transformers, trl,
+# peft, accelerate, datasets, deepspeed; torch stays $(TORCH)) in a venv of its own, and the tests that
+# exercise those libraries. Declared floors are tested floors.
+VENV_MIN ?= .venv-min
+BIN_MIN := $(VENV_MIN)/bin
+PIP_MIN := $(BIN_MIN)/python -m pip -q --disable-pip-version-check
+MIN_TESTS ?= tests/test_train_config.py tests/test_train_sft.py tests/test_train_labels.py tests/test_train_ewc.py \
+	tests/test_train_eval_export.py tests/test_train_deepspeed.py tests/test_train_levers.py tests/test_train_launch.py \
+	tests/test_builtin_tiny.py tests/test_templates.py tests/test_source_checkout.py
+
+.PHONY: install run test test-min fuzz bench bench-smoke tiny-model clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,6 +30,18 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+$(VENV_MIN)/.installed: pyproject.toml .ci/min_constraints.py
+	test -x $(BIN_MIN)/python || $(PY) -m venv $(VENV_MIN)
+	$(PIP_MIN) install --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP_MIN) install "$(TORCH)" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN_MIN)/python .ci/min_constraints.py > $(VENV_MIN)/constraints.txt
+	$(PIP_MIN) install -e ".[test]" -c $(VENV_MIN)/constraints.txt 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN_MIN)/python .ci/min_constraints.py --check
+	touch $@
+
+test-min: $(VENV_MIN)/.installed
+	$(BIN_MIN)/python -m pytest -q -p no:cacheprovider $(MIN_TESTS)
 
 run: install
 	$(BIN)/recipe run recipes/poetry_lora.yaml $(RUN_ARGS)
@@ -46,4 +68,4 @@ bench-smoke: install
 	set -e; for b in bench/*.py; do echo "== $$b --smoke"; $(BIN)/python $$b --smoke; done
 
 clean:
-	rm -rf $(VENV) .recipe recipes/.recipe runs
+	rm -rf $(VENV) $(VENV_MIN) .recipe recipes/.recipe runs

@@ -96,6 +96,7 @@ def hand_written(recipe, rows: Path, out: Path) -> tuple[float, float, float]:
 
     from runner.builtin import load_model_and_tokenizer
     from runner.chat.templates import render
+    from runner.train.sft_config import _checkpointing, supported   # the field's name depends on the version
 
     start = time.perf_counter()
     model, tok = load_model_and_tokenizer("builtin:tiny", seed=42)
@@ -109,7 +110,7 @@ def hand_written(recipe, rows: Path, out: Path) -> tuple[float, float, float]:
     args = SFTConfig(
         output_dir=str(out), max_steps=t.max_steps, learning_rate=t.learning_rate, lr_scheduler_type="cosine",
         per_device_train_batch_size=t.micro_batch_size, gradient_accumulation_steps=t.grad_accum,
-        bf16=False, activation_checkpointing=False, max_length=256, packing=t.packing, padding_free=t.packing,
+        bf16=False, **{_checkpointing(supported(SFTConfig)): False}, max_length=256, packing=t.packing, padding_free=t.packing,
         seed=42, logging_steps=t.logging_steps, save_strategy="no", report_to="none", disable_tqdm=True,
         use_cpu=not torch.cuda.is_available())
     lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, task_type="CAUSAL_LM",

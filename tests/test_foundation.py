@@ -218,7 +218,7 @@ def test_set_edge_cases():
 def test_integers_are_integers(tmp_path):
     (tmp_path / "r.yaml").write_text(f"recipe: t\nmodel: {{base: builtin:tiny}}\nsources:\n  a: {{path: {ROOT}/data/identity.json, format: alpaca}}\n"
                                      "train: {micro_batch_size: 2.0}\n")
-    with pytest.raises(ValidationError, match="micro_batch_size: expected integer, got a number 2.0"):
+    with pytest.raises(ValidationError, match="micro_batch_size: expected integer or 'auto', got a number 2.0"):
         api.load(tmp_path / "r.yaml")
 
 

@@ -20,11 +20,12 @@ def test_sft_config_maps_the_recipe(tmp_path):
     assert args.per_device_train_batch_size == 2
     assert args.gradient_accumulation_steps == 8 // (2 * 2) == r.train.grad_accum
     assert (args.num_train_epochs, args.max_steps) == (3, -1)
-    assert (args.learning_rate, args.lr_scheduler_type.value, args.warmup_steps) == (0.001, "cosine", 0.1)
+    assert (args.learning_rate, args.lr_scheduler_type.value) == (0.001, "cosine")
+    assert args.get_warmup_steps(200) == 20                  # a ratio, whichever field this transformers reads
     assert (args.weight_decay, args.max_grad_norm) == (0.01, 0.5)
     assert (args.seed, args.data_seed) == (7, 7)
     assert not args.bf16 and not args.fp16                  # CPU: auto is fp32, despite TRL's bf16 default
-    assert args.activation_checkpointing and args.gradient_checkpointing
+    assert args.gradient_checkpointing and getattr(args, "activation_checkpointing", True)   # renamed in 5.18
     assert (args.save_steps, args.save_total_limit, args.logging_steps) == (7, 3, 3)
     assert args.max_length == 64 and not args.packing and not args.padding_free
     assert args.report_to in ([], "none", ["none"])

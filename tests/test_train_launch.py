@@ -25,6 +25,7 @@ def test_commands(tmp_path):
         command(spec, launcher="torchrun", num_procs=2, hostfile="hosts")
 
 
+@F.cuda_procs(2)
 def test_two_processes_match_one(tmp_path):
     # batch 4: one process accumulates 2 micro-batches of 2, two processes take one each
     data = F.rows(tmp_path / "train.jsonl")

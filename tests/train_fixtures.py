@@ -1,4 +1,5 @@
-"""Shared by the tests/test_train_*.py files: a tiny recipe on builtin:tiny-random (plumbing, not learning) and synthetic rows."""
+"""Shared by the tests/test_train_*.py files: a tiny recipe on builtin:tiny-random (plumbing, not learning) and
+synthetic rows. The recipe pins fp32, so tests that compare numbers compare the same arithmetic on a GPU (where `auto` would be bf16)."""
 from __future__ import annotations
 
 import json
@@ -19,7 +20,7 @@ sources:
   b: {{path: {data}/identity.json, format: alpaca}}
 template: {{chat: chatml, system: "You are terse.", max_length: 64}}
 train: {{max_steps: 4, micro_batch_size: 2, batch_size: 4, save_steps: 2, logging_steps: 1,
-         learning_rate: 0.001, lr_scheduler: constant}}
+         learning_rate: 0.001, lr_scheduler: constant, precision: fp32}}
 evaluate:
   max_rows: 16
   generate: {{prompts: ["question 3"], max_new_tokens: 12, temperature: 0}}
@@ -30,6 +31,25 @@ stages:
   first: {mix: {a: 1.0}}
   second: {mix: {b: 1.0}, ewc: {lambda: 50, fisher_samples: 8}}
 """
+
+
+def cuda_procs(n: int):
+    """Skip mark for an n-process test on a CUDA machine with fewer than n GPUs (one GPU per NCCL rank);
+    on a CPU-only machine the processes share the cores over gloo and the test runs."""
+    import pytest
+    import torch
+
+    few = torch.cuda.is_available() and torch.cuda.device_count() < n
+    return pytest.mark.skipif(few, reason=f"{n} training processes need {n} GPUs on a CUDA machine "
+                                          f"(found {torch.cuda.device_count() if few else 0})")
+
+
+def needs_cuda(what: str = "a GPU-only path"):
+    """Skip mark for a test of a GPU-only path, with the reason shown in pytest's summary (-ra)."""
+    import pytest
+    import torch
+
+    return pytest.mark.skipif(not torch.cuda.is_available(), reason=f"needs a CUDA device: {what}")
 
 
 def recipe(tmp_path: Path, *overrides: str, extra: str = ""):

@@ -103,8 +103,8 @@ class Rows:
 class StageView:
     """A stage's effective training settings (the recipe's `train` merged with the stage's) and rows."""
     skip: bool
-    micro_batch_size: int
-    grad_accum: int
+    micro_batch_size: int | str
+    grad_accum: int | None
     world_size: int
     batch_size: int
     epochs: float

@@ -40,6 +40,8 @@ def _stage_rows(st: StageImpact) -> str:
 
 
 def _batch(v: StageView) -> str:
+    if v.grad_accum is None:   # micro_batch_size: auto is chosen when training starts
+        return f"{v.batch_size} (auto×{v.world_size})"
     return f"{v.batch_size} ({v.micro_batch_size}×{v.grad_accum}×{v.world_size})"
 
 

@@ -195,21 +195,27 @@ class Train:
     warmup_ratio: float
     weight_decay: float
     max_grad_norm: float
-    micro_batch_size: int
+    micro_batch_size: int | str      # or "auto": resolved at the start of training (train/batch.py)
     batch_size: int
     world_size: int
     precision: str
     gradient_checkpointing: bool
     packing: bool
+    padding_free: bool
+    use_liger_kernel: bool
+    torch_compile: bool
     deepspeed: str | None
     logging_steps: int
     save_steps: int
     report_to: tuple[str, ...]
 
     @property
-    def grad_accum(self) -> int:
-        """batch_size / (micro_batch_size x world_size); refuses a batch that does not divide: rounding
-        would train with another effective batch than the recipe says."""
+    def grad_accum(self) -> int | None:
+        """batch_size / (micro_batch_size x world_size); None while micro_batch_size is `auto` (known once
+        training starts). Refuses a batch that does not divide: rounding would train with another
+        effective batch than the recipe says."""
+        if self.micro_batch_size == "auto":
+            return None
         problem = batch_problem(self.batch_size, self.micro_batch_size, self.world_size)
         if problem:
             raise RecipeError(f"train.{problem}")

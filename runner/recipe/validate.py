@@ -131,7 +131,9 @@ def _explain(err: Any, out: _Problems) -> None:
     if v == "type":
         want = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
         got = kind_of(inst)
-        want = [{"object": "a mapping", "array": "a list", "null": "null"}.get(w, w) for w in want]
+        word = re.fullmatch(r"\^(\w+)\$", err.schema.get("pattern", ""))   # a string that must be one word
+        want = [{"object": "a mapping", "array": "a list", "null": "null",
+                 "string": f"'{word.group(1)}'" if word else "string"}.get(w, w) for w in want]
         shown = "" if inst is None or out.secret(path) else " " + json.dumps(inst, ensure_ascii=False)[:60]
         out.add(path, f"{where}: expected {' or '.join(want)}, got {got}{shown}")
         return
@@ -145,6 +147,15 @@ def _explain(err: Any, out: _Problems) -> None:
         out.add(path, f"recipe: {'the value' if out.secret(path) else repr(inst)} cannot be a recipe name: it names "
                       "the run folder runs/<recipe> and cache entries, so it is letters, digits, _, . and -, "
                       "starting with a letter, digit or _")
+        return
+    if v == "pattern" and re.fullmatch(r"\^(\w+)\$", err.validator_value) and not out.secret(path):
+        # a string that must be one word, e.g. micro_batch_size: auto
+        types = err.schema.get("type")
+        others = [t for t in (types if isinstance(types, list) else [types]) if t != "string"]
+        word = err.validator_value[1:-1]
+        hint = did_you_mean(inst, [word])
+        out.add(path, f"{where}: {inst!r} is not allowed; expected {' or '.join(others + [repr(word)])}"
+                      f"{hint if 'did you mean' in hint else ''}")
         return
     if out.secret(path):
         out.add(path, f"{where}: the value (from the environment) is not allowed here ({err.validator} "
@@ -198,9 +209,16 @@ def _semantic(d: dict, doc: Document, out: _Problems) -> None:
                           "(write an integer for a row count)")
 
     def check_train(t: dict, path: tuple) -> None:
-        per_step = t["micro_batch_size"] * t["world_size"]
-        problem = model.batch_problem(t["batch_size"], t["micro_batch_size"], t["world_size"]) \
-            if isinstance(per_step, int) and per_step >= 1 else None
+        if not all(isinstance(t[k], int) and t[k] >= 1 for k in ("batch_size", "world_size")) or \
+                not (t["micro_batch_size"] == "auto" or isinstance(t["micro_batch_size"], int) and t["micro_batch_size"] >= 1):
+            return   # the schema pass has reported it
+        if t["micro_batch_size"] == "auto":   # auto picks a divisor of batch_size / world_size
+            if t["batch_size"] % t["world_size"]:
+                out.add(path + ("batch_size",), f"{dotted(path)}: batch_size {t['batch_size']} is not a multiple of "
+                              f"world_size {t['world_size']}; every process must get the same number of sequences")
+            problem = None
+        else:
+            problem = model.batch_problem(t["batch_size"], t["micro_batch_size"], t["world_size"])
         if problem:
             out.add(path + ("batch_size",), f"{dotted(path)}: {problem}")
         ds = t["deepspeed"]

@@ -74,6 +74,27 @@ def ensure_dist_env() -> None:
     os.environ.setdefault("MASTER_PORT", str(free_port()))
 
 
+def bind_device() -> None:
+    """On CUDA, pin this process to the GPU its launcher gave it (LOCAL_RANK), and with several
+    processes create the NCCL group bound to that device (as DeepSpeed itself would; Accelerate and
+    DeepSpeed reuse an existing group), so collectives never guess the device. A single-process
+    group stays unbound, as DeepSpeed leaves it (binding makes every later new_group an
+    ncclCommSplit with no peer): torch's barrier would then warn that it uses "the device under
+    current context", which set_device has just made the right one, so that warning is dropped."""
+    import warnings
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    torch.cuda.set_device(local)
+    warnings.filterwarnings("ignore", message=r"barrier\(\): using the device under current context")
+    import torch.distributed as dist
+    if world_size() > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl", device_id=torch.device("cuda", local))
+
+
 def world_size() -> int:
     """Processes in this run, as the launcher says (1 without one)."""
     return int(os.environ.get("WORLD_SIZE", "1"))

@@ -43,7 +43,7 @@ def evaluate_stage(recipe: model.Recipe, stage: model.Stage, model_dir: str | Pa
     losses = {}
     for source, path in sorted(eval_sets.items()):
         rows = pairs(path, recipe, tokenizer, limit=recipe.evaluate.max_rows)
-        losses[source] = _loss(net, rows, batch_size=stage.train.micro_batch_size, pad_id=tokenizer.pad_token_id)
+        losses[source] = _loss(net, rows, batch_size=_eval_batch(stage.train), pad_id=tokenizer.pad_token_id)
     conversations = [("prompt", [{"role": "user", "content": p}])
                      for p in (recipe.evaluate.generate.prompts if prompts is None else prompts)]
     conversations += _eval_prompts(eval_records or {}, recipe.evaluate.generate.eval_prompts)
@@ -98,6 +98,12 @@ def _eval_prompts(eval_records: Mapping[str, str | Path], per_source: int) -> li
             if n >= per_source:
                 break
     return out
+
+
+def _eval_batch(train: model.Train) -> int:
+    # with micro_batch_size auto, a forward pass without gradients fits a training step's whole share
+    t = train
+    return t.micro_batch_size if t.micro_batch_size != "auto" else max(1, t.batch_size // t.world_size)
 
 
 def _loss(net, rows: list[tuple[list[int], list[int]]], *, batch_size: int, pad_id: int) -> dict[str, Any]:

@@ -43,8 +43,8 @@ class EwcTrainer(SFTTrainer):
         return out + penalty
 
     def _trainer_divides_by_accumulation(self, num_items_in_batch) -> bool:
-        # the rule of `Trainer.training_step` (transformers >= 5.19)
-        scaled = self.loss_is_scaled_for_ga
+        # the rule of `Trainer.training_step` (the attribute since transformers 5.19, the rule before)
+        scaled = getattr(self, "loss_is_scaled_for_ga", None)   # Trainer has it from transformers 5.19
         if scaled is None:
             scaled = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) \
                 or self.compute_loss_func is not None

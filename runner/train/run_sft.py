@@ -9,6 +9,7 @@ out_dir/
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -40,30 +41,26 @@ def train_stage(recipe: model.Recipe, stage: model.Stage, train_rows_path: str |
     resumed_from (the step it continued from, 0 for a fresh start).
     """
     _quiet_environment()
-    from .distributed import deepspeed_config, world_size
+    from .distributed import bind_device, world_size
 
     train = stage.train
     if world_size() != train.world_size:
         raise RecipeError(f"stage {stage.name}: running in {world_size()} processes but train.world_size is "
                           f"{train.world_size}; set it with --num-procs so batch_size divides correctly")
-
-    ds_config = None
-    if train.deepspeed:
-        ds_config = deepspeed_config(train.deepspeed, train, recipe.file.parent)
-        if stage.ewc is not None and ds_config.get("zero_optimization", {}).get("stage") == 3:
-            raise RecipeError(f"stage {stage.name}: ewc needs whole parameters on every process; "
-                              "use ZeRO-1/2 (zero3 shards them)")
-    with _process_state(single_process_group=ds_config is not None and "RANK" not in os.environ):
+    bind_device()
+    with _process_state(single_process_group=bool(train.deepspeed) and "RANK" not in os.environ):
         return _train(recipe, stage, train_rows_path, out_dir, init_from=init_from, ewc_state=ewc_state,
-                      resume=resume, trust=trust, ds_config=ds_config)
+                      resume=resume, trust=trust)
 
 
-def _train(recipe, stage, train_rows_path, out_dir, *, init_from, ewc_state, resume, trust, ds_config):
+def _train(recipe, stage, train_rows_path, out_dir, *, init_from, ewc_state, resume, trust):
     from . import loading
     from ..recipe.model import successor_ewc
+    from .batch import resolve
+    from .distributed import deepspeed_config
     from .ewc import EWC_FILE, EwcState, consolidate, estimate_fisher
     from .rows import dataset, pairs
-    from .sft_config import to_sft_config
+    from .sft_config import check_kernels, describe, precision, to_sft_config
 
     out_dir = Path(out_dir)
     checkpoints = out_dir / "checkpoints"
@@ -81,11 +78,27 @@ def _train(recipe, stage, train_rows_path, out_dir, *, init_from, ewc_state, res
     if not resume and is_main and checkpoints.exists():
         shutil.rmtree(checkpoints)
 
+    check_kernels(stage.train)   # before minutes of model loading
     net, tokenizer, peft_config = loading.for_training(recipe, init_from, trust=trust)
     rows = pairs(train_rows_path, recipe, tokenizer)
     if not rows:
         raise RecipeError(f"stage {stage.name}: no training rows in {train_rows_path}")
+    prec = precision(stage.train)
+    stage = dataclasses.replace(stage, train=resolve(stage.train, net, peft_config, rows, precision=prec,
+                                                     pad_id=tokenizer.pad_token_id))
+    ds_config = None
+    if stage.train.deepspeed:
+        ds_config = deepspeed_config(stage.train.deepspeed, stage.train, recipe.file.parent)
+        if stage.ewc is not None and ds_config.get("zero_optimization", {}).get("stage") == 3:
+            raise RecipeError(f"stage {stage.name}: ewc needs whole parameters on every process; "
+                              "use ZeRO-1/2 (zero3 shards them)")
+    if is_main:
+        print(f"    training {stage.name}: {describe(stage.train, prec, ds_config)}", flush=True)
     args = to_sft_config(stage, recipe, checkpoints, resume=last, deepspeed_config=ds_config)
+    # the adapter's random init happens inside the trainer, before Trainer seeds (older TRL): seed here so
+    # it never depends on what ran earlier in this process
+    from transformers import set_seed
+    set_seed(recipe.seed)
     kwargs: dict[str, Any] = dict(model=net, args=args, train_dataset=dataset(rows), processing_class=tokenizer,
                                   peft_config=peft_config)
     if anchor is not None:
@@ -95,6 +108,11 @@ def _train(recipe, stage, train_rows_path, out_dir, *, init_from, ewc_state, res
         from trl import SFTTrainer
         trainer = SFTTrainer(**kwargs)
     _quiet_progress(trainer)
+    if ds_config is not None:
+        # Trainer gives Accelerate an accumulation of 1 (it counts micro batches itself) while DeepSpeed's
+        # engine must count them too; Accelerate would warn about the mismatch and then take DeepSpeed's
+        # value. Giving it that value up front is the same state, without the warning.
+        trainer.accelerator.gradient_accumulation_steps = ds_config["gradient_accumulation_steps"]
 
     tokens_before = _tokens_seen(last)
     start = time.perf_counter()

@@ -1,7 +1,12 @@
 """The one place where the recipe's `train`/`template`/`output` settings become TRL's SFTConfig
 and peft's LoraConfig. Every field is set from the recipe or pinned here on purpose, because the
 SFTConfig defaults differ from what a recipe means (TRL turns on bf16 and activation
-checkpointing by default); nothing from the user's YAML is passed through unread."""
+checkpointing by default); nothing from the user's YAML is passed through unread.
+
+Upstream renames are absorbed here, by looking at the fields SFTConfig actually has (`supported`),
+so every version in pyproject.toml's range gets the same meaning: transformers 5.18 renamed
+gradient_checkpointing to activation_checkpointing, and transformers 5 reads a float warmup_steps
+< 1 as a ratio where 4.x had warmup_ratio."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -64,7 +69,14 @@ def _fields(stage, recipe, output_dir, resume, deepspeed_config) -> dict[str, An
     import torch
 
     train, template = stage.train, recipe.template
+    if train.micro_batch_size == "auto":
+        raise RecipeError("train.micro_batch_size is auto: resolve it first (runner.train.batch.resolve)")
     prec = precision(train)
+    check_kernels(train)
+    has = supported(SFTConfig)
+    # padding-free without packing: TRL refuses a max_length it would not enforce; the rows are already
+    # cut to template.max_length by the render step, so there is nothing left for it to enforce
+    padding_free = train.packing or train.padding_free
     fields: dict[str, Any] = dict(
         output_dir=str(output_dir),
         # how long
@@ -73,9 +85,7 @@ def _fields(stage, recipe, output_dir, resume, deepspeed_config) -> dict[str, An
         # optimiser and schedule
         learning_rate=train.learning_rate,
         lr_scheduler_type=train.lr_scheduler,
-        # transformers 5 reads a float warmup_steps < 1 as a ratio; a ratio of exactly 1 would read
-        # as "1 step", so it is kept just below
-        warmup_steps=min(train.warmup_ratio, 0.999999),
+        **_warmup(train.warmup_ratio, has),
         weight_decay=train.weight_decay,
         max_grad_norm=train.max_grad_norm,
         # batch: `batch_size` sequences per optimizer step across all processes
@@ -84,13 +94,16 @@ def _fields(stage, recipe, output_dir, resume, deepspeed_config) -> dict[str, An
         # numerics; TRL defaults bf16=True, which we never want implicitly
         bf16=prec == "bf16",
         fp16=prec == "fp16",
-        activation_checkpointing=train.gradient_checkpointing,
+        **{_checkpointing(has): train.gradient_checkpointing},
+        # kernels
+        use_liger_kernel=train.use_liger_kernel,
+        torch_compile=train.torch_compile,
         # sequences: rows arrive rendered and cut to template.max_length, so TRL's truncation is a
         # no-op; with packing, max_length is the length of a pack
-        max_length=template.max_length,
+        max_length=template.max_length if train.packing or not padding_free else None,
         packing=train.packing,
         packing_strategy="bfd",     # best-fit decreasing, padding-free with per-sequence positions
-        padding_free=train.packing,
+        padding_free=padding_free,
         # reproducibility: one seed for init, data order and dropout; in-process data loading
         seed=recipe.seed,
         data_seed=recipe.seed,
@@ -115,6 +128,53 @@ def _fields(stage, recipe, output_dir, resume, deepspeed_config) -> dict[str, An
         remove_unused_columns=True,
     )
     return fields
+
+
+def supported(config_class) -> dict[str, Any]:
+    """{field name: annotation} of this installed version's SFTConfig (or TrainingArguments)."""
+    import dataclasses
+
+    return {f.name: f.type for f in dataclasses.fields(config_class)}
+
+
+def _checkpointing(has: dict[str, Any]) -> str:
+    return "activation_checkpointing" if "activation_checkpointing" in has else "gradient_checkpointing"
+
+
+def _warmup(ratio: float, has: dict[str, Any]) -> dict[str, float]:
+    if "float" not in str(has["warmup_steps"]):    # transformers 4.x: warmup_steps counts steps
+        return {"warmup_ratio": ratio, "warmup_steps": 0}
+    # transformers 5 reads a float warmup_steps < 1 as a ratio; a ratio of exactly 1 would read as
+    # "1 step", so it is kept just below
+    return {"warmup_steps": min(ratio, 0.999999)}
+
+
+def check_kernels(train: model.Train) -> None:
+    """Liger's kernels are Triton kernels: CUDA only, from a package we do not require."""
+    if not train.use_liger_kernel:
+        return
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RecipeError("train.use_liger_kernel needs a CUDA device (Liger's kernels are Triton kernels); "
+                          "set it to false on this machine")
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise RecipeError("train.use_liger_kernel needs the liger-kernel package: pip install liger-kernel")
+
+
+def describe(train: model.Train, prec: str, ds_config: dict[str, Any] | None) -> str:
+    """One line for the run log: how this stage trains."""
+    def on(flag: bool) -> str:
+        return "on" if flag else "off"
+
+    zero = f"deepspeed {train.deepspeed} (ZeRO-{ds_config['zero_optimization']['stage']})" \
+        if ds_config and "zero_optimization" in ds_config else ("deepspeed " + train.deepspeed if train.deepspeed else "no deepspeed")
+    return (f"{prec}, world size {train.world_size}, micro batch {train.micro_batch_size} x accumulation "
+            f"{train.grad_accum} x {train.world_size} = batch {train.batch_size}; packing {on(train.packing)}, "
+            f"padding-free {on(train.packing or train.padding_free)}, liger {on(train.use_liger_kernel)}, "
+            f"compile {on(train.torch_compile)}, gradient checkpointing {on(train.gradient_checkpointing)}, {zero}")
 
 
 def lora_config(adapter: model.Adapter):
