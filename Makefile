@@ -40,8 +40,9 @@ $(VENV_MIN)/.installed: pyproject.toml .ci/min_constraints.py
 	$(BIN_MIN)/python .ci/min_constraints.py --check
 	touch $@
 
+# DeepSpeed JIT-builds its ops per version: a folder of its own keeps the two venvs from rebuilding each other's
 test-min: $(VENV_MIN)/.installed
-	$(BIN_MIN)/python -m pytest -q -p no:cacheprovider $(MIN_TESTS)
+	TORCH_EXTENSIONS_DIR=$(abspath $(VENV_MIN))/torch_extensions $(BIN_MIN)/python -m pytest -q -p no:cacheprovider $(MIN_TESTS)
 
 run: install
 	$(BIN)/recipe run recipes/poetry_lora.yaml $(RUN_ARGS)

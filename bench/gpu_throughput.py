@@ -1,7 +1,8 @@
 """GPU throughput of the shipped poetry recipe: ours, lever by lever, against a hand-written TRL script.
 
     python bench/gpu_throughput.py                      # Qwen2-1.5B shape (random init), on the GPU
-    python bench/gpu_throughput.py --tiny --steps 3     # a tiny shape: runs on a CPU (CI smoke)
+    python bench/gpu_throughput.py --tiny --steps 3     # a tiny shape: runs on a CPU
+    python bench/gpu_throughput.py --smoke              # CI: tiny shape, 2 steps, every variant this machine has
     python bench/gpu_throughput.py --levers plain,padding_free --out results.json
 
 The model is built here from a Qwen2-1.5B-shaped config (28 layers, hidden 1536, 12 heads, 2 KV heads,
@@ -175,7 +176,9 @@ def hand_written(recipe, model_dir: Path, records: Path, out: Path, warmup: int)
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiny", action="store_true", help="a tiny model shape (CPU smoke run)")
+    ap.add_argument("--tiny", action="store_true", help="a tiny model shape (runs on a CPU)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="CI: --tiny, 2 steps, no DeepSpeed; checks that the levers keep the plain loss")
     ap.add_argument("--rows", type=int, default=None, help="poems to train on (default: 8 per step)")
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps per variant (default 40; tiny 3)")
     ap.add_argument("--warmup", type=int, default=None, help="steps left out of the timing (default 5; tiny 0)")
@@ -183,6 +186,8 @@ def main() -> int:
     ap.add_argument("--deepspeed", default="keep", help="keep the recipe's (zero2) or 'null' for none")
     ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     a = ap.parse_args()
+    if a.smoke:
+        a.tiny, a.steps, a.deepspeed = True, a.steps or 2, "null"
     steps = a.steps or (3 if a.tiny else 40)
     warmup = a.warmup if a.warmup is not None else (0 if a.tiny else 5)
     rows = a.rows or 8 * steps
@@ -238,6 +243,11 @@ def main() -> int:
         mem = f"peak {r['peak_memory_gb']:6.1f} GB" if r["peak_memory_gb"] is not None else "peak n/a"
         print(f"  {name:13s} {r['tokens_per_second']:10,.0f} tok/s  {r['seconds_per_step']:7.3f} s/step  {ratio}  "
               f"{mfu}  {mem}  loss {r['loss']:.4f}   [{r['setup']}]", flush=True)
+    if a.smoke and not cuda and "loss" in results.get("plain", {}):
+        # fp32 on a CPU: the same recipe lands on the same loss whatever the lever
+        for name, r in results.items():
+            if name != "trl" and "loss" in r:
+                assert abs(r["loss"] - results["plain"]["loss"]) < 1e-4, (name, r["loss"], results["plain"]["loss"])
     if a.out:
         a.out.write_text(json.dumps({"device": card, "parameters": params, "steps": steps, "warmup": warmup,
                                      "rows": rows, "results": results}, indent=1))
