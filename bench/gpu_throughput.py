@@ -104,9 +104,12 @@ def poetry_records(path: Path, n: int) -> Path:
     return path
 
 
-def lever_available(name: str, cuda: bool) -> str | None:
+def lever_available(name: str, cuda: bool, smoke: bool = False) -> str | None:
     """None when the lever runs here, else why not."""
     import importlib.util
+    if smoke and name in ("compile", "all") and not cuda:
+        # inductor compiles C++ for a CPU for a minute or more; tests/test_train_levers.py covers it
+        return "torch.compile on a CPU takes minutes to compile (--smoke stays under one)"
     if name in ("liger", "all") and not cuda:
         return "Liger needs CUDA"
     if name in ("liger", "all") and importlib.util.find_spec("liger_kernel") is None:
@@ -219,7 +222,7 @@ def main() -> int:
           f"{rows} poems; {steps} steps per variant, timing after step {warmup}", flush=True)
     results = {}
     for name in a.levers.split(","):
-        why = lever_available(name, cuda) if name != "trl" else None
+        why = lever_available(name, cuda, a.smoke) if name != "trl" else None
         if why:
             results[name] = {"skipped": why}
             print(f"  {name:13s} skipped: {why}", flush=True)

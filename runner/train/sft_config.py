@@ -67,6 +67,7 @@ def to_fomaml_config(recipe: model.Recipe, output_dir: str | Path, *, world_size
 
 def _fields(stage, recipe, output_dir, resume, deepspeed_config) -> dict[str, Any]:
     import torch
+    from trl import SFTConfig
 
     train, template = stage.train, recipe.template
     if train.micro_batch_size == "auto":
