@@ -123,7 +123,7 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
     if only and from_step:
         raise RecipeError("--only and --from cannot be combined: --only runs one step, --from reruns a step "
                           "and everything after it")
-    from .versions import check as check_versions
+    from .train.versions import check as check_versions
     check_versions()   # a library outside the declared range is one line now, not a traceback mid-training
     import sys
 

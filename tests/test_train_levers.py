@@ -10,7 +10,7 @@ import pytest
 import torch
 import train_fixtures as F
 
-from runner import versions
+from runner.train import versions
 from runner.errors import RecipeError
 from runner.train import batch, sft_config
 from runner.train.run_sft import train_stage

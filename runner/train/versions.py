@@ -12,10 +12,10 @@ import re
 from importlib import metadata
 from pathlib import Path
 
-from .errors import RecipeError
+from ..errors import RecipeError
 
 TRAINING = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "deepspeed")
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 
 
 def declared() -> dict[str, str]:
