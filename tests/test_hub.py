@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hub_fixtures import ROOT, SHA_A, SHA_B, recipe, write_chat, write_plain
 
@@ -269,3 +271,80 @@ sys.exit(main(sys.argv[1:]))
     assert (step["rows_in"], step["rows_out"]) == (51, 50)
     [q] = [json.loads(x) for x in (tmp_path / "run" / "quarantine" / "remote.jsonl").read_text().splitlines()]
     assert (q["file"], q["line"], q["code"]) == ("memory://bucket/rows.jsonl", 51, "invalid_json")
+
+
+# --- online: the run asks the hub (a local stand-in for its API) which commit the branch names now ---
+
+@pytest.fixture()
+def fake_hub_api():
+    """Answers GET /api/datasets/acme/chat/revision/main with a sha (as the hub does) and 404 with the
+    hub's error code for anything else; counts the requests."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    state = {"sha": SHA_B, "requests": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            state["requests"].append(self.path)
+            if self.path.startswith("/api/datasets/acme/chat/revision/main"):
+                body = json.dumps({"id": "acme/chat", "sha": state["sha"], "siblings": []}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+            else:
+                body = b'{"error": "Repository not found"}'
+                self.send_response(404)
+                self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state["endpoint"] = f"http://127.0.0.1:{server.server_address[1]}"
+    yield state
+    server.shutdown()
+
+
+def test_a_run_follows_the_branch_to_its_new_commit(hub, tmp_path, fake_hub_api):
+    r = recipe(tmp_path, "  chat: {dataset: acme/chat, split: train_sft, format: messages}\n")
+    assert run_load(r, "load.chat", hub, tmp_path / "o").returncode == 0            # offline: main = A
+    write_chat(hub, SHA_B, extra=" (revised)", point_main=False)                      # B is cached, main not moved
+    env = {"HF_ENDPOINT": fake_hub_api["endpoint"]}
+    p = run_load(r, "load.chat", hub, tmp_path / "o", offline=False, env=env)
+    assert p.returncode == 0, p.stderr
+    step, report = step_of(tmp_path / "o", "load.chat")
+    assert step["status"] == "ran" and report["datasets"]["chat"]["sha"] == SHA_B
+    assert records(tmp_path / "o" / "cache", step["fingerprint"])[0]["messages"][-1]["content"].endswith(" (revised)")
+    assert (hub / "datasets--acme--chat" / "refs" / "main").read_text() == SHA_B    # as huggingface_hub records it
+    # one request for the branch; the rows came from the cached snapshot
+    assert fake_hub_api["requests"] == ["/api/datasets/acme/chat/revision/main"]
+    # a pinned, cached sha asks nothing
+    p = run_load(r, "load.chat", hub, tmp_path / "o", f"sources.chat.revision={SHA_B}", offline=False, env=env)
+    assert p.returncode == 0 and len(fake_hub_api["requests"]) == 1
+
+
+def test_a_dataset_the_hub_does_not_have_is_one_line(hub, tmp_path, fake_hub_api):
+    r = recipe(tmp_path, "  chat: {dataset: acme/nope, format: messages}\n")
+    p = run_load(r, "load.chat", hub, tmp_path / "o", offline=False, env={"HF_ENDPOINT": fake_hub_api["endpoint"]})
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1] == ("error: dataset acme/nope does not exist on the hub or is private "
+                                                 "(log in with `hf auth login` or set HF_TOKEN for a private dataset)")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="aZ09_-./é ", max_size=14) | st.from_regex(r"[a-z]{90,100}(/[a-z]{1,3})?", fullmatch=True))
+def test_dataset_id_rules_agree_with_huggingface_hub(text):
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    from runner.data.hub import id_problem
+    try:
+        validate_repo_id(text)
+        hub_ok = True
+    except HFValidationError:
+        hub_ok = False
+    assert (id_problem(text) is None) == hub_ok

@@ -27,9 +27,12 @@ import yaml
 from ..errors import RecipeError
 
 SHA = re.compile(r"[0-9a-f]{40}")
-_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}")
+# the hub's rules (huggingface_hub.utils.validate_repo_id; a test checks we agree): each part 1-96 ASCII word
+# characters, '-' and '.', starting and ending with a word character; no "--" or ".."; no ".git" at the end
+_PART = r"\w(?:[\w.-]{0,94}\w)?"
+_ID = re.compile(rf"(?:{_PART}/)?{_PART}", re.ASCII)
 _REMOTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-_SPLIT = re.compile(r"\w+(?:[.-]\w+)*")
+_SPLIT = re.compile(r"\w+(?:\.\w+)*")   # the split names `datasets` accepts
 HUB_URI = "hf://datasets/"        # how a hub source appears among a step's fingerprinted files
 
 
@@ -41,8 +44,7 @@ def is_remote(path: str) -> bool:
 
 def id_problem(dataset_id: str) -> str | None:
     """Why `dataset_id` cannot be a hub dataset id (the hub's rules), or None."""
-    if not _ID.fullmatch(dataset_id) or "--" in dataset_id or ".." in dataset_id \
-            or dataset_id.endswith((".", "-")) or "/." in dataset_id:
+    if not _ID.fullmatch(dataset_id) or "--" in dataset_id or ".." in dataset_id or dataset_id.endswith(".git"):
         return (f"'{dataset_id}' is not a hub dataset id: use owner/name (letters, digits, '-', '_', '.'), "
                 "e.g. HuggingFaceH4/ultrachat_200k")
     return None
@@ -50,7 +52,7 @@ def id_problem(dataset_id: str) -> str | None:
 
 def split_problem(split: str) -> str | None:
     if not _SPLIT.fullmatch(split):
-        return f"'{split}' is not a split name (letters, digits, '_', '-', '.'; use `limit` rather than slices)"
+        return f"'{split}' is not a split name (letters, digits, '_' and '.'; use `limit` rather than a slice)"
     return None
 
 
@@ -110,44 +112,40 @@ def uri_digest(entry: str) -> str:
     return resolved_sha(dataset_id, revision) or f"unresolved {revision}"
 
 
-def card_configs(snap: Path) -> dict[str, set[str] | None]:
-    """Config name -> its split names, from the dataset card's YAML (`configs:` and `dataset_info:`);
-    None where the card does not say (datasets then infers splits from file names)."""
+def card_configs(snap: Path) -> tuple[dict[str, set[str] | None], str | None]:
+    """(config name -> its split names, the config read when none is named), from the dataset card's
+    YAML (`configs:` and `dataset_info:`). Split names are None where the card does not say (datasets
+    then infers them from file names); ({}, None) when there is no card."""
     try:
         text = (snap / "README.md").read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        return {}
+        return {}, None
     if not text.startswith("---"):
-        return {}
-    head = text[3:].split("\n---", 1)[0]
+        return {}, None
     try:
-        card = yaml.safe_load(head)
+        card = yaml.safe_load(text[3:].split("\n---", 1)[0])
     except yaml.YAMLError:
-        return {}
+        return {}, None
     if not isinstance(card, dict):
-        return {}
+        return {}, None
     out: dict[str, set[str] | None] = {}
-    for c in card.get("configs") or []:
+    marked = None
+    configs = card.get("configs")
+    for c in configs if isinstance(configs, list) else []:
         if isinstance(c, dict) and isinstance(c.get("config_name"), str):
             files = c.get("data_files")
-            splits = {f["split"] for f in files if isinstance(f, dict) and "split" in f} \
-                if isinstance(files, list) and files and all(isinstance(f, dict) for f in files) else {"train"}
-            out[c["config_name"]] = splits
+            dicts = isinstance(files, list) and files and all(isinstance(f, dict) for f in files)
+            out[c["config_name"]] = {f["split"] for f in files if "split" in f} if dicts else {"train"}
+            if c.get("default") is True:
+                marked = c["config_name"]
     infos = card.get("dataset_info")
     for info in (infos if isinstance(infos, list) else [infos] if isinstance(infos, dict) else []):
         if isinstance(info, dict) and isinstance(info.get("splits"), list):
             names = {s["name"] for s in info["splits"] if isinstance(s, dict) and "name" in s}
             if names:
                 out.setdefault(info.get("config_name") or "default", names)
-    return out
-
-
-def _default_config(configs: dict[str, Any], card_default: str | None = None) -> str | None:
-    if card_default in configs:
-        return card_default
-    if "default" in configs:
-        return "default"
-    return next(iter(configs)) if len(configs) == 1 else None
+    default = marked or ("default" if "default" in out else next(iter(out)) if len(out) == 1 else None)
+    return out, default
 
 
 def shape_problems(source) -> list[tuple[str, str]]:
@@ -163,10 +161,10 @@ def shape_problems(source) -> list[tuple[str, str]]:
     sha = resolved_sha(source.dataset, source.revision)
     if sha is None or source.data_files is not None or problems:
         return problems
-    configs = card_configs(snapshot(source.dataset, sha))
+    configs, default = card_configs(snapshot(source.dataset, sha))
     if not configs:
         return problems
-    name = source.config or _default_config(configs)
+    name = source.config or default
     where = f"{source.dataset}@{sha[:12]}"
     if source.config is not None and source.config not in configs:
         return [("config", f"{where} has no config '{source.config}'{_did_you_mean(source.config, configs)}")]
