@@ -29,6 +29,13 @@ configs:
   data_files:
   - split: train
     path: alpaca/train-*.parquet
+dataset_info:
+- config_name: default
+  splits:
+  - name: train_sft
+    num_examples: {n_train}
+  - name: test_sft
+    num_examples: 30
 ---
 # acme/chat
 
@@ -42,7 +49,7 @@ def _alpaca() -> list[dict]:
 
 def write_chat(cache: Path, sha: str = SHA_A, *, n_train: int = 400, extra: str = "", point_main: bool = True) -> Path:
     """acme/chat at commit `sha`: `messages` rows (every 25th with an empty answer, to be quarantined),
-    split train_sft / test_sft, and an `alpaca` config. `extra` is appended to every answer (a new
+    split train_sft (two shards) / test_sft, and an `alpaca` config; the card lists each split's rows. `extra` is appended to every answer (a new
     commit with other content)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -51,7 +58,7 @@ def write_chat(cache: Path, sha: str = SHA_A, *, n_train: int = 400, extra: str 
     snap = repo / "snapshots" / sha
     (snap / "data").mkdir(parents=True, exist_ok=True)
     (snap / "alpaca").mkdir(exist_ok=True)
-    (snap / "README.md").write_text(CARD, encoding="utf-8")
+    (snap / "README.md").write_text(CARD.replace("{n_train}", str(n_train)), encoding="utf-8")
     rows = _alpaca()
     def conv(r: dict, i: int) -> dict:
         answer = "" if i % 25 == 0 else r["output"] + extra
@@ -59,7 +66,9 @@ def write_chat(cache: Path, sha: str = SHA_A, *, n_train: int = 400, extra: str 
                              {"role": "assistant", "content": answer}], "id": f"chat-{i}"}
     train = [conv(rows[i % len(rows)], i) for i in range(n_train)]
     test = [conv(rows[-1 - i], 10_000 + i + 1) for i in range(30)]
-    pq.write_table(pa.Table.from_pylist(train), snap / "data" / "train_sft-00000-of-00002.parquet", row_group_size=100)
+    half = n_train // 2    # two shards, as the hub stores a large split
+    pq.write_table(pa.Table.from_pylist(train[:half]), snap / "data" / "train_sft-00000-of-00002.parquet")
+    pq.write_table(pa.Table.from_pylist(train[half:]), snap / "data" / "train_sft-00001-of-00002.parquet")
     pq.write_table(pa.Table.from_pylist(test), snap / "data" / "test_sft-00000-of-00001.parquet")
     pq.write_table(pa.Table.from_pylist(rows[:50]), snap / "alpaca" / "train-00000-of-00001.parquet")
     if point_main:

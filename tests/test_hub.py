@@ -55,9 +55,9 @@ def step_of(out: Path, name: str) -> dict:
 # --- 1. a source names a hub dataset, read by datasets, mapped and quarantined like a file ---------
 
 def test_hub_rows_equal_the_same_file_read_locally_and_bad_rows_are_quarantined(hub, tmp_path):
-    parquet = hub / "datasets--acme--chat" / "snapshots" / SHA_A / "data" / "train_sft-00000-of-00002.parquet"
+    shards = hub / "datasets--acme--chat" / "snapshots" / SHA_A / "data" / "train_sft-*.parquet"
     r = recipe(tmp_path, "  chat: {dataset: acme/chat, split: train_sft, format: messages}\n"
-                         f"  local: {{path: {parquet}, format: messages}}\n")
+                         f"  local: {{path: '{shards}', format: messages}}\n")
     p = run_load(r, "load.chat", hub, tmp_path / "o")
     assert p.returncode == 0, p.stderr
     assert run_load(r, "load.local", hub, tmp_path / "o").returncode == 0
@@ -151,6 +151,16 @@ def test_a_dataset_that_is_not_cached_is_one_clear_line(hub, tmp_path, how):
     assert p.returncode == 2 and "Traceback" not in p.stderr and "Retrying" not in p.stderr
     [line] = [x for x in p.stderr.splitlines() if x.startswith("error:")]
     assert "acme/missing" in line and "hf download acme/missing --repo-type dataset" in line
+
+
+def test_a_half_downloaded_split_is_an_error_not_a_subset(hub, tmp_path):
+    (hub / "datasets--acme--chat" / "snapshots" / SHA_A / "data" / "train_sft-00001-of-00002.parquet").unlink()
+    r = recipe(tmp_path, "  chat: {dataset: acme/chat, split: train_sft, format: messages}\n")
+    p = run_load(r, "load.chat", hub, tmp_path / "o")
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    [line] = [x for x in p.stderr.splitlines() if x.startswith("error:")]
+    assert "could not read them from the cached snapshot" in line and "num_examples=200" in line
+    assert f"hf download acme/chat --repo-type dataset --revision {SHA_A}" in line
 
 
 def test_an_unreachable_hub_falls_back_to_the_cache(hub, tmp_path):

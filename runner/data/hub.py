@@ -112,21 +112,27 @@ def uri_digest(entry: str) -> str:
     return resolved_sha(dataset_id, revision) or f"unresolved {revision}"
 
 
+def _card(snap: Path) -> dict:
+    """The YAML header of the dataset card (README.md), or {}."""
+    try:
+        text = (snap / "README.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    if not text.startswith("---"):
+        return {}
+    try:
+        card = yaml.safe_load(text[3:].split("\n---", 1)[0])
+    except yaml.YAMLError:
+        return {}
+    return card if isinstance(card, dict) else {}
+
+
 def card_configs(snap: Path) -> tuple[dict[str, set[str] | None], str | None]:
     """(config name -> its split names, the config read when none is named), from the dataset card's
     YAML (`configs:` and `dataset_info:`). Split names are None where the card does not say (datasets
     then infers them from file names); ({}, None) when there is no card."""
-    try:
-        text = (snap / "README.md").read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return {}, None
-    if not text.startswith("---"):
-        return {}, None
-    try:
-        card = yaml.safe_load(text[3:].split("\n---", 1)[0])
-    except yaml.YAMLError:
-        return {}, None
-    if not isinstance(card, dict):
+    card = _card(snap)
+    if not card:
         return {}, None
     out: dict[str, set[str] | None] = {}
     marked = None
@@ -273,16 +279,15 @@ def _open(name: str, source, sha: str, seed: int) -> list[tuple[str, Any]]:
     if source.data_files is not None:
         kwargs["data_files"] = _plain(source.data_files)
     splits = list(source.splits)
-    parts, local_error = None, None
+    parts, held = None, "they are not in the local cache"
     if snap.is_dir() and any(snap.iterdir()):
         try:
             parts = [datasets.load_dataset(str(snap), split=s, **kwargs) for s in splits]
-        except Exception as e:   # a snapshot that lacks the files of this config or split, in many types
-            local_error = e
+        except Exception as e:   # a snapshot that lacks files of this config or split, in many types
+            # (datasets also checks a prepared split's rows against the card: a half-downloaded split fails)
+            held = f"datasets could not read them from the cached snapshot ({_one_line(e)})"
     if parts is None:
         if offline() or not _reachable(source.dataset, sha):
-            held = f"datasets could not read them from the cached snapshot ({_one_line(local_error)})" \
-                if local_error else "they are not in the local cache"
             raise RecipeError(f"sources.{name}: {source.dataset}@{sha[:12]} config {source.config or 'default'} "
                               f"split {'+'.join(splits)}: {held}, and the hub is not reachable; "
                               f"{prefetch_hint(source.dataset, sha)}")
@@ -344,9 +349,10 @@ def open_remote(url: str) -> list[tuple[str, Callable[[], Any]]]:
         impl = known_implementations.get(protocol, {})
         package = impl.get("class", "").split(".")[0]
         package = package if package and package != "fsspec" else None
-        hint = f"pip install {package}" if package else str(e)
+        # fsspec's registry names the package (s3fs, gcsfs, adlfs...); its own http filesystem says what it needs
+        hint = f"pip install {package}" if package else _one_line(e).split(": ", 1)[-1]
         raise RecipeError(f"reading {url}: {protocol}:// needs a filesystem package that is not installed: "
-                          f"{hint} ({_one_line(e)})") from None
+                          f"{hint}") from None
     except ValueError as e:
         raise RecipeError(f"reading {url}: {_one_line(e)}") from None
     try:
