@@ -180,7 +180,8 @@ def test_validate_checks_the_shape_from_the_cache(hub, tmp_path):
                          f"  f: {{path: {ROOT}/data/identity.json, revision: main, format: alpaca}}\n"
                          "  g: {dataset: acme/chat, split: train_sft, shuffle: 100, format: messages}\n"
                          "  h: {path: 's3://bucket/rows.txt', format: alpaca}\n"
-                         "  i: {dataset: acme/notcached, split: anything, format: alpaca}\n")
+                         "  i: {dataset: acme/notcached, split: anything, format: alpaca}\n"
+                         "  j: {dataset: acme/chat, revision: '../../../x', format: alpaca}\n")
     p = cli("validate", str(r), cache=hub)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     err = p.stderr
@@ -193,7 +194,8 @@ def test_validate_checks_the_shape_from_the_cache(hub, tmp_path):
     assert "sources.g.shuffle: draws a sample of `limit` rows; set `limit` too" in err
     assert "sources.h.path: cannot read s3://bucket/rows.txt" in err
     assert "sources.i" not in err           # not cached: nothing to check against, and nothing is downloaded
-    assert "9 errors" not in err and "8 errors" in err
+    assert "sources.j.revision: '../../../x' is not a branch, tag or commit sha" in err   # it names a file in refs/
+    assert "10 errors" not in err and "9 errors" in err
 
 
 LIGHT = """

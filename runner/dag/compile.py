@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from ..data import hub
 from ..recipe import model
 from ..recipe.model import CHAT_TEMPLATES, DEEPSPEED_PRESETS, successor_ewc
 from ..steps.base import Step
@@ -108,8 +109,8 @@ def _source_files(s: model.Source) -> tuple[str, ...]:
     resolves to (an hf://datasets/<id>@<revision> entry, see runner.data.hub); a remote URL is
     identified by the URL itself."""
     if s.dataset is not None:
-        return (f"hf://datasets/{s.dataset}@{s.revision or 'main'}",)
-    return () if "://" in s.path else (s.path,)
+        return (hub.uri(s),)
+    return () if hub.is_remote(s.path) else (s.path,)
 
 
 def _secret_texts(r: model.Recipe) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data import hub
 from ..recipe.secrets import redact
 from .compile import Graph
 
@@ -82,9 +83,8 @@ def _save_kept(path: Path, kept: dict) -> None:
 def files_digest(base: Path, rel: str, memo: dict) -> str:
     """A file, a folder or a glob -> one digest over every file's relative name and bytes.
     A hub dataset (hf://datasets/<id>@<revision>) -> the commit sha its revision resolves to."""
-    if rel.startswith("hf://datasets/"):
-        from ..data.hub import uri_digest   # light: reads the local hub cache's refs
-        return uri_digest(rel)
+    if rel.startswith(hub.HUB_URI):
+        return hub.uri_digest(rel)   # light: reads the local hub cache's refs
     p = base / rel
     if any(c in rel for c in "*?["):
         paths = sorted(Path(x) for x in glob.glob(str(p), recursive=True) if os.path.isfile(x))
@@ -105,7 +105,7 @@ def files_digest(base: Path, rel: str, memo: dict) -> str:
 def file_key(entry: str) -> str:
     """A hub dataset is keyed by its id, not by the revision that names the commit: pinning a branch to
     the sha it resolves to keeps the cache."""
-    return entry.rsplit("@", 1)[0] if entry.startswith("hf://datasets/") else entry
+    return entry.rsplit("@", 1)[0] if entry.startswith(hub.HUB_URI) else entry
 
 
 def fingerprint_graph(graph: Graph, base_dir: Path, versions: dict[str, int],
@@ -144,8 +144,8 @@ def explain(old: dict | None, new: dict) -> list[str]:
         why.append(f"param {path}: {_short(a)} -> {_short(b)}")
     for f in sorted(set(old.get("files", {})) | set(new["files"])):
         a, b = old.get("files", {}).get(f), new["files"].get(f)
-        if a != b and f.startswith("hf://datasets/") and a and b:
-            why.append(f"dataset {f[len('hf://datasets/'):]} moved: {a[:12]} -> {b[:12]}")   # or was re-pinned
+        if a != b and f.startswith(hub.HUB_URI) and a and b:
+            why.append(f"dataset {f[len(hub.HUB_URI):]} moved: {a[:12]} -> {b[:12]}")   # or was re-pinned
         elif a != b:
             why.append(f"file {f} changed")
     if old.get("env") != new.get("env"):

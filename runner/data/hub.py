@@ -32,6 +32,7 @@ SHA = re.compile(r"[0-9a-f]{40}")
 _PART = r"\w(?:[\w.-]{0,94}\w)?"
 _ID = re.compile(rf"(?:{_PART}/)?{_PART}", re.ASCII)
 _REMOTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_REV = re.compile(r"[\w.+@=-]+(?:/[\w.+@=-]+)*")
 _SPLIT = re.compile(r"\w+(?:\.\w+)*")   # the split names `datasets` accepts
 HUB_URI = "hf://datasets/"        # how a hub source appears among a step's fingerprinted files
 
@@ -47,6 +48,14 @@ def id_problem(dataset_id: str) -> str | None:
     if not _ID.fullmatch(dataset_id) or "--" in dataset_id or ".." in dataset_id or dataset_id.endswith(".git"):
         return (f"'{dataset_id}' is not a hub dataset id: use owner/name (letters, digits, '-', '_', '.'), "
                 "e.g. HuggingFaceH4/ultrachat_200k")
+    return None
+
+
+def revision_problem(revision: str) -> str | None:
+    """A branch, tag or sha names a file under the cache's refs/: no '..', no absolute path (git's rules)."""
+    parts = revision.split("/")
+    if revision.startswith("/") or any(p in ("", ".", "..") for p in parts) or not _REV.fullmatch(revision):
+        return f"'{revision}' is not a branch, tag or commit sha"
     return None
 
 
@@ -74,11 +83,12 @@ def prefetch_hint(dataset_id: str, revision: str | None) -> str:
 
 def cache_root() -> Path:
     """huggingface_hub's cache folder, from the environment as huggingface_hub reads it."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    if explicit:
+        return Path(os.path.expandvars(explicit)).expanduser()
     home = os.environ.get("HF_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
+    return Path(os.path.expandvars(home)).expanduser() / "hub"
 
 
 def _repo(dataset_id: str) -> Path:
@@ -91,6 +101,8 @@ def resolved_sha(dataset_id: str, revision: str | None) -> str | None:
     rev = revision or "main"
     if SHA.fullmatch(rev):
         return rev
+    if revision_problem(rev):
+        return None
     try:
         sha = (_repo(dataset_id) / "refs" / rev).read_text(encoding="utf-8").strip()
     except (OSError, ValueError):
@@ -161,6 +173,8 @@ def shape_problems(source) -> list[tuple[str, str]]:
     bad = id_problem(source.dataset)
     if bad:
         return [("dataset", bad)]
+    if source.revision is not None and revision_problem(source.revision):
+        return [("revision", revision_problem(source.revision))]
     for s in source.splits:
         if split_problem(s):
             problems.append(("split", split_problem(s)))
@@ -226,7 +240,7 @@ def refresh(sources, log: Callable[[str], None]) -> None:
         except Exception as e:   # httpx connection and timeout errors: offline, the cache decides
             log(f"{s.dataset}: the hub is not reachable ({type(e).__name__}); using the local cache")
             return
-        if sha and SHA.fullmatch(sha):
+        if sha and SHA.fullmatch(sha) and not revision_problem(rev):   # validated; a written path stays inside
             ref = _repo(s.dataset) / "refs" / rev
             ref.parent.mkdir(parents=True, exist_ok=True)
             ref.write_text(sha, encoding="utf-8")
