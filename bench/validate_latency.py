@@ -1,4 +1,5 @@
-"""Median wall time of `recipe validate recipes/poetry_lora.yaml` (>= 10 runs) next to the anchor:
+"""Median wall time of `recipe validate recipes/poetry_lora.yaml` (>= 10 runs) next to the anchor
+(and of `recipe diff`, two files and --git, goal <= 1 s):
 `trl sft --config` rejecting a typo'd TRL config (`lerning_rate`). Goal: ours <= 0.3 s.
 
     python bench/validate_latency.py [--runs 10] [--smoke]   # --smoke: 1 run, no anchor (CI)
@@ -42,6 +43,14 @@ def main() -> None:
     ours_err, msg = median_time([*recipe_bin, "validate", str(typo)], a.runs, expect_fail=True)
     print(f"recipe validate poetry_lora.yaml   median {ours:.3f} s over {a.runs} runs (goal <= 0.3 s)")
     print(f"recipe validate (typo'd recipe)    median {ours_err:.3f} s  -> {msg}")
+    with tempfile.TemporaryDirectory() as cache:   # an empty cache: the diff compiles and fingerprints both sides
+        two, _ = median_time([*recipe_bin, "diff", "recipes/curriculum_3stage.yaml", "recipes/stage2_correction.yaml",
+                              "--format", "markdown", "--cache-dir", cache], a.runs, expect_fail=False)
+        print(f"recipe diff curriculum vs stage2   median {two:.3f} s (goal <= 1 s)")
+        if (ROOT / ".git").exists():
+            git, _ = median_time([*recipe_bin, "diff", "--git", "HEAD", "recipes", "--cache-dir", cache], a.runs,
+                                 expect_fail=False)
+            print(f"recipe diff --git HEAD recipes     median {git:.3f} s (goal <= 1 s)")
     if a.smoke:
         return
     trl = shutil.which("trl", path=str(Path(sys.executable).parent))

@@ -313,31 +313,25 @@ def test_git_mode_unknown_revision(repo, capsys):
     assert "unknown revision 'no-such-rev'" in capsys.readouterr().err
 
 
-# --- light and fast ----------------------------------------------------------------------------------
+# --- light (its speed is measured in bench/validate_latency.py, not asserted in a timed test) -------
 
 LIGHT = """
-import sys, time
+import sys
 from runner.cli import main
-t = time.perf_counter()
 assert main(["diff", "recipes/curriculum_3stage.yaml", "recipes/stage2_correction.yaml", "--format", "markdown",
              "--cache-dir", sys.argv[1]]) == 0
-two_files = time.perf_counter() - t
-t = time.perf_counter()
 if sys.argv[2] == "git":  # the checkout is a git work tree
     assert main(["diff", "--git", "HEAD", "recipes", "--cache-dir", sys.argv[1]]) in (0, 1)
-git = time.perf_counter() - t
-print("HEAVY:", sorted(m for m in HEAVY if m in sys.modules), "SECONDS:", two_files, git, file=sys.stderr)
+print("HEAVY:", sorted(m for m in HEAVY if m in sys.modules), file=sys.stderr)
 """
 
 
-def test_diff_is_light_and_fast(tmp_path):
+def test_diff_imports_nothing_heavy(tmp_path):
     is_git = shutil.which("git") and subprocess.run(["git", "rev-parse"], cwd=ROOT, capture_output=True).returncode == 0
     out = subprocess.run([sys.executable, "-c", f"HEAVY = {HEAVY!r}\n" + LIGHT, str(tmp_path), "git" if is_git else "-"],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr[-3000:]
-    heavy, seconds = out.stderr.rsplit("HEAVY: ", 1)[1].split(" SECONDS: ")
-    assert heavy == "[]"
-    assert all(float(s) < 1.0 for s in seconds.split()), seconds
+    assert out.stderr.rsplit("HEAVY: ", 1)[1].strip() == "[]"
 
 
 def test_documented_workflow_uses_real_flags():
