@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from data_fixtures import DATA, REPO, raw_lines, recipe, run_data_steps
+from runner.recipe.load import display   # how the CLI shows a path (relative when close by), so the tests hold wherever they run
 from runner import api
 from runner.cli import main
 from runner.data.formats import load_source
@@ -51,7 +52,7 @@ MINIMAL = f"model: {{base: builtin:tiny}}\nsources:\n  id: {{path: {DATA}/identi
 def test_1_recipe_name_must_be_a_plain_path_component(tmp_path, capsys, name):
     r = write(tmp_path / "r.yaml", f"recipe: {json.dumps(name)}\n" + MINIMAL)
     lines = user_error(capsys, "validate", str(r))
-    assert any(l.startswith(f"{r}:1:1: recipe:") and "cannot be a recipe name" in l for l in lines), lines
+    assert any(l.startswith(f"{display(r)}:1:1: recipe:") and "cannot be a recipe name" in l for l in lines), lines
 
 
 def test_1_source_names_with_a_trailing_newline_are_refused(tmp_path, capsys):
@@ -183,8 +184,8 @@ def test_5_nan_and_inf_are_refused_by_validate(capsys, override):
 def test_5_nan_in_a_file_has_line_and_column(tmp_path, capsys):
     r = write(tmp_path / "r.yaml", "recipe: r\n" + MINIMAL + "train:\n  epochs: .nan\n  learning_rate: .inf\n")
     lines = user_error(capsys, "validate", str(r))
-    assert lines == [f"{r}:6:11: train.epochs: nan is not a usable number (NaN and infinity are not allowed)",
-                     f"{r}:7:18: train.learning_rate: inf is not a usable number (NaN and infinity are not allowed)"]
+    assert lines == [f"{display(r)}:6:11: train.epochs: nan is not a usable number (NaN and infinity are not allowed)",
+                     f"{display(r)}:7:18: train.learning_rate: inf is not a usable number (NaN and infinity are not allowed)"]
 
 
 # --- 6 / 7. mixing arithmetic ------------------------------------------------------------------------------
@@ -236,7 +237,7 @@ def test_8_alias_bomb_is_refused_quickly_with_a_line(tmp_path, capsys):
 def test_8_recursive_aliases_in_a_file_or_a_set_value(tmp_path, capsys):
     r = write(tmp_path / "r.yaml", "recipe: r\nmix: &a [*a]\n" + MINIMAL)
     lines = user_error(capsys, "validate", str(r))
-    assert lines == [f"{r}:2:6: a YAML alias refers to the anchor it is inside (a recursive structure); a recipe is a tree"]
+    assert lines == [f"{display(r)}:2:6: a YAML alias refers to the anchor it is inside (a recursive structure); a recipe is a tree"]
     lines = user_error(capsys, "validate", str(POETRY), "--set", "mix=&a {x: *a}")
     assert lines == ["--set mix=&a {x: *a}: a YAML alias refers to the anchor it is inside (a recursive structure); "
                      "a recipe is a tree"]
@@ -308,7 +309,7 @@ def test_msg_on_error_fail_names_the_place_once(tmp_path):
 def test_msg_extends_a_folder_or_a_device(tmp_path, capsys, target, message):
     r = write(tmp_path / "r.yaml", f"recipe: r\nextends: {target}\n" + MINIMAL)
     lines = user_error(capsys, "validate", str(r))
-    assert lines[0].startswith(f"{r}:2:10: ") and message in lines[0], lines
+    assert lines[0].startswith(f"{display(r)}:2:10: ") and message in lines[0], lines
 
 
 @pytest.mark.parametrize("text,kind", [("null\n", "null"), ("~\n", "null"), ("3\n", "an integer"),
@@ -316,13 +317,13 @@ def test_msg_extends_a_folder_or_a_device(tmp_path, capsys, target, message):
 def test_msg_a_document_that_is_not_a_mapping(tmp_path, capsys, text, kind):
     r = write(tmp_path / "r.yaml", text)
     lines = user_error(capsys, "validate", str(r))
-    assert lines == [f"{r}:1:1: the recipe must be a mapping of keys (recipe:, model:, sources: ...), not {kind}"]
+    assert lines == [f"{display(r)}:1:1: the recipe must be a mapping of keys (recipe:, model:, sources: ...), not {kind}"]
 
 
 def test_msg_nul_byte_has_line_and_column(tmp_path, capsys):
     r = write(tmp_path / "r.yaml", "recipe: r\nmodel: {base: buil\0tin:tiny}\n")
     lines = user_error(capsys, "validate", str(r))
-    assert lines == [f"{r}:2:19: YAML: character U+0000 is not allowed in a YAML file; remove it"]
+    assert lines == [f"{display(r)}:2:19: YAML: character U+0000 is not allowed in a YAML file; remove it"]
 
 
 def test_msg_sharegpt_turns_must_alternate(tmp_path):
