@@ -74,7 +74,12 @@ def ordered_map(fn: Callable[[Any], Any], chunks: Iterable[Any], workers: int) -
         while pending:
             yield _result(pending.popleft().get())
     finally:
-        pool.terminate()
+        # On an early exit (a user error in one chunk, a consumer that stops) let the chunks in flight
+        # finish (at most 2 per worker) and close the pool: Pool.terminate() while its task thread is in
+        # the middle of a put() deadlocks (seen in CI on the render check's error path).
+        for p in pending:
+            p.wait()
+        pool.close()
         pool.join()
         _TASK = None
 
