@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import fomaml_fixtures as F
-from runner.train.distributed import free_port
 from runner.train.fomaml_trainer import adapt
 
 
@@ -174,11 +173,14 @@ def test_same_seed_same_adapter_bytes(tmp_path):
 
 def test_two_gloo_processes_equal_one(tmp_path):
     """Each process holds half of every meta-batch; the all-reduced meta-gradient is the same."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    # --standalone lets the rendezvous bind port 0 itself (a port picked here could be taken before
+    # torchrun binds it), and gloo talks over loopback rather than whatever the hostname resolves to
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": os.pathsep.join(sys.path)}
     script = Path(F.__file__)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2",
-                    "--master-addr=127.0.0.1", f"--master-port={free_port()}", str(script), str(tmp_path / "two.pt"), "gloo"],
-                   check=True, env=env, cwd=tmp_path, capture_output=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+                           str(script), str(tmp_path / "two.pt"), "gloo"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"torchrun exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
     two = torch.load(tmp_path / "two.pt")
     one, _ = F.train(F.tiny_model(), F.items(F.tasks(8, inner_steps=2), 4), tmp_path / "one", max_steps=2)
     _close(two, one, 1e-10)
