@@ -126,11 +126,12 @@ def steady(first_step: int, warmup: int) -> tuple[float, int]:
 
 
 def ours(recipe, records: Path, out: Path, warmup: int) -> dict:
+    from runner.steps.train import stage_spec
     from runner.train.run_sft import train_stage
 
     first = len(_STEPS)
     with contextlib.redirect_stdout(io.StringIO()) as log:
-        m = train_stage(recipe, recipe.stages[0], records, out, resume=False)
+        m = train_stage(stage_spec(recipe, recipe.stages[0].name), records, out, resume=False)
     seconds, steps = steady(first, warmup)
     line = next((ln.strip() for ln in log.getvalue().splitlines() if ln.strip().startswith("training ")), "")
     history = json.loads((out / "log_history.json").read_text())
@@ -147,12 +148,13 @@ def hand_written(recipe, model_dir: Path, records: Path, out: Path, warmup: int)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    from runner.steps.train import stage_spec
     from runner.train.rows import pairs
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     torch.manual_seed(recipe.seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    rows = pairs(records, recipe, tok)
+    rows = pairs(records, stage_spec(recipe, recipe.stages[0].name), tok)
     t, a = recipe.train, recipe.model.adapter
     args = SFTConfig(output_dir=str(out), max_steps=t.max_steps, learning_rate=t.learning_rate,
                      lr_scheduler_type=t.lr_scheduler, per_device_train_batch_size=t.micro_batch_size,

@@ -75,7 +75,7 @@ def main() -> None:
         write_rows(d / "rows.jsonl", a.rows)
         (d / "r.yaml").write_text(RECIPE, encoding="utf-8")
         recipe = api.load(d / "r.yaml")
-        tok = tokenizer_for(recipe)
+        tok = tokenizer_for(recipe.model.base, recipe.file.parent)
         with open(d / "rows.jsonl", encoding="utf-8") as f, open(d / "head.jsonl", "w", encoding="utf-8") as h:
             h.writelines(line for _, line in zip(range(a.baseline_rows), f))
 
@@ -94,9 +94,9 @@ def main() -> None:
         for workers in sorted({1, cpus()}):
             os.environ["RECIPE_WORKERS"] = str(workers)
             out = d / f"w{workers}.jsonl"
-            results[workers] = timed(lambda: step._render_file(d / "rows.jsonl", out, tok, recipe, "chatml",
+            results[workers] = timed(lambda: step._render_file(d / "rows.jsonl", out, tok, recipe.template, "chatml",
                                                                check=RenderCheck(tok, chat="chatml")))
-            step._render_file(d / "head.jsonl", d / "head_out.jsonl", tok, recipe, "chatml")
+            step._render_file(d / "head.jsonl", d / "head_out.jsonl", tok, recipe.template, "chatml")
             assert (d / "head_out.jsonl").read_bytes() == (d / "base.jsonl").read_bytes(), "output differs"
         print(f"render, builtin:tiny, chatml at 256 tokens; cpus {cpus()}, load average {os.getloadavg()[0]:.1f}")
         print(f"  {'':32}{'rows':>9}{'rows/s':>10}{'rows/cpu-s':>12}")

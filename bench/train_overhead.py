@@ -79,10 +79,11 @@ def throughput(log_history: list[dict]) -> tuple[float, float]:
 
 
 def ours(recipe, rows: Path, out: Path) -> tuple[float, float, float]:
+    from runner.steps.train import stage_spec
     from runner.train.run_sft import train_stage
 
     start = time.perf_counter()
-    train_stage(recipe, recipe.stages[0], rows, out, resume=False)
+    train_stage(stage_spec(recipe, recipe.stages[0].name), rows, out, resume=False)
     wall = time.perf_counter() - start
     return *throughput(json.loads((out / "log_history.json").read_text())), wall
 

@@ -40,9 +40,8 @@ def run_data_steps(r, root: Path, kinds=DATA_KINDS) -> dict[str, tuple[Path, dic
             continue
         out = root / step.name
         out.mkdir(parents=True)
-        ctx = StepContext(recipe=r, step=step, fingerprint="test", out=out,
-                          inputs={i: done[i][0] for i in step.inputs}, run_dir=root, partial=root / "partial",
-                          log=lambda msg: None)
+        ctx = StepContext(step=step, fingerprint="test", out=out, inputs={i: done[str(i)][0] for i in step.inputs},
+                          base_dir=r.file.parent, run_dir=root, partial=root / "partial", log=lambda msg: None)
         done[step.name] = (out, STEPS[step.kind].run(ctx))
     return done
 

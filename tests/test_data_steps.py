@@ -229,9 +229,9 @@ filters:
 """)
     done = run_data_steps(r, tmp_path / "run", kinds=("load", "filter"))
     out, stats = done["filter.i"]
-    from runner.steps.base import StepContext
-    count = StepContext(recipe=r, step=None, fingerprint="", out=out, inputs={}, run_dir=tmp_path,
-                        partial=tmp_path).token_counter()
+    from runner.chat import chat_name, token_counter, tokenizer_for
+    count = token_counter(tokenizer_for(r.model.base, r.file.parent), chat_name(r.template.chat, r.file.parent),
+                          r.template.system)
     kept, dropped = read_jsonl(out / "records.jsonl"), read_jsonl(out / "dropped.jsonl")
     assert kept and dropped and stats["dropped"] == {"length:max_tokens": len(dropped)}
     assert all(count(x) <= 48 for x in kept) and all(count(x) > 48 for x in dropped)

@@ -65,7 +65,7 @@ def test_batch_equals_row_by_row_on_shipped_data(key, tok, tmp_path):
     convs = [rec["messages"] for rec in records[:240]]
     assert len(convs) >= 90
     encode = encoder(tok)
-    for i, chat in enumerate([chat_name(r), *_templates(tmp_path)]):
+    for i, chat in enumerate([chat_name(r.template.chat, r.file.parent), *_templates(tmp_path)]):
         jinja = chat == "tokenizer" or chat.endswith(".jinja")
         rows = convs[:60] if jinja else convs          # Jinja templates render every prefix: slow
         train_on = ("assistant", "last", "all")[i % 3]
@@ -152,7 +152,7 @@ def test_render_check_names_a_bad_row_far_past_the_sample(tmp_path, tok, monkeyp
     src = _write(tmp_path / "train.jsonl", rows)
     check = RenderCheck(tok, chat="chatml", train_on="assistant")
     with pytest.raises(RecipeError, match="example 'r2345': no token is trained"):
-        render_step._render_file(src, tmp_path / "out.jsonl", tok, r, "chatml", check=check)
+        render_step._render_file(src, tmp_path / "out.jsonl", tok, r.template, "chatml", check=check)
 
 
 def test_render_check_counts_end_of_turn_over_all_rows(tmp_path, tok, monkeypatch):
@@ -163,7 +163,7 @@ def test_render_check_counts_end_of_turn_over_all_rows(tmp_path, tok, monkeypatc
     check = RenderCheck(tok, chat="chatml", train_on="assistant")
     check.eot_id = tok.convert_tokens_to_ids("<|eot_id|>")      # as if chatml's <|im_end|> were not it
     with pytest.raises(RecipeError, match="none of the 500 checked examples trains the end-of-turn"):
-        render_step._render_file(src, tmp_path / "out.jsonl", tok, r, "chatml", check=check)
-    stats = render_step._render_file(src, tmp_path / "out.jsonl", tok, r, "chatml",
+        render_step._render_file(src, tmp_path / "out.jsonl", tok, r.template, "chatml", check=check)
+    stats = render_step._render_file(src, tmp_path / "out.jsonl", tok, r.template, "chatml",
                                      check=RenderCheck(tok, chat="chatml", train_on="assistant"))
     assert stats["rows"] == 500 and stats["checked"] == render_step.SAMPLE_HEAD      # the head is the sample

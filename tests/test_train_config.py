@@ -15,7 +15,7 @@ def test_sft_config_maps_the_recipe(tmp_path):
                  "train.warmup_ratio=0.1", "train.weight_decay=0.01", "train.max_grad_norm=0.5",
                  "train.lr_scheduler=cosine", "train.save_steps=7", "train.logging_steps=3",
                  "train.gradient_checkpointing=true", "output.save_total_limit=3")
-    args = sft_config.to_sft_config(r.stages[0], r, tmp_path / "ckpt")
+    args = sft_config.to_sft_config(F.spec(r), tmp_path / "ckpt")
     assert type(args).__name__ == "SFTConfig"
     assert args.per_device_train_batch_size == 2
     assert args.gradient_accumulation_steps == 8 // (2 * 2) == r.train.grad_accum
@@ -34,22 +34,21 @@ def test_sft_config_maps_the_recipe(tmp_path):
 
 def test_packing_max_steps_and_ewc_config(tmp_path):
     r = F.recipe(tmp_path, "train.packing=true", "train.report_to=[tensorboard]", extra=F.STAGES)
-    first, second = r.stages
-    args = sft_config.to_sft_config(first, r, tmp_path)
+    args = sft_config.to_sft_config(F.spec(r, "first"), tmp_path)
     assert args.packing and args.padding_free and args.packing_strategy == "bfd" and args.max_steps == 4
     assert args.report_to == ["tensorboard"]
-    ewc_args = sft_config.to_sft_config(second, r, tmp_path)
+    ewc_args = sft_config.to_sft_config(F.spec(r, "second"), tmp_path)
     assert type(ewc_args).__name__ == "EwcConfig" and ewc_args.ewc_lambda == 50
 
 
 def test_batch_must_divide_and_no_fp16_on_cpu(tmp_path):
     r = F.recipe(tmp_path)   # validation refuses this too; the mapping must not round it either
-    stage = dataclasses.replace(r.stages[0], train=dataclasses.replace(r.train, batch_size=6, micro_batch_size=4))
+    spec = dataclasses.replace(F.spec(r), train=dataclasses.replace(r.train, batch_size=6, micro_batch_size=4))
     with pytest.raises(RecipeError, match="not a multiple"):
-        sft_config.to_sft_config(stage, r, tmp_path)
+        sft_config.to_sft_config(spec, tmp_path)
     r = F.recipe(tmp_path, "train.precision=fp16")
     with pytest.raises(RecipeError, match="fp16 needs a CUDA"):
-        sft_config.to_sft_config(r.stages[0], r, tmp_path)
+        sft_config.to_sft_config(F.spec(r), tmp_path)
 
 
 def test_lora_config(tmp_path):

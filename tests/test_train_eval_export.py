@@ -19,18 +19,18 @@ def lora_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lora")
     r = F.recipe(tmp, "output.merge=true")
     a, b = F.rows(tmp / "a.jsonl"), F.rows(tmp / "b.jsonl", kind="b")
-    train_stage(r, r.stages[0], a, tmp / "out", resume=False)
+    train_stage(F.spec(r), a, tmp / "out", resume=False)
     return r, tmp / "out" / "final", {"a": a, "b": b}, tmp
 
 
 def test_loss_per_source_on_the_training_masks(lora_run):
     r, final, sets, _ = lora_run
-    result = evaluate_stage(r, r.stages[0], final, sets, prompts=[])
+    result = evaluate_stage(F.spec(r, kind="evaluate"), final, sets, prompts=[])
     assert set(result["loss"]) == {"a", "b"} and result["samples"] == []
-    net, tok = loading.for_inference(r, final)
+    net, tok = loading.for_inference(F.spec(r), final)
     for source, path in sets.items():
         row = result["loss"][source]
-        pairs = R.pairs(path, r, tok)[:16]                               # evaluate.max_rows
+        pairs = R.pairs(path, F.spec(r), tok)[:16]                               # evaluate.max_rows
         assert row["rows"] == 16
         assert row["tokens"] == sum(sum(x != -100 for x in labels[1:]) for _, labels in pairs)
         with torch.no_grad():   # token-weighted mean of the model's own per-row loss
@@ -45,8 +45,8 @@ def test_sampling_is_seeded(lora_run):
     import dataclasses
     gen = dataclasses.replace(r.evaluate.generate, temperature=0.9, top_p=0.9, no_repeat_ngram_size=2)
     r = dataclasses.replace(r, evaluate=dataclasses.replace(r.evaluate, generate=gen))
-    one = evaluate_stage(r, r.stages[0], final, {}, prompts=["question 1", "poem 2"])["samples"]
-    two = evaluate_stage(r, r.stages[0], final, {}, prompts=["poem 2"])["samples"]
+    one = evaluate_stage(F.spec(r, kind="evaluate"), final, {}, prompts=["question 1", "poem 2"])["samples"]
+    two = evaluate_stage(F.spec(r, kind="evaluate"), final, {}, prompts=["poem 2"])["samples"]
     assert one[1] == two[0]                                   # a prompt's sample ignores the others
     assert all(s["tokens"] <= 12 for s in one)                # max_new_tokens
 
@@ -56,15 +56,15 @@ def test_export_adapter_and_merged_load_as_they_are(lora_run):
     from transformers import AutoModelForCausalLM
 
     r, final, _, tmp = lora_run
-    manifest = export(r, final, tmp / "export", fingerprint="data-abc", stage="main")
+    manifest = export(F.spec(r, kind="export"), final, tmp / "export", fingerprint="data-abc", stage="main")
     assert manifest["data_fingerprint"] == "data-abc" and manifest["exported"] == {"adapter": "adapter",
                                                                                     "merged": "merged"}
     assert json.loads((tmp / "export" / "export_manifest.json").read_text()) == manifest
     assert not (tmp / "export" / "adapter" / "training_args.bin").exists()
 
-    ids = torch.tensor([R.prompt_ids("question 5", r, loading.load_base(r)[1])])
-    reference = loading.for_inference(r, final)[0](input_ids=ids).logits
-    base, _ = loading.load_base(r)                       # builtin:tiny-random's base: the recipe's seed
+    ids = torch.tensor([R.prompt_ids("question 5", F.spec(r), loading.load_base(F.spec(r))[1])])
+    reference = loading.for_inference(F.spec(r), final)[0](input_ids=ids).logits
+    base, _ = loading.load_base(F.spec(r))                       # builtin:tiny-random's base: the recipe's seed
     adapter = PeftModel.from_pretrained(base, str(tmp / "export" / "adapter")).eval()
     merged = AutoModelForCausalLM.from_pretrained(str(tmp / "export" / "merged")).eval()
     with torch.no_grad():
@@ -80,12 +80,12 @@ def test_generation_stops_at_end_of_turn(tmp_path):
     r = F.recipe(tmp_path, "model.adapter.type=none", "train.max_steps=30", "train.learning_rate=3.0e-3",
                  "train.micro_batch_size=4", "train.save_steps=1000")
     data = F.rows(tmp_path / "ok.jsonl", kind="ok")
-    train_stage(r, r.stages[0], data, tmp_path / "out", resume=False)
+    train_stage(F.spec(r), data, tmp_path / "out", resume=False)
     final = tmp_path / "out" / "final"
-    sample, = evaluate_stage(r, r.stages[0], final, {}, prompts=["say ok 99"])["samples"]
+    sample, = evaluate_stage(F.spec(r, kind="evaluate"), final, {}, prompts=["say ok 99"])["samples"]
     assert sample["stopped"] and sample["text"] == "ok" and sample["tokens"] < 12
 
-    assert export(r, final, tmp_path / "export", fingerprint="f")["exported"] == {"model": "model"}
+    assert export(F.spec(r, kind="export"), final, tmp_path / "export", fingerprint="f")["exported"] == {"model": "model"}
     AutoModelForCausalLM.from_pretrained(str(tmp_path / "export" / "model"))
 
 

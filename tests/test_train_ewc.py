@@ -9,10 +9,11 @@ from transformers import TrainerCallback
 
 from runner.train import loading
 from runner.train import rows as R
-from runner.recipe.model import successor_ewc
+from runner.steps.train import fisher_for
 from runner.train.ewc import EWC_FILE, EwcState, consolidate, estimate_fisher
 from runner.train.run_sft import train_stage
 from runner.train.sft_config import to_sft_config
+from runner.train.spec import Fisher
 
 
 def _grads_after_one_step(tmp_path, *, micro: int, lam: float) -> tuple[dict, dict, EwcState]:
@@ -25,14 +26,14 @@ def _grads_after_one_step(tmp_path, *, micro: int, lam: float) -> tuple[dict, di
 
     r = F.recipe(tmp_path, f"train.micro_batch_size={micro}", "train.max_steps=1", "train.max_grad_norm=1.0e+9",
                  extra=F.STAGES)
-    net, tok, lora = loading.for_training(r, None)
+    net, tok, lora = loading.for_training(F.spec(r), None)
     set_seed(r.seed)                                   # the same LoRA init in every call
     net = get_peft_model(net, lora)
     trainable = sorted((n, p) for n, p in net.named_parameters() if p.requires_grad)
     state = EwcState(fisher={n: 1.0 + i + torch.arange(p.numel(), dtype=torch.float32).reshape(p.shape) % 3
                              for i, (n, p) in enumerate(trainable)},
                      anchor={n: torch.full(p.shape, -0.01) for n, p in trainable}, stages=["s"])
-    args = to_sft_config(r.stage("second"), r, tmp_path / f"ckpt{micro}{lam}")
+    args = to_sft_config(F.spec(r, "second"), tmp_path / f"ckpt{micro}{lam}")
     args.ewc_lambda = lam
     grads, params = {}, {}
 
@@ -42,7 +43,7 @@ def _grads_after_one_step(tmp_path, *, micro: int, lam: float) -> tuple[dict, di
                 if p.requires_grad:
                     grads[n], params[n] = p.grad.clone(), p.detach().clone()
 
-    rows = R.dataset(R.pairs(F.rows(tmp_path / "t.jsonl"), r, tok))
+    rows = R.dataset(R.pairs(F.rows(tmp_path / "t.jsonl"), F.spec(r), tok))
     trainer = EwcTrainer(model=net, args=args, train_dataset=rows, processing_class=tok, ewc_state=state,
                          callbacks=[Grab()])
     assert trainer.args.gradient_accumulation_steps == 4 // micro
@@ -64,10 +65,10 @@ def test_penalty_once_per_optimizer_step_under_accumulation(tmp_path):
 
 def test_fisher_is_normalised_and_accumulates_online(tmp_path):
     r = F.recipe(tmp_path, extra=F.STAGES)
-    net, tok, lora = loading.for_training(r, None)
+    net, tok, lora = loading.for_training(F.spec(r), None)
     from peft import get_peft_model
     net = get_peft_model(net, lora)
-    pairs = R.pairs(F.rows(tmp_path / "t.jsonl"), r, tok)
+    pairs = R.pairs(F.rows(tmp_path / "t.jsonl"), F.spec(r), tok)
     fisher = estimate_fisher(net, pairs, samples=8, seed=0)
     trainable = {n for n, p in net.named_parameters() if p.requires_grad}
     assert set(fisher) == trainable
@@ -89,23 +90,27 @@ def test_fisher_is_normalised_and_accumulates_online(tmp_path):
 
 def test_successor_stage(tmp_path):
     r = F.recipe(tmp_path, extra=F.STAGES)
-    assert successor_ewc(r, r.stage("first")) == r.stage("second").ewc
-    assert successor_ewc(r, r.stage("second")) is None
+    ewc = r.stage("second").ewc
+    # what of the next stage's ewc shapes the Fisher: its rows and decay, not lambda
+    assert fisher_for(r, r.stage("first")) == Fisher(fisher_samples=ewc.fisher_samples, gamma=ewc.gamma)
+    assert fisher_for(r, r.stage("second")) is None
+    assert F.spec(r, "first").fisher_for == fisher_for(r, r.stage("first")) and F.spec(r, "first").ewc is None
+    assert F.spec(r, "second").ewc == r.stage("second").ewc and F.spec(r, "second").fisher_for is None
 
 
 def test_penalty_pulls_toward_the_previous_stage(tmp_path):
     r = F.recipe(tmp_path, "train.learning_rate=0.01", extra=F.STAGES)
     a, b = F.rows(tmp_path / "a.jsonl"), F.rows(tmp_path / "b.jsonl", kind="b")
-    train_stage(r, r.stage("first"), a, tmp_path / "first", resume=False)
+    train_stage(F.spec(r, "first"), a, tmp_path / "first", resume=False)
     first = tmp_path / "first" / "final"
     state = EwcState.load(first / EWC_FILE)            # written because "second" has ewc:
     assert state.stages == ["first"]
 
     def drift(lam: float) -> float:
-        stage = r.stage("second")
-        stage = dataclasses.replace(stage, ewc=dataclasses.replace(stage.ewc, lambda_=lam))
+        spec = F.spec(r, "second")
+        spec = dataclasses.replace(spec, ewc=dataclasses.replace(spec.ewc, lambda_=lam))
         out = tmp_path / f"second_{lam}"
-        train_stage(r, stage, b, out, init_from=first, resume=False)
+        train_stage(spec, b, out, init_from=first, resume=False)
         weights = F.adapter_weights(out / "final")
         keys = {k: k.replace(".weight", ".default.weight") for k in weights}   # saved vs in-memory names
         sq = {k: (weights[k] - state.anchor[keys[k]]).pow(2) for k in weights}

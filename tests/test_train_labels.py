@@ -23,7 +23,7 @@ def _capture(monkeypatch) -> list[dict]:
 
 def _expected(r, path):
     tok = load_tokenizer("builtin:tiny")
-    return tok, {tuple(ids): labels for ids, labels in R.pairs(path, r, tok)}
+    return tok, {tuple(ids): labels for ids, labels in R.pairs(path, F.spec(r), tok)}
 
 
 def _check_masks(tok, ids, labels):
@@ -39,7 +39,7 @@ def test_collated_labels_equal_rendered_masks(tmp_path, monkeypatch):
     seen = _capture(monkeypatch)
     r = F.recipe(tmp_path, "train.max_steps=3")
     data = F.rows(tmp_path / "train.jsonl")
-    train_stage(r, r.stages[0], data, tmp_path / "out", resume=False)
+    train_stage(F.spec(r), data, tmp_path / "out", resume=False)
     tok, expected = _expected(r, data)
     assert len(seen) == 3 * 2                          # 3 steps x 2 micro-batches (batch 4 / micro 2)
     for batch in seen:
@@ -56,7 +56,7 @@ def test_packed_labels_equal_rendered_masks_and_loss(tmp_path, monkeypatch):
     seen = _capture(monkeypatch)
     r = F.recipe(tmp_path, "train.max_steps=2", "train.packing=true", "template.max_length=128")
     data = F.rows(tmp_path / "train.jsonl")
-    train_stage(r, r.stages[0], data, tmp_path / "out", resume=False)
+    train_stage(F.spec(r), data, tmp_path / "out", resume=False)
     tok, expected = _expected(r, data)
     packed = seen[0]
     assert "attention_mask" not in packed and packed["input_ids"].shape[0] == 1     # padding-free
@@ -73,7 +73,7 @@ def test_packed_labels_equal_rendered_masks_and_loss(tmp_path, monkeypatch):
 
     # per-sequence attention: the packed loss is the loss of the rows on their own
     from runner.train.loading import for_training
-    net = for_training(r, None)[0].eval()
+    net = for_training(F.spec(r), None)[0].eval()
     with torch.no_grad():
         # use_cache=False as in training: with a cache, transformers does not look for packed rows
         whole = net(input_ids=packed["input_ids"], position_ids=packed["position_ids"],

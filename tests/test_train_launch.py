@@ -30,10 +30,10 @@ def test_two_processes_match_one(tmp_path):
     # batch 4: one process accumulates 2 micro-batches of 2, two processes take one each
     data = F.rows(tmp_path / "train.jsonl")
     one = F.recipe(tmp_path, "train.max_steps=3")
-    train_stage(one, one.stages[0], data, tmp_path / "one", resume=False)
+    train_stage(F.spec(one), data, tmp_path / "one", resume=False)
     two = F.recipe(tmp_path, "train.max_steps=3", "train.world_size=2")
     assert (one.train.grad_accum, two.train.grad_accum) == (2, 1)
-    spec = write_spec(tmp_path / "spec.json", two, two.stages[0], data, tmp_path / "two", resume=False)
+    spec = write_spec(tmp_path / "spec.json", F.spec(two), data, tmp_path / "two", resume=False)
     metrics = launch(spec, launcher="torchrun", num_procs=2, log=lambda _: None)
     assert metrics["steps"] == 3
     assert F.losses(tmp_path / "two") == pytest.approx(F.losses(tmp_path / "one"), abs=1e-4)

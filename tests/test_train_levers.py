@@ -28,13 +28,13 @@ def plain(tmp_path_factory, data):
     """micro batch 2 x accumulation 2, padded: the reference."""
     tmp = tmp_path_factory.mktemp("plain")
     r = F.recipe(tmp, f"train.max_steps={STEPS}")
-    train_stage(r, r.stages[0], data, tmp / "out", resume=False)
+    train_stage(F.spec(r), data, tmp / "out", resume=False)
     return F.losses(tmp / "out")
 
 
 def _losses(tmp_path, data, *overrides):
     r = F.recipe(tmp_path, f"train.max_steps={STEPS}", *overrides)
-    train_stage(r, r.stages[0], data, tmp_path / "out", resume=False)
+    train_stage(F.spec(r), data, tmp_path / "out", resume=False)
     return F.losses(tmp_path / "out")
 
 
@@ -43,8 +43,7 @@ def test_padding_free_trains_like_padded(tmp_path, data, plain, capsys):
     assert len({len(json.loads(line)["messages"][1]["content"]) for line in open(data)}) > 1
     losses = _losses(tmp_path, data, "train.padding_free=true")
     assert len(losses) == STEPS and losses == pytest.approx(plain, abs=1e-5)
-    args = sft_config.to_sft_config(F.recipe(tmp_path, "train.padding_free=true").stages[0],
-                                    F.recipe(tmp_path), tmp_path)
+    args = sft_config.to_sft_config(F.spec(F.recipe(tmp_path, "train.padding_free=true")), tmp_path)
     assert args.padding_free and not args.packing and args.per_device_train_batch_size == 2   # still sequences
     assert "padding-free on" in capsys.readouterr().out
 
@@ -90,7 +89,7 @@ def test_liger_is_refused_without_cuda(tmp_path, data):
         pytest.skip("this machine has CUDA: test_liger_trains_like_plain covers it")
     r = F.recipe(tmp_path, "train.use_liger_kernel=true")
     with pytest.raises(RecipeError, match="use_liger_kernel needs a CUDA device"):
-        train_stage(r, r.stages[0], data, tmp_path / "out", resume=False)
+        train_stage(F.spec(r), data, tmp_path / "out", resume=False)
 
 
 @F.needs_cuda("Liger's kernels are Triton kernels")

@@ -18,7 +18,7 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sft")
     r = F.recipe(tmp, "train.max_steps=6")
     data = F.rows(tmp / "train.jsonl")
-    metrics = train_stage(r, r.stages[0], data, tmp / "out", resume=False)
+    metrics = train_stage(F.spec(r), data, tmp / "out", resume=False)
     return r, data, tmp / "out", metrics
 
 
@@ -46,7 +46,7 @@ def test_lora_on_the_target_modules_only(run):
 
 def test_same_seed_same_run(run, tmp_path):
     r, data, out, _ = run
-    train_stage(r, r.stages[0], data, tmp_path / "again", resume=False)
+    train_stage(F.spec(r), data, tmp_path / "again", resume=False)
     assert F.losses(tmp_path / "again") == F.losses(out)
     a, b = F.adapter_weights(out / "final"), F.adapter_weights(tmp_path / "again" / "final")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -58,7 +58,7 @@ def test_resume_after_a_crash(run, tmp_path):
     crashed = tmp_path / "crashed"
     shutil.copytree(out / "checkpoints", crashed / "checkpoints")
     (crashed / "checkpoints" / "checkpoint-6" / "trainer_state.json").unlink()   # cut off mid-save
-    metrics = train_stage(r, r.stages[0], data, crashed, resume=True)
+    metrics = train_stage(F.spec(r), data, crashed, resume=True)
     assert metrics["resumed_from"] == 4 and metrics["steps"] == 6
     assert F.losses(crashed) == pytest.approx(F.losses(out), abs=1e-6)   # history kept, same steps 5-6
     a, b = F.adapter_weights(out / "final"), F.adapter_weights(crashed / "final")
@@ -68,7 +68,7 @@ def test_resume_after_a_crash(run, tmp_path):
 
 def test_next_stage_continues_the_adapter(run, tmp_path):
     r, _, out, _ = run
-    net, _, peft_config = loading.for_training(r, out / "final")
+    net, _, peft_config = loading.for_training(F.spec(r), out / "final")
     assert peft_config is None                                      # no new adapter: the same one
     trained = {n.replace(".default", ""): p for n, p in net.named_parameters() if p.requires_grad}
     saved = F.adapter_weights(out / "final")
@@ -78,4 +78,4 @@ def test_next_stage_continues_the_adapter(run, tmp_path):
 def test_world_size_must_match_the_launch(tmp_path):
     r = F.recipe(tmp_path, "train.world_size=2")
     with pytest.raises(RecipeError, match="running in 1 processes but train.world_size is 2"):
-        train_stage(r, r.stages[0], F.rows(tmp_path / "t.jsonl"), tmp_path / "out")
+        train_stage(F.spec(r), F.rows(tmp_path / "t.jsonl"), tmp_path / "out")

@@ -85,3 +85,22 @@ def adapter_weights(final: Path) -> dict:
     from safetensors.torch import load_file
 
     return load_file(str(final / "adapter_model.safetensors"))
+
+
+def spec(r, stage: str | None = None, kind: str = "train"):
+    """The StageSpec the `kind` step of `stage` gives the train layer: built from what the step kind
+    declares for this recipe (runner/steps/<kind>.py), as a run would."""
+    import dataclasses
+
+    from runner.dag.compile import compile_recipe
+    from runner.steps.base import StepId
+    from runner.train.spec import StageSpec
+
+    stage = stage or r.stages[0].name
+    step = compile_recipe(r)[StepId(kind) if kind == "export" else StepId(kind, stage=stage)]
+    more: dict = {"stage": stage}
+    if kind == "train":
+        more["train"] = dataclasses.replace(step.params["train"], report_to=tuple(step.runtime["report_to"]))
+    if kind == "export":
+        more["merge"] = step.params["output"].merge
+    return StageSpec.of(step.params, r.file.parent, **more)

@@ -37,13 +37,18 @@ def evaluate_checkpoint(checkpoint: Path | None, cache: Path) -> dict:
     """Eval loss per source of a checkpoint (None: the random init), on the recipe's eval rows, as
     eval.main computes it."""
     from runner import api
+    from runner.dag.compile import compile_recipe
+    from runner.steps.base import StepId
     from runner.train.evaluate import evaluate_stage
+    from runner.train.spec import StageSpec
 
     recipe = api.load(RECIPE)
     index = json.loads((cache / "index" / recipe.name / "render.main.json").read_text())
     rendered = cache / "objects" / index["fingerprint"] / "eval"
-    result = evaluate_stage(recipe, recipe.stage("main"), checkpoint,
-                            {f.stem: f for f in sorted(rendered.glob("*.jsonl"))}, eval_records={})
+    step = compile_recipe(recipe)[StepId("evaluate", stage="main")]   # what eval.main declares
+    result = evaluate_stage(StageSpec.of(step.params, recipe.file.parent, stage="main"), checkpoint,
+                            {f.stem: f for f in sorted(rendered.glob("*.jsonl"))}, eval_records={},
+                            batch_size=step.runtime["batch_size"])
     return {"loss": {s: v["loss"] for s, v in result["loss"].items()}, "samples": result["samples"],
             "data_fingerprint": index["fingerprint"]}
 

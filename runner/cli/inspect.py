@@ -35,6 +35,7 @@ def inspect(path: str, overrides=(), *, stage: str | None = None, n: int = 3, ca
     from ..chat.templates import Rendered, highlight
     from ..errors import RecipeError
     from ..recipe.validate import did_you_mean
+    from ..steps.base import StepId
 
     recipe = api.load(path, overrides)
     stages = [s.name for s in recipe.stages if not s.skip]
@@ -43,11 +44,12 @@ def inspect(path: str, overrides=(), *, stage: str | None = None, n: int = 3, ca
     stage = stage or stages[0]
     if stage not in stages:
         raise RecipeError(f"--stage: no stage '{stage}'{did_you_mean(stage, stages)}")
+    render = StepId("render", stage=stage)
     with tempfile.TemporaryDirectory() as scratch:   # a look, not a run: leave runs/<recipe> as it is
-        _, graph, records, _ = api.run(path, overrides, cache_dir=cache_dir, only=f"render.{stage}", dry_run=True,
+        _, graph, records, _ = api.run(path, overrides, cache_dir=cache_dir, only=str(render), dry_run=True,
                                        output=scratch)
-    art = Path(next(r.artifact for r in records if r.name == f"render.{stage}"))
-    tok = tokenizer_for(recipe)
+    art = Path(next(r.artifact for r in records if r.id == render))
+    tok = tokenizer_for(recipe.model.base, recipe.file.parent, trust_remote_code=False)
     console = console or Console(highlight=False)
     plain = not console.is_terminal
     with open(art / "train.jsonl", encoding="utf-8") as f:

@@ -44,8 +44,12 @@ def main(args: argparse.Namespace) -> int:
 
 # --- the --dry-run summary --------------------------------------------------------------------------
 
-def _rows(records, name: str, src: str | None = None):
-    rec = next((r for r in records if r.name == name), None)
+def _record(records, step):
+    return next((r for r in records if r.id == step), None)
+
+
+def _rows(records, step, src: str | None = None):
+    rec = _record(records, step)
     if rec is None:
         return None
     s = rec.stats or {}
@@ -55,20 +59,21 @@ def _rows(records, name: str, src: str | None = None):
 
 
 def summary(recipe, records) -> str:
+    from ..steps.base import StepId
     checked = "" if recipe.meta else " and the render check passed"
     lines = [f"dry run: data steps done{checked}; training was not started", ""]
-    split = next((r for r in records if r.name == "split"), None)
+    split = _record(records, StepId("split"))
     ev = (split.stats or {}).get("eval", {}) if split else {}
     if recipe.sources:
         lines.append(f"{'source':<14}{'loaded':>9}{'filtered':>10}{'deduped':>9}{'eval':>7}")
     for src in recipe.sources:
-        loaded = _rows(records, f"load.{src}")
-        filtered = _rows(records, f"filter.{src}")
-        deduped = _rows(records, "dedup", src)
+        loaded = _rows(records, StepId("load", source=src))
+        filtered = _rows(records, StepId("filter", source=src))
+        deduped = _rows(records, StepId("dedup"), src)
         fmt = lambda v: f"{v:,}" if isinstance(v, int) else "-"  # noqa: E731
         lines.append(f"{src:<14}{fmt(loaded):>9}{fmt(filtered):>10}{fmt(deduped):>9}{fmt(ev.get(src)):>7}")
     for st in recipe.stages:
-        r = next((x for x in records if x.name == f"render.{st.name}"), None)
+        r = _record(records, StepId("render", stage=st.name))
         if r is None:
             continue
         s = r.stats
@@ -76,13 +81,13 @@ def summary(recipe, records) -> str:
         lines += ["", f"stage {st.name}: {s['rows']['train']:,} train rows, {t.get('train', 0):,} tokens "
                       f"({t.get('trained', 0):,} trained), {t.get('truncated', 0):,} truncated at "
                       f"{recipe.template.max_length}"]
-        m = next((x for x in records if x.name == f"mix.{st.name}"), None)
+        m = _record(records, StepId("mix", stage=st.name))
         mix = (m.stats or {}).get("mix", {}) if m else {}
         for src, share in sorted(mix.get("achieved", {}).items()):
             req = mix.get("requested", {}).get(src)
             n = s.get("by_source", {}).get(src, {}).get("rows_out", 0)
             lines.append(f"  {src:<12} {n:>8,} rows  {share:7.1%}" + (f" (requested {req:.1%})" if req is not None else ""))
-    tasks = next((r for r in records if r.name == "tasks"), None)
+    tasks = _record(records, StepId("tasks"))
     if split is not None and tasks is not None:
         index = (split.stats or {}).get("tasks", [])
         held = set((tasks.stats or {}).get("held_out", []))

@@ -14,16 +14,16 @@ from ..paths import under
 from ..recipe.secrets import redact
 from ..recipe.model import Recipe
 from ..steps import STEPS, versions
-from ..steps.base import RunOptions, StepContext
+from ..steps.base import RunOptions, Step, StepContext, StepId, format_step, parse_step, recipe_stage
 from .cache import Cache
-from .compile import Graph, Step
+from .compile import Graph
 from .fingerprint import fingerprint_graph
+
+DATA_KINDS = ("load", "filter", "dedup", "split", "tasks", "mix", "render")
 
 # A fault-injection seam for tests: called after a step wrote its files and before they are committed
 # (tests/test_dag.py replaces it to simulate a kill -9 at the worst moment).
 before_commit: Callable[[Step], None] = lambda step: None
-
-DATA_KINDS = ("load", "filter", "dedup", "split", "tasks", "mix", "render")
 
 
 @dataclass
@@ -34,37 +34,51 @@ class Selection:
 
 @dataclass
 class StepRecord:
-    name: str
-    kind: str
-    stage: str | None
+    id: StepId
     status: str                 # cached | ran | failed
     fingerprint: str
     seconds: float
     stats: dict = field(default_factory=dict)
     artifact: str | None = None
 
+    @property
+    def name(self) -> str:
+        return format_step(self.id)
 
-def _check_name(graph: Graph, name: str | None, flag: str) -> None:
-    if name is not None and name not in graph.names:
+    @property
+    def kind(self) -> str:
+        return self.id.kind
+
+    @property
+    def stage(self) -> str | None:
+        return recipe_stage(self.id)
+
+
+def _step_named(graph: Graph, name: str | None, flag: str) -> StepId | None:
+    if name is None:
+        return None
+    step = parse_step(name, graph.ids)
+    if step not in graph.ids:
         from ..recipe.validate import did_you_mean
         raise RecipeError(f"{flag}: no step named '{name}'{did_you_mean(name, graph.names)} "
                           f"(see `recipe plan` for the step names)")
+    return step
 
 
-def select(graph: Graph, sel: Selection, force: bool) -> tuple[list[str], set[str]]:
+def select(graph: Graph, sel: Selection, force: bool) -> tuple[list[StepId], set[StepId]]:
     """-> (steps to visit in order, steps to recompute even if cached)."""
-    _check_name(graph, sel.only, "--only")
-    _check_name(graph, sel.from_step, "--from")
-    if sel.only:
-        keep = graph.ancestors(sel.only) | {sel.only}
-        forced = {sel.only} if force else set()
-    elif sel.from_step:
-        keep = set(graph.names)
-        forced = graph.descendants(sel.from_step)
+    only = _step_named(graph, sel.only, "--only")
+    start = _step_named(graph, sel.from_step, "--from")
+    if only:
+        keep = graph.ancestors(only) | {only}
+        forced = {only} if force else set()
+    elif start:
+        keep = set(graph.ids)
+        forced = graph.descendants(start)
     else:
-        keep = set(graph.names)
-        forced = set(graph.names) if force else set()
-    return [n for n in graph.names if n in keep], forced
+        keep = set(graph.ids)
+        forced = set(graph.ids) if force else set()
+    return [n for n in graph.ids if n in keep], forced
 
 
 def resume_command(recipe: Recipe, step: str, argv: tuple[str, ...] | None, overrides: tuple[str, ...]) -> str:
@@ -93,19 +107,19 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
     order, forced = select(graph, sel, options.force)
     run_dir.mkdir(parents=True, exist_ok=True)
     records: list[StepRecord] = []
-    done: dict[str, Path] = {}
-    for name in order:
-        step = graph[name]
+    done: dict[StepId, Path] = {}
+    for sid in order:
+        step = graph[sid]
+        name = step.name
         fp = fps[name]
         if options.dry_run and step.kind not in DATA_KINDS:
             continue
-        if cache.has(fp.value) and name not in forced:
-            done[name] = cache.object_dir(fp.value)
-            rec = StepRecord(name, step.kind, step.stage, "cached", fp.value, 0.0, cache.stats(fp.value) or {},
-                             str(done[name]))
+        if cache.has(fp.value) and sid not in forced:
+            done[sid] = cache.object_dir(fp.value)
+            rec = StepRecord(sid, "cached", fp.value, 0.0, cache.stats(fp.value) or {}, str(done[sid]))
             records.append(rec)
             cache.remember(graph.recipe, name, fp, stats=rec.stats)   # "stale" is then explained against this run
-            _publish(step, done[name], run_dir, rec.stats)
+            _publish(step, done[sid], run_dir, rec.stats)
             ui.finished(rec)
             continue
         partial = cache.partial_dir(fp.value)
@@ -113,16 +127,16 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
             _guard_resume(cache, graph.recipe, name, fp, options.force)
             cache.remember(graph.recipe, name, fp, suffix=".partial")
         tmp = cache.begin(fp.value)
-        ctx = StepContext(recipe=recipe, step=step, fingerprint=fp.value, out=tmp,
-                          inputs={i: done[i] for i in step.inputs}, run_dir=run_dir, partial=partial,
-                          options=options, log=ui.log, progress=ui.progress)
+        ctx = StepContext(step=step, fingerprint=fp.value, out=tmp, inputs={i: done[i] for i in step.inputs},
+                          base_dir=recipe.file.parent, run_dir=run_dir, partial=partial, options=options,
+                          log=ui.log, progress=ui.progress)
         start = time.perf_counter()
         ui.started(step)
         try:
             stats = STEPS[step.kind].run(ctx) or {}
         except RecipeError as e:
             cache.abort(tmp)
-            records.append(StepRecord(name, step.kind, step.stage, "failed", fp.value, time.perf_counter() - start))
+            records.append(StepRecord(sid, "failed", fp.value, time.perf_counter() - start))
             ui.failed(name)
             write_report(recipe, graph, records, run_dir, cache)
             raise StepError(name, e.message if not e.where else str(e),
@@ -137,14 +151,14 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
         stored = redact(stats, graph.secrets)[0]   # e.g. generated samples that echo a prompt from the environment
         manifest = {"step": name, "kind": step.kind, "recipe": graph.recipe, "fingerprint": fp.value,
                     "components": fp.components, "stats": stored, "seconds": round(seconds, 3)}
-        done[name] = cache.commit(tmp, fp.value, manifest)
+        done[sid] = cache.commit(tmp, fp.value, manifest)
         cache.remember(graph.recipe, name, fp, stats=stored)
         if step.kind == "train":
             cache.forget(graph.recipe, name, suffix=".partial")
             cache.drop_partial(fp.value)
-        rec = StepRecord(name, step.kind, step.stage, "ran", fp.value, seconds, stats, str(done[name]))
+        rec = StepRecord(sid, "ran", fp.value, seconds, stats, str(done[sid]))
         records.append(rec)
-        _publish(step, done[name], run_dir, stats)
+        _publish(step, done[sid], run_dir, stats)
         ui.finished(rec)
     write_report(recipe, graph, records, run_dir, cache)
     return records

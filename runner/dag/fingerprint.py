@@ -116,12 +116,12 @@ def fingerprint_graph(graph: Graph, base_dir: Path, versions: dict[str, int],
     for step in graph.steps:
         # a value from the environment (a token in template.system) is stored and shown as ***; the
         # digest of what was masked keeps a change to it a change of the fingerprint
-        params, env = redact(step.params, graph.secrets)
+        params, env = redact(json.loads(step.params_json), graph.secrets)
         comp = {
             "kind": step.kind,
             "version": versions[step.kind],
             "params": params,
-            "inputs": {i: out[i].value for i in step.inputs},
+            "inputs": {str(i): out[str(i)].value for i in step.inputs},
             "files": {file_key(f): files_digest(base_dir, f, memo) for f in step.files},
         }
         if env:

@@ -36,7 +36,7 @@ def plan(graph: Graph, fps: dict[str, Fingerprint], cache: Cache) -> list[Planne
                 else ["artifact missing from the cache"]
             stats = last.get("stats")
         rows = stats.get("rows_out") if isinstance(stats, dict) else None
-        out.append(PlannedStep(s.name, s.kind, s.stage, status, why, list(s.inputs), fp.value, rows))
+        out.append(PlannedStep(s.name, s.kind, s.stage, status, why, [str(i) for i in s.inputs], fp.value, rows))
     return out
 
 

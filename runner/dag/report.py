@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..paths import under
 from ..recipe.model import Recipe
+from ..steps.base import BEFORE, StepId
 from .compile import Graph
 
 REPORT_VERSION = 1
@@ -21,15 +22,16 @@ def _step_entry(r) -> dict:
 
 
 def build_report(recipe: Recipe, graph: Graph, records: list, run_dir: Path) -> dict:
-    by = {r.name: r for r in records}
+    by = {r.id: r for r in records}
     stages = []
     for st in recipe.stages:
-        if st.skip or f"mix.{st.name}" not in graph.names:
+        at = {kind: StepId(kind, stage=st.name) for kind in ("mix", "render", "train", "evaluate")}
+        if st.skip or at["mix"] not in graph:
             continue
-        mix = (by.get(f"mix.{st.name}").stats if by.get(f"mix.{st.name}") else {}) or {}
-        render = (by.get(f"render.{st.name}").stats if by.get(f"render.{st.name}") else {}) or {}
-        train = by.get(f"train.{st.name}")
-        ev = by.get(f"eval.{st.name}")
+        mix = (by[at["mix"]].stats if at["mix"] in by else {}) or {}
+        render = (by[at["render"]].stats if at["render"] in by else {}) or {}
+        train = by.get(at["train"])
+        ev = by.get(at["evaluate"])
         mreport = mix.get("mix", {})
         stages.append({
             "name": st.name,
@@ -40,31 +42,32 @@ def build_report(recipe: Recipe, graph: Graph, records: list, run_dir: Path) -> 
             "metrics": {"train": (train.stats if train else {}).get("metrics", {}),
                         "eval": (ev.stats if ev else {}).get("metrics", {})},
             "checkpoint": str(run_dir / st.name / "final") if train else None,
-            "data_fingerprint": by[f"render.{st.name}"].fingerprint if f"render.{st.name}" in by else None,
+            "data_fingerprint": by[at["render"]].fingerprint if at["render"] in by else None,
         })
     quarantine = {}
     for r in records:
         if r.kind == "load" and r.artifact:
-            src = r.name.split(".", 1)[1]
+            src = r.id.source
             n = (r.stats or {}).get("quarantined", (r.stats or {}).get("dropped", {}).get("quarantine", 0))
             quarantine[src] = {"count": n, "file": str(Path(r.artifact) / "quarantine.jsonl")}
             dups = (r.stats or {}).get("duplicate_ids") or {}
             if dups.get("rows"):   # kept, but worth knowing: often the same row twice in the data
                 quarantine[src]["duplicate_ids"] = dups
-    before = (by["eval.before"].stats or {}).get("metrics") if "eval.before" in by else None
+    at_start = StepId("evaluate", stage=BEFORE)
+    before = (by[at_start].stats or {}).get("metrics") if at_start in by else None
     forgetting = {"before": before["loss"]} if before else {}
     forgetting.update({s["name"]: s["metrics"]["eval"].get("loss", {}) for s in stages if s["metrics"]["eval"]})
     health = {"before": _health(before)} if before else {}
     health.update({s["name"]: _health(s["metrics"]["eval"]) for s in stages if s["metrics"]["eval"]})
     # hub sources: the commit each one read (what makes the run reproducible)
-    datasets = {r.name.split(".", 1)[1]: r.stats["origin"] for r in records
+    datasets = {r.id.source: r.stats["origin"] for r in records
                 if r.kind == "load" and isinstance(r.stats, dict) and r.stats.get("origin")}
     # `{{name}}` placeholders in the data: filled from sources.<src>.placeholders, or left and reported
-    placeholders = {r.name.split(".", 1)[1]: r.stats["placeholders"] for r in records
+    placeholders = {r.id.source: r.stats["placeholders"] for r in records
                     if r.kind == "load" and isinstance(r.stats, dict) and r.stats.get("placeholders")}
-    few = (by["eval.few_shot"].stats or {}) if "eval.few_shot" in by else {}
-    meta = {name.split(".", 1)[1]: (by[name].stats or {}).get("metrics", {}) for name in ("train.meta", "train.control")
-            if name in by}
+    few = (by[StepId("few_shot")].stats or {}) if StepId("few_shot") in by else {}
+    meta = {role: (by[step].stats or {}).get("metrics", {}) for role in ("meta", "control")
+            if (step := StepId("meta_train", stage=role)) in by}
     return {"report_version": REPORT_VERSION, "recipe": recipe.name, "recipe_file": str(recipe.file),
             "steps": [_step_entry(r) for r in records], "stages": stages, "before": before, "quarantine": quarantine,
             "datasets": datasets, "placeholders": placeholders, "forgetting": forgetting,

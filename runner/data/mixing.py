@@ -17,15 +17,22 @@ shuffled (seeded) so sources interleave."""
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from ..errors import RecipeError
-from ..recipe.model import Sampling, Stage
+from ..recipe.model import Sampling
 from .common import apportion, rng, without_gc
 from .stats import Stats
 
 
-def shares_of(stage: Stage, groups: Mapping[str, Sequence[str]], sizes: Mapping[str, int]) -> dict[str, float]:
+class Draw(NamedTuple):
+    """What a mix reads of its stage: the name seeds the draw; mix and size say what to draw."""
+    name: str
+    mix: Mapping[str, float] | None
+    size: int | float | None
+
+
+def shares_of(stage: Draw, groups: Mapping[str, Sequence[str]], sizes: Mapping[str, int]) -> dict[str, float]:
     """The requested share of every source in the stage's mix (groups expanded)."""
     if stage.mix is None:
         # in proportion to size: a source that filters or dedup emptied has no share (not a zero share,
@@ -47,7 +54,7 @@ def shares_of(stage: Stage, groups: Mapping[str, Sequence[str]], sizes: Mapping[
     return {s: v for s, v in shares.items() if v > 0}
 
 
-def _total(stage: Stage, shares: Mapping[str, float], sizes: Mapping[str, int]) -> tuple[int, int]:
+def _total(stage: Draw, shares: Mapping[str, float], sizes: Mapping[str, int]) -> tuple[int, int]:
     """(rows to mix, the most the sources allow without repeats)."""
     most = min((math.floor(sizes.get(s, 0) / v + 1e-9) for s, v in shares.items()), default=0)
     size = stage.size
@@ -73,7 +80,7 @@ def _draw(rows: list[dict], n: int, method: str, rand: Any) -> list[dict]:
     return [rows[i] for i in sorted(rand.sample(range(len(rows)), n))]
 
 
-def plan_counts(stage: Stage, groups: Mapping[str, Sequence[str]], sizes: Mapping[str, int]
+def plan_counts(stage: Draw, groups: Mapping[str, Sequence[str]], sizes: Mapping[str, int]
                 ) -> tuple[dict[str, float], dict[str, int], int, int]:
     """The mix arithmetic without the rows: (shares, rows per source, total, the most the sources allow
     without repeats). The mix step and `recipe diff` both call it, so a diff predicts the step's numbers."""
@@ -83,7 +90,7 @@ def plan_counts(stage: Stage, groups: Mapping[str, Sequence[str]], sizes: Mappin
 
 
 @without_gc
-def mix(train_by_source: Mapping[str, list[dict]], stage: Stage, groups: Mapping[str, Sequence[str]],
+def mix(train_by_source: Mapping[str, list[dict]], stage: Draw, groups: Mapping[str, Sequence[str]],
         sampling: Sampling, seed: int) -> tuple[list[dict], dict[str, Any]]:
     """-> (the stage's rows, shuffled; report {requested, achieved, counts, oversampled, available,
     total, max_total, stats})."""
@@ -131,7 +138,7 @@ def mix(train_by_source: Mapping[str, list[dict]], stage: Stage, groups: Mapping
     return rows, report
 
 
-def _too_small(stage: Stage, shares: Mapping[str, float], counts: Mapping[str, int], sizes: Mapping[str, int],
+def _too_small(stage: Draw, shares: Mapping[str, float], counts: Mapping[str, int], sizes: Mapping[str, int],
                total: int, most: int) -> str:
     lines = []
     for s, v in shares.items():

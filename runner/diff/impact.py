@@ -4,6 +4,7 @@ cache's stats where a step with that exact fingerprint has run, else they are co
 cached train rows by the mix step's own arithmetic, else the requested size and shares are shown."""
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from ..recipe.secrets import mask
 from ..recipe.load import load_document
 from ..recipe.model import Recipe, Stage
 from ..recipe.validate import validate
+from ..steps.base import StepId, parse_step
 from .compare import Change, _by_section, _change_text, compare
 
 # --- one side of the comparison --------------------------------------------------------------------
@@ -43,14 +45,17 @@ class Side:
         # Secrets masked as in `recipe show`; a raw document goes through the same function.
         return canonical(self.recipe) if self.recipe else mask(self.raw, self.secrets)
 
-    def stats(self, step: str, caches: list[Cache]) -> dict | None:
+    def stats(self, step: StepId, caches: list[Cache]) -> dict | None:
         """The stats of a run of exactly this step (same fingerprint), from either side's cache: the
-        cache is content-addressed, so an artifact made for the other recipe is this step's too."""
-        fp = self.fps[step].value
+        cache is content-addressed, so an artifact made for the other recipe is this step's too.
+        None when the recipe has no such step."""
+        if step not in self.graph:
+            return None
+        fp = self.fps[str(step)].value
         for c in caches:
             if c.has(fp):
                 return c.stats(fp) or {}
-        last = self.cache.last(self.recipe.name, step)  # the index outlives an artifact that was removed
+        last = self.cache.last(self.recipe.name, str(step))  # the index outlives an artifact that was removed
         return last.get("stats") if last and last.get("fingerprint") == fp else None
 
 
@@ -87,6 +92,12 @@ class StepChange:
     change: str                  # changed | new | removed
     why: tuple[str, ...]
     cached: bool                 # the after-side artifact is already in a cache: nothing to recompute
+
+    @property
+    def id(self) -> StepId:
+        # the name says the stage or source (eval.before's stage is not a recipe stage); the kind says which
+        # of the kinds that share a spelling (train.meta is meta_train's)
+        return dataclasses.replace(parse_step(self.name), kind=self.kind)
 
 
 @dataclass(frozen=True)
@@ -148,7 +159,7 @@ class RecipeDiff:
 
 def _split_rows(side: Side, caches: list[Cache]) -> tuple[dict[str, int | None], dict[str, int] | None]:
     """(rows each source brings to the split, train rows per source), from a run of this exact split."""
-    stats = (side.stats("split", caches) if "split" in side.graph.names else None) or {}
+    stats = side.stats(StepId("split"), caches) or {}
     by = stats.get("by_source", {})
     return {s: (by.get(s) or {}).get("rows_out") for s in side.recipe.sources}, stats.get("train")
 
@@ -157,15 +168,14 @@ def _mix_rows(side: Side, stage: Stage, train: dict[str, int] | None, caches: li
     """A stage's rows: from its mix step's report when this exact mix has run; else computed from the
     split's train rows by the mix step's own arithmetic, which is deterministic; else as requested."""
     requested = dict(stage.mix) if stage.mix else None
-    report = ((side.stats(f"mix.{stage.name}", caches) if f"mix.{stage.name}" in side.graph.names else None)
-              or {}).get("mix")
+    report = (side.stats(StepId("mix", stage=stage.name), caches) or {}).get("mix")
     if report:
         return Rows(report["total"], report["counts"], "cached", stage.size, requested)
     if train is None:
         return Rows(None, {}, "requested", stage.size, requested)
-    from ..data.mixing import plan_counts  # what the mix step computes, so the numbers agree
+    from ..data.mixing import Draw, plan_counts  # what the mix step computes, so the numbers agree
     try:
-        _, counts, total, _ = plan_counts(stage, side.recipe.groups, train)
+        _, counts, total, _ = plan_counts(Draw(stage.name, stage.mix, stage.size), side.recipe.groups, train)
     except RecipeError as e:
         return Rows(None, {}, "requested", stage.size, requested, e.message)
     short = [f"{s} needs {n:,} of its {train.get(s, 0):,} train rows"
@@ -205,12 +215,12 @@ def _step_changes(a: Side | None, b: Side | None, caches: list[Cache]) -> list[S
     return out + [StepChange(n, s.kind, s.stage, "removed", (), False) for n, s in before.items() if n not in after]
 
 
-def _stage_status(name: str, a: StageView | None, b: StageView | None, steps: dict[str, StepChange]) -> str:
+def _stage_status(name: str, a: StageView | None, b: StageView | None, steps: dict[StepId, StepChange]) -> str:
     if b is None or b.skip:
         return "unchanged" if a is None or a.skip else ("skipped" if b else "removed")
     if a is None or a.skip:
         return "new"
-    train = steps.get(f"train.{name}")
+    train = steps.get(StepId("train", stage=name))
     if train is None:
         return "unchanged"
     return "cached" if train.cached else "retrain"
@@ -238,8 +248,8 @@ def diff_sides(a: Side | None, b: Side | None, title: str) -> RecipeDiff:
     # Stages that train (a meta recipe's implicit stage does not) or are skipped on purpose.
     views: list[dict[str, StageView]] = [
         {st.name: _stage_view(s, st, train, caches) for st in s.recipe.stages
-         if st.skip or f"train.{st.name}" in s.graph.names} if s else {} for s, (_, train) in zip((av, bv), split)]
-    by_step = {c.name: c for c in steps}
+         if st.skip or StepId("train", stage=st.name) in s.graph} if s else {} for s, (_, train) in zip((av, bv), split)]
+    by_step = {c.id: c for c in steps}
     stages = []
     for n in list(views[0]) + [n for n in views[1] if n not in views[0]]:
         va, vb = views[0].get(n), views[1].get(n)

@@ -459,14 +459,3 @@ def build(doc: Mapping[str, Any], file: Path, secrets: frozenset = frozenset()) 
 def _train_overrides(partial: Mapping[str, Any]) -> dict[str, Any]:
     hints = typing.get_type_hints(Train)
     return {k: _freeze(hints[k], v) for k, v in partial.items()}
-
-
-def successor_ewc(recipe: Recipe, stage: Stage) -> Ewc | None:
-    """The `ewc:` of a later stage that starts from `stage` (its `from:`, else the previous active stage):
-    it decides whether, and with how many rows, `stage` must leave a Fisher behind."""
-    order = [s for s in recipe.stages if not s.skip]
-    for i, s in enumerate(order):
-        start = s.from_ if s.from_ is not None else (order[i - 1].name if i else None)
-        if start == stage.name and s.ewc is not None:
-            return s.ewc
-    return None

@@ -1,5 +1,6 @@
-"""The only registry of step kinds: kind -> module with VERSION and run(ctx). Step modules import
-heavy libraries inside run(), so importing this registry (plan, diff) stays light."""
+"""The only registry of step kinds: kind -> module with VERSION, declare(recipe, step_id) and run(ctx)
+(runner/steps/base.py says what each is). Step modules import heavy libraries inside run(), so importing
+this registry (compile, plan, diff) stays light."""
 from . import dedup, evaluate, export, few_shot, filter, load, meta_tasks, meta_train, mix, render, split, train
 
 STEPS = {

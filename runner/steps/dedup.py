@@ -3,25 +3,37 @@ Inputs: filter.<src> or load.<src> per source. Artifact: records/<src>.jsonl, dr
 dropped row with reason, duplicate_of and duplicate_of_source)."""
 from __future__ import annotations
 
+from . import filter
+from .base import Declared, StepId
+
 VERSION = 1
 
 
+def wanted(recipe) -> bool:
+    return any(f.kind == "dedup" for f in recipe.filters)
+
+
+def declare(recipe, step: StepId) -> Declared:
+    return Declared({"filters": [f for f in recipe.filters if f.kind == "dedup"],
+                     "priority": {k: s.priority for k, s in recipe.sources.items()}, "order": list(recipe.sources)},
+                    inputs=tuple(filter.tip(recipe, s) for s in recipe.sources))
+
+
 def source_inputs(ctx) -> dict[str, list[dict]]:
-    """{source: records} from per-source upstream steps (load.<src> / filter.<src>), recipe order."""
+    """{source: records} from per-source upstream steps (load.<src> / filter.<src>), in the declared order."""
     from ..data.io import read_jsonl
 
-    by_name = {name.split(".", 1)[1]: name for name in ctx.step.inputs}
-    return {src: read_jsonl(ctx.input(by_name[src]) / "records.jsonl") for src in ctx.recipe.sources if src in by_name}
+    by_source = {i.source: i for i in ctx.step.inputs}
+    return {src: read_jsonl(ctx.input(by_source[src]) / "records.jsonl")
+            for src in ctx.params["order"] if src in by_source}
 
 
 def run(ctx) -> dict:
     from ..data.dedup import dedup
     from ..data.io import write_jsonl
 
-    recipe = ctx.recipe
-    filters = [f for f in recipe.filters if f.kind == "dedup"]
-    kept, dropped, stats = dedup(source_inputs(ctx), filters, {k: s.priority for k, s in recipe.sources.items()},
-                                 list(recipe.sources))
+    p = ctx.params
+    kept, dropped, stats = dedup(source_inputs(ctx), p["filters"], p["priority"], p["order"])
     for src, rows in kept.items():
         write_jsonl(ctx.out / "records" / f"{src}.jsonl", rows)
     write_jsonl(ctx.out / "dropped.jsonl", dropped)

@@ -2,20 +2,34 @@
 AutoModelForCausalLM / PeftModel load, with the fingerprint of the data that trained it."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+
+from .base import Declared, StepId
 
 VERSION = 1
 
 
+def declare(recipe, step: StepId) -> Declared:
+    last = [s for s in recipe.stages if not s.skip][-1]
+    # the manifest names the recipe, its base model and seed (builtin:tiny's weights are that seed's init);
+    # the adapter is exported as it was saved, so its settings are the train step's business
+    return Declared({"output": recipe.output, "model": dataclasses.replace(recipe.model, init_from=None, adapter=None),
+                     "seed": recipe.seed, "recipe": recipe.name},
+                    inputs=(StepId("train", stage=last.name),))
+
+
 def run(ctx) -> dict:
     from ..train.export import export
+    from ..train.spec import StageSpec
+    p = ctx.params
     (train_step,) = ctx.step.inputs
     art = ctx.input(train_step)
     components = json.loads((art / "manifest.json").read_text())["components"]
-    stage = train_step.split(".", 1)[1]
-    data_fp = components["inputs"].get(f"render.{stage}")
-    manifest = export(ctx.recipe, art / "final", ctx.out, fingerprint=data_fp, stage=stage,
+    data_fp = components["inputs"].get(str(StepId("render", stage=train_step.stage)))
+    spec = StageSpec.of(p, ctx.base_dir, stage=train_step.stage, merge=p["output"].merge)
+    manifest = export(spec, art / "final", ctx.out, fingerprint=data_fp, stage=train_step.stage,
                       trust=ctx.options.trust)
     ctx.log(f"exported {', '.join(manifest['exported'])} to {ctx.run_dir / 'export'}")
     return {"exported": manifest["exported"], "data_fingerprint": data_fp}

@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import json
 
+from .base import Declared, StepId, builtin_weights, model_files
+
 VERSION = 1
+
+
+def declare(recipe, step: StepId) -> Declared:
+    m = recipe.meta
+    models = [StepId("meta_train", stage="meta")] + ([StepId("meta_train", stage="control")]
+                                                     if m.few_shot_eval.sft_control else [])
+    return Declared({"few_shot_eval": m.few_shot_eval, "inner": m.inner, "model": recipe.model,
+                     "template": recipe.template, "seed": recipe.seed, **builtin_weights(recipe)},
+                    inputs=(StepId("tasks"), StepId("split"), *models), files=model_files(recipe, weights=True))
 
 
 def run(ctx) -> dict:
     from ..train.few_shot import evaluate, summarise
+    from ..train.spec import StageSpec
 
-    plan = json.loads((ctx.input("tasks") / "plan.json").read_text(encoding="utf-8"))
+    plan = json.loads((ctx.input(StepId("tasks")) / "plan.json").read_text(encoding="utf-8"))
     models = {"start": None}
-    if "train.control" in ctx.step.inputs:
-        models["sft_control"] = ctx.input("train.control") / "final"
-    models["fomaml"] = ctx.input("train.meta") / "final"
-    rows = evaluate(ctx.recipe, models, plan["held_out"], ctx.input("split") / "tasks", trust=ctx.options.trust,
+    control = StepId("meta_train", stage="control")
+    if control in ctx.step.inputs:
+        models["sft_control"] = ctx.input(control) / "final"
+    models["fomaml"] = ctx.input(StepId("meta_train", stage="meta")) / "final"
+    spec = StageSpec.of(ctx.params, ctx.base_dir, stage="few_shot")
+    rows = evaluate(spec, models, plan["held_out"], ctx.input(StepId("split")) / "tasks", trust=ctx.options.trust,
                     log=ctx.log)
     summary = summarise(rows)
     for line in summary["verdict"]:

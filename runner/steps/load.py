@@ -3,16 +3,50 @@ Artifact: records.jsonl, quarantine.jsonl (rows that could not be read or mapped
 and reason)."""
 from __future__ import annotations
 
+from .base import Declared, StepId, plain
+
 VERSION = 2   # 2: `{{name}}` placeholders filled and reported; a hub source's `origin` in the stats adds a key
+
+_HUB_KEYS = ("dataset", "config", "split", "revision", "data_files", "streaming", "shuffle")
+
+
+def _params(name: str, s, seed: int) -> dict:
+    params: dict = {"source": plain(s), "name": name}
+    if not s.placeholders:   # a key added later: without values, the key stays what it was
+        del params["source"]["placeholders"]
+    if s.dataset is None:   # a local source's key stays what it was before hub sources existed
+        params["source"] = {k: v for k, v in params["source"].items() if k not in _HUB_KEYS}
+    else:
+        del params["source"]["revision"]   # the commit it names is fingerprinted instead (see _files)
+        if s.shuffle is not None:
+            params["seed"] = seed   # the sample drawn
+    return params
+
+
+def _files(s) -> tuple[str, ...]:
+    """What a load step reads: a local path's bytes; for a hub dataset, the commit its revision
+    resolves to (an hf://datasets/<id>@<revision> entry, see runner.data.hub); a remote URL is
+    identified by the URL itself."""
+    from ..data import hub
+    if s.dataset is not None:
+        return (hub.uri(s),)
+    return () if hub.is_remote(s.path) else (s.path,)
+
+
+def declare(recipe, step: StepId) -> Declared:
+    s = recipe.sources[step.source]
+    # The reader takes the Source itself: every key of it that changes the rows is in params, and a hub
+    # revision through the commit it resolves to (files), so pinning a branch to its sha keeps the cache.
+    return Declared(_params(step.source, s, recipe.seed), files=_files(s),
+                    runtime={"source": s, "seed": recipe.seed})
 
 
 def run(ctx) -> dict:
     from ..data.formats import load_source
     from ..data.io import write_jsonl
 
-    name = ctx.step.source
-    source = ctx.recipe.sources[name]
-    records, quarantine, stats = load_source(name, source, ctx.recipe.file.parent, ctx.recipe.seed)
+    name, source = ctx.params["name"], ctx.step.runtime["source"]
+    records, quarantine, stats = load_source(name, source, ctx.base_dir, ctx.step.runtime["seed"])
     from ..data.placeholders import describe, fill
     found = fill(records, source.placeholders)
     if found:

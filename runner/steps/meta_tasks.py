@@ -13,7 +13,15 @@ from __future__ import annotations
 import json
 import shutil
 
+from .base import Declared, StepId
+
 VERSION = 1
+
+
+def declare(recipe, step: StepId) -> Declared:
+    fs = recipe.meta.few_shot_eval
+    return Declared({"held_out_tasks": fs.held_out_tasks, "shots": fs.shots, "seeds": fs.seeds, "seed": recipe.seed},
+                    inputs=(StepId("split"),))
 
 
 def run(ctx) -> dict:
@@ -22,18 +30,18 @@ def run(ctx) -> dict:
     from ..errors import RecipeError
     from ..recipe import layout
 
-    recipe = ctx.recipe
-    fs, seed = recipe.meta.few_shot_eval, recipe.seed
-    split = ctx.input("split")
+    p = ctx.params
+    seed = p["seed"]
+    split = ctx.input(StepId("split"))
     index = read_jsonl(split / "tasks.jsonl")
-    need = max(fs.shots)
+    need = max(p["shots"])
     # held out: tasks that have test rows and enough rows for the largest k-shot set, in a seeded
     # order of their names (adding a task does not reshuffle the others)
     fit = [t for t in index if t["rows"].get("test", 0) > 0 and t["rows"]["support"] + t["rows"]["query"] >= need]
     fit.sort(key=lambda t: rng(seed, "held_out", t["name"]).random())
-    held = fit[:fs.held_out_tasks]
-    if len(held) < fs.held_out_tasks:
-        raise RecipeError(f"meta.few_shot_eval.held_out_tasks: {fs.held_out_tasks} tasks to hold out, but only "
+    held = fit[:p["held_out_tasks"]]
+    if len(held) < p["held_out_tasks"]:
+        raise RecipeError(f"meta.few_shot_eval.held_out_tasks: {p['held_out_tasks']} tasks to hold out, but only "
                           f"{len(fit)} tasks have test rows and at least {need} support + query rows")
     train = [t for t in index if t not in held]
     if not train:
@@ -45,10 +53,10 @@ def run(ctx) -> dict:
     for t in held:
         pool = read_jsonl(split / "tasks" / t["dir"] / "support.jsonl") + read_jsonl(split / "tasks" / t["dir"] / "query.jsonl")
         orders = {}
-        for s in range(fs.seeds):
+        for s in range(p["seeds"]):
             order = rng(seed, "few_shot", t["name"], str(s)).sample(range(len(pool)), len(pool))
             orders[str(s)] = order
-            for k in fs.shots:
+            for k in p["shots"]:
                 layout.write(ctx.out / "few_shot" / f"{t['dir']}_{k}shot_seed{s}.parquet", [pool[i] for i in order[:k]])
         plan["held_out"].append({"name": t["name"], "dir": t["dir"], "order": orders})
     (ctx.out / "plan.json").write_text(json.dumps(plan, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

@@ -3,28 +3,52 @@ on the training tasks of the `tasks` step (the held-out tasks are never trained 
 ctx.partial (resumable); the final adapter is the artifact, published as runs/<recipe>/<name>/final."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+
+from ..recipe.model import DEEPSPEED_PRESETS
+from .base import Declared, StepId, builtin_weights, model_files
 
 VERSION = 1
 
 
+def declare(recipe, step: StepId) -> Declared:
+    """step.stage is the role: "meta" (FOMAML) or "control" (multi-task SFT); both read the same settings."""
+    m, train = recipe.meta, recipe.stages[0].train
+    files = ((train.deepspeed,) if train.deepspeed and train.deepspeed not in DEEPSPEED_PRESETS else ()) \
+        + model_files(recipe, weights=True)
+    # the control never runs the inner loop: its learning rate is not the control's parameter
+    inner = m.inner if step.stage == "meta" else dataclasses.replace(m.inner, learning_rate=None)
+    return Declared({"inner": inner, "outer": m.outer, "total_steps": m.total_steps,
+                     "train": dataclasses.replace(train, report_to=()), "model": recipe.model,
+                     "template": recipe.template, "seed": recipe.seed,
+                     "save_total_limit": recipe.output.save_total_limit, "role": step.stage,
+                     **builtin_weights(recipe)},
+                    inputs=(StepId("tasks"), StepId("split")), files=files,
+                    runtime={"report_to": train.report_to})   # loggers change no artifact (see train.py)
+
+
 def _tasks(ctx) -> list:
-    plan = json.loads((ctx.input("tasks") / "plan.json").read_text(encoding="utf-8"))
-    return [(t["name"], ctx.input("split") / "tasks" / t["dir"]) for t in plan["train"]]
+    plan = json.loads((ctx.input(StepId("tasks")) / "plan.json").read_text(encoding="utf-8"))
+    return [(t["name"], ctx.input(StepId("split")) / "tasks" / t["dir"]) for t in plan["train"]]
 
 
 def run(ctx) -> dict:
     from ..errors import RecipeError
     from ..train.run_fomaml import train_control, train_meta
+    from ..train.spec import StageSpec
 
     if ctx.options.launcher != "none":
         raise RecipeError("meta recipes train in one process in this version; run without --launcher")
     ctx.partial.mkdir(parents=True, exist_ok=True)
-    if ctx.step.params["role"] == "meta":
-        metrics = train_meta(ctx.recipe, _tasks(ctx), ctx.partial, trust=ctx.options.trust)
+    p = ctx.params
+    spec = StageSpec.of(p, ctx.base_dir, stage=p["role"],
+                        train=dataclasses.replace(p["train"], report_to=tuple(ctx.step.runtime["report_to"])))
+    if p["role"] == "meta":
+        metrics = train_meta(spec, _tasks(ctx), ctx.partial, trust=ctx.options.trust)
     else:
-        metrics = train_control(ctx.recipe, _tasks(ctx), ctx.partial, trust=ctx.options.trust)
+        metrics = train_control(spec, _tasks(ctx), ctx.partial, trust=ctx.options.trust)
     shutil.move(str(ctx.partial / "final"), ctx.out / "final")
     for name in ("log_history.json", "metrics.json"):
         if (ctx.partial / name).exists():
@@ -39,8 +63,8 @@ def publish(step, artifact, run_dir, stats) -> None:
     from ..train.plot import plot_losses
 
     from ..paths import under
-    name = step.name.split(".", 1)[1]
-    under(run_dir, name)   # the name comes from the recipe: refuse anything that would leave the run dir
+    name = step.id.stage   # the role: meta or control
+    under(run_dir, name)   # refuse anything that would leave the run dir
     if (run_dir / name / "final").exists():
         shutil.rmtree(run_dir / name / "final")
     shutil.copytree(artifact / "final", run_dir / name / "final")

@@ -2,21 +2,33 @@
 (runner/data/mixing.py says exactly what they mean). Artifact: train.jsonl."""
 from __future__ import annotations
 
+from .base import Declared, StepId
+
 VERSION = 1
+
+
+def declare(recipe, step: StepId) -> Declared:
+    st = recipe.stage(step.stage)
+    return Declared({
+        # every mix key with the sources it stands for (a source stands for itself)
+        "mix": st.mix, "groups": {k: recipe.expand(k) for k in st.mix or {}},
+        "size": st.size, "sampling": recipe.sampling, "seed": recipe.seed, "sources": list(recipe.sources),
+        "stage": st.name},   # the draw is seeded by the stage's name
+        inputs=(StepId("split"),))
 
 
 def run(ctx) -> dict:
     from ..data.io import read_jsonl, write_jsonl
-    from ..data.mixing import mix
+    from ..data.mixing import Draw, mix
 
-    recipe = ctx.recipe
-    stage = recipe.stage(ctx.step.stage)
-    d = ctx.input("split") / "train"
-    train = {src: read_jsonl(d / f"{src}.jsonl") for src in recipe.sources if (d / f"{src}.jsonl").exists()}
-    rows, report = mix(train, stage, recipe.groups, recipe.sampling, recipe.seed)
+    p = ctx.params
+    d = ctx.input(StepId("split")) / "train"
+    train = {src: read_jsonl(d / f"{src}.jsonl") for src in p["sources"] if (d / f"{src}.jsonl").exists()}
+    groups = {k: v for k, v in p["groups"].items() if tuple(v) != (k,)}   # the recipe's groups
+    rows, report = mix(train, Draw(p["stage"], p["mix"], p["size"]), groups, p["sampling"], p["seed"])
     write_jsonl(ctx.out / "train.jsonl", rows)
     stats = report.pop("stats")
-    ctx.log(f"{stage.name}: {len(rows):,} rows: " + ", ".join(
+    ctx.log(f"{p['stage']}: {len(rows):,} rows: " + ", ".join(
         f"{s} {report['counts'][s]:,} ({report['achieved'][s]:.1%} for {report['requested'][s]:.1%})" for s in report["counts"])
         + (f"; oversampled {report['oversampled']}" if report["oversampled"] else ""))
     return {**stats, "mix": report}

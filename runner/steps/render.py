@@ -14,6 +14,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from .base import Declared, StepId, model_files, template_files
+
 VERSION = 2
 CHUNK = 2048                                 # rows per batch
 SAMPLE_HEAD, SAMPLE_EVERY = 256, 1024
@@ -28,11 +30,17 @@ def count_lines(path: Path) -> int:
     return n
 
 
-def _render_file(src: Path, dst: Path, tok, recipe, chat: str, check=None, progress=None) -> dict:
+def declare(recipe, step: StepId) -> Declared:
+    m = recipe.model
+    return Declared({"model": m.base, "trust_remote_code": m.trust_remote_code, "template": recipe.template},
+                    inputs=(StepId("mix", stage=step.stage), StepId("split")),
+                    files=template_files(recipe) + model_files(recipe, weights=False))
+
+
+def _render_file(src: Path, dst: Path, tok, t, chat: str, check=None, progress=None) -> dict:
     from ..chat.batch import encoder, render_many
     from ..chat.templates import IGNORE
     from ..data.parallel import cpus, line_chunks, ordered_map
-    t = recipe.template
     encode = encoder(tok)
 
     def work(chunk: tuple[int, list[str]]) -> tuple[str, dict, list]:
@@ -82,17 +90,17 @@ def _render_file(src: Path, dst: Path, tok, recipe, chat: str, check=None, progr
 def run(ctx) -> dict:
     from ..chat import chat_name, tokenizer_for
     from ..chat.templates import RenderCheck
-    recipe = ctx.recipe
-    tok = tokenizer_for(recipe, ctx.options.trust)
-    chat = chat_name(recipe)
-    check = RenderCheck(tok, chat=chat, train_on=recipe.template.train_on)
-    train = _render_file(ctx.input(f"mix.{ctx.step.stage}") / "train.jsonl", ctx.out / "train.jsonl", tok, recipe,
-                         chat, check=check, progress=ctx.progress)
+    p, t = ctx.params, ctx.params["template"]
+    tok = tokenizer_for(p["model"], ctx.base_dir, trust_remote_code=p["trust_remote_code"] and ctx.options.trust)
+    chat = chat_name(t.chat, ctx.base_dir)
+    check = RenderCheck(tok, chat=chat, train_on=t.train_on)
+    train = _render_file(ctx.input(StepId("mix", stage=ctx.step.stage)) / "train.jsonl", ctx.out / "train.jsonl",
+                         tok, t, chat, check=check, progress=ctx.progress)
     evals = {}
-    for f in sorted((ctx.input("split") / "eval").glob("*.jsonl")):
-        evals[f.stem] = _render_file(f, ctx.out / "eval" / f.name, tok, recipe, chat)
+    for f in sorted((ctx.input(StepId("split")) / "eval").glob("*.jsonl")):
+        evals[f.stem] = _render_file(f, ctx.out / "eval" / f.name, tok, t, chat)
     ctx.log(f"{train['rows']:,} train rows, {train['tokens']:,} tokens ({train['trained_tokens']:,} trained), "
-            f"{train['truncated']:,} truncated at {recipe.template.max_length}; render check: every row's "
+            f"{train['truncated']:,} truncated at {t.max_length}; render check: every row's "
             f"counters, {train['checked']:,} rows in full")
     return {"rows_in": train["rows"], "rows_out": train["rows"], "dropped": {},
             "by_source": {s: {"rows_in": c, "rows_out": c, "dropped": {}} for s, c in train["by_source"].items()},

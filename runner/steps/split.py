@@ -8,18 +8,34 @@ from __future__ import annotations
 import hashlib
 import re
 
+from . import dedup, filter
+from .base import Declared, StepId
+
 VERSION = 1
 _SAFE = re.compile(r"^[^/\\\x00]{1,100}$")
 
 
+def declare(recipe, step: StepId) -> Declared:
+    inputs = (StepId("dedup"),) if dedup.wanted(recipe) else tuple(filter.tip(recipe, s) for s in recipe.sources)
+    # source order matters: a text found in two sources follows its first copy to one side
+    if recipe.meta is None:
+        return Declared({"split": recipe.split, "seed": recipe.seed, "order": list(recipe.sources)}, inputs)
+    tasks = recipe.meta.tasks
+    files = () if not isinstance(tasks, tuple) else tuple(
+        f for t in tasks for part in (t.support, t.query, t.test) for f in part)
+    # of `meta`, only the tasks and how they split: the inner/outer loops and the few-shot settings are
+    # the later steps' business
+    meta = {"tasks": recipe.meta.tasks, "split": recipe.meta.split}
+    return Declared({"meta": meta, "seed": recipe.seed, "order": list(recipe.sources)}, inputs, files)
+
+
 def _records(ctx) -> dict[str, list[dict]]:
     from ..data.io import read_jsonl
-    from .dedup import source_inputs
 
-    if ctx.step.inputs == ("dedup",):
-        d = ctx.input("dedup") / "records"
-        return {src: read_jsonl(d / f"{src}.jsonl") for src in ctx.recipe.sources if (d / f"{src}.jsonl").exists()}
-    return source_inputs(ctx)
+    if ctx.step.inputs == (StepId("dedup"),):
+        d = ctx.input(StepId("dedup")) / "records"
+        return {src: read_jsonl(d / f"{src}.jsonl") for src in ctx.params["order"] if (d / f"{src}.jsonl").exists()}
+    return dedup.source_inputs(ctx)
 
 
 def _task_dir(name: str) -> str:
@@ -34,17 +50,17 @@ def run(ctx) -> dict:
     from ..data.splits import check_no_leak, split_source
     from ..data.stats import Stats
 
-    recipe = ctx.recipe
+    p = ctx.params
     records = _records(ctx)
-    if recipe.meta is not None:
+    if "meta" in p:
         return _meta(ctx, records)
     stats = Stats(records)
     taken: dict[str, str] = {}   # text -> side, shared by all sources: a copy follows the first
     sides: dict[str, list] = {"train": [], "eval": []}
     counts: dict[str, dict[str, int]] = {"train": {}, "eval": {}}
     for src, rows in records.items():
-        seed = rng(recipe.seed, "split", src).getrandbits(63)
-        train, eval_ = split_source(rows, recipe.split, seed, taken)
+        seed = rng(p["seed"], "split", src).getrandbits(63)
+        train, eval_ = split_source(rows, p["split"], seed, taken)
         write_jsonl(ctx.out / "train" / f"{src}.jsonl", train)
         write_jsonl(ctx.out / "eval" / f"{src}.jsonl", eval_)
         sides["train"] += train
@@ -65,7 +81,7 @@ def _meta(ctx, records: dict[str, list[dict]]) -> dict:
 
     stats = Stats()
     quarantine: list[dict] = []
-    if isinstance(ctx.recipe.meta.tasks, tuple):
+    if isinstance(ctx.params["meta"]["tasks"], tuple):
         tasks = _explicit_tasks(ctx, stats, quarantine)
     else:
         tasks = _derived_tasks(ctx, records, stats)
@@ -89,10 +105,11 @@ def _derived_tasks(ctx, records: dict[str, list[dict]], stats) -> dict[str, dict
     """One task per value of meta.tasks.by in one source."""
     from ..data.splits import select_tasks, split_tasks
 
-    d, recipe = ctx.recipe.meta.tasks, ctx.recipe
+    meta, seed = ctx.params["meta"], ctx.params["seed"]
+    d = meta["tasks"]
     rows = records.get(d.source, [])
     _, left_out = select_tasks(rows, d.by, d.min_rows, d.max_tasks)
-    tasks = split_tasks(rows, d.by, d.min_rows, d.max_tasks, recipe.meta.split, recipe.seed)
+    tasks = split_tasks(rows, d.by, d.min_rows, d.max_tasks, meta["split"], seed)
     stats.seen(d.source, len(rows))
     for reason, n in left_out.items():
         stats.dropped(d.source, reason, n)
@@ -106,21 +123,21 @@ def _explicit_tasks(ctx, stats, quarantine: list[dict]) -> dict[str, dict[str, l
     from ..data.common import rng
     from ..data.formats import load_paths
 
-    recipe = ctx.recipe
+    seed = ctx.params["seed"]
     tasks = {}
-    for t in recipe.meta.tasks:
+    for t in ctx.params["meta"]["tasks"]:
         parts = {}
         for part in ("support", "query", "test"):
             rows, q = [], []
             if getattr(t, part):
-                rows, q, _ = load_paths(t.name, getattr(t, part), "prompt_response", recipe.file.parent)
+                rows, q, _ = load_paths(t.name, getattr(t, part), "prompt_response", ctx.base_dir)
             quarantine += q
             stats.seen(t.name, len(rows) + len(q))
             stats.dropped(t.name, "quarantine", len(q))
             parts[part] = rows
         cap = t.support_max_samples
         if cap is not None and len(parts["support"]) > cap:
-            keep = sorted(rng(recipe.seed, "support", t.name).sample(range(len(parts["support"])), cap))
+            keep = sorted(rng(seed, "support", t.name).sample(range(len(parts["support"])), cap))
             stats.dropped(t.name, "split:support_max_samples", len(parts["support"]) - cap)
             parts["support"] = [parts["support"][i] for i in keep]
         stats.kept(t.name, sum(len(r) for r in parts.values()))

@@ -1,6 +1,10 @@
 """train.<stage>: SFT (+ LoRA, + EWC, + DeepSpeed) on the stage's rendered rows, starting from the
 previous stage's final weights (or model.init_from). Checkpoints go to ctx.partial, which survives a
-kill -9, so running again resumes at the last saved step; the finished adapter is the artifact."""
+kill -9, so running again resumes at the last saved step; the finished adapter is the artifact.
+
+This module decides, once, where a stage starts (start), whether its EWC is on, and whether it must
+leave a Fisher behind for a later stage (fisher_for); the train layer gets those values in its
+StageSpec and never recomputes them."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,18 +14,76 @@ import shutil
 from pathlib import Path
 
 from ..errors import RecipeError
+from ..recipe.model import DEEPSPEED_PRESETS
+from .base import Declared, StepId, builtin_weights, model_files
 
 VERSION = 1
 
 
+def start(recipe, stage) -> str | None:
+    """The active stage `stage` starts from: its `from:`, else the previous active stage. None when it
+    starts from model.base, or from model.init_from (a `from:` naming a skipped stage: a corrective rerun)."""
+    active = [s.name for s in recipe.stages if not s.skip]
+    i = active.index(stage.name)
+    wanted = stage.from_ if stage.from_ is not None else (active[i - 1] if i else None)
+    return wanted if wanted in active[:i] else None
+
+
+def fisher_for(recipe, stage):
+    """What of the `ewc:` of a later stage that starts from `stage` shapes the Fisher `stage` leaves behind
+    (whether, from how many rows, with which decay); not lambda, so a lambda sweep reuses the trained stage."""
+    from ..train.spec import Fisher
+    ewc = next((s.ewc for s in recipe.stages if not s.skip and s.ewc is not None and s.name != stage.name
+                and start(recipe, s) == stage.name), None)
+    return None if ewc is None else Fisher(fisher_samples=ewc.fisher_samples, gamma=ewc.gamma)
+
+
+def declare(recipe, step: StepId) -> Declared:
+    st = recipe.stage(step.stage)
+    begin = start(recipe, st)
+    init_from = None if begin else recipe.model.init_from
+    # EWC anchors to the stage this one starts from: a stage trained in this run, or a saved one
+    # (model.init_from, whose final/ carries ewc_state.safetensors when a later stage asked for it)
+    ewc = st.ewc if (begin or init_from) else None
+    notes = (f"stage {st.name}: ewc needs an earlier stage's weights and Fisher, and this run starts from the "
+             "base model; EWC is off for this stage",) if st.ewc is not None and ewc is None else ()
+    t = st.train
+    files = ((t.deepspeed,) if t.deepspeed and t.deepspeed not in DEEPSPEED_PRESETS else ()) \
+        + ((init_from,) if init_from else ()) + model_files(recipe, weights=True)
+    # Of `output`, only the checkpoints kept matter here (merge is the export's business).
+    params = {"train": dataclasses.replace(t, report_to=()), "model": dataclasses.replace(recipe.model, init_from=init_from),
+              "template": recipe.template, "ewc": ewc, "fisher_for": fisher_for(recipe, st), "seed": recipe.seed,
+              "save_total_limit": recipe.output.save_total_limit, **builtin_weights(recipe)}
+    inputs = (StepId("render", stage=st.name),) + ((StepId("train", stage=begin),) if begin else ())
+    # report_to only adds loggers: it changes no artifact, so it does not invalidate a trained stage
+    return Declared(params, inputs, files, notes, runtime={"report_to": t.report_to})
+
+
+def _spec(params, runtime, base_dir: Path, stage: str):
+    from ..train.spec import StageSpec
+    return StageSpec.of(params, base_dir, stage=stage,
+                        train=dataclasses.replace(params["train"], report_to=tuple(runtime["report_to"])))
+
+
+def spec(ctx):
+    """The StageSpec the train layer gets: the declared parameters, with the loggers back in."""
+    return _spec(ctx.params, ctx.step.runtime, ctx.base_dir, ctx.step.stage)
+
+
+def stage_spec(recipe, stage: str):
+    """The StageSpec a run's train.<stage> step would give the train layer (benchmarks call train_stage)."""
+    d = declare(recipe, StepId("train", stage=stage))
+    return _spec(d.params, d.runtime, recipe.file.parent, stage)
+
+
 def _start(ctx) -> Path | None:
-    prev = [i for i in ctx.step.inputs if i.startswith("train.")]
+    prev = [i for i in ctx.step.inputs if i.kind == "train"]
     if prev:
         return ctx.input(prev[0]) / "final"
-    init = ctx.recipe.model.init_from
+    init = ctx.params["model"].init_from
     if init is None:
         return None
-    path = ctx.recipe.path(init)
+    path = ctx.path(init)
     if not path.is_dir():
         raise RecipeError(f"model.init_from: no checkpoint at {init} (resolved to {path}); run the recipe that "
                           "produces it first, or fix the path (relative to the recipe file)")
@@ -36,32 +98,29 @@ def _check_loggers(report_to) -> None:
                               "from report_to (the run report always gets the losses)")
 
 
-def _train(ctx, stage, rows: Path, init_from: Path | None) -> dict:
+def _train(ctx, spec, rows: Path, init_from: Path | None) -> dict:
     if ctx.options.launcher != "none":
         from ..train.launch import launch
         from ..train.worker import write_spec
-        spec = write_spec(ctx.partial / "spec.json", ctx.recipe, stage, rows, ctx.partial, init_from=init_from,
-                          resume=True, trust=ctx.options.trust)
-        return launch(spec, launcher=ctx.options.launcher, num_procs=ctx.options.num_procs,
+        path = write_spec(ctx.partial / "spec.json", spec, rows, ctx.partial, init_from=init_from, resume=True,
+                          trust=ctx.options.trust)
+        return launch(path, launcher=ctx.options.launcher, num_procs=ctx.options.num_procs,
                       hostfile=ctx.options.hostfile, log=ctx.log)
     from ..train.run_sft import train_stage
-    return train_stage(ctx.recipe, stage, rows, ctx.partial, init_from=init_from, resume=True,
-                       trust=ctx.options.trust)
+    return train_stage(spec, rows, ctx.partial, init_from=init_from, resume=True, trust=ctx.options.trust)
 
 
 def run(ctx) -> dict:
-    stage = ctx.recipe.stage(ctx.step.stage)
+    stage = spec(ctx)
     _check_loggers(stage.train.report_to)
-    if ctx.step.params["ewc"] is None and stage.ewc is not None:
-        stage = dataclasses.replace(stage, ewc=None)   # the compiler turned it off (see the plan's notes)
-    rows = ctx.input(f"render.{stage.name}") / "train.jsonl"
+    rows = ctx.input(StepId("render", stage=stage.stage)) / "train.jsonl"
     init_from = _start(ctx)
     ctx.partial.mkdir(parents=True, exist_ok=True)
     # tensorboard logs go next to the run report, not under the checkpoints (removed once the stage is
     # done); one folder per stage unless the user chose one
     tb = "tensorboard" in stage.train.report_to and "TENSORBOARD_LOGGING_DIR" not in os.environ
     if tb:
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str((ctx.run_dir / stage.name / "tensorboard").resolve())
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str((ctx.run_dir / stage.stage / "tensorboard").resolve())
     try:
         metrics = _train(ctx, stage, rows, init_from)
     finally:
@@ -89,5 +148,5 @@ def publish(step, artifact: Path, run_dir: Path, stats: dict) -> None:
         shutil.rmtree(stage_dir / "final")
     shutil.copytree(artifact / "final", stage_dir / "final")
     components = json.loads((artifact / "manifest.json").read_text())["components"]
-    (stage_dir / "data_fingerprint.txt").write_text(components["inputs"][f"render.{step.stage}"] + "\n")
+    (stage_dir / "data_fingerprint.txt").write_text(components["inputs"][str(StepId("render", stage=step.stage))] + "\n")
     plot_losses(run_dir, step.stage, stats.get("history", []))

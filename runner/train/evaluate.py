@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..recipe import model
+from .spec import StageSpec
 
 
-def evaluate_stage(recipe: model.Recipe, stage: model.Stage, model_dir: str | Path | None,
-                   eval_sets: Mapping[str, str | Path], prompts: Sequence[str] | None = None, *,
-                   eval_records: Mapping[str, str | Path] | None = None, trust: bool = False,
-                   name: str | None = None) -> dict[str, Any]:
+def evaluate_stage(spec: StageSpec, model_dir: str | Path | None, eval_sets: Mapping[str, str | Path],
+                   prompts: Sequence[str] | None = None, *, eval_records: Mapping[str, str | Path] | None = None,
+                   batch_size: int = 8, trust: bool = False, name: str | None = None) -> dict[str, Any]:
     """{"stage", "loss": {source: {loss, perplexity, tokens, rows}}, "samples": [{prompt, text,
     tokens, stopped, leaked}], "health": {stop_rate, role_leak_rate, generations, stopped, leaked}}.
     `model_dir` None is the starting model (model.init_from, else model.base). `prompts` defaults to
@@ -33,23 +33,23 @@ def evaluate_stage(recipe: model.Recipe, stage: model.Stage, model_dir: str | Pa
 
     from .loading import for_inference, load_base
 
-    if model_dir is None and recipe.model.init_from is None:
+    if model_dir is None and spec.model.init_from is None:
         from .loading import to_device
-        net, tokenizer = load_base(recipe, trust=trust)
+        net, tokenizer = load_base(spec, trust=trust)
         net = to_device(net).eval()
     else:
-        net, tokenizer = for_inference(recipe, model_dir or recipe.path(recipe.model.init_from), trust=trust)
+        net, tokenizer = for_inference(spec, model_dir or spec.path(spec.model.init_from), trust=trust)
     from .rows import pairs
     losses = {}
     for source, path in sorted(eval_sets.items()):
-        rows = pairs(path, recipe, tokenizer, limit=recipe.evaluate.max_rows)
-        losses[source] = _loss(net, rows, batch_size=_eval_batch(stage.train), pad_id=tokenizer.pad_token_id)
+        rows = pairs(path, spec, tokenizer, limit=spec.evaluate.max_rows)
+        losses[source] = _loss(net, rows, batch_size=batch_size, pad_id=tokenizer.pad_token_id)
     conversations = [("prompt", [{"role": "user", "content": p}])
-                     for p in (recipe.evaluate.generate.prompts if prompts is None else prompts)]
-    conversations += _eval_prompts(eval_records or {}, recipe.evaluate.generate.eval_prompts)
+                     for p in (spec.evaluate.generate.prompts if prompts is None else prompts)]
+    conversations += _eval_prompts(eval_records or {}, spec.evaluate.generate.eval_prompts)
     with torch.no_grad():
-        gens = [{**_generate(net, tokenizer, recipe, messages), "from": origin} for origin, messages in conversations]
-    return {"stage": name or stage.name, "loss": losses,
+        gens = [{**_generate(net, tokenizer, spec, messages), "from": origin} for origin, messages in conversations]
+    return {"stage": name or spec.stage, "loss": losses,
             "samples": [g for g in gens if g["from"] == "prompt"], "generations": gens, "health": health(gens)}
 
 
@@ -100,8 +100,9 @@ def _eval_prompts(eval_records: Mapping[str, str | Path], per_source: int) -> li
     return out
 
 
-def _eval_batch(train: model.Train) -> int:
-    # with micro_batch_size auto, a forward pass without gradients fits a training step's whole share
+def eval_batch(train: model.Train) -> int:
+    """The eval step's batch: the stage's micro batch; with micro_batch_size auto, a forward pass without
+    gradients fits a training step's whole share."""
     t = train
     return t.micro_batch_size if t.micro_batch_size != "auto" else max(1, t.batch_size // t.world_size)
 
@@ -135,7 +136,7 @@ def _loss(net, rows: list[tuple[list[int], list[int]]], *, batch_size: int, pad_
             "tokens": tokens, "rows": len(rows)}
 
 
-def _generate(net, tokenizer, recipe: model.Recipe, messages: list[dict[str, str]]) -> dict[str, Any]:
+def _generate(net, tokenizer, spec: StageSpec, messages: list[dict[str, str]]) -> dict[str, Any]:
     """One sample, stopping at the template's end-of-turn token or EOS. Seeded per prompt, so a
     prompt's sample does not depend on which prompts come before it."""
     import torch
@@ -143,13 +144,13 @@ def _generate(net, tokenizer, recipe: model.Recipe, messages: list[dict[str, str
     from ..chat import chat_name
     from ..chat.templates import render_prompt, stop_token_ids
 
-    g = recipe.evaluate.generate
-    chat = chat_name(recipe)
+    g = spec.evaluate.generate
+    chat = chat_name(spec.template.chat, spec.base_dir)
     stops = stop_token_ids(chat, tokenizer)
-    prompt = render_prompt(messages, tokenizer, chat=chat, system=recipe.template.system)
+    prompt = render_prompt(messages, tokenizer, chat=chat, system=spec.template.system)
     ids = torch.tensor([prompt], device=next(net.parameters()).device)
     sample = g.temperature > 0
-    torch.manual_seed(recipe.seed)
+    torch.manual_seed(spec.seed)
     out = net.generate(
         input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=g.max_new_tokens,
         do_sample=sample, temperature=g.temperature if sample else None, top_p=g.top_p if sample else None,

@@ -13,21 +13,21 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..recipe import model
+from .spec import StageSpec
 
 # training-only files that do not belong in an export: a pickle of the Trainer's arguments, the
 # EWC anchor, and TRL's auto-generated model card
 _SKIP = {"training_args.bin", "ewc_state.safetensors", "README.md"}
 
 
-def export(recipe: model.Recipe, final_dir: str | Path, out_dir: str | Path, *, fingerprint: str,
+def export(spec: StageSpec, final_dir: str | Path, out_dir: str | Path, *, fingerprint: str,
            stage: str | None = None, merge: bool | None = None, trust: bool = False) -> dict[str, Any]:
     """Export a stage's final/ directory into out_dir; returns the manifest. `fingerprint` names
     the data that trained it; `merge` defaults to output.merge."""
     from .loading import for_inference, is_adapter
 
     final_dir, out_dir = Path(final_dir), Path(out_dir)
-    merge = recipe.output.merge if merge is None else merge
+    merge = spec.merge if merge is None else merge
     out_dir.mkdir(parents=True, exist_ok=True)
     adapter = is_adapter(final_dir)
     exported: dict[str, str] = {}
@@ -36,24 +36,29 @@ def export(recipe: model.Recipe, final_dir: str | Path, out_dir: str | Path, *, 
     _copy(final_dir, out_dir / kind)
     exported[kind] = kind
     if adapter and merge:
-        net, tokenizer = for_inference(recipe, final_dir, trust=trust)
+        net, tokenizer = for_inference(spec, final_dir, trust=trust)
         merged = net.merge_and_unload()
         merged.save_pretrained(out_dir / "merged")
         tokenizer.save_pretrained(out_dir / "merged")
         exported["merged"] = "merged"
 
     manifest = {
-        "recipe": recipe.name,
+        "recipe": spec.recipe,
         "stage": stage,
-        "base": recipe.model.base,
-        "seed": recipe.seed,         # builtin:tiny's base weights are this seed's random init
-        "adapter": recipe.model.adapter.type if adapter else "none",
+        "base": spec.model.base,
+        "seed": spec.seed,         # builtin:tiny's base weights are this seed's random init
+        "adapter": _adapter_type(final_dir) if adapter else "none",
         "exported": exported,
         "data_fingerprint": fingerprint,
         "versions": _versions(),
     }
     (out_dir / "export_manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
     return manifest
+
+
+def _adapter_type(final_dir: Path) -> str:
+    """The saved adapter's kind as a recipe names it (peft writes "LORA")."""
+    return json.loads((final_dir / "adapter_config.json").read_text()).get("peft_type", "lora").lower()
 
 
 def _copy(src: Path, dst: Path) -> None:

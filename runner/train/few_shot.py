@@ -12,10 +12,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ..recipe import model
+from .spec import StageSpec
 
 
-def evaluate(recipe: model.Recipe, models: dict[str, Path | None], held_out: list[dict], split_tasks: Path, *,
+def evaluate(spec: StageSpec, models: dict[str, Path | None], held_out: list[dict], split_tasks: Path, *,
              trust: bool = False, log=print) -> list[dict[str, Any]]:
     """Rows {task, shots, seed, model, loss_before, loss_after}. `models`: name -> final/ folder (None
     for the starting model: the base with a fresh adapter, as training starts). `held_out`: the tasks
@@ -29,14 +29,14 @@ def evaluate(recipe: model.Recipe, models: dict[str, Path | None], held_out: lis
     from .rows import pairs
     from .run_fomaml import _pad_id
 
-    fs, inner = recipe.meta.few_shot_eval, recipe.meta.inner
+    fs, inner = spec.few_shot_eval, spec.inner
     out = []
     for name, path in models.items():
-        net, tok, peft_config = for_training(recipe, path, trust=trust)
+        net, tok, peft_config = for_training(spec, path, trust=trust)
         if peft_config is not None:
             from peft import get_peft_model
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(recipe.seed)
+                torch.manual_seed(spec.seed)
                 net = get_peft_model(net, peft_config)
         net = to_device(net)
         net.train()   # as in the inner loop of training (dropout included)
@@ -46,16 +46,16 @@ def evaluate(recipe: model.Recipe, models: dict[str, Path | None], held_out: lis
         pad = _pad_id(tok)
         for task in held_out:
             d = split_tasks / task["dir"]
-            test = pairs(d / "test.jsonl", recipe, tok)
-            pool = pairs(d / "support.jsonl", recipe, tok) + pairs(d / "query.jsonl", recipe, tok)
+            test = pairs(d / "test.jsonl", spec, tok)
+            pool = pairs(d / "support.jsonl", spec, tok) + pairs(d / "query.jsonl", spec, tok)
             before = _loss(net, test, pad, device)
             for seed, order in sorted(task["order"].items(), key=lambda kv: int(kv[0])):
                 for k in fs.shots:
                     shots = [pool[i] for i in order[:k]]
-                    rng = random.Random(f"few_shot:{recipe.seed}:{task['name']}:{seed}:{k}")
+                    rng = random.Random(f"few_shot:{spec.seed}:{task['name']}:{seed}:{k}")
                     batches = [_to(collate([shots[i] for i in b], pad), device)
                                for b in draw_batches(rng, len(shots), inner.steps, inner.batch_size)]
-                    torch.manual_seed(recipe.seed)
+                    torch.manual_seed(spec.seed)
                     adapt(net, params, batches, inner.learning_rate)
                     after = _loss(net, test, pad, device)
                     with torch.no_grad():

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from ..recipe import model
+from .spec import StageSpec
 
 
 def is_adapter(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
-def load_base(recipe: model.Recipe, *, trust: bool = False, base: str | None = None) -> tuple[Any, Any]:
+def load_base(spec: StageSpec, *, trust: bool = False, base: str | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) of `model.base` (or `base`), seeded with the recipe's seed."""
     import torch
 
@@ -40,46 +41,46 @@ def load_base(recipe: model.Recipe, *, trust: bool = False, base: str | None = N
     datasets.disable_progress_bars()
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
-    m = recipe.model
-    return load_model_and_tokenizer(base or m.base, seed=recipe.seed, dtype=m.dtype,
+    m = spec.model
+    return load_model_and_tokenizer(base or m.base, seed=spec.seed, dtype=m.dtype,
                                     trust_remote_code=m.trust_remote_code and trust,
-                                    recipe_dir=recipe.file.parent)
+                                    recipe_dir=spec.base_dir)
 
 
-def for_training(recipe: model.Recipe, init_from: str | Path | None, *, trust: bool = False
+def for_training(spec: StageSpec, init_from: str | Path | None, *, trust: bool = False
                  ) -> tuple[Any, Any, Any]:
     """(model, tokenizer, peft_config) to train a stage from `init_from` (a previous stage's
     final/ directory, an adapter or a full model) or from the base. peft_config is None when the
     model already carries the adapter to continue, or when the recipe trains all weights."""
     from .sft_config import lora_config
 
-    adapter = recipe.model.adapter
+    adapter = spec.model.adapter
     new_adapter = lora_config(adapter) if adapter.type == "lora" else None
     if init_from is None:
-        m, tok = load_base(recipe, trust=trust)
+        m, tok = load_base(spec, trust=trust)
         return m, tok, new_adapter
     if not is_adapter(init_from):               # a full model directory
-        m, tok = load_base(recipe, trust=trust, base=str(Path(init_from).resolve()))
+        m, tok = load_base(spec, trust=trust, base=str(Path(init_from).resolve()))
         return m, tok, new_adapter
 
     from peft import PeftModel
 
-    base, tok = load_base(recipe, trust=trust)
+    base, tok = load_base(spec, trust=trust)
     peft_model = PeftModel.from_pretrained(base, str(init_from), is_trainable=True)
     if new_adapter is not None and _same_adapter(init_from, adapter):
         return peft_model, tok, None             # continue the same adapter
     return peft_model.merge_and_unload(), tok, new_adapter
 
 
-def for_inference(recipe: model.Recipe, model_dir: str | Path, *, trust: bool = False) -> tuple[Any, Any]:
+def for_inference(spec: StageSpec, model_dir: str | Path, *, trust: bool = False) -> tuple[Any, Any]:
     """A trained stage's (model, tokenizer), in eval mode."""
     if is_adapter(model_dir):
         from peft import PeftModel
 
-        base, tok = load_base(recipe, trust=trust)
+        base, tok = load_base(spec, trust=trust)
         m = PeftModel.from_pretrained(base, str(model_dir))
     else:
-        m, tok = load_base(recipe, trust=trust, base=str(Path(model_dir).resolve()))
+        m, tok = load_base(spec, trust=trust, base=str(Path(model_dir).resolve()))
     return to_device(m).eval(), tok
 
 

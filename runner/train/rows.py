@@ -10,16 +10,16 @@ from typing import Any
 
 from ..chat import chat_name
 from ..data.io import iter_jsonl
-from ..recipe import model
+from .spec import StageSpec
 
 Pair = tuple[list[int], list[int]]
 
 
-def pairs(path: str | Path, recipe: model.Recipe, tokenizer: Any, *, limit: int | None = None) -> list[Pair]:
+def pairs(path: str | Path, spec: StageSpec, tokenizer: Any, *, limit: int | None = None) -> list[Pair]:
     """The (input_ids, labels) of the first `limit` rows of a rows file."""
     from ..chat.templates import render
 
-    t = recipe.template
+    t = spec.template
     out: list[Pair] = []
     for row in iter_jsonl(path):
         if limit is not None and len(out) >= limit:
@@ -27,7 +27,7 @@ def pairs(path: str | Path, recipe: model.Recipe, tokenizer: Any, *, limit: int 
         if "input_ids" in row:
             out.append((row["input_ids"], row["labels"]))
         else:
-            r = render(row["messages"], tokenizer, chat=chat_name(recipe), system=t.system,
+            r = render(row["messages"], tokenizer, chat=chat_name(t.chat, spec.base_dir), system=t.system,
                        train_on=t.train_on, max_length=t.max_length)
             out.append((r.input_ids, r.labels))
     return out
@@ -41,10 +41,10 @@ def dataset(rows: list[Pair]):
     return Dataset.from_dict({"input_ids": [r[0] for r in rows], "labels": [r[1] for r in rows]})
 
 
-def prompt_ids(prompt: str, recipe: model.Recipe, tokenizer: Any) -> list[int]:
+def prompt_ids(prompt: str, spec: StageSpec, tokenizer: Any) -> list[int]:
     """Token ids of a user prompt with the recipe's template and system prompt, ending with the
     assistant header, as at generation time (templates.render_prompt: the same cut as in training)."""
     from ..chat.templates import render_prompt
 
-    return render_prompt([{"role": "user", "content": prompt}], tokenizer, chat=chat_name(recipe),
-                         system=recipe.template.system)
+    return render_prompt([{"role": "user", "content": prompt}], tokenizer,
+                         chat=chat_name(spec.template.chat, spec.base_dir), system=spec.template.system)

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
-from ..recipe import model
+from .spec import StageSpec
 
 
-def train_meta(recipe: model.Recipe, tasks: list[tuple[str, Path]], out_dir: str | Path, *,
+def train_meta(spec: StageSpec, tasks: list[tuple[str, Path]], out_dir: str | Path, *,
                resume: bool = True, trust: bool = False) -> dict[str, Any]:
     """FOMAML on `tasks` ((name, folder) pairs) into out_dir."""
     from .distributed import deepspeed_config, world_size
@@ -26,14 +26,14 @@ def train_meta(recipe: model.Recipe, tasks: list[tuple[str, Path]], out_dir: str
     _quiet_environment()
     if world_size() != 1:
         raise RecipeError("meta-training runs in one process in this version; drop --num-procs/--launcher")
-    from .sft_config import meta_stage
-    train = meta_stage(recipe, 1).train
-    ds_config = deepspeed_config(train.deepspeed, train, recipe.file.parent) if train.deepspeed else None
+    from .sft_config import meta_spec
+    train = meta_spec(spec, 1).train
+    ds_config = deepspeed_config(train.deepspeed, train, spec.base_dir) if train.deepspeed else None
     with _process_state(single_process_group=ds_config is not None):
-        return _train_meta(recipe, tasks, Path(out_dir), resume=resume, trust=trust, ds_config=ds_config)
+        return _train_meta(spec, tasks, Path(out_dir), resume=resume, trust=trust, ds_config=ds_config)
 
 
-def _train_meta(recipe, tasks, out_dir: Path, *, resume, trust, ds_config):
+def _train_meta(spec: StageSpec, tasks, out_dir: Path, *, resume, trust, ds_config):
     import shutil
 
     from . import loading
@@ -47,14 +47,13 @@ def _train_meta(recipe, tasks, out_dir: Path, *, resume, trust, ds_config):
     last = _last_checkpoint(checkpoints, clean=True) if resume else None
     if not resume and checkpoints.exists():
         shutil.rmtree(checkpoints)
-    net, tok, peft_config = loading.for_training(recipe, None, trust=trust)
-    rows = [TaskRows(name, pairs(d / "support.jsonl", recipe, tok), pairs(d / "query.jsonl", recipe, tok))
+    net, tok, peft_config = loading.for_training(spec, None, trust=trust)
+    rows = [TaskRows(name, pairs(d / "support.jsonl", spec, tok), pairs(d / "query.jsonl", spec, tok))
             for name, d in tasks]
-    m = recipe.meta
-    data = MetaDataset(rows, steps=m.total_steps, meta_batch_size=m.outer.meta_batch_size, slots=1,
-                       inner_steps=m.inner.steps, inner_batch_size=m.inner.batch_size,
-                       query_batch_size=m.outer.query_batch_size, seed=recipe.seed, pad_id=_pad_id(tok))
-    args = to_fomaml_config(recipe, checkpoints, resume=last, deepspeed_config=ds_config)
+    data = MetaDataset(rows, steps=spec.total_steps, meta_batch_size=spec.outer.meta_batch_size, slots=1,
+                       inner_steps=spec.inner.steps, inner_batch_size=spec.inner.batch_size,
+                       query_batch_size=spec.outer.query_batch_size, seed=spec.seed, pad_id=_pad_id(tok))
+    args = to_fomaml_config(spec, checkpoints, resume=last, deepspeed_config=ds_config)
     trainer = FOMAMLTrainer(model=net, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
     _quiet_progress(trainer)
     start = time.perf_counter()
@@ -73,21 +72,21 @@ def _train_meta(recipe, tasks, out_dir: Path, *, resume, trust, ds_config):
     return metrics
 
 
-def control_stage(recipe: model.Recipe) -> model.Stage:
+def control_spec(spec: StageSpec) -> StageSpec:
     """The SFT control: meta.total_steps optimizer steps at the outer learning rate, each on as many
     rows as one meta-step touches (meta_batch_size x (inner steps x inner batch + query batch)), in
     micro-batches of the inner batch size: the same steps, rows and compute as FOMAML."""
-    m, st = recipe.meta, recipe.stages[0]
-    rows = m.outer.meta_batch_size * (m.inner.steps * m.inner.batch_size + m.outer.query_batch_size)
-    micro = m.inner.batch_size
+    inner, outer = spec.inner, spec.outer
+    rows = outer.meta_batch_size * (inner.steps * inner.batch_size + outer.query_batch_size)
+    micro = inner.batch_size
     while rows % micro:
         micro -= 1
-    return dataclasses.replace(st, name="control", train=dataclasses.replace(
-        st.train, max_steps=m.total_steps, learning_rate=m.outer.learning_rate, micro_batch_size=micro,
-        batch_size=rows, world_size=1, packing=False), ewc=None)
+    return dataclasses.replace(spec, stage="control", ewc=None, fisher_for=None, train=dataclasses.replace(
+        spec.train, max_steps=spec.total_steps, learning_rate=outer.learning_rate, micro_batch_size=micro,
+        batch_size=rows, world_size=1, packing=False))
 
 
-def train_control(recipe: model.Recipe, tasks: list[tuple[str, Path]], out_dir: str | Path, *,
+def train_control(spec: StageSpec, tasks: list[tuple[str, Path]], out_dir: str | Path, *,
                   trust: bool = False) -> dict[str, Any]:
     """Multi-task SFT on the support and query rows of `tasks`, through run_sft."""
     from ..data.io import read_jsonl, write_jsonl
@@ -97,8 +96,7 @@ def train_control(recipe: model.Recipe, tasks: list[tuple[str, Path]], out_dir: 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = [r for _, d in tasks for part in ("support", "query") for r in read_jsonl(d / f"{part}.jsonl")]
     write_jsonl(out_dir / "rows.jsonl", rows)
-    stage = control_stage(recipe)
-    return train_stage(recipe, stage, out_dir / "rows.jsonl", out_dir, resume=True, trust=trust)
+    return train_stage(control_spec(spec), out_dir / "rows.jsonl", out_dir, resume=True, trust=trust)
 
 
 def _pad_id(tok) -> int:

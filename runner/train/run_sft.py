@@ -20,15 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
-from ..recipe import model
+from .spec import StageSpec
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
-def train_stage(recipe: model.Recipe, stage: model.Stage, train_rows_path: str | Path, out_dir: str | Path, *,
+def train_stage(spec: StageSpec, train_rows_path: str | Path, out_dir: str | Path, *,
                 init_from: str | Path | None = None, ewc_state: str | Path | None = None,
                 resume: bool = True, trust: bool = False) -> dict[str, Any]:
-    """Train `stage` on the rows in `train_rows_path` (JSONL, rendered or records) into `out_dir`.
+    """Train the stage `spec` describes on the rows in `train_rows_path` (JSONL, rendered or records)
+    into `out_dir`. spec.ewc (this stage's EWC anchor) and spec.fisher_for (leave a Fisher behind for a
+    later stage) are as the train step declared them.
 
     init_from: the weights to start from (a previous stage's final/ dir: adapter or full model);
         None starts from model.base with a new adapter.
@@ -43,19 +45,18 @@ def train_stage(recipe: model.Recipe, stage: model.Stage, train_rows_path: str |
     _quiet_environment()
     from .distributed import bind_device, world_size
 
-    train = stage.train
+    train = spec.train
     if world_size() != train.world_size:
-        raise RecipeError(f"stage {stage.name}: running in {world_size()} processes but train.world_size is "
+        raise RecipeError(f"stage {spec.stage}: running in {world_size()} processes but train.world_size is "
                           f"{train.world_size}; set it with --num-procs so batch_size divides correctly")
     bind_device()
     with _process_state(single_process_group=bool(train.deepspeed) and "RANK" not in os.environ):
-        return _train(recipe, stage, train_rows_path, out_dir, init_from=init_from, ewc_state=ewc_state,
+        return _train(spec, train_rows_path, out_dir, init_from=init_from, ewc_state=ewc_state,
                       resume=resume, trust=trust)
 
 
-def _train(recipe, stage, train_rows_path, out_dir, *, init_from, ewc_state, resume, trust):
+def _train(spec: StageSpec, train_rows_path, out_dir, *, init_from, ewc_state, resume, trust):
     from . import loading
-    from ..recipe.model import successor_ewc
     from .batch import resolve
     from .distributed import deepspeed_config
     from .ewc import EWC_FILE, EwcState, consolidate, estimate_fisher
@@ -67,10 +68,10 @@ def _train(recipe, stage, train_rows_path, out_dir, *, init_from, ewc_state, res
     is_main = int(os.environ.get("RANK", "0")) == 0
 
     anchor = None
-    if stage.ewc is not None:
+    if spec.ewc is not None:
         path = ewc_state or (Path(init_from) / EWC_FILE if init_from else None)
         if path is None or not Path(path).is_file():
-            raise RecipeError(f"stage {stage.name} has ewc: but no earlier stage's Fisher was found "
+            raise RecipeError(f"stage {spec.stage} has ewc: but no earlier stage's Fisher was found "
                               f"({path or 'no init_from'}); ewc needs a stage to start from")
         anchor = EwcState.load(path)
 
@@ -78,27 +79,27 @@ def _train(recipe, stage, train_rows_path, out_dir, *, init_from, ewc_state, res
     if not resume and is_main and checkpoints.exists():
         shutil.rmtree(checkpoints)
 
-    check_kernels(stage.train)   # before minutes of model loading
-    net, tokenizer, peft_config = loading.for_training(recipe, init_from, trust=trust)
-    rows = pairs(train_rows_path, recipe, tokenizer)
+    check_kernels(spec.train)   # before minutes of model loading
+    net, tokenizer, peft_config = loading.for_training(spec, init_from, trust=trust)
+    rows = pairs(train_rows_path, spec, tokenizer)
     if not rows:
-        raise RecipeError(f"stage {stage.name}: no training rows in {train_rows_path}")
-    prec = precision(stage.train)
-    stage = dataclasses.replace(stage, train=resolve(stage.train, net, peft_config, rows, precision=prec,
-                                                     pad_id=tokenizer.pad_token_id))
+        raise RecipeError(f"stage {spec.stage}: no training rows in {train_rows_path}")
+    prec = precision(spec.train)
+    spec = dataclasses.replace(spec, train=resolve(spec.train, net, peft_config, rows, precision=prec,
+                                                   pad_id=tokenizer.pad_token_id))
     ds_config = None
-    if stage.train.deepspeed:
-        ds_config = deepspeed_config(stage.train.deepspeed, stage.train, recipe.file.parent)
-        if stage.ewc is not None and ds_config.get("zero_optimization", {}).get("stage") == 3:
-            raise RecipeError(f"stage {stage.name}: ewc needs whole parameters on every process; "
+    if spec.train.deepspeed:
+        ds_config = deepspeed_config(spec.train.deepspeed, spec.train, spec.base_dir)
+        if spec.ewc is not None and ds_config.get("zero_optimization", {}).get("stage") == 3:
+            raise RecipeError(f"stage {spec.stage}: ewc needs whole parameters on every process; "
                               "use ZeRO-1/2 (zero3 shards them)")
     if is_main:
-        print(f"    training {stage.name}: {describe(stage.train, prec, ds_config)}", flush=True)
-    args = to_sft_config(stage, recipe, checkpoints, resume=last, deepspeed_config=ds_config)
+        print(f"    training {spec.stage}: {describe(spec.train, prec, ds_config)}", flush=True)
+    args = to_sft_config(spec, checkpoints, resume=last, deepspeed_config=ds_config)
     # the adapter's random init happens inside the trainer, before Trainer seeds (older TRL): seed here so
     # it never depends on what ran earlier in this process
     from transformers import set_seed
-    set_seed(recipe.seed)
+    set_seed(spec.seed)
     kwargs: dict[str, Any] = dict(model=net, args=args, train_dataset=dataset(rows), processing_class=tokenizer,
                                   peft_config=peft_config)
     if anchor is not None:
@@ -121,13 +122,13 @@ def _train(recipe, stage, train_rows_path, out_dir, *, init_from, ewc_state, res
     final = out_dir / "final"
     trainer.save_model(str(final))   # the main process writes; adapter (or model) + tokenizer
 
-    successor = successor_ewc(recipe, stage)
+    successor = spec.fisher_for
     if successor is not None and is_main:
         # On a freshly loaded copy of what was saved: the trained model may sit inside DeepSpeed,
         # whose gradient hooks must not see these backward passes.
-        fresh = loading.to_device(loading.for_training(recipe, final, trust=trust)[0])
-        fisher = estimate_fisher(fresh, rows, samples=successor.fisher_samples, seed=recipe.seed)
-        consolidate(anchor, fresh, fisher, gamma=successor.gamma, stage=stage.name).save(final / EWC_FILE)
+        fresh = loading.to_device(loading.for_training(spec, final, trust=trust)[0])
+        fisher = estimate_fisher(fresh, rows, samples=successor.fisher_samples, seed=spec.seed)
+        consolidate(anchor, fresh, fisher, gamma=successor.gamma, stage=spec.stage).save(final / EWC_FILE)
     trainer.accelerator.wait_for_everyone()
 
     tokens = int(trainer.state.num_input_tokens_seen)

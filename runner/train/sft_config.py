@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import RecipeError
 from ..recipe import model
+from .spec import StageSpec
 
 
 def precision(train: model.Train) -> str:
@@ -29,7 +30,7 @@ def precision(train: model.Train) -> str:
     return train.precision
 
 
-def to_sft_config(stage: model.Stage, recipe: model.Recipe, output_dir: str | Path, *,
+def to_sft_config(spec: StageSpec, output_dir: str | Path, *,
                   resume: str | Path | None = None,
                   deepspeed_config: dict[str, Any] | None = None):
     """SFTConfig for one stage (an EwcConfig when the stage has `ewc:`). `output_dir` holds the
@@ -37,39 +38,38 @@ def to_sft_config(stage: model.Stage, recipe: model.Recipe, output_dir: str | Pa
     from .ewc_config import EwcConfig
     from trl import SFTConfig
 
-    fields = _fields(stage, recipe, output_dir, resume, deepspeed_config)
-    if stage.ewc is not None:
-        return EwcConfig(ewc_lambda=stage.ewc.lambda_, **fields)
+    fields = _fields(spec, output_dir, resume, deepspeed_config)
+    if spec.ewc is not None:
+        return EwcConfig(ewc_lambda=spec.ewc.lambda_, **fields)
     return SFTConfig(**fields)
 
 
-def meta_stage(recipe: model.Recipe, world_size: int) -> model.Stage:
-    """The implicit stage of a meta recipe with the outer loop's settings: meta.total_steps optimizer
-    steps at meta.outer.learning_rate, one item (a process's share of the meta-batch) per micro-step."""
+def meta_spec(spec: StageSpec, world_size: int) -> StageSpec:
+    """A meta recipe's training with the outer loop's settings: meta.total_steps optimizer steps at
+    meta.outer.learning_rate, one item (a process's share of the meta-batch) per micro-step."""
     import dataclasses
 
-    st = recipe.stages[0]
-    return dataclasses.replace(st, train=dataclasses.replace(
-        st.train, max_steps=recipe.meta.total_steps, learning_rate=recipe.meta.outer.learning_rate,
+    return dataclasses.replace(spec, train=dataclasses.replace(
+        spec.train, max_steps=spec.total_steps, learning_rate=spec.outer.learning_rate,
         micro_batch_size=1, batch_size=world_size, world_size=world_size, packing=False))
 
 
-def to_fomaml_config(recipe: model.Recipe, output_dir: str | Path, *, world_size: int = 1,
+def to_fomaml_config(spec: StageSpec, output_dir: str | Path, *, world_size: int = 1,
                      resume: str | Path | None = None, deepspeed_config: dict[str, Any] | None = None):
-    """FOMAMLConfig for a meta recipe: `train:` as for SFT, the outer loop from meta_stage, the inner
+    """FOMAMLConfig for a meta recipe: `train:` as for SFT, the outer loop from meta_spec, the inner
     learning rate from meta.inner."""
     from .fomaml_config import FOMAMLConfig
 
-    fields = _fields(meta_stage(recipe, world_size), recipe, output_dir, resume, deepspeed_config)
+    fields = _fields(meta_spec(spec, world_size), output_dir, resume, deepspeed_config)
     fields.update(padding_free=False, remove_unused_columns=False)
-    return FOMAMLConfig(inner_learning_rate=recipe.meta.inner.learning_rate, **fields)
+    return FOMAMLConfig(inner_learning_rate=spec.inner.learning_rate, **fields)
 
 
-def _fields(stage, recipe, output_dir, resume, deepspeed_config) -> dict[str, Any]:
+def _fields(spec: StageSpec, output_dir, resume, deepspeed_config) -> dict[str, Any]:
     import torch
     from trl import SFTConfig
 
-    train, template = stage.train, recipe.template
+    train, template = spec.train, spec.template
     if train.micro_batch_size == "auto":
         raise RecipeError("train.micro_batch_size is auto: resolve it first (runner.train.batch.resolve)")
     prec = precision(train)
@@ -106,8 +106,8 @@ def _fields(stage, recipe, output_dir, resume, deepspeed_config) -> dict[str, An
         packing_strategy="bfd",     # best-fit decreasing, padding-free with per-sequence positions
         padding_free=padding_free,
         # reproducibility: one seed for init, data order and dropout; in-process data loading
-        seed=recipe.seed,
-        data_seed=recipe.seed,
+        seed=spec.seed,
+        data_seed=spec.seed,
         dataloader_num_workers=0,
         dataloader_drop_last=False,
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -118,7 +118,7 @@ def _fields(stage, recipe, output_dir, resume, deepspeed_config) -> dict[str, An
         include_num_input_tokens_seen="non_padding",   # survives resume in trainer_state.json
         save_strategy="steps",
         save_steps=train.save_steps,
-        save_total_limit=recipe.output.save_total_limit,
+        save_total_limit=spec.save_total_limit,
         save_only_model=False,                         # resume needs optimizer, scheduler and RNG
         report_to=list(train.report_to) or "none",
         eval_strategy="no",                            # evaluation is its own step (evaluate.py)
