@@ -465,3 +465,48 @@ def test_2_13_run_masks_secrets_on_disk_and_keeps_one_runs_quarantine(tmp_path, 
     report = json.loads((run / "report.json").read_text())
     assert report["quarantine"]["a"]["duplicate_ids"] == {"rows": 1, "ids": 1, "examples": ["same"]}
     assert "a: 1 rows share an id with an earlier row (1 ids, e.g. same)" in (run / "report.md").read_text()
+
+
+# --- values from the environment in what a run stores ---------------------------------------------------
+
+def test_2_a_number_from_the_environment_is_masked_in_step_parameters(tmp_path, monkeypatch):
+    from runner.dag.compile import compile_recipe
+    from runner.dag.fingerprint import fingerprint_graph
+    from runner.steps import STEPS
+
+    monkeypatch.setenv("LR", "0.000234")
+    r = api.load(write(tmp_path / "r.yaml", "recipe: s\n" + MINIMAL.replace("builtin:tiny", "builtin:tiny-random") +
+                       "train: {learning_rate: '${oc.decode:${oc.env:LR}}', max_steps: 7}\n"))
+    assert r.train.learning_rate == 0.000234
+    graph = compile_recipe(r)
+    fps = fingerprint_graph(graph, tmp_path, {k: m.VERSION for k, m in STEPS.items()})
+    stored = json.dumps({n: f.components for n, f in fps.items()})
+    assert "0.000234" not in stored and "2.34e-04" not in stored
+    assert '"max_steps":7' in stored.replace(" ", "")        # a number not from the environment is shown
+    monkeypatch.setenv("LR", "0.0003")
+    assert fingerprint_graph(compile_recipe(api.load(tmp_path / "r.yaml")), tmp_path,
+                             {k: m.VERSION for k, m in STEPS.items()})["train.main"].value != fps["train.main"].value
+
+
+def test_2_the_multi_process_spec_file_holds_no_value_from_the_environment(tmp_path, monkeypatch):
+    from runner.dag.compile import compile_recipe
+    from runner.steps.train import stage_spec
+    from runner.train import worker
+
+    monkeypatch.setenv("HF_AUTH", "hfauth-123456")
+    monkeypatch.setenv("LR", "0.000234")
+    r = api.load(write(tmp_path / "r.yaml", "recipe: s\n" + MINIMAL +
+                       "template: {system: 'token=${oc.env:HF_AUTH}'}\n"
+                       "train: {learning_rate: '${oc.decode:${oc.env:LR}}'}\n"))
+    graph = compile_recipe(r)
+    spec = stage_spec(r, "main")
+    assert spec.template.system == "token=hfauth-123456" and spec.train.learning_rate == 0.000234
+    path = worker.write_spec(tmp_path / "spec.json", spec, "rows.jsonl", tmp_path, secrets=graph.secrets)
+    text = path.read_text()
+    assert "hfauth-123456" not in text and "0.000234" not in text
+    # the processes the launcher starts get the values in their environment and train the same stage
+    monkeypatch.setenv(worker.SECRETS_ENV, json.dumps(list(graph.secrets)))
+    assert worker.read_spec(path) == spec
+    monkeypatch.delenv(worker.SECRETS_ENV)
+    with pytest.raises(RecipeError, match="RECIPE_SECRETS"):
+        worker.read_spec(path)

@@ -129,7 +129,7 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
         tmp = cache.begin(fp.value)
         ctx = StepContext(step=step, fingerprint=fp.value, out=tmp, inputs={i: done[i] for i in step.inputs},
                           base_dir=recipe.file.parent, run_dir=run_dir, partial=partial, options=options,
-                          log=ui.log, progress=ui.progress)
+                          secrets=graph.secrets, log=ui.log, progress=ui.progress)
         start = time.perf_counter()
         ui.started(step)
         try:

@@ -104,6 +104,11 @@ def redact(value: Any, secret_texts: list[str] | tuple[str, ...]) -> tuple[Any, 
                 found.append(v)
                 return MASK
             return v
+        # a number from the environment (`${oc.decode:${oc.env:LR}}`) is one too, matched whole: a
+        # count that merely contains its digits is not masked
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and str(v) in secret_texts:
+            found.append(str(v))
+            return MASK
         if isinstance(v, dict):
             return {walk(k) if isinstance(k, str) else k: walk(x) for k, x in v.items()}
         if isinstance(v, (list, tuple)):

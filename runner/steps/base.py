@@ -157,6 +157,7 @@ class StepContext:
     run_dir: Path                   # runs/<recipe>: what the user looks at
     partial: Path                   # survives a crash: resumable work (training checkpoints)
     options: RunOptions = field(default_factory=RunOptions)
+    secrets: tuple[str, ...] = ()   # the recipe's values from the environment: never written into a file
     log: Callable[[str], None] = print
     # progress(done, total): a long step says how far it is (rows); the UI shows a bar with rows/s and ETA
     progress: Callable[[int, int | None], None] = lambda done, total=None: None

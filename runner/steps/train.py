@@ -103,9 +103,9 @@ def _train(ctx, spec, rows: Path, init_from: Path | None) -> dict:
         from ..train.launch import launch
         from ..train.worker import write_spec
         path = write_spec(ctx.partial / "spec.json", spec, rows, ctx.partial, init_from=init_from, resume=True,
-                          trust=ctx.options.trust)
+                          trust=ctx.options.trust, secrets=ctx.secrets)
         return launch(path, launcher=ctx.options.launcher, num_procs=ctx.options.num_procs,
-                      hostfile=ctx.options.hostfile, log=ctx.log)
+                      hostfile=ctx.options.hostfile, log=ctx.log, secrets=ctx.secrets)
     from ..train.run_sft import train_stage
     return train_stage(spec, rows, ctx.partial, init_from=init_from, resume=True, trust=ctx.options.trust)
 

@@ -50,12 +50,17 @@ def command(spec_path: str | Path, *, launcher: str, num_procs: int, hostfile: s
 
 
 def launch(spec_path: str | Path, *, launcher: str, num_procs: int, hostfile: str | Path | None = None,
-           log=print) -> dict[str, Any]:
-    """Run the command and return the metrics the main process wrote."""
+           log=print, secrets: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run the command and return the metrics the main process wrote; `secrets` as given to write_spec
+    travel in the processes' environment, never in a file."""
     import torch
+
+    from .worker import SECRETS_ENV
 
     spec = json.loads(Path(spec_path).read_text())
     env = dict(os.environ)
+    if secrets:
+        env[SECRETS_ENV] = json.dumps(list(secrets), ensure_ascii=False)
     if not torch.cuda.is_available():
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // num_procs)))
         env.setdefault("DS_ACCELERATOR", "cpu")

@@ -2,35 +2,88 @@
 
 Every process the launcher starts runs this with the same spec (write_spec) and trains its shard;
 the main process writes final/, log_history.json and metrics.json. The stage travels as its StageSpec
-(what the train step declared), so every process trains exactly what the parent compiled."""
+(what the train step declared), so every process trains exactly what the parent compiled.
+
+A value from the environment (a token in template.system) is never written into the spec: the file holds
+a placeholder, and the launcher hands the values to its processes in their environment (RECIPE_SECRETS)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from ..errors import RecipeError
 from . import spec as specs
 from .spec import StageSpec
 
 
+SECRETS_ENV = "RECIPE_SECRETS"
+
+
+def _placeholder(i: int, number: bool = False) -> str:
+    return f"${{{SECRETS_ENV}[{i}]{':number' if number else ''}}}"
+
+
+def _hide(v: Any, secrets: tuple[str, ...]) -> Any:
+    """`v` with each secret text as its placeholder; a number from the environment becomes one whole."""
+    if isinstance(v, str):
+        for i, t in enumerate(secrets):
+            v = v.replace(t, _placeholder(i))
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and str(v) in secrets:
+        return _placeholder(secrets.index(str(v)), number=True)
+    if isinstance(v, dict):
+        return {k: _hide(x, secrets) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_hide(x, secrets) for x in v]
+    return v
+
+
+def _show(v: Any, secrets: list[str] | None) -> Any:
+    """_hide's inverse, with the values the launcher passed in the environment."""
+    if isinstance(v, str) and f"${{{SECRETS_ENV}[" in v:
+        if secrets is None:
+            raise RecipeError(f"this stage has values from the environment, which the spec file does not hold, "
+                              f"and {SECRETS_ENV} did not reach this process; on other nodes, list "
+                              f"{SECRETS_ENV} in ~/.deepspeed_env")
+        for i, t in enumerate(secrets):
+            if v == _placeholder(i, number=True):
+                return json.loads(t)
+            v = v.replace(_placeholder(i), t)
+        return v
+    if isinstance(v, dict):
+        return {k: _show(x, secrets) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_show(x, secrets) for x in v]
+    return v
+
+
 def write_spec(path: str | Path, spec: StageSpec, train_rows_path: str | Path, out_dir: str | Path, *,
                init_from: str | Path | None = None, ewc_state: str | Path | None = None,
-               resume: bool = True, trust: bool = False) -> Path:
-    """The JSON spec for train_stage's arguments."""
-    data = {"spec": specs.dump(spec), "train_rows": str(train_rows_path), "out_dir": str(out_dir),
-            "init_from": str(init_from) if init_from else None,
+               resume: bool = True, trust: bool = False, secrets: tuple[str, ...] = ()) -> Path:
+    """The JSON spec for train_stage's arguments, `secrets` (the recipe's values from the environment)
+    left out: pass the same to launch()."""
+    data = {"spec": _hide(specs.dump(spec), tuple(secrets)), "train_rows": str(train_rows_path),
+            "out_dir": str(out_dir), "init_from": str(init_from) if init_from else None,
             "ewc_state": str(ewc_state) if ewc_state else None, "resume": resume, "trust": trust}
     path = Path(path)
     path.write_text(json.dumps(data, ensure_ascii=False))
     return path
 
 
+def read_spec(spec_path: str | Path) -> StageSpec:
+    data = json.loads(Path(spec_path).read_text())
+    passed = os.environ.get(SECRETS_ENV)
+    return specs.load(_show(data["spec"], json.loads(passed) if passed is not None else None))
+
+
 def run(spec_path: str | Path) -> dict[str, Any]:
     from .run_sft import train_stage
 
     data = json.loads(Path(spec_path).read_text())
-    return train_stage(specs.load(data["spec"]), data["train_rows"], data["out_dir"],
+    return train_stage(read_spec(spec_path), data["train_rows"], data["out_dir"],
                        init_from=data["init_from"], ewc_state=data["ewc_state"], resume=data["resume"],
                        trust=data["trust"])
 
