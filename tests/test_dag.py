@@ -91,7 +91,7 @@ def test_cache_hits_and_misses_for_each_kind_of_change(small):
     assert all(st[s] == "stale" for s in ["filter.en", "filter.ident", "dedup", "split", "mix.main", "render.main"])
     _, steps, _ = api.plan(small, ("filters[0].max_chars=1500",))
     why = {s.name: s.why for s in steps}
-    assert "param filters[0].max_chars: 2000 -> 1500" in why["filter.en"]
+    assert "param filters[length].max_chars: 2000 → 1500" in why["filter.en"]
     assert why["dedup"] == ["upstream filter.en changed", "upstream filter.ident changed"]
     # how labels are made: only render (and training after it); the token-length filter is unaffected
     st = statuses(small, "template.train_on=last")
@@ -202,7 +202,7 @@ def test_resume_guard_only_protects_saved_progress(tmp_path):
     _guard_resume(cache, "r", "train.main", new, force=False)     # crashed before its first checkpoint: nothing to keep
     assert not cache.partial_dir("old").exists()
     (cache.partial_dir("old") / "checkpoints" / "checkpoint-2").mkdir(parents=True)
-    with pytest.raises(StepError, match=r"param train.epochs: 1 -> 2.*--force"):
+    with pytest.raises(StepError, match=r"param train.epochs: 1 → 2.*--force"):
         _guard_resume(cache, "r", "train.main", new, force=False)
     _guard_resume(cache, "r", "train.main", new, force=True)
     assert not cache.partial_dir("old").exists()

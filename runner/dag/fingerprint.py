@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data import hub
+from ..recipe.compare import change_text, compare
 from ..recipe.secrets import redact
 from .compile import Graph
 
@@ -140,8 +141,9 @@ def explain(old: dict | None, new: dict) -> list[str]:
     why: list[str] = []
     if old.get("version") != new["version"]:
         why.append(f"step code changed (version {old.get('version')} -> {new['version']})")
-    for path, (a, b) in _diff(old.get("params", {}), new["params"]).items():
-        why.append(f"param {path}: {_short(a)} -> {_short(b)}")
+    # parameters are compared as `recipe diff` compares settings (list items by kind, so one inserted
+    # filter is one reason)
+    why += [f"param {change_text(c)}" for c in compare(old.get("params", {}), new["params"])]
     for f in sorted(set(old.get("files", {})) | set(new["files"])):
         a, b = old.get("files", {}).get(f), new["files"].get(f)
         if a != b and f.startswith(hub.HUB_URI) and a and b:
@@ -154,25 +156,3 @@ def explain(old: dict | None, new: dict) -> list[str]:
         if old.get("inputs", {}).get(i) != new["inputs"][i]:
             why.append(f"upstream {i} changed")
     return why or ["fingerprint changed"]
-
-
-_MISSING = "<absent>"
-
-
-def _diff(a, b, path: str = "") -> dict[str, tuple]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: dict[str, tuple] = {}
-        for k in list(a) + [k for k in b if k not in a]:
-            out.update(_diff(a.get(k, _MISSING), b.get(k, _MISSING), f"{path}.{k}" if path else k))
-        return out
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        out = {}
-        for i, (x, y) in enumerate(zip(a, b)):
-            out.update(_diff(x, y, f"{path}[{i}]"))
-        return out
-    return {} if a == b else {path: (a, b)}
-
-
-def _short(v) -> str:
-    s = json.dumps(v, ensure_ascii=False) if v is not _MISSING else v
-    return s if len(s) <= 60 else s[:57] + "..."

@@ -20,7 +20,7 @@ from ..recipe.load import load_document
 from ..recipe.model import Recipe, Stage
 from ..recipe.validate import validate
 from ..steps.base import StepId, parse_step
-from .compare import Change, _by_section, _change_text, compare
+from ..recipe.compare import Change, by_section, compare
 
 # --- one side of the comparison --------------------------------------------------------------------
 
@@ -192,13 +192,6 @@ def _stage_view(side: Side, stage: Stage, train: dict[str, int] | None, caches: 
                      t.max_steps, t.learning_rate, rows)
 
 
-def _why(old: dict, new: dict) -> list[str]:
-    """Why a step's fingerprint moved: its parameters compared like the settings (list items by kind,
-    so one inserted filter is one reason), then explain()'s files, upstream steps and code version."""
-    params = [f"param {_change_text(c)}" for c in compare(old["params"], new["params"])]
-    return params + [w for w in explain(old, new) if not w.startswith("param ")]
-
-
 def _step_changes(a: Side | None, b: Side | None, caches: list[Cache]) -> list[StepChange]:
     """Steps of the after side whose fingerprint differs from the same-named step before (or that are
     new), in run order, then the steps that no longer run."""
@@ -209,7 +202,7 @@ def _step_changes(a: Side | None, b: Side | None, caches: list[Cache]) -> list[S
         if s.name not in before:
             out.append(StepChange(s.name, s.kind, s.stage, "new", (), any(c.has(fp.value) for c in caches)))
         elif a.fps[s.name].value != fp.value:
-            why = tuple(_why(a.fps[s.name].components, fp.components))
+            why = tuple(explain(a.fps[s.name].components, fp.components))
             out.append(StepChange(s.name, s.kind, s.stage, "changed", why, any(c.has(fp.value) for c in caches)))
     after = set(b.graph.names) if b else set()
     return out + [StepChange(n, s.kind, s.stage, "removed", (), False) for n, s in before.items() if n not in after]
@@ -259,7 +252,7 @@ def diff_sides(a: Side | None, b: Side | None, title: str) -> RecipeDiff:
     if bv:
         old = set(av.graph.notes) if av else set()
         notes += [f"after: {n}" for n in bv.graph.notes if n not in old]
-    return RecipeDiff(title, a.label if a else None, b.label if b else None, _by_section(changes), steps, stages,
+    return RecipeDiff(title, a.label if a else None, b.label if b else None, by_section(changes), steps, stages,
                       sources, notes, problems)
 
 

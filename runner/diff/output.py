@@ -5,11 +5,11 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from .compare import _MARK, Change, _change_text, _show
+from ..recipe.compare import MARK, Change, change_text, show_value
 from .impact import RecipeDiff, Rows, StageImpact, StageView, StepChange
 
 
-def _arrow(a: Any, b: Any, fmt=_show) -> str:
+def _arrow(a: Any, b: Any, fmt=show_value) -> str:
     if a is None:
         return fmt(b)
     if b is None:
@@ -113,7 +113,7 @@ def _text_lines(diffs: list[RecipeDiff], header: str | None) -> list[tuple[str, 
         lines += [("title", d.title), ("", f"  {summary(d)}")]
         if d.changes:
             lines.append(("", "  settings"))
-            lines += [(_MARK[c.op], f"    {c.section:<9} {_MARK[c.op]} {_change_text(c)}") for c in d.changes]
+            lines += [(MARK[c.op], f"    {c.section:<9} {MARK[c.op]} {change_text(c)}") for c in d.changes]
         shown = _shown(d)
         if shown:
             lines.append(("", "  training (batch = micro×accum×world · epochs · learning rate · optimizer steps)"))
@@ -128,7 +128,7 @@ def _text_lines(diffs: list[RecipeDiff], header: str | None) -> list[tuple[str, 
         if d.steps and d.before and d.after:  # a whole recipe added or deleted: its steps go without saying
             lines.append(("", "  steps"))
             for s in d.steps:
-                mark = "!" if s.kind in TRAIN_KINDS and s.change != "removed" else _MARK.get(s.change, "+")
+                mark = "!" if s.kind in TRAIN_KINDS and s.change != "removed" else MARK.get(s.change, "+")
                 lines.append((mark, f"    {mark} {s.name:<18} {_step_text(s)}"))
         lines += [("-", f"  problem: {n}") for n in d.problems] + [("", f"  note: {n}") for n in d.notes]
         lines.append(("", ""))
@@ -144,7 +144,7 @@ def _md(v: str) -> str:
 
 
 def _code(v: Any) -> str:
-    s = _show(v)
+    s = show_value(v)
     return _md(f"`` {s} ``" if "`" in s else f"`{s}`")
 
 

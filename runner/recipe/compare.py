@@ -1,4 +1,5 @@
-"""Settings: two resolved recipe documents compared key by key. List items are matched by name or kind,
+"""Two resolved recipe documents (or two steps' parameters) compared key by key: what `recipe diff` shows
+as settings and `recipe plan` as the reasons a step is stale. List items are matched by name or kind,
 not by position, so inserting a filter reads as one insertion, a reordered filter as a move and a source
 renamed with the same settings as a rename."""
 from __future__ import annotations
@@ -101,14 +102,14 @@ def _compare_items(a: list[dict], b: list[dict], path: str) -> list[Change]:
     return out
 
 
-def _by_section(changes: list[Change]) -> list[Change]:
+def by_section(changes: list[Change]) -> list[Change]:
     order = {s: i for i, s in enumerate(SECTIONS)}
     return sorted(changes, key=lambda c: order.get(c.section, len(order)))
 
 
 # --- how a change reads -----------------------------------------------------------------------------
 
-def _show(v: Any, width: int = 80) -> str:
+def show_value(v: Any, width: int = 80) -> str:
     """A value as a recipe would write it: YAML flow style for sections and lists, JSON for scalars."""
     if isinstance(v, str) and "\n" not in v and v.strip() == v and v:
         s = v
@@ -119,14 +120,14 @@ def _show(v: Any, width: int = 80) -> str:
     return s if len(s) <= width else s[:width - 1] + "…"
 
 
-_MARK = {"added": "+", "removed": "-", "changed": "~", "moved": ">", "renamed": "="}
+MARK = {"added": "+", "removed": "-", "changed": "~", "moved": ">", "renamed": "="}
 
 
-def _change_text(c: Change) -> str:
+def change_text(c: Change) -> str:
     if c.op == "changed":
-        return f"{c.path}: {_show(c.before)} → {_show(c.after)}"
+        return f"{c.path}: {show_value(c.before)} → {show_value(c.after)}"
     if c.op == "moved":
         return f"{c.path} moved from position {c.before + 1} to {c.after + 1}"
     if c.op == "renamed":
         return f"{c.path} renamed from {c.before}"
-    return f"{c.path} added: {_show(c.after)}" if c.op == "added" else f"{c.path} removed (was {_show(c.before)})"
+    return f"{c.path} added: {show_value(c.after)}" if c.op == "added" else f"{c.path} removed (was {show_value(c.before)})"
