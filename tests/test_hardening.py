@@ -232,6 +232,9 @@ def test_8_alias_bomb_is_refused_quickly_with_a_line(tmp_path, capsys):
     lines = user_error(capsys, "validate", str(r))
     assert time.perf_counter() - start < 5
     assert len(lines) == 1 and LINE.match(lines[0]) and "alias" in lines[0], lines
+    # the line is one the user wrote aliases on (a top-level value), not a place inside the first anchor
+    line, col = map(int, re.match(r"^.*?:(\d+):(\d+): ", lines[0]).groups())
+    assert text.splitlines()[line - 1][col - 1:].startswith("&") and "*" in text.splitlines()[line - 1], lines
 
 
 def test_8_recursive_aliases_in_a_file_or_a_set_value(tmp_path, capsys):

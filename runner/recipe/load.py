@@ -178,7 +178,11 @@ class _Builder:
         try:
             return self._construct(node, ())
         except _AliasBomb as e:
-            self.problems.append(RecipeError(e.args[0], _at(e.args[1], self.name)))
+            # the node being built when the count ran out lies inside some anchor; point at the
+            # top-level value whose aliases expand, which is what the user wrote and can fix
+            node, path = e.args[1], e.args[2]
+            where = self.doc.values.get(path[:1]) if path else None
+            self.problems.append(RecipeError(e.args[0], where or _at(node, self.name)))
             return None
 
     def _construct(self, node: yaml.Node, path: Path_) -> Any:
@@ -188,7 +192,7 @@ class _Builder:
         if self.built > MAX_ALIAS_EXPANSION + 10 * len(self.nodes):
             raise _AliasBomb(f"YAML aliases (*name) expand to more than {self.built:,} values from "
                              f"{len(self.nodes):,} written ones; a recipe may not expand like that "
-                             "(an alias bomb?)", node)
+                             "(an alias bomb?)", node, path)
         doc.values[path] = _at(node, name)
         if len(path) > MAX_DEPTH:
             problems.append(RecipeError(f"nested more than {MAX_DEPTH} levels deep", _at(node, name)))
