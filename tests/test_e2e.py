@@ -131,7 +131,9 @@ def test_fomaml_recipe_meta_trains_compares_and_writes_the_task_layout(work):
     small = ["--set", "sources.tang.limit=3000", "--set", "meta.tasks.min_rows=30", "--set", "meta.tasks.max_tasks=6",
              "--set", "meta.total_steps=2", "--set", "meta.few_shot_eval.held_out_tasks=2",
              "--set", "template.max_length=64", "--set", "meta.inner.learning_rate=0.05"]
-    recipe("run", "recipes/fomaml_poets.yaml", *TINY, *small, "--cache-dir", str(work / "cache"), "--output", str(out))
+    # exact-match accuracy, with a pattern every poem has an answer to (its first character)
+    answers = ["--set", r"meta.few_shot_eval.answer_pattern=^(\S)", "--set", "meta.few_shot_eval.answer_max_new_tokens=2"]
+    recipe("run", "recipes/fomaml_poets.yaml", *TINY, *small, *answers, "--cache-dir", str(work / "cache"), "--output", str(out))
     report = json.loads((out / "report.json").read_text())
     assert [s["name"] for s in report["steps"]][-4:] == ["tasks", "train.meta", "train.control", "eval.few_shot"]
     assert report["meta_training"]["meta"]["steps"] == 2 and report["meta_training"]["control"]["steps"] == 2
@@ -140,6 +142,9 @@ def test_fomaml_recipe_meta_trains_compares_and_writes_the_task_layout(work):
     assert len(rows) == 36 and {r["model"] for r in rows} == {"start", "sft_control", "fomaml"}
     assert all(r["loss_after"] < r["loss_before"] for r in rows if r["model"] == "start")   # the inner loop adapts
     assert "adapts best" in (out / "report.md").read_text()
+    assert all(0 <= r["accuracy"] <= 1 and 0 <= r["accuracy_before"] <= 1 and r["answered_rows"] > 0
+               and r["rows_without_reference_answer"] == 0 for r in rows)
+    assert "accuracy after" in (out / "report.md").read_text()
     # the layout: every task's three files, k-shot sets nested and never test rows
     held = [p.name for p in (out / "tasks").iterdir()]
     assert len(held) == 6 and all((out / "tasks" / t / f"{part}.parquet").is_file() for t in held

@@ -79,3 +79,32 @@ def test_world_size_must_match_the_launch(tmp_path):
     r = F.recipe(tmp_path, "train.world_size=2")
     with pytest.raises(RecipeError, match="running in 1 processes but train.world_size is 2"):
         train_stage(F.spec(r), F.rows(tmp_path / "t.jsonl"), tmp_path / "out")
+
+
+def test_trainable_tokens_train_their_rows_and_nothing_else(tmp_path):
+    """adapter.trainable_tokens: the end-of-turn row (tied with the output head) trains with the LoRA
+    adapter; every other row stays the base's; a stage that continues the adapter keeps training it."""
+    from runner.train.loading import for_inference
+
+    r = F.recipe(tmp_path, "train.max_steps=3", "model.adapter.trainable_tokens=[<|im_end|>]")
+    train_stage(F.spec(r), F.rows(tmp_path / "t.jsonl"), tmp_path / "out", resume=False)
+    base, tok = loading.load_base(F.spec(r))
+    trained, _ = for_inference(F.spec(r), tmp_path / "out" / "final")
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    before = base.get_input_embeddings().weight.detach()
+    after = trained.merge_and_unload().get_input_embeddings().weight.detach()
+    changed = (before - after).abs().sum(dim=1).nonzero().flatten().tolist()
+    assert changed == [end]
+    net, _, peft_config = loading.for_training(F.spec(r), tmp_path / "out" / "final")
+    assert peft_config is None and any("trainable_tokens" in n for n, p in net.named_parameters() if p.requires_grad)
+
+
+def test_trainable_tokens_must_be_tokens(tmp_path, capsys):
+    from runner.cli import main
+
+    r = F.recipe(tmp_path, "train.max_steps=1", "model.adapter.trainable_tokens=[<|im_endd|>]")
+    with pytest.raises(RecipeError, match=r"'<\|im_endd\|>' is not one token of the model's tokenizer.*<\|im_end\|>"):
+        train_stage(F.spec(r), F.rows(tmp_path / "t.jsonl"), tmp_path / "out", resume=False)
+    assert main(["validate", str(tmp_path / "recipe.yaml"), "--set", "model.adapter.type=none",
+                 "--set", "model.adapter.trainable_tokens=[<|im_end|>]"]) == 2
+    assert "with adapter type none every embedding row trains already" in capsys.readouterr().err

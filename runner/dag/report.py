@@ -153,10 +153,15 @@ def write_markdown(report: dict, run_dir: Path) -> None:
         lines += ["", "## Few-shot adaptation on held-out tasks", "",
                   "Test loss on each held-out task's whole test file, before and after adapting with k shots "
                   "(FOMAML's inner loop; mean ± sd over tasks x seeds; gain = before - after).", "",
-                  "| model | shots | n | loss before | loss after | gain |", "|---|---:|---:|---:|---:|---:|"]
+                  ]
+        acc = any("accuracy" in t for t in summary["table"])
+        head = "| model | shots | n | loss before | loss after | gain |" + (" accuracy before | accuracy after |" if acc else "")
+        lines += [head, "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if acc else "")]
         for t in sorted(summary["table"], key=lambda t: (t["shots"], t["loss_after"])):
             lines.append(f"| {t['model']} | {t['shots']} | {t['n']} | {t['loss_before']:.4f} | "
-                         f"{t['loss_after']:.4f} ± {t['loss_after_sd']:.4f} | {t['gain']:.4f} ± {t['gain_sd']:.4f} |")
+                         f"{t['loss_after']:.4f} ± {t['loss_after_sd']:.4f} | {t['gain']:.4f} ± {t['gain_sd']:.4f} |"
+                         + ((f" {t['accuracy_before']:.1%} | {t['accuracy']:.1%} ± {t['accuracy_sd']:.1%} |"
+                             if "accuracy" in t else " — | — |") if acc else ""))
         lines += [""] + [f"**{v}.**" for v in summary["verdict"]]
         if summary.get("by_task"):
             lines += ["", "Per held-out task (mean ± sd over seeds):", "",

@@ -20,6 +20,7 @@ class Adapter:
     alpha: float
     dropout: float
     target_modules: tuple[str, ...]
+    trainable_tokens: tuple[str, ...] = ()   # their embedding (and tied output) rows train too
 
 
 @dataclass(frozen=True)
@@ -295,6 +296,8 @@ class FewShotEval:
     held_out_tasks: int
     seeds: int
     sft_control: bool
+    answer_pattern: str | None = None     # with it, exact-match accuracy of generated answers
+    answer_max_new_tokens: int = 128
 
 
 @dataclass(frozen=True)

@@ -306,6 +306,10 @@ def _semantic(d: dict, doc: Document, out: _Problems) -> None:
     base = d["model"]["base"]
     if base.startswith((".", "/")) and not (doc_dir / base).exists():
         out.add(("model", "base"), f"model.base: no model at {base}")
+    adapter = d["model"]["adapter"]
+    if adapter["type"] == "none" and adapter["trainable_tokens"]:
+        out.add(("model", "adapter", "trainable_tokens"), "model.adapter.trainable_tokens: with adapter type none "
+                "every embedding row trains already; remove trainable_tokens or use type lora")
     # meta
     m = d["meta"]
     if m:
@@ -335,6 +339,8 @@ def _semantic(d: dict, doc: Document, out: _Problems) -> None:
             out.add(("meta", "outer", "meta_batch_size"),
                     f"meta.outer.meta_batch_size: {m['outer']['meta_batch_size']} tasks do not divide over "
                     f"train.world_size {world} processes (meta_batch_size = tasks per process x processes)")
+        if m["few_shot_eval"]["answer_pattern"] is not None:
+            _check_regex(m["few_shot_eval"]["answer_pattern"], ("meta", "few_shot_eval", "answer_pattern"), out)
         ms = m["split"]
         total = ms["support"] + ms["query"] + ms["test"]
         if abs(total - 1) > 1e-6:

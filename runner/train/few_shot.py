@@ -4,7 +4,11 @@ For each model (the starting model, the SFT control, FOMAML), each held-out task
 start from the model's snapshot, adapt its trainable (LoRA) parameters with FOMAML's inner loop
 (`fomaml_trainer.adapt`: meta.inner.steps SGD steps of meta.inner.learning_rate on batches of the
 k shots), and measure the token-mean loss on the task's whole test file before and after. The
-snapshot is restored after every adaptation, so no measurement sees another's shots."""
+snapshot is restored after every adaptation, so no measurement sees another's shots.
+
+With `few_shot_eval.answer_pattern` (GSM8K: `#### (\\S+)`), each test prompt is also answered by greedy
+generation, and the answer the pattern finds is compared with the one in the reference response:
+exact-match accuracy, before and after each adaptation. A reference without a match is left out (counted)."""
 from __future__ import annotations
 
 import random
@@ -49,6 +53,9 @@ def evaluate(spec: StageSpec, models: dict[str, Path | None], held_out: list[dic
             test = pairs(d / "test.jsonl", spec, tok)
             pool = pairs(d / "support.jsonl", spec, tok) + pairs(d / "query.jsonl", spec, tok)
             before = _loss(net, test, pad, device)
+            questions = _questions(d / "test.jsonl", fs.answer_pattern, spec, tok) if fs.answer_pattern else None
+            answerable = questions is not None and bool(questions[0])
+            acc_before = _accuracy(net, tok, questions, spec) if answerable else None
             for seed, order in sorted(task["order"].items(), key=lambda kv: int(kv[0])):
                 for k in fs.shots:
                     shots = [pool[i] for i in order[:k]]
@@ -58,11 +65,17 @@ def evaluate(spec: StageSpec, models: dict[str, Path | None], held_out: list[dic
                     torch.manual_seed(spec.seed)
                     adapt(net, params, batches, inner.learning_rate)
                     after = _loss(net, test, pad, device)
+                    row = {"task": task["name"], "shots": k, "seed": int(seed), "model": name,
+                           "loss_before": before, "loss_after": after}
+                    if answerable:
+                        row.update(accuracy_before=acc_before, accuracy=_accuracy(net, tok, questions, spec),
+                                   answered_rows=len(questions[1]))
+                    if questions is not None:
+                        row["rows_without_reference_answer"] = questions[2]
                     with torch.no_grad():
                         for p, s in zip(params, snapshot):
                             p.copy_(s)
-                    out.append({"task": task["name"], "shots": k, "seed": int(seed), "model": name,
-                                "loss_before": before, "loss_after": after})
+                    out.append(row)
             log(f"few-shot {name} {task['name']}: test loss {before:.4f} -> "
                 + ", ".join(f"{k}-shot {statistics.mean(r['loss_after'] for r in out if r['model'] == name and r['task'] == task['name'] and r['shots'] == k):.4f}"
                             for k in fs.shots))
@@ -81,10 +94,16 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
     for (m, k), rs in by.items():
         after = [r["loss_after"] for r in rs]
         gain = [r["loss_before"] - r["loss_after"] for r in rs]
-        table.append({"model": m, "shots": k, "n": len(rs),
-                      "loss_before": statistics.mean(r["loss_before"] for r in rs),
-                      "loss_after": statistics.mean(after), "loss_after_sd": _sd(after),
-                      "gain": statistics.mean(gain), "gain_sd": _sd(gain)})
+        entry = {"model": m, "shots": k, "n": len(rs),
+                 "loss_before": statistics.mean(r["loss_before"] for r in rs),
+                 "loss_after": statistics.mean(after), "loss_after_sd": _sd(after),
+                 "gain": statistics.mean(gain), "gain_sd": _sd(gain)}
+        answered = [r for r in rs if "accuracy" in r]     # tasks whose test rows have answers to match
+        if answered:
+            acc = [r["accuracy"] for r in answered]
+            entry.update(accuracy_n=len(answered), accuracy_before=statistics.mean(r["accuracy_before"] for r in answered),
+                         accuracy=statistics.mean(acc), accuracy_sd=_sd(acc))
+        table.append(entry)
     per_task = []
     for key in sorted({(r["task"], r["shots"], r["model"]) for r in rows}):
         rs = [r for r in rows if (r["task"], r["shots"], r["model"]) == key]
@@ -103,6 +122,59 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
                          f"adaptation vs {rs[1]['model']} {rs[1]['loss_after']:.4f}{sure}" if len(rs) > 1 else
                          f"{k}-shot: only {rs[0]['model']} was evaluated")
     return {"table": table, "by_task": per_task, "best": best, "verdict": sentences}
+
+
+def answer(text: str, pattern: str) -> str | None:
+    """The answer `pattern` finds in `text` (its first group, else the whole match), without the
+    spaces and thousands commas a number may be written with; None when it finds none."""
+    import re
+
+    m = re.search(pattern, text)
+    if m is None:
+        return None
+    found = m.group(1) if m.re.groups else m.group(0)
+    return None if found is None else found.strip().replace(",", "")
+
+
+def _questions(path: Path, pattern: str, spec: StageSpec, tok) -> tuple[list[list[int]], list[str], int]:
+    """(prompt ids, reference answers, rows left out): the test rows whose reference response has an answer."""
+    from ..chat import chat_name
+    from ..chat.templates import render_prompt
+    from ..data.io import read_jsonl
+
+    prompts, refs, missing = [], [], 0
+    for row in read_jsonl(path):
+        ref = answer(row["messages"][-1]["content"], pattern)
+        if ref is None:
+            missing += 1
+            continue
+        prompts.append(render_prompt(row["messages"][:-1], tok, chat=chat_name(spec.template.chat, spec.base_dir),
+                                     system=spec.template.system))
+        refs.append(ref)
+    return prompts, refs, missing
+
+
+def _accuracy(net, tok, questions, spec: StageSpec) -> float:
+    """Share of the prompts whose greedy answer matches the reference's."""
+    import torch
+
+    from ..chat import chat_name
+    from ..chat.templates import stop_token_ids
+
+    prompts, refs, _ = questions
+    stops = stop_token_ids(chat_name(spec.template.chat, spec.base_dir), tok)
+    device = next(net.parameters()).device
+    right = 0
+    net.eval()
+    with torch.no_grad():
+        for prompt, ref in zip(prompts, refs):
+            ids = torch.tensor([prompt], device=device)
+            out = net.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                               max_new_tokens=spec.few_shot_eval.answer_max_new_tokens, eos_token_id=stops,
+                               pad_token_id=tok.pad_token_id)[0, ids.size(1):]
+            right += answer(tok.decode(out, skip_special_tokens=True), spec.few_shot_eval.answer_pattern) == ref
+    net.train()
+    return right / len(prompts)
 
 
 def _sd(xs: list[float]) -> float:

@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..recipe import model
 from .spec import StageSpec
 
 
@@ -55,21 +54,25 @@ def for_training(spec: StageSpec, init_from: str | Path | None, *, trust: bool =
     from .sft_config import lora_config
 
     adapter = spec.model.adapter
-    new_adapter = lora_config(adapter) if adapter.type == "lora" else None
+
+    def new_adapter(tok):
+        return lora_config(adapter, tok) if adapter.type == "lora" else None
+
     if init_from is None:
         m, tok = load_base(spec, trust=trust)
-        return m, tok, new_adapter
+        return m, tok, new_adapter(tok)
     if not is_adapter(init_from):               # a full model directory
         m, tok = load_base(spec, trust=trust, base=str(Path(init_from).resolve()))
-        return m, tok, new_adapter
+        return m, tok, new_adapter(tok)
 
     from peft import PeftModel
 
     base, tok = load_base(spec, trust=trust)
+    fresh = new_adapter(tok)
     peft_model = PeftModel.from_pretrained(base, str(init_from), is_trainable=True)
-    if new_adapter is not None and _same_adapter(init_from, adapter):
+    if fresh is not None and _same_adapter(init_from, fresh):
         return peft_model, tok, None             # continue the same adapter
-    return peft_model.merge_and_unload(), tok, new_adapter
+    return peft_model.merge_and_unload(), tok, fresh
 
 
 def for_inference(spec: StageSpec, model_dir: str | Path, *, trust: bool = False) -> tuple[Any, Any]:
@@ -96,7 +99,16 @@ def to_device(m):
     return m
 
 
-def _same_adapter(path: str | Path, adapter: model.Adapter) -> bool:
+def _same_adapter(path: str | Path, config) -> bool:
+    """Whether the adapter saved at `path` has the shape of the LoraConfig `config` (so training continues it)."""
     saved = json.loads((Path(path) / "adapter_config.json").read_text())
-    return (saved.get("r") == adapter.r and float(saved.get("lora_alpha")) == float(adapter.alpha)
-            and set(saved.get("target_modules") or []) == set(adapter.target_modules))
+    return (saved.get("r") == config.r and float(saved.get("lora_alpha")) == float(config.lora_alpha)
+            and set(saved.get("target_modules") or []) == set(config.target_modules)
+            and _token_rows(saved.get("trainable_token_indices")) == _token_rows(config.trainable_token_indices))
+
+
+def _token_rows(indices) -> list[int]:
+    """peft keeps trainable_token_indices as a list, or {module: list} once it has chosen the layer."""
+    if isinstance(indices, dict):
+        indices = sorted({i for ids in indices.values() for i in ids})
+    return sorted(indices or [])

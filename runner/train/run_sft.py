@@ -102,12 +102,7 @@ def _train(spec: StageSpec, train_rows_path, out_dir, *, init_from, ewc_state, r
     set_seed(spec.seed)
     kwargs: dict[str, Any] = dict(model=net, args=args, train_dataset=dataset(rows), processing_class=tokenizer,
                                   peft_config=peft_config)
-    if anchor is not None:
-        from .ewc_trainer import EwcTrainer
-        trainer = EwcTrainer(ewc_state=anchor, **kwargs)
-    else:
-        from trl import SFTTrainer
-        trainer = SFTTrainer(**kwargs)
+    trainer = _trainer_class(spec, anchor is not None)(**kwargs, **({"ewc_state": anchor} if anchor is not None else {}))
     _quiet_progress(trainer)
     if ds_config is not None:
         # Trainer gives Accelerate an accumulation of 1 (it counts micro batches itself) while DeepSpeed's
@@ -187,6 +182,22 @@ def _last_checkpoint(folder: Path, *, clean: bool) -> Path | None:
         if clean:
             shutil.rmtree(path, ignore_errors=True)
     return None
+
+
+def _trainer_class(spec: StageSpec, ewc: bool) -> type:
+    """SFTTrainer, with EWC's penalty and/or the model's own loss (trainable token rows wrap the LM head)."""
+    from trl import SFTTrainer
+
+    bases = []
+    if ewc:
+        from .ewc_trainer import EwcTrainer
+        bases.append(EwcTrainer)
+    if spec.model.adapter.type == "lora" and spec.model.adapter.trainable_tokens:
+        from .plain_head_trainer import PlainHeadSFTTrainer
+        bases.append(PlainHeadSFTTrainer)
+    if len(bases) < 2:
+        return bases[0] if bases else SFTTrainer
+    return type("EwcPlainHeadSFTTrainer", tuple(bases), {})
 
 
 def _tokens_seen(checkpoint: Path | None) -> int:

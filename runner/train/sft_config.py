@@ -178,8 +178,8 @@ def describe(train: model.Train, prec: str, ds_config: dict[str, Any] | None) ->
             f"compile {on(train.torch_compile)}, gradient checkpointing {on(train.gradient_checkpointing)}, {zero}")
 
 
-def lora_config(adapter: model.Adapter):
-    """peft LoraConfig for `model.adapter` (type lora)."""
+def lora_config(adapter: model.Adapter, tokenizer=None):
+    """peft LoraConfig for `model.adapter` (type lora); `tokenizer` names adapter.trainable_tokens' ids."""
     from peft import LoraConfig
 
     return LoraConfig(
@@ -187,6 +187,23 @@ def lora_config(adapter: model.Adapter):
         lora_alpha=adapter.alpha,
         lora_dropout=adapter.dropout,
         target_modules=list(adapter.target_modules),
+        trainable_token_indices=token_ids(adapter.trainable_tokens, tokenizer) or None,
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def token_ids(tokens, tokenizer) -> list[int]:
+    """Each of `tokens` as the one id the tokenizer has for it; a text that is not one token is an error."""
+    if not tokens:
+        return []
+    from ..recipe.validate import did_you_mean
+
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in tokens if t not in vocab]
+    if missing:
+        specials = [t for t in tokenizer.all_special_tokens]
+        raise RecipeError(f"model.adapter.trainable_tokens: {missing[0]!r} is not one token of the model's tokenizer"
+                          f"{did_you_mean(missing[0], specials)}; name tokens as the tokenizer writes them "
+                          f"(its special tokens: {', '.join(specials)})")
+    return [vocab[t] for t in tokens]
