@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from _poems import poems  # noqa: E402
 RECIPE = """recipe: scale
 seed: 42
 model: {base: builtin:tiny}
@@ -40,13 +41,10 @@ template: {chat: chatml, system: "你是一位精通唐詩的助手。", max_len
 """
 
 
-def write_poems(path: Path, n: int, seed: int = 7) -> None:
-    base = [json.loads(x) for x in (ROOT / "data" / "tang_poems.jsonl").open(encoding="utf-8")]
-    lines = [p for r in base for p in r["paragraphs"]]
-    rnd = random.Random(seed)
+def write_poems(path: Path, n: int) -> None:
+    """n raw records (author, title, paragraphs) of new poems made of lines from different poems."""
     with open(path, "w", encoding="utf-8") as f:
-        for i in range(n):
-            paras = [rnd.choice(lines) for _ in range(rnd.choice((2, 4, 4, 4, 6, 8)))]
+        for i, paras in enumerate(poems(n, real=False)):
             f.write(json.dumps({"id": f"s{i}", "author": "擬", "title": f"擬作 {i}", "paragraphs": paras},
                                ensure_ascii=False) + "\n")
 

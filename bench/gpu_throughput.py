@@ -42,6 +42,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from _poems import write_messages  # noqa: E402
 
 QWEN2_1_5B = dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
                   num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1_000_000.0,
@@ -60,7 +62,6 @@ LEVERS = {
     "all": ["train.micro_batch_size=auto", "train.padding_free=true", "train.use_liger_kernel=true",
             "train.torch_compile=true"],
 }
-USER = "以下是一首唐詩的第一句話，請用你的知識判斷並完成整首詩。\n"   # as recipes/poetry_lora.yaml maps a poem
 
 _STEPS: list[float] = []
 
@@ -92,16 +93,6 @@ def build_model(folder: Path, shape: dict, seed: int) -> Path:
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
-
-
-def poetry_records(path: Path, n: int) -> Path:
-    with open(REPO / "data" / "tang_poems.jsonl", encoding="utf-8") as src, open(path, "w", encoding="utf-8") as f:
-        for i, line in zip(range(n), src):
-            p = json.loads(line)
-            msgs = [{"role": "user", "content": USER + p["paragraphs"][0]},
-                    {"role": "assistant", "content": "\n".join(p["paragraphs"][1:])}]
-            f.write(json.dumps({"id": p["id"], "messages": msgs}, ensure_ascii=False) + "\n")
-    return path
 
 
 def lever_available(name: str, cuda: bool, smoke: bool = False) -> str | None:
@@ -211,7 +202,7 @@ def main() -> int:
     peak = next((v for k, v in PEAK.items() if k in card), None)
     tmp = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     model_dir = build_model(tmp / "model", TINY if a.tiny else QWEN2_1_5B, seed=42)
-    records = poetry_records(tmp / "poems.jsonl", rows)
+    records = write_messages(tmp / "poems.jsonl", rows)
     overrides = [f"model.base={model_dir}", f"train.max_steps={steps}", "train.save_steps=100000",
                  "train.logging_steps=1", "train.report_to=[]"]
     if a.deepspeed != "keep":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import tempfile
 import time
@@ -19,8 +18,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from _poems import write_messages  # noqa: E402
 
-USER = "以下是一首唐詩的第一句話，請用你的知識判斷並完成整首詩。\n"
 RECIPE = """recipe: bench_render
 model: {base: builtin:tiny}
 sources: {tang: {path: rows.jsonl, format: messages}}
@@ -28,16 +28,9 @@ template: {chat: chatml, system: "你是一位精通唐詩的助手。", train_o
 """
 
 
-def write_rows(path: Path, n: int, seed: int = 7) -> None:
+def write_rows(path: Path, n: int) -> None:
     """n poems: the real ones first, then new ones from lines of different poems (as the issue's scale runs)."""
-    base = [json.loads(line) for line in (ROOT / "data" / "tang_poems.jsonl").open(encoding="utf-8")]
-    lines = [p for r in base for p in r["paragraphs"]]
-    rnd = random.Random(seed)
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(n):
-            paras = base[i]["paragraphs"] if i < len(base) else [rnd.choice(lines) for _ in range(rnd.choice((2, 4, 4, 6, 8)))]
-            msgs = [{"role": "user", "content": USER + paras[0]}, {"role": "assistant", "content": "\n".join(paras[1:])}]
-            f.write(json.dumps({"id": f"p{i}", "messages": msgs, "source": "tang"}, ensure_ascii=False) + "\n")
+    write_messages(path, n, source="tang")
 
 
 def row_by_row(src: Path, dst: Path, tok, recipe) -> None:

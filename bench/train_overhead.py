@@ -23,6 +23,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from _poems import write_messages  # noqa: E402
 
 RECIPE = """\
 recipe: bench_train
@@ -38,18 +40,6 @@ template: {{chat: chatml, system: "你是一位精通唐詩的助手。", max_le
 train: {{max_steps: {steps}, micro_batch_size: 8, batch_size: 16, learning_rate: 2.0e-4,
         save_steps: 100000, logging_steps: 5, packing: {packing}}}
 """
-USER = "以下是一首唐詩的第一句話，請用你的知識判斷並完成整首詩。\n"
-
-
-def poetry_rows(path: Path, n: int) -> Path:
-    """The first n poems as {id, messages}, mapped like recipes/poetry_lora.yaml does."""
-    with open(REPO / "data" / "tang_poems.jsonl", encoding="utf-8") as src, open(path, "w", encoding="utf-8") as f:
-        for i, line in zip(range(n), src):
-            p = json.loads(line)
-            msgs = [{"role": "user", "content": USER + p["paragraphs"][0]},
-                    {"role": "assistant", "content": "\n".join(p["paragraphs"][1:])}]
-            f.write(json.dumps({"id": p["id"], "messages": msgs}, ensure_ascii=False) + "\n")
-    return path
 
 
 _TIMES: list[tuple[float, float]] = []
@@ -146,7 +136,7 @@ def main() -> None:
     from runner import api
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_train_"))
-    rows = poetry_rows(tmp / "poems.jsonl", a.rows)
+    rows = write_messages(tmp / "poems.jsonl", a.rows)
 
     def recipe(packing: bool):
         path = tmp / f"recipe_{packing}.yaml"

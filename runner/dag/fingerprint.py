@@ -30,7 +30,8 @@ class Fingerprint:
 MEMO_BYTES = 1 << 20
 
 
-def _hash_file(path: Path) -> str:
+def hash_file(path: Path) -> str:
+    """The sha256 of a file's bytes, in hex (read in 1 MiB blocks)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -49,11 +50,11 @@ def _file_digest(path: Path, memo: dict) -> str:
             if old and old[:4] == stamp:
                 memo[key] = old[4]
             else:
-                memo[key] = _hash_file(path)
+                memo[key] = hash_file(path)
                 kept[full] = [*stamp, memo[key]]
                 memo[_DIRTY] = True
         else:
-            memo[key] = _hash_file(path)
+            memo[key] = hash_file(path)
     return memo[key]
 
 
