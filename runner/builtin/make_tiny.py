@@ -1,18 +1,21 @@
 """Build builtin:tiny's weights: pretrain with the project's own runner, then ship the result.
 
-    python -m runner.builtin.make_tiny                       # `make tiny-model`: the whole recipe (~1 h on a CPU core)
-    python -m runner.builtin.make_tiny --checkpoint DIR      # ship a saved checkpoint of that run instead
+    python -m runner.builtin.make_tiny                       # `make tiny-model`: both phases (~1.5 h on a CPU)
+    python -m runner.builtin.make_tiny --checkpoint DIR      # phase 1 from a saved checkpoint of its run
+    python -m runner.builtin.make_tiny --chat-from DIR       # phase 2 only, from phase-1 weights in DIR
 
-Steps: rebuild data/heldout_eval.jsonl (the rows the shipped recipes evaluate on, kept out of
-pretraining) and check it is the committed one; `recipe run recipes/tiny_pretrain.yaml`; copy the
-weights to runner/builtin/tiny/model.safetensors and write runner/builtin/tiny/manifest.json: the
-recipe, the data fingerprint, tokens seen, the final train loss and the eval loss per source (before
-pretraining, i.e. the random init, and after). CI and `make test` never run this.
+Phase 1, `recipes/tiny_pretrain.yaml`: plain text (the `text` template), every token, full weights, from
+a random init. Phase 2, `recipes/tiny_chat.yaml`: the same corpora written as chatml conversations, from
+phase 1's weights, so the model has seen `<|im_start|>`/`<|im_end|>` as real base models have (a LoRA
+fine-tune cannot teach a base to write a marker whose embedding never trained, so it would never stop).
+Before them, data/heldout_eval.jsonl (the rows the shipped recipes evaluate on, kept out of both) is
+rebuilt and checked against the committed one. The shipped files: runner/builtin/tiny/model.safetensors
+and manifest.json (each phase's recipe, data fingerprint, tokens seen, train loss log and eval loss per
+source; the random init's eval loss). CI and `make test` never run this.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -22,15 +25,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "tiny_pretrain.yaml"
+CHAT_RECIPE = ROOT / "recipes" / "tiny_chat.yaml"
 TINY = Path(__file__).resolve().parent / "tiny"
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from runner.dag.fingerprint import hash_file as sha256  # noqa: E402  (the one file hash)
 
 
 def evaluate_checkpoint(checkpoint: Path | None, cache: Path) -> dict:
@@ -58,9 +57,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--checkpoint", type=Path, help="a checkpoint-N folder of the run to ship instead of its end")
     p.add_argument("--output", type=Path, default=ROOT / "runs" / "tiny_pretrain")
     p.add_argument("--cache-dir", type=Path, default=ROOT / "recipes" / ".recipe" / "cache")
-    p.add_argument("--no-run", action="store_true", help="package the run already in --output / --cache-dir")
+    p.add_argument("--no-run", action="store_true", help="package the runs already in --output / --cache-dir")
+    p.add_argument("--chat-output", type=Path, default=ROOT / "runs" / "tiny_chat")
+    p.add_argument("--chat-from", type=Path,
+                   help="run phase 2 only, from the phase-1 weights in this folder (the manifest keeps phase 1's record)")
     args = p.parse_args(argv)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if args.chat_from:
+        manifest = json.loads((TINY / "manifest.json").read_text(encoding="utf-8"))
+        manifest.pop("chat_phase", None)
+        ship(chat_phase(args.chat_from, args, env), manifest)
+        return
 
     committed = (ROOT / "data" / "heldout_eval.jsonl").read_bytes()
     subprocess.run([sys.executable, "-m", "runner.builtin.make_heldout"], check=True, cwd=ROOT, env=env)
@@ -93,7 +100,6 @@ def main(argv: list[str] | None = None) -> None:
     losses = [h["loss"] for h in history if "loss" in h]
     before = evaluate_checkpoint(None, args.cache_dir)["loss"]   # the random init (builtin:tiny-scratch)
 
-    shutil.copyfile(weights_dir / "model.safetensors", TINY / "model.safetensors")
     manifest = {
         "model": "builtin:tiny",
         "recipe": "recipes/tiny_pretrain.yaml",
@@ -101,8 +107,6 @@ def main(argv: list[str] | None = None) -> None:
         "heldout": "data/heldout_eval.jsonl",
         "heldout_sha256": sha256(ROOT / "data" / "heldout_eval.jsonl"),
         "data_fingerprint": after["data_fingerprint"],
-        "weights": "model.safetensors",
-        "weights_sha256": sha256(TINY / "model.safetensors"),
         "source": note,
         "optimizer_steps": steps,
         "tokens_seen": tokens,
@@ -112,9 +116,44 @@ def main(argv: list[str] | None = None) -> None:
         "eval_loss_random_init": {s: round(v, 4) for s, v in before.items()} if before else None,
         "samples": [{"prompt": s["prompt"], "output": s.get("output", s.get("text"))} for s in after["samples"]],
     }
+    ship(chat_phase(weights_dir, args, env), manifest)
+
+
+def chat_phase(phase1: Path, args, env: dict) -> tuple[Path, dict]:
+    """Run recipes/tiny_chat.yaml from the phase-1 weights in `phase1`: (its final weights, its record)."""
+    if not args.no_run:
+        subprocess.run([sys.executable, "-m", "runner", "run", str(CHAT_RECIPE), "--set",
+                        f"model.init_from={phase1.resolve()}", "--output", str(args.chat_output),
+                        "--cache-dir", str(args.cache_dir)], check=True, cwd=ROOT, env=env)
+    report = json.loads((args.chat_output / "report.json").read_text())
+    stage = report["stages"][0]
+    train_fp = next(s["fingerprint"] for s in report["steps"] if s["name"] == "train.main")
+    history = json.loads((args.cache_dir / "objects" / train_fp / "log_history.json").read_text())
+    record = {
+        "recipe": "recipes/tiny_chat.yaml",
+        "recipe_sha256": sha256(CHAT_RECIPE),
+        "init_from_sha256": sha256(phase1 / "model.safetensors"),
+        "data_fingerprint": stage["data_fingerprint"],
+        "optimizer_steps": stage["metrics"]["train"]["steps"],
+        "tokens_seen": stage["metrics"]["train"]["tokens"],
+        "train_loss_log": [{"step": h["step"], "loss": round(h["loss"], 4)} for h in history if "loss" in h],
+        "eval_loss_before": {s: round(v, 4) for s, v in report["forgetting"]["before"].items()},
+        "eval_loss": {s: round(v, 4) for s, v in report["forgetting"]["main"].items()},   # chatml, every token
+        "generation_health": report.get("generation_health"),
+        "samples": [{"prompt": s["prompt"], "output": s.get("output", s.get("text"))}
+                    for s in stage["metrics"]["eval"].get("samples", [])],
+    }
+    return args.chat_output / "main" / "final", record
+
+
+def ship(phase2: tuple[Path, dict], manifest: dict) -> None:
+    weights_dir, record = phase2
+    shutil.copyfile(weights_dir / "model.safetensors", TINY / "model.safetensors")
+    manifest.update(weights="model.safetensors", weights_sha256=sha256(TINY / "model.safetensors"), chat_phase=record)
     (TINY / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {TINY / 'model.safetensors'} ({(TINY / 'model.safetensors').stat().st_size / 2**20:.1f} MiB) "
-          f"and manifest.json: {steps} steps, {tokens:,} tokens, eval loss {manifest['eval_loss']}")
+          f"and manifest.json: phase 1 {manifest['optimizer_steps']} steps, eval loss {manifest['eval_loss']}; "
+          f"phase 2 (chatml) {record['optimizer_steps']} steps, eval loss {record['eval_loss']}")
 
 
 if __name__ == "__main__":
