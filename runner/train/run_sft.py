@@ -10,6 +10,7 @@ out_dir/
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import re
@@ -161,6 +162,9 @@ def _process_state(*, single_process_group: bool):
         from accelerate.state import AcceleratorState, GradientState
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
+        # the finished engine sits in reference cycles; collected after the group is gone, DeepSpeed's
+        # destructors raise "backend not set" (an unraisable error at some later, random point)
+        gc.collect()
         if dist.is_initialized():
             deepspeed.comm.destroy_process_group()   # also drops DeepSpeed's references to the group
         AcceleratorState._reset_state(reset_partial_state=True)
