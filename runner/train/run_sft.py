@@ -167,6 +167,10 @@ def _process_state(*, single_process_group: bool):
         gc.collect()
         if dist.is_initialized():
             deepspeed.comm.destroy_process_group()   # also drops DeepSpeed's references to the group
+        # newer DeepSpeed also forgets its clone of the world group there; 0.18 (our floor) keeps it, and the
+        # next engine in this process fails on a group that is no longer registered
+        import deepspeed.utils.groups as ds_groups
+        ds_groups._WORLD_GROUP = None
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
         unset_hf_deepspeed_config()
