@@ -127,6 +127,8 @@ def main(argv: list[str]) -> int:
     params, _ = train(tiny_model(dtype), items(all_tasks, 4 // world), out.parent / f"run-{mode}", **kw)
     if rank == 0:
         torch.save(params, out)
+    from runner.train.distributed import shutdown
+    shutdown()   # as the runner's worker does: a gloo group left to exit can abort the process
     return 0
 
 

@@ -104,3 +104,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def shutdown() -> None:
+    """End this process's part of a multi-process run: destroy the process group before the interpreter
+    exits. A gloo group left to interpreter shutdown can abort the process after training has finished
+    (`terminate called without an active exception`, exit -6), which the launcher reports as a failure."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

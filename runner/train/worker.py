@@ -94,7 +94,11 @@ def main(argv: list[str]) -> int:
     if len(specs_) != 1:
         print("usage: python -m runner.train.worker SPEC.json", file=sys.stderr)
         return 2
-    run(specs_[0])
+    from .distributed import shutdown
+    try:
+        run(specs_[0])
+    finally:
+        shutdown()
     return 0
 
 
