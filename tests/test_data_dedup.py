@@ -131,7 +131,6 @@ def test_minhash_finds_planted_near_duplicates_and_drops_only_true_ones(poems):
 
 def reference(texts, threshold, num_perm, shingle):
     """Query-then-insert over every row with plain banding (no one-shot prefilter), for comparison."""
-    import numpy as np
     import rensa
     from runner.data.dedup import SEED, _shingle_hashes
 

@@ -3,7 +3,6 @@ shipped recipes and the real data. Numbers in the names are the issue's."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from runner.recipe.load import display   # how the CLI shows a path (relative wh
 from runner import api
 from runner.cli import main
 from runner.data.formats import load_source
-from runner.errors import RecipeError, ValidationError
+from runner.errors import RecipeError
 
 POETRY = REPO / "recipes" / "poetry_lora.yaml"
 CURRICULUM = REPO / "recipes" / "curriculum_3stage.yaml"

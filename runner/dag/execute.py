@@ -14,7 +14,7 @@ from ..paths import under
 from ..recipe.secrets import redact
 from ..recipe.model import Recipe
 from ..steps import STEPS, versions
-from ..steps.base import RunOptions, Step, StepContext, StepId, format_step, parse_step, recipe_stage
+from ..steps.base import NamedByStepId, RunOptions, Step, StepContext, StepId, parse_step
 from .cache import Cache
 from .compile import Graph
 from .fingerprint import fingerprint_graph
@@ -33,25 +33,13 @@ class Selection:
 
 
 @dataclass
-class StepRecord:
+class StepRecord(NamedByStepId):
     id: StepId
     status: str                 # cached | ran | failed
     fingerprint: str
     seconds: float
     stats: dict = field(default_factory=dict)
     artifact: str | None = None
-
-    @property
-    def name(self) -> str:
-        return format_step(self.id)
-
-    @property
-    def kind(self) -> str:
-        return self.id.kind
-
-    @property
-    def stage(self) -> str | None:
-        return recipe_stage(self.id)
 
 
 def _step_named(graph: Graph, name: str | None, flag: str) -> StepId | None:

@@ -64,7 +64,7 @@ def plan_sweep(paths: list[str], overrides=(), cache_dir: str | None = None) -> 
         except RecipeError as e:
             name = _name(f)
             notes.append(f"{f}: not a complete recipe ({str(e).splitlines()[-1]}); "
-                         + (f"keeping what its last run used" if name else "nothing of it to keep"))
+                         + ("keeping what its last run used" if name else "nothing of it to keep"))
             if name:
                 names.setdefault(root, set()).add(name)
             continue
@@ -74,7 +74,6 @@ def plan_sweep(paths: list[str], overrides=(), cache_dir: str | None = None) -> 
         names.setdefault(root, set()).add(graph.recipe)
     sweeps = []
     for root in sorted(set(live) | set(names)):
-        cache = Cache(root)
         keep = set(live.get(root, ()))
         for name in names.get(root, ()):       # the last run of each recipe (it may have used --set)
             for idx in (root / "index" / name).glob("*.json"):

@@ -22,6 +22,12 @@ class Adapter:
     target_modules: tuple[str, ...]
     trainable_tokens: tuple[str, ...] = ()   # their embedding (and tied output) rows train too
 
+    @property
+    def wraps_lm_head(self) -> bool:
+        """peft wraps the LM head (trainable token rows, tied with the embeddings): the loss must be the
+        model's own, since TRL's chunked/fused heads read the head's weight around the wrapper."""
+        return self.type == "lora" and bool(self.trainable_tokens)
+
 
 @dataclass(frozen=True)
 class Model:

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..errors import RecipeError, ValidationError, Where
+from ..errors import RecipeError, ValidationError
 from ..paths import READABLE, data_files
 from . import model, schema as sch, secrets
 from .load import Document, display, gc_paused, kind_of

@@ -104,13 +104,9 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-@dataclass(frozen=True, eq=False)
-class Step:
+class NamedByStepId:
+    """name, kind, stage and source of anything that carries a StepId as `id` (a step, a run's record of one)."""
     id: StepId
-    params: Mapping[str, Any]           # as declared (typed); run() gets these
-    inputs: tuple[StepId, ...]          # upstream steps
-    files: tuple[str, ...] = ()
-    runtime: Mapping[str, Any] = field(default_factory=dict)   # see Declared.runtime
 
     @property
     def name(self) -> str:
@@ -128,6 +124,15 @@ class Step:
     @property
     def source(self) -> str | None:
         return self.id.source
+
+
+@dataclass(frozen=True, eq=False)
+class Step(NamedByStepId):
+    id: StepId
+    params: Mapping[str, Any]           # as declared (typed); run() gets these
+    inputs: tuple[StepId, ...]          # upstream steps
+    files: tuple[str, ...] = ()
+    runtime: Mapping[str, Any] = field(default_factory=dict)   # see Declared.runtime
 
     @cached_property
     def params_json(self) -> str:

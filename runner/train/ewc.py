@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import RecipeError
-from ..recipe import model
 
 EWC_FILE = "ewc_state.safetensors"
 

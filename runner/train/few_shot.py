@@ -26,7 +26,6 @@ def evaluate(spec: StageSpec, models: dict[str, Path | None], held_out: list[dic
     step's plan entries ({name, dir, order: {seed: [pool index]}})."""
     import torch
 
-    from ..data.io import read_jsonl
     from .fomaml_trainer import adapt, trainable
     from .loading import for_training, to_device
     from .meta_data import collate, draw_batches

@@ -200,7 +200,7 @@ def _trainer_class(spec: StageSpec, ewc: bool) -> type:
     if ewc:
         from .ewc_trainer import EwcTrainer
         bases.append(EwcTrainer)
-    if spec.model.adapter.type == "lora" and spec.model.adapter.trainable_tokens:
+    if spec.model.adapter.wraps_lm_head:
         from .plain_head_trainer import PlainHeadSFTTrainer
         bases.append(PlainHeadSFTTrainer)
     if len(bases) < 2:

@@ -39,7 +39,7 @@ def to_sft_config(spec: StageSpec, output_dir: str | Path, *,
     from trl import SFTConfig
 
     fields = _fields(spec, output_dir, resume, deepspeed_config)
-    if spec.model.adapter.type == "lora" and spec.model.adapter.trainable_tokens:
+    if spec.model.adapter.wraps_lm_head:
         # trainable token rows wrap the LM head, which TRL's chunked loss (the default up to TRL 1.15) reads
         # around: the plain loss (and PlainHeadSFTTrainer for the fused head of later versions)
         fields["loss_type"] = "nll"

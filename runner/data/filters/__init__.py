@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from ..common import without_gc
 from ..stats import Stats
 from . import exclude, incomplete, length, pii, refusal, regex, repetition, toxicity
 from .context import FilterContext, RowFilter, Verdict
