@@ -7,11 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
+from tokenizers import AddedToken, Tokenizer
+from transformers import PreTrainedTokenizerFast
 
 from runner import api
 from runner.builtin import load_tokenizer, tiny_path
 from runner.chat import chat_name
-from runner.chat.batch import encoder, render_many
+from runner.chat.batch import _cut_at, _line_safe, _overlaps, encoder, render_many
 from runner.chat.templates import RenderCheck, render
 from runner.data.formats import load_source
 from runner.errors import RecipeError
@@ -85,6 +88,69 @@ def test_encoder_falls_back_for_a_slow_tokenizer(tok):
             return tok.encode(text, add_special_tokens=False)
     texts = ["<|im_start|>user\n你好<|im_end|>", "plain text", ""]
     assert encoder(Slow())(texts) == encoder(tok)(texts) == [tok.encode(t, add_special_tokens=False) for t in texts]
+
+
+# ---------------------------------------------------------------- the encoder's shortcuts
+
+def _variant(tok, **changes):
+    """builtin:tiny's tokenizer with parts of its pipeline (normalizer, pre_tokenizer) replaced."""
+    config = json.loads(tok._tokenizer.to_str())
+    config.update(changes)
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(config)))
+
+
+@pytest.fixture(scope="module")
+def variants(tok):
+    """Tokenizers the encoder treats differently: builtin:tiny (Qwen2's pipeline: NFC, then Qwen2's split
+    pattern), Llama 3's (no normalizer, digits in threes), GPT-2's (byte-level pattern: no cuts at line
+    starts) and one that splits special tokens (no separator)."""
+    pre = json.loads(tok._tokenizer.to_str())["pre_tokenizer"]
+    split = pre["pretokenizers"][0]
+    llama3 = {**pre, "pretokenizers": [{**split, "pattern": {"Regex": split["pattern"]["Regex"].replace(
+        r"\p{N}|", r"\p{N}{1,3}|")}}, pre["pretokenizers"][1]]}
+    gpt2 = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    split_special = load_tokenizer("builtin:tiny")
+    split_special.split_special_tokens = True
+    return {"qwen2": tok, "llama3": _variant(tok, normalizer=None, pre_tokenizer=llama3),
+            "gpt2": _variant(tok, pre_tokenizer=gpt2), "split_special": split_special}
+
+
+# What tokenizers treat specially near a line start: runs of newlines and other whitespace (Unicode
+# spaces, \x1c which Python calls whitespace), a combining mark, digits, contractions, CJK, punctuation,
+# special tokens and a piece of one.
+PIECES = [*"\n\n\r\t  \u3000\u00a0\x85\x1c\u0301aZé9'", "'s", "'LL", "1234", "你好", "。", "，", "!?",
+          "\r\n", " \n", "\n ", "<|im_start|>", "<|im_end|>", "<|eot_id|>", "<|pad|>", "<|endoftext|>", "<|im_"]
+TEXTS = st.lists(st.lists(st.sampled_from(PIECES), max_size=24).map("".join), min_size=1, max_size=8)
+
+
+@pytest.mark.parametrize("name", ["qwen2", "llama3", "gpt2", "split_special"])
+def test_encoder_equals_encode_on_any_text(variants, name):
+    tok = variants[name]
+    encode = encoder(tok)
+
+    @settings(max_examples=300, deadline=None)
+    @given(TEXTS)
+    def same(texts):
+        assert encode(texts) == [tok.encode(t, add_special_tokens=False) for t in texts]
+    same()
+
+
+def test_encoder_cuts_at_line_starts_only_where_no_pretoken_crosses_them(variants):
+    assert [_line_safe(variants[n]._tokenizer) for n in ("qwen2", "llama3", "gpt2")] == [True, True, False]
+    for name, crossed in (("qwen2", False), ("llama3", False), ("gpt2", True)):   # GPT-2: \s+(?!\S) backs off
+        tok = variants[name]
+        ids = [tok.encode(t, add_special_tokens=False) for t in ("a\n\n", "b", "a\n\nb")]
+        assert (ids[0] + ids[1] != ids[2]) == crossed, name
+
+
+def test_encoder_without_a_free_separator(tok):
+    """Texts holding every added token leave no separator to join them with: one backend input each."""
+    every = "".join(t.content for t in tok._tokenizer.get_added_tokens_decoder().values())
+    texts = [every + "\nx", "y\n" + every, "\n".join(["line"] * 200)]
+    assert encoder(tok)(texts) == [tok.encode(t, add_special_tokens=False) for t in texts]
+    assert _cut_at([5, 9, 6, 9], 9, 2) is None and _cut_at([5, 9, 9, 6], 9, 3) == [[5], [], [6]]
+    assert not _overlaps("<|pad|>", [AddedToken("<|pad|>"), AddedToken("<|im_end|>"), AddedToken("|>")])
+    assert all(_overlaps("<|pad|>", [AddedToken(t)]) for t in ("<|pad|>!", "x<|p", "><"))
 
 
 # ---------------------------------------------------------------- the render step

@@ -1,14 +1,30 @@
 """Rendering many conversations at once, for the render step and the token-length filter: the same
-segments as templates.render, every distinct segment text tokenized once, in one batch call.
+segments as templates.render, every distinct segment text tokenized once, in one batch call; where the
+tokenizer allows it (encoder), every distinct line once, many lines to one backend input.
 Identical to render() row by row: tests/test_render_batch.py compares them on every shipped recipe and
-every template."""
+every template, and the encoder with encode() on generated text."""
 from __future__ import annotations
 
+import json
+import re
+from itertools import islice
 from typing import Any, Callable, Sequence
 
 from .templates import IGNORE, Rendered, _merge, _segments, _with_system
 
 Encode = Callable[[list[str]], list[list[int]]]
+
+# The backend costs as much per input as for some 25 characters of it, so short texts are joined into
+# inputs of this many (much longer inputs get slower again).
+GROUP = 64
+# Split patterns (Qwen2's; Llama 3's reads up to 3 digits) under which no pretoken crosses a line
+# start, a "\n" followed by a character that is not whitespace: the parts that can match a newline
+# either end with it (`[\r\n]*`) or are whitespace only, and the lookahead `\s+(?!\S)` is tried only
+# where `\s*[\r\n]+` failed, which it cannot on a run of whitespace that ends in "\n".
+_LINE_SAFE = {r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+              r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"}
+# Python's \S is stricter than the tokenizer's (it also calls \x1c-\x1f whitespace): no cut too many.
+_LINE_START = re.compile(r"(?<=\n)(?=\S)")
 
 
 def encoder(tokenizer: Any) -> Encode:
@@ -32,9 +48,88 @@ def encoder(tokenizer: Any) -> Encode:
         backend.encode_special_tokens = split
         return [e.ids for e in batch(texts, add_special_tokens=False)]
 
+    # Added tokens are cut out of the text before it is normalized and pretokenized, so a text holding
+    # one is tokenized as the parts on either side of it, each on its own: many texts joined by such a
+    # separator are one backend call. Only for tokens that take nothing from their neighbours.
+    added = backend.get_added_tokens_decoder()
+    plain = not any(t.lstrip or t.rstrip or t.single_word for t in added.values())
+    seps = [] if split or not plain else list(islice(    # the last added tokens: often reserved ones
+        ((t.content, i) for i, t in sorted(added.items(), reverse=True)
+         if not t.normalized and not _overlaps(t.content, added.values())), 4))
+
+    def joined(texts: list[str]) -> list[list[int]]:
+        everything = "\0".join(texts)
+        sep = next(((s, i) for s, i in seps if s not in everything), None)
+        if sep is None or len(texts) < 2:
+            return batched(texts)
+        groups = [texts[i:i + GROUP] for i in range(0, len(texts), GROUP)]
+        out: list[list[int]] = []
+        for group, ids in zip(groups, batched([sep[0].join(g) for g in groups])):
+            out += _cut_at(ids, sep[1], len(group)) or batched(group)
+        return out
+
+    encode = joined if seps else batched
+    if plain and _line_safe(backend) and not any("\n" in t.content for t in added.values()):
+        # Lines tokenize on their own, so text they share (a fixed instruction, a system prompt) is
+        # tokenized once per call.
+        whole = encode
+
+        def encode(texts: list[str]) -> list[list[int]]:
+            index: dict[str, int] = {}
+            parts = [[index.setdefault(line, len(index)) for line in _LINE_START.split(t)] if "\n" in t
+                     else [index.setdefault(t, len(index))] for t in texts]
+            ids = whole(list(index))
+            out = []
+            for p in parts:
+                if len(p) == 1:
+                    out.append(ids[p[0]])
+                else:
+                    out.append([])
+                    for i in p:
+                        out[-1] += ids[i]
+            return out
+
     # Belt and braces for tokenizers we have not met: a probe must match encode() exactly.
-    probe = ["<|im_start|>user\nHello, wörld 你好。\n\n", " x", "\n", ""]
-    return batched if batched(probe) == one_by_one(probe) else one_by_one
+    probe = ["<|im_start|>user\nHello, wörld 你好。\n\n", " x", "\n", "", "a\nb\n\n c\r\nd \n\te\nf",
+             "\u0301\n\u0301x\n"]
+    return encode if encode(probe) == one_by_one(probe) else one_by_one
+
+
+def _overlaps(sep: str, added) -> bool:
+    """Whether an added token could be found across an edge of `sep` and the text next to it (one that
+    starts with sep and is longer, or that ends with a start of sep), so that sep would not cut there."""
+    return any(t.content != sep and t.content.startswith(sep)
+               or any(sep.startswith(t.content[k:]) for k in range(1, len(t.content))) for t in added)
+
+
+def _cut_at(ids: list[int], sep: int, n: int) -> list[list[int]] | None:
+    """ids of n texts joined by the separator token -> each text's ids; None if sep is not there
+    exactly n - 1 times (a text that tokenizes to it)."""
+    if ids.count(sep) != n - 1:
+        return None
+    out, start = [], 0
+    for _ in range(n - 1):
+        end = ids.index(sep, start)
+        out.append(ids[start:end])
+        start = end + 1
+    out.append(ids[start:])
+    return out
+
+
+def _line_safe(backend: Any) -> bool:
+    """Whether text cut at a line start (_LINE_START) tokenizes as its two sides on their own: no
+    normalizer or NFC (a newline composes with nothing), a split by a _LINE_SAFE pattern, then bytes."""
+    def state(part: Any) -> Any:
+        return json.loads(part.__getstate__()) if part is not None else None
+    norm, pre = state(backend.normalizer), state(backend.pre_tokenizer)
+    if norm not in (None, {"type": "NFC"}) or not pre or pre.get("type") != "Sequence":
+        return False
+    steps = pre["pretokenizers"]
+    return (len(steps) == 2 and steps[0].get("type") == "Split"
+            and steps[0].get("pattern", {}).get("Regex") in _LINE_SAFE
+            and steps[0].get("behavior") == "Isolated" and not steps[0].get("invert")
+            and steps[1].get("type") == "ByteLevel" and not steps[1].get("add_prefix_space")
+            and not steps[1].get("use_regex"))
 
 
 def render_many(conversations: Sequence[list[dict]], tokenizer: Any, *, chat: str, system: str | None,
@@ -51,16 +146,19 @@ def render_many(conversations: Sequence[list[dict]], tokenizer: Any, *, chat: st
     pieces = encode(list(index))
     out = []
     for segs in convs:
-        last = max((k for _, k in segs if k is not None), default=None)
+        # trained() of templates.render
+        last = max((k for _, k in segs if k is not None), default=None) if train_on == "last" else None
         ids: list[int] = []
         labels: list[int] = []
         for text, answer in segs:
             piece = pieces[index[text]]
             ids += piece
-            # trained() of templates.render
             if train_on == "all" or (answer is not None and (train_on == "assistant" or answer == last)):
                 labels += piece
             else:
                 labels += [IGNORE] * len(piece)
-        out.append(Rendered(ids[:max_length], labels[:max_length], truncated=len(ids) > max_length))
+        if len(ids) > max_length:
+            out.append(Rendered(ids[:max_length], labels[:max_length], truncated=True))
+        else:
+            out.append(Rendered(ids, labels, truncated=False))
     return out

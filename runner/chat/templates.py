@@ -237,10 +237,12 @@ def _segments(messages: list[dict[str, str]], tokenizer: Any, chat: str) -> list
 
 def _chatml(messages) -> list[Segment]:
     out: list[Segment] = []
+    answers = 0
     for m in messages:
         header = f"<|im_start|>{m['role']}\n"
         if m["role"] == "assistant":
-            out += [(header, None), (m["content"] + "<|im_end|>", _next_answer(out)), ("\n", None)]
+            out += [(header, None), (m["content"] + "<|im_end|>", answers), ("\n", None)]
+            answers += 1
         else:
             out.append((header + m["content"] + "<|im_end|>\n", None))
     return out
@@ -248,11 +250,13 @@ def _chatml(messages) -> list[Segment]:
 
 def _llama3(messages) -> list[Segment]:
     out: list[Segment] = [("<|begin_of_text|>", None)]
+    answers = 0
     for m in messages:
         role = "ipython" if m["role"] == "tool" else m["role"]  # Llama 3's tool-result role
         header = f"<|start_header_id|>{role}<|end_header_id|>\n\n"
         if m["role"] == "assistant":
-            out += [(header, None), (m["content"] + "<|eot_id|>", _next_answer(out))]
+            out += [(header, None), (m["content"] + "<|eot_id|>", answers)]
+            answers += 1
         else:
             out.append((header + m["content"] + "<|eot_id|>", None))
     return out
@@ -260,6 +264,7 @@ def _llama3(messages) -> list[Segment]:
 
 def _alpaca(messages, eos: str) -> list[Segment]:
     out: list[Segment] = []
+    answers = 0
     for i, m in enumerate(messages):
         sep = "\n\n" if i else ""
         if m["role"] == "system":
@@ -269,7 +274,8 @@ def _alpaca(messages, eos: str) -> list[Segment]:
         elif m["role"] == "tool":  # a tool result is input the model reads, not writes
             out.append((f"{sep}### Observation:\n{m['content']}", None))
         else:
-            out += [(f"{sep}### Response:\n", None), (m["content"] + eos, _next_answer(out))]
+            out += [(f"{sep}### Response:\n", None), (m["content"] + eos, answers)]
+            answers += 1
     return out
 
 
@@ -277,17 +283,15 @@ def _text(messages, eos: str) -> list[Segment]:
     """Turns' contents joined by newlines, EOS after the last: a document, so the model learns
     where documents end. Only the last turn ends with EOS, so a multi-turn text reads on."""
     out: list[Segment] = []
+    answers = 0
     for i, m in enumerate(messages):
         end = eos if i == len(messages) - 1 else "\n"
         if m["role"] == "assistant":
-            out.append((m["content"] + end, _next_answer(out)))
+            out.append((m["content"] + end, answers))
+            answers += 1
         else:
             out.append((m["content"] + end, None))
     return out
-
-
-def _next_answer(segments: list[Segment]) -> int:
-    return sum(1 for _, k in segments if k is not None)
 
 
 def _encode(segments: list[Segment], tokenizer: Any, trained) -> tuple[list[int], list[int]]:
@@ -361,7 +365,7 @@ def _by_prefix(messages, tokenizer: Any, source: str) -> list[Segment]:
     full = _apply(tokenizer, source, messages, generation_prompt=False)
     eot = _eot_for_source(tokenizer, source)
     out: list[Segment] = []
-    pos = 0
+    pos = answers = 0
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
@@ -380,7 +384,8 @@ def _by_prefix(messages, tokenizer: Any, source: str) -> list[Segment]:
         cut = full.rfind(eot, start, end)
         if cut >= 0:
             end = cut + len(eot)
-        out += [(full[pos:start], None), (full[start:end], _next_answer(out))]
+        out += [(full[pos:start], None), (full[start:end], answers)]
+        answers += 1
         pos = end
     out.append((full[pos:], None))
     return out

@@ -30,6 +30,13 @@ def count_lines(path: Path) -> int:
     return n
 
 
+class _Digits(dict):
+    """int -> str(int), remembered: joining these is twice as fast as json.dumps of the int lists."""
+    def __missing__(self, i: int) -> str:
+        self[i] = text = str(i)
+        return text
+
+
 def declare(recipe, step: StepId) -> Declared:
     m = recipe.model
     return Declared({"model": m.base, "trust_remote_code": m.trust_remote_code, "template": recipe.template},
@@ -40,8 +47,10 @@ def declare(recipe, step: StepId) -> Declared:
 def _render_file(src: Path, dst: Path, tok, t, chat: str, check=None, progress=None) -> dict:
     from ..chat.batch import encoder, render_many
     from ..chat.templates import IGNORE
-    from ..data.parallel import cpus, line_chunks, ordered_map
+    from ..data.parallel import cpus, line_chunks, ordered_map, paused_gc
     encode = encoder(tok)
+    value = json.JSONEncoder(separators=(",", ":")).encode
+    digits = _Digits()
 
     def work(chunk: tuple[int, list[str]]) -> tuple[str, dict, list]:
         start, lines = chunk
@@ -49,21 +58,25 @@ def _render_file(src: Path, dst: Path, tok, t, chat: str, check=None, progress=N
         rendered = render_many([row["messages"] for row in rows], tok, chat=chat, system=t.system,
                                train_on=t.train_on, max_length=t.max_length, encode=encode)
         out, flagged = [], []
-        n = {"tokens": 0, "trained_tokens": 0, "truncated": 0, "eot_rows": 0}
+        tokens = trained = truncated = eot_rows = 0
         by_source: Counter = Counter()
-        for i, (row, r) in enumerate(zip(rows, rendered)):
-            out.append(json.dumps({"id": row["id"], "source": row.get("source"), "input_ids": r.input_ids,
-                                   "labels": r.labels}, separators=(",", ":")))
-            n["tokens"] += len(r.input_ids)
-            n["trained_tokens"] += len(r.labels) - r.labels.count(IGNORE)
-            n["truncated"] += r.truncated
-            by_source[row.get("source")] += 1
+        for k, (row, r) in enumerate(zip(rows, rendered), start):
+            source = row.get("source")
+            # the bytes of json.dumps({id, source, input_ids, labels}, separators=(",", ":")), at half its cost
+            out.append(f'{{"id":{value(row["id"])},"source":{value(source)},'
+                       f'"input_ids":[{",".join(map(digits.__getitem__, r.input_ids))}],'
+                       f'"labels":[{",".join(map(digits.__getitem__, r.labels))}]}}\n')
+            tokens += len(r.input_ids)
+            trained += len(r.labels) - r.labels.count(IGNORE)
+            truncated += r.truncated
+            by_source[source] += 1
             if check is not None:
-                k = start + i
                 if k < SAMPLE_HEAD or k % SAMPLE_EVERY == 0 or not check.cheap(r):
                     flagged.append((row["id"], r))
-                n["eot_rows"] += check.trains_eot(r)
-        return "".join(line + "\n" for line in out), {**n, "rows": len(rows), "by_source": by_source}, flagged
+                eot_rows += check.trains_eot(r)
+        n = {"rows": len(rows), "tokens": tokens, "trained_tokens": trained, "truncated": truncated,
+             "eot_rows": eot_rows, "by_source": by_source}
+        return "".join(out), n, flagged
 
     workers = cpus() if src.stat().st_size > _SMALL * 200 else 1   # ~200 bytes a row at the least
     total: Counter = Counter()
@@ -72,7 +85,7 @@ def _render_file(src: Path, dst: Path, tok, t, chat: str, check=None, progress=N
     total_rows = count_lines(src) if progress else None
     dst.parent.mkdir(parents=True, exist_ok=True)
     with open(dst, "w", encoding="utf-8", newline="\n") as f:
-        for text, n, flagged in ordered_map(work, line_chunks(src, CHUNK), workers):
+        for text, n, flagged in ordered_map(paused_gc(work), line_chunks(src, CHUNK), workers):
             f.write(text)
             by_source.update(n.pop("by_source"))
             total.update(n)
