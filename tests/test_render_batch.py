@@ -137,6 +137,7 @@ def test_encoder_equals_encode_on_any_text(variants, name):
 
 def test_encoder_cuts_at_line_starts_only_where_no_pretoken_crosses_them(variants):
     assert [_line_safe(variants[n]._tokenizer) for n in ("qwen2", "llama3", "gpt2")] == [True, True, False]
+    assert [encoder(v).__name__ for v in variants.values()] == ["by_lines", "by_lines", "joined", "by_lines"]
     for name, crossed in (("qwen2", False), ("llama3", False), ("gpt2", True)):   # GPT-2: \s+(?!\S) backs off
         tok = variants[name]
         ids = [tok.encode(t, add_special_tokens=False) for t in ("a\n\n", "b", "a\n\nb")]

@@ -14,8 +14,8 @@ from .templates import IGNORE, Rendered, _merge, _segments, _with_system
 
 Encode = Callable[[list[str]], list[list[int]]]
 
-# The backend costs as much per input as for some 25 characters of it, so short texts are joined into
-# inputs of this many (much longer inputs get slower again).
+# The backend costs a few microseconds per input besides its text: short texts (lines) are joined,
+# this many to an input (much longer inputs get slower again).
 GROUP = 64
 # Split patterns (Qwen2's; Llama 3's reads up to 3 digits) under which no pretoken crosses a line
 # start, a "\n" followed by a character that is not whitespace: the parts that can match a newline
@@ -23,7 +23,8 @@ GROUP = 64
 # where `\s*[\r\n]+` failed, which it cannot on a run of whitespace that ends in "\n".
 _LINE_SAFE = {r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
               r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"}
-# Python's \S is stricter than the tokenizer's (it also calls \x1c-\x1f whitespace): no cut too many.
+# Python's \S matches fewer characters than the tokenizer's (it calls \x1c-\x1f whitespace too), so it
+# finds no cut the rule does not allow.
 _LINE_START = re.compile(r"(?<=\n)(?=\S)")
 
 
@@ -59,39 +60,40 @@ def encoder(tokenizer: Any) -> Encode:
 
     def joined(texts: list[str]) -> list[list[int]]:
         everything = "\0".join(texts)
-        sep = next(((s, i) for s, i in seps if s not in everything), None)
+        sep, sep_id = next(((s, i) for s, i in seps if s not in everything), (None, None))
         if sep is None or len(texts) < 2:
             return batched(texts)
         groups = [texts[i:i + GROUP] for i in range(0, len(texts), GROUP)]
         out: list[list[int]] = []
-        for group, ids in zip(groups, batched([sep[0].join(g) for g in groups])):
-            out += _cut_at(ids, sep[1], len(group)) or batched(group)
+        for group, ids in zip(groups, batched([sep.join(g) for g in groups])):
+            out += _cut_at(ids, sep_id, len(group)) or batched(group)
         return out
 
-    encode = joined if seps else batched
-    if plain and _line_safe(backend) and not any("\n" in t.content for t in added.values()):
-        # Lines tokenize on their own, so text they share (a fixed instruction, a system prompt) is
-        # tokenized once per call.
-        whole = encode
+    whole = joined if seps else batched
 
-        def encode(texts: list[str]) -> list[list[int]]:
-            index: dict[str, int] = {}
-            parts = [[index.setdefault(line, len(index)) for line in _LINE_START.split(t)] if "\n" in t
-                     else [index.setdefault(t, len(index))] for t in texts]
-            ids = whole(list(index))
-            out = []
-            for p in parts:
-                if len(p) == 1:
-                    out.append(ids[p[0]])
-                else:
-                    out.append([])
-                    for i in p:
-                        out[-1] += ids[i]
-            return out
+    def by_lines(texts: list[str]) -> list[list[int]]:
+        index: dict[str, int] = {}
+        parts = [[index.setdefault(line, len(index)) for line in _LINE_START.split(t)] if "\n" in t
+                 else [index.setdefault(t, len(index))] for t in texts]
+        ids = whole(list(index))
+        out = []
+        for p in parts:
+            if len(p) == 1:
+                out.append(ids[p[0]])
+            else:
+                out.append([])
+                for i in p:
+                    out[-1] += ids[i]
+        return out
 
+    # Lines tokenize on their own where no pretoken crosses a line start and no added token holds a
+    # newline or eats whitespace next to it: text that rows share (an instruction, the system prompt) is
+    # then tokenized once per call.
+    lines = plain and _line_safe(backend) and not any("\n" in t.content for t in added.values())
+    encode = by_lines if lines else whole
     # Belt and braces for tokenizers we have not met: a probe must match encode() exactly.
     probe = ["<|im_start|>user\nHello, wörld 你好。\n\n", " x", "\n", "", "a\nb\n\n c\r\nd \n\te\nf",
-             "\u0301\n\u0301x\n"]
+             "\u0301\n\u0301x\n<|im_end|>\n<|im_start|>"]
     return encode if encode(probe) == one_by_one(probe) else one_by_one
 
 

@@ -124,7 +124,8 @@ def check_rendered(
 class RenderCheck:
     """check_rendered in three parts, for a check that streams: the tokenizer and template once
     (here), `cheap(r)` on every row (set operations only), `example(id, r)` in full on a sample and on
-    every row `cheap` flags, and `finish` with the number of rows that train the end-of-turn token."""
+    every row `cheap` flags, and `finish` with the number of rows that train the end-of-turn token
+    (`cheap` says that too, from the same set)."""
 
     def __init__(self, tokenizer: Any, *, chat: str, train_on: str = "assistant") -> None:
         self.tokenizer, self.chat, self.train_on = tokenizer, chat, train_on
@@ -152,14 +153,15 @@ class RenderCheck:
     def trains_eot(self, r: Rendered) -> bool:
         return self.eot_id in r.labels
 
-    def cheap(self, r: Rendered) -> bool:
-        """False when `example` would object for a reason other than a trained header: a trained
-        label is the token itself, so the set of labels is the set of trained ids (plus IGNORE)."""
+    def cheap(self, r: Rendered) -> tuple[bool, bool]:
+        """(ok, trains_eot(r)); ok is False when `example` would object for a reason other than a trained
+        header: a trained label is the token itself, so the set of labels is the set of trained ids
+        (plus IGNORE)."""
         trained = set(r.labels)
         trained.discard(IGNORE)
-        if not trained or self.pad_id in trained:
-            return False
-        return self.train_on == "all" or not (trained & self.markers)
+        ok = bool(trained) and self.pad_id not in trained and (
+            self.train_on == "all" or trained.isdisjoint(self.markers))
+        return ok, self.eot_id in trained
 
     def example(self, ex_id: str, r: Rendered) -> None:
         tokenizer, chat, pad = self.tokenizer, self.chat, self.pad

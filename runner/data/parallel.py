@@ -37,7 +37,8 @@ def cpus() -> int:
 
 def paused_gc(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """fn with Python's cycle collector paused while it runs, for chunk work that makes many lists and
-    dicts but no reference cycles: the collector's passes over them cost the render step a fifth of its time."""
+    dicts but no reference cycles: the collector's passes over them cost the render step a quarter of
+    its time."""
     @functools.wraps(fn)
     def paused(chunk: Any) -> Any:
         was = gc.isenabled()

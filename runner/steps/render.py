@@ -71,9 +71,10 @@ def _render_file(src: Path, dst: Path, tok, t, chat: str, check=None, progress=N
             truncated += r.truncated
             by_source[source] += 1
             if check is not None:
-                if k < SAMPLE_HEAD or k % SAMPLE_EVERY == 0 or not check.cheap(r):
+                ok, eot = check.cheap(r)
+                if k < SAMPLE_HEAD or k % SAMPLE_EVERY == 0 or not ok:
                     flagged.append((row["id"], r))
-                eot_rows += check.trains_eot(r)
+                eot_rows += eot
         n = {"rows": len(rows), "tokens": tokens, "trained_tokens": trained, "truncated": truncated,
              "eot_rows": eot_rows, "by_source": by_source}
         return "".join(out), n, flagged
