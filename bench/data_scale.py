@@ -2,7 +2,9 @@
 filters, exact + MinHash dedup, random split, one mix, chatml render at 256 tokens) on 100k / 300k / 1M
 synthetic poems (lines drawn from different real poems of data/tang_poems.jsonl), each size in a fresh
 process as a user runs it. Prints wall time, rows/s of every step and the peak RSS per size, so growth
-is visible (goal: 1M rows in <= 3 min, peak RSS < 2 GB, on 2 cores).
+is visible (goal: 1M rows in <= 3 min, peak RSS < 2 GB, on 2 cores); then the time `recipe plan` takes
+to say what a changed length threshold keeps, from the filter step's cached scores (goal: well under a
+second at 300k rows).
 
     python bench/data_scale.py [--sizes 100000,300000,1000000] [--smoke]
 """
@@ -41,6 +43,9 @@ template: {chat: chatml, system: "你是一位精通唐詩的助手。", max_len
 """
 
 
+WHATIF = 60   # filters[0].max_chars 400 -> 60: what plan says the length filter would keep
+
+
 def write_poems(path: Path, n: int) -> None:
     """n raw records (author, title, paragraphs) of new poems made of lines from different poems."""
     with open(path, "w", encoding="utf-8") as f:
@@ -65,7 +70,16 @@ def run_size(n: int, work: Path) -> dict:
         sys.exit(f"size {n}: exit {status}\n{err[-3000:]}")
     report = json.loads((d / "run" / "report.json").read_text())
     steps = {s["name"]: s for s in report["steps"] if s["status"] == "ran"}
-    return {"rows": n, "wall": wall, "rss_gb": usage.ru_maxrss / 1e6, "steps": steps}
+    # item 7: what a new threshold keeps, from the filter step's cached scores (plan reads no row)
+    t0 = time.perf_counter()
+    plan = subprocess.run([sys.executable, "-m", "runner", "plan", str(d / "r.yaml"), "--set", f"filters[0].max_chars={WHATIF}"],
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    plan_s = time.perf_counter() - t0
+    line = next((x for x in plan.stdout.splitlines() if "from the cached scores" in x), None)
+    if line is None:
+        sys.exit(f"size {n}: plan gave no what-if line\n{plan.stdout}{plan.stderr[-2000:]}")
+    return {"rows": n, "wall": wall, "rss_gb": usage.ru_maxrss / 1e6, "steps": steps, "plan_s": plan_s,
+            "whatif": line.split("from the cached scores: ")[1]}
 
 
 def main() -> None:
@@ -85,6 +99,9 @@ def main() -> None:
             s = r["steps"].get(k)
             cells.append(f"{s['rows_in'] / max(s['seconds'], 1e-9):>9,.0f} r/s" if s else f"{'':>14}")
         print(f"{r['rows']:>10,}{r['wall']:>9.1f}{r['rss_gb']:>8.2f}GB  " + "".join(f"{c:>14}" for c in cells))
+    for r in results:
+        print(f"{r['rows']:,} rows: `recipe plan --set filters[0].max_chars={WHATIF}` {r['plan_s']:.2f} s "
+              f"(process start included): filter.tang {r['whatif']}")
     print("step seconds: " + "; ".join(f"{r['rows']:,}: " + ", ".join(f"{k} {s['seconds']:.1f}" for k, s in
                                                                       r["steps"].items()) for r in results))
 

@@ -21,6 +21,17 @@ class PlannedStep:
     rows: int | None            # rows out, from this or the last run's stats, when known
 
 
+def predict(kind: str, old: dict, new: dict, cache: Cache, old_fp: str) -> tuple[int, str] | None:
+    """A step kind that can tell what it would output from its last artifact (the filter step's
+    scores: "what would this threshold keep?") says so: (rows out, a line), else None."""
+    from ..steps import STEPS
+
+    fn = getattr(STEPS[kind], "predict", None)
+    if fn is None or not cache.has(old_fp) or old.get("version") != new.get("version"):
+        return None
+    return fn(old, new, cache.object_dir(old_fp))
+
+
 def plan(graph: Graph, fps: dict[str, Fingerprint], cache: Cache) -> list[PlannedStep]:
     out = []
     for s in graph.steps:
@@ -35,6 +46,10 @@ def plan(graph: Graph, fps: dict[str, Fingerprint], cache: Cache) -> list[Planne
             why = explain(last["components"], fp.components) if last["fingerprint"] != fp.value \
                 else ["artifact missing from the cache"]
             stats = last.get("stats")
+            guess = predict(s.kind, last["components"], fp.components, cache, last["fingerprint"])
+            if guess is not None:
+                stats = {"rows_out": guess[0]}
+                why.append(guess[1])
         rows = stats.get("rows_out") if isinstance(stats, dict) else None
         out.append(PlannedStep(s.name, s.kind, s.stage, status, why, [str(i) for i in s.inputs], fp.value, rows))
     return out

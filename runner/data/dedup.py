@@ -21,19 +21,25 @@ same bench runs at ~22k rows/s against 1.2k for a per-row datasketch MinHash + M
 How near-duplicates are found:
 1. shingles are character n-grams (`shingle`) of the normalised text, hashed to 64 bits in numpy,
    one pass for all rows; rensa computes the signature matrix from them;
-2. rensa's one-shot LSH flags every row that shares an LSH band with any other row. A row no band
-   connects to anything cannot be a duplicate, which leaves only a few percent of rows for step 3;
-3. the flagged rows go, in keep-order, through our own banding: a row is a duplicate of the first kept
-   row sharing a band with it whose exact Jaccard (of the shingle-hash sets) is >= threshold.
-Step 3 makes the result independent of rensa's band hashing (its flags only decide which rows step 3
-looks at; both band the same signature columns, so they include every row step 3 could match, which
-tests/test_data_dedup.py checks against a plain query-then-insert over all rows), and it makes the
-precision exact: no pair under the threshold is ever dropped."""
+2. each row keeps one 64-bit key per band (a hash of the band's signature values): the only per-row
+   state, b x 8 bytes, so a million rows need ~100 MB whatever their length. A row whose keys no other
+   row shares cannot be a duplicate, which leaves only a few percent of rows (the candidates) for step 3;
+3. the candidates go, in keep-order, through banding on those keys: a row is a duplicate of the first
+   kept candidate sharing a band with it whose exact Jaccard (of the shingle-hash sets, recomputed from
+   the candidate's text) is >= threshold.
+tests/test_data_dedup.py checks the result against a plain query-then-insert over all rows on the
+signatures themselves; step 3 makes the precision exact: no pair under the threshold is ever dropped.
+
+Rows are read twice, never held: once for the per-row state (exact: a 16-byte digest of the normalised
+text; MinHash: the band keys), in chunks on every core, and once more for the candidates' texts. What
+the dedup keeps is a list of row numbers per source (`dedup_indices`); the step copies those lines."""
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from functools import lru_cache
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..recipe.model import DedupFilter
 from .common import without_gc
@@ -101,54 +107,95 @@ def _shingle_hashes(texts: Sequence[str], n: int):
     return np.ascontiguousarray(h[idx]), offsets
 
 
+def band_keys(texts: Sequence[str], b: int, r: int, shingle: int):
+    """(len(texts), b) uint64: one key per band of each (non-empty) text's signature."""
+    return keys_of(*_shingle_hashes(texts, shingle), len(texts), b, r)
+
+
+def keys_of(hashes, offsets, n: int, b: int, r: int):
+    """band_keys from the texts' shingle hashes. rensa runs on a thread pool of its own, which a forked
+    process cannot use (it waits forever for threads that were not copied), so this runs in the step's
+    own process and worker processes only hash shingles."""
+    import numpy as np
+    import rensa
+
+    if not n:
+        return np.zeros((0, b), dtype=np.uint64)
+    sig = np.array(rensa.RMinHash.digest_matrix_from_flat_token_hashes(hashes, offsets, b * r, SEED).to_rows(),
+                   dtype=np.uint64).reshape(n, b, r)
+    keys = np.zeros((n, b), dtype=np.uint64)
+    for c in range(r):          # FNV-style over the band's values, then the shingle hash's finaliser
+        keys *= np.uint64(0x100000001B3)
+        keys ^= sig[:, :, c]
+    keys ^= keys >> np.uint64(29)
+    keys *= np.uint64(0xBF58476D1CE4E5B9)
+    keys ^= keys >> np.uint64(32)
+    return keys
+
+
+def candidates(keys) -> "list[int]":
+    """Rows (of a (n, b) key matrix) that share a band key with some other row, in order."""
+    import numpy as np
+
+    flags = np.zeros(len(keys), dtype=bool)
+    for j in range(keys.shape[1]):
+        _, inverse, counts = np.unique(keys[:, j], return_inverse=True, return_counts=True)
+        flags |= counts[inverse] > 1
+    return np.flatnonzero(flags).tolist()
+
+
+def confirm(cand: Sequence[int], keys, texts: Callable[[Sequence[int]], list[str]], threshold: float,
+            shingle: int) -> dict[int, tuple[int, float]]:
+    """Step 3: candidates (row numbers in keep-order, with their band keys; texts(ks) gives the texts
+    of candidates ks) -> {row: (kept row, jaccard)} for each that near-duplicates an earlier kept
+    candidate. Shingles are hashed a batch of candidates at a time and kept, as sorted unique arrays
+    (8 bytes a shingle), only for kept candidates: a later row may be compared with those alone."""
+    import numpy as np
+
+    b = keys.shape[1] if len(cand) else 0
+    buckets: list[dict[int, list[int]]] = [defaultdict(list) for _ in range(b)]
+    kept: dict[int, Any] = {}
+    dups: dict[int, tuple[int, float]] = {}
+    for start in range(0, len(cand), 4096):
+        batch = range(start, min(start + 4096, len(cand)))
+        hashes, offsets = _shingle_hashes(texts(batch), shingle)
+        for k in batch:
+            own = np.unique(hashes[int(offsets[k - start]):int(offsets[k - start + 1])])
+            row = keys[k].tolist()
+            for c in sorted({c for j in range(b) for c in buckets[j].get(row[j], ())}):
+                inter = len(np.intersect1d(own, kept[c], assume_unique=True))
+                jac = inter / (len(own) + len(kept[c]) - inter)
+                if jac >= threshold:
+                    dups[cand[k]] = (cand[c], round(jac, 4))
+                    break
+            else:
+                kept[k] = own
+                for j in range(b):
+                    buckets[j][row[j]].append(k)
+    return dups
+
+
+def lsh_report(threshold: float, num_perm: int) -> dict[str, Any]:
+    b, r = lsh_params(threshold, num_perm)
+    return {"bands": b, "rows": r, "perms_used": b * r, "curve_midpoint": round((1 / b) ** (1 / r), 4),
+            "candidate_probability": s_curve(b, r)}
+
+
 def near_duplicates(texts: Sequence[str], threshold: float, num_perm: int, shingle: int
                     ) -> tuple[dict[int, tuple[int, float]], dict[str, Any]]:
     """texts in keep-order -> {i: (j, jaccard)} for each text i that near-duplicates an earlier kept
     text j, and a report of the LSH settings. Empty texts take no part."""
     import numpy as np
-    import rensa
 
-    b, r = lsh_params(threshold, num_perm)
-    report = {"bands": b, "rows": r, "perms_used": b * r, "curve_midpoint": round((1 / b) ** (1 / r), 4),
-              "candidate_probability": s_curve(b, r)}
+    report = lsh_report(threshold, num_perm)
     live = [i for i, t in enumerate(texts) if t]
-    if len(live) < 2:
-        return {}, {**report, "candidates": 0}
-    hashes, offsets = _shingle_hashes([texts[i] for i in live], shingle)
-    matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(hashes, offsets, b * r, SEED)
-    flags = rensa.RMinHashLSH(threshold, b * r, b).query_duplicate_flags_matrix_one_shot(matrix)
-    cand = [k for k, f in enumerate(flags) if f]
+    keys = np.concatenate([np.zeros((0, report["bands"]), dtype=np.uint64)] + [
+        band_keys([texts[i] for i in live[k:k + CHUNK]], report["bands"], report["rows"], shingle)
+        for k in range(0, len(live), CHUNK)])
+    cand = candidates(keys)
     report["candidates"] = len(cand)
-    if not cand:
-        return {}, report
-    # signatures of the candidates only: recomputing them is cheaper than converting the whole matrix
-    sub = [hashes[int(offsets[k]):int(offsets[k + 1])] for k in cand]
-    sub_offsets = np.zeros(len(sub) + 1, dtype=np.uint64)
-    np.cumsum([len(x) for x in sub], out=sub_offsets[1:])
-    sigs = rensa.RMinHash.digest_matrix_from_flat_token_hashes(
-        np.ascontiguousarray(np.concatenate(sub)), sub_offsets, b * r, SEED).to_rows()
-    sets: dict[int, frozenset] = {}
-
-    def shingles(k: int) -> frozenset:
-        if k not in sets:
-            sets[k] = frozenset(sub[k].tolist())
-        return sets[k]
-
-    buckets: list[dict[tuple, list[int]]] = [defaultdict(list) for _ in range(b)]
-    dups: dict[int, tuple[int, float]] = {}
-    for k, sig in enumerate(sigs):
-        keys = [tuple(sig[j * r:(j + 1) * r]) for j in range(b)]
-        seen = sorted({c for j, key in enumerate(keys) for c in buckets[j].get(key, ())})
-        for c in seen:
-            a, bb = shingles(k), shingles(c)
-            jac = len(a & bb) / len(a | bb)
-            if jac >= threshold:
-                dups[live[cand[k]]] = (live[cand[c]], round(jac, 4))
-                break
-        else:
-            for j, key in enumerate(keys):
-                buckets[j][key].append(k)
-    return dups, report
+    dups = confirm(cand, keys[cand], lambda ks: [texts[live[cand[k]]] for k in ks], threshold, shingle)
+    return {live[k]: (live[j], sim) for k, (j, sim) in dups.items()}, report
 
 
 def keep_order(sources: Sequence[str], priority: Mapping[str, int], order: Sequence[str]) -> list[str]:
@@ -156,54 +203,154 @@ def keep_order(sources: Sequence[str], priority: Mapping[str, int], order: Seque
     return sorted(sources, key=lambda s: (-priority.get(s, 0), order.index(s) if s in order else len(order)))
 
 
-@without_gc
-def dedup(records_by_source: Mapping[str, list[dict]], filters: Sequence[DedupFilter],
-          priority: Mapping[str, int], order: Sequence[str]) -> tuple[dict[str, list[dict]], list[dict], dict[str, Any]]:
-    """Apply the dedup filters in order -> (kept rows by source, in their original order; dropped
-    rows with reason, duplicate_of, duplicate_of_source (and similarity for minhash); stats)."""
-    stats = Stats(records_by_source)
-    for src, rows in records_by_source.items():
-        stats.seen(src, len(rows))
-    # rows are tracked as (source, position): the same dict may sit in two sources
-    alive = {src: list(range(len(rows))) for src, rows in records_by_source.items()}
-    dropped: list[dict] = []
-    lsh_reports = []
-    normalized: dict[tuple[str, int, str], str] = {}
+CHUNK = 8192   # rows per batch of per-row state (and per worker task)
 
-    def norm(src: str, i: int, field: str) -> str:   # exact and minhash usually compare the same field
-        key = (src, i, field)
-        if key not in normalized:
-            normalized[key] = normalize(text(records_by_source[src][i], field))
-        return normalized[key]
 
+def _digest(s: str) -> bytes:
+    return hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=16).digest() if s else b""
+
+
+def _row_state(filters: Sequence[DedupFilter], rows: Sequence[Any]) -> list:
+    """The per-row state of a chunk of one source's rows (dicts, or JSON lines) for each filter that
+    applies to it (None for one that does not): exact -> digests; minhash -> (non-empty mask, shingle
+    hashes and offsets of the non-empty texts: keys_of makes the band keys)."""
+    import numpy as np
+
+    rows = [json.loads(x) if isinstance(x, (str, bytes)) else x for x in rows]
+    normalized: dict[str, list[str]] = {}
+    out: list = []
     for f in filters:
-        sources = keep_order([s for s in alive if f.sources is None or s in f.sources], priority, order)
-        visit = [(s, i) for s in sources for i in alive[s]]
-        texts = [norm(s, i, f.field) for s, i in visit]
+        if f is None:
+            out.append(None)
+            continue
+        if f.field not in normalized:
+            normalized[f.field] = [normalize(text(r, f.field)) for r in rows]
+        texts = normalized[f.field]
         if f.method == "exact":
-            dup_of = {i: (j, None) for i, j in _exact(texts).items()}
+            out.append([_digest(t) for t in texts])
         else:
-            dup_of, report = near_duplicates(texts, f.threshold, f.num_perm, f.shingle)
+            live = np.fromiter((bool(t) for t in texts), dtype=bool, count=len(texts))
+            out.append((live, *_shingle_hashes([t for t in texts if t], f.shingle)))
+    return out
+
+
+@without_gc
+def dedup_indices(rows_by_source: Mapping[str, Sequence[dict]], filters: Sequence[DedupFilter],
+                  priority: Mapping[str, int], order: Sequence[str], chunks: Any = None, workers: int = 1
+                  ) -> tuple[dict[str, list[int]], list[tuple], dict[str, Any]]:
+    """The dedup on compact state. rows_by_source: sequences that can be iterated and indexed
+    (lists, or io.JsonlRows that read a file by row number). `chunks(src)` may give a source's rows
+    in chunks (default: slices of the sequence); `workers` processes compute the per-row state.
+    -> (kept row numbers by source, in file order; dropped rows as (source, row, method, kept source,
+    kept row, similarity or None), in the order the filters drop them; stats)."""
+    import numpy as np
+
+    from .parallel import ordered_map
+
+    stats = Stats(rows_by_source)
+    visit = keep_order(list(rows_by_source), priority, order)     # rows are numbered in this order
+    base, n = {}, 0
+    for src in visit:
+        base[src] = n
+        n += len(rows_by_source[src])
+        stats.seen(src, len(rows_by_source[src]))
+    where = np.zeros(n, dtype=np.int32)                            # global row -> index of its source
+    for k, src in enumerate(visit):
+        where[base[src]:base[src] + len(rows_by_source[src])] = k
+    # pass 1: per-row state of every filter, chunk by chunk
+    state: list[Any] = []
+    for f in filters:
+        if f.method == "exact":
+            state.append([b""] * n)
+        else:
+            b, _ = lsh_params(f.threshold, f.num_perm)
+            state.append((np.zeros(n, dtype=bool), np.zeros((n, b), dtype=np.uint64)))
+    for src in visit:
+        applies = [f if f.sources is None or src in f.sources else None for f in filters]
+        if not any(applies):
+            continue
+        rows = rows_by_source[src]
+        parts = chunks(src) if chunks else (rows[k:k + CHUNK] for k in range(0, len(rows), CHUNK))
+        pos = base[src]
+        for got in ordered_map(lambda part: _row_state(applies, part), parts, workers):
+            size = None
+            for fi, g in enumerate(got):
+                if g is None:
+                    continue
+                if filters[fi].method == "exact":
+                    size = len(g)
+                    state[fi][pos:pos + size] = g
+                else:
+                    live, hashes, offsets = g
+                    size = len(live)
+                    b, r = lsh_params(filters[fi].threshold, filters[fi].num_perm)
+                    state[fi][0][pos:pos + size] = live
+                    state[fi][1][np.flatnonzero(live) + pos] = keys_of(hashes, offsets, int(live.sum()), b, r)
+            pos += size
+    # the decisions, filter after filter, on that state
+    alive = np.ones(n, dtype=bool)
+    dropped: list[tuple] = []
+    lsh_reports = []
+
+    def locate(g: int) -> tuple[str, int]:
+        src = visit[where[g]]
+        return src, g - base[src]
+
+    for fi, f in enumerate(filters):
+        mask = alive.copy()
+        if f.sources is not None:
+            mask &= np.isin(where, [k for k, s in enumerate(visit) if s in f.sources])
+        if f.method == "exact":
+            rows_ = np.flatnonzero(mask).tolist()
+            digests = state[fi]
+            dup_of = {rows_[i]: (rows_[j], None) for i, j in _exact([digests[g] for g in rows_]).items()}
+        else:
+            live, keys = state[fi]
+            rows_ = np.flatnonzero(mask & live)
+            report = lsh_report(f.threshold, f.num_perm)
+            cand = candidates(keys[rows_]) if len(rows_) >= 2 else []
+            report["candidates"] = len(cand)
+
+            def texts(ks: Sequence[int], field: str = f.field) -> list[str]:   # the candidates' texts, read again
+                return [normalize(text(rows_by_source[src][i], field)) for src, i in (locate(int(rows_[cand[k]])) for k in ks)]
+
+            found = confirm(cand, keys[rows_[cand]] if cand else keys[:0], texts, f.threshold, f.shingle)
+            dup_of = {int(rows_[k]): (int(rows_[j]), sim) for k, (j, sim) in found.items()}
             lsh_reports.append({"threshold": f.threshold, "num_perm": f.num_perm, "shingle": f.shingle, **report})
-        gone = set()
-        for k, (j, sim) in sorted(dup_of.items()):
-            (src, i), (ksrc, ki) = visit[k], visit[j]
-            entry = {**records_by_source[src][i], "reason": f"dedup:{f.method}",
-                     "duplicate_of": records_by_source[ksrc][ki]["id"], "duplicate_of_source": ksrc}
-            if sim is not None:
-                entry["similarity"] = sim
-            dropped.append(entry)
+        for g, (kg, sim) in sorted(dup_of.items()):
+            (src, i), (ksrc, ki) = locate(g), locate(kg)
+            dropped.append((src, i, f.method, ksrc, ki, sim))
             stats.dropped(src, f"dedup:{f.method}")
-            gone.add((src, i))
-        alive = {s: [i for i in idx if (s, i) not in gone] for s, idx in alive.items()}
-    kept = {src: [records_by_source[src][i] for i in idx] for src, idx in alive.items()}
-    for src, rows in kept.items():
-        stats.kept(src, len(rows))
+            alive[g] = False
+    kept = {src: (np.flatnonzero(alive[base[src]:base[src] + len(rows_by_source[src])])).tolist()
+            for src in rows_by_source}
+    for src, idx in kept.items():
+        stats.kept(src, len(idx))
     stats.assert_balanced()
     out = stats.to_json()
     if lsh_reports:
         out["minhash"] = lsh_reports
     return kept, dropped, out
+
+
+def dropped_row(rows_by_source: Mapping[str, Sequence[dict]], entry: tuple) -> dict:
+    """A dropped row as dropped.jsonl holds it: the row with reason, duplicate_of, duplicate_of_source
+    (and similarity for minhash)."""
+    src, i, method, ksrc, ki, sim = entry
+    row = {**rows_by_source[src][i], "reason": f"dedup:{method}", "duplicate_of": rows_by_source[ksrc][ki]["id"],
+           "duplicate_of_source": ksrc}
+    if sim is not None:
+        row["similarity"] = sim
+    return row
+
+
+def dedup(records_by_source: Mapping[str, list[dict]], filters: Sequence[DedupFilter],
+          priority: Mapping[str, int], order: Sequence[str]) -> tuple[dict[str, list[dict]], list[dict], dict[str, Any]]:
+    """Apply the dedup filters in order -> (kept rows by source, in their original order; dropped
+    rows with reason, duplicate_of, duplicate_of_source (and similarity for minhash); stats)."""
+    kept, dropped, stats = dedup_indices(records_by_source, filters, priority, order)
+    return ({src: [records_by_source[src][i] for i in idx] for src, idx in kept.items()},
+            [dropped_row(records_by_source, e) for e in dropped], stats)
 
 
 def _exact(keys: Sequence[str]) -> dict[int, int]:

@@ -351,15 +351,28 @@ def _place(q: dict[str, Any]) -> str:
     return f"{q['file']} row {q['row']}" if q["row"] is not None else q["file"]
 
 
+class _Loaded:
+    """What loading a source keeps besides the rows it hands on: counts, the ids seen (rows sharing an
+    id are counted), and the first quarantine entry of each reason (for the error when none loaded)."""
+    def __init__(self, name: str):
+        self.stats = Stats([name])
+        self.records = self.quarantined = 0
+        self.ids: Counter = Counter()
+        self.codes: Counter = Counter()
+        self.first: dict[str, dict[str, Any]] = {}
+
+
 @without_gc
 def _load(name: str, specs: Iterable[str], mapper: Mapper, base_dir: Path, limit: int | None,
-          on_error: str, read: Callable[[str, Path, int | None], Iterable[Raw]] = iter_rows
-          ) -> tuple[list[dict], list[dict], dict[str, Any]]:
-    records: list[dict] = []
-    quarantine: list[dict] = []
-    stats = Stats([name])
+          on_error: str, keep: Callable[[dict], Any], put_aside: Callable[[dict], Any],
+          read: Callable[[str, Path, int | None], Iterable[Raw]] = iter_rows) -> dict[str, Any]:
+    """Read and map rows one at a time: each record goes to keep(), each quarantine entry to
+    put_aside(), so a source of any size loads in constant memory. -> stats."""
+    specs = list(specs)
+    n = _Loaded(name)
+    stats = n.stats
     for spec in specs:
-        left = None if limit is None else limit - len(records) - len(quarantine)
+        left = None if limit is None else limit - n.records - n.quarantined
         for raw in read(spec, base_dir, left):
             stats.seen(name)
             code = detail = None
@@ -367,7 +380,10 @@ def _load(name: str, specs: Iterable[str], mapper: Mapper, base_dir: Path, limit
                 code, detail = raw.error
             else:
                 try:
-                    records.append(to_record(name, raw.data, mapper))
+                    record = to_record(name, raw.data, mapper)
+                    n.records += 1
+                    n.ids[record["id"]] += 1
+                    keep(record)
                     stats.kept(name)
                     continue
                 except MapError as e:
@@ -379,25 +395,46 @@ def _load(name: str, specs: Iterable[str], mapper: Mapper, base_dir: Path, limit
                 raise RecipeError(f"source '{name}': {place}{q['reason']} (on_error: fail stops at the "
                                   "first bad row; on_error: skip quarantines bad rows and goes on)",
                                   Where(raw.file, raw.line) if raw.line else None)
-            quarantine.append(q)
+            n.quarantined += 1
+            n.codes[code] += 1
+            n.first.setdefault(code, q)
+            put_aside(q)
             stats.dropped(name, f"quarantine:{code}")
     stats.assert_balanced()
-    ids = Counter(r["id"] for r in records)
-    dups = {i: n for i, n in ids.items() if n > 1}
-    if not records:
-        specs = list(specs)
-        if not quarantine:
+    dups = {i: k for i, k in n.ids.items() if k > 1}
+    if not n.records:
+        if not n.quarantined:
             raise RecipeError(f"source '{name}': no rows in {', '.join(specs)}")
-        common, n = Counter(q["code"] for q in quarantine).most_common(1)[0]
-        first = next(q for q in quarantine if q["code"] == common)
-        raise RecipeError(f"source '{name}': none of its {len(quarantine)} rows could be used; {n} failed with "
+        common, k = n.codes.most_common(1)[0]
+        first = n.first[common]
+        raise RecipeError(f"source '{name}': none of its {n.quarantined} rows could be used; {k} failed with "
                           f"{common}, e.g. {_place(first)}: {first['reason']} (is the format right?)")
     out = stats.to_json()
-    out["quarantined"] = len(quarantine)
+    out["quarantined"] = n.quarantined
     # rows that share an id are kept (the split keeps them on one side), but counted: often a data bug
     out["duplicate_ids"] = {"rows": sum(dups.values()) - len(dups), "ids": len(dups),
                             "examples": sorted(dups, key=lambda i: (-dups[i], i))[:5]}
-    return records, quarantine, out
+    return out
+
+
+def _listed(load: Callable[..., dict[str, Any]], *args: Any) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    records: list[dict] = []
+    quarantine: list[dict] = []
+    stats = load(*args, records.append, quarantine.append)
+    return records, quarantine, stats
+
+
+def stream_source(name: str, source: model.Source, base_dir: Path, seed: int,
+                  keep: Callable[[dict], Any], put_aside: Callable[[dict], Any]) -> dict[str, Any]:
+    """load_source, one row at a time: records to keep(), quarantine entries to put_aside(); -> stats."""
+    if source.dataset is not None:
+        from .hub import iter_dataset
+        return _load(name, [source.dataset], make_mapper(name, source), Path(base_dir), None, source.on_error,
+                     keep, put_aside,
+                     read=lambda spec, base, left: (Raw(label, None, row, obj)
+                                                   for label, row, obj in iter_dataset(name, source, seed)))
+    return _load(name, [source.path], make_mapper(name, source), Path(base_dir), source.limit, source.on_error,
+                 keep, put_aside)
 
 
 def load_source(name: str, source: model.Source, base_dir: Path, seed: int = 0
@@ -405,12 +442,7 @@ def load_source(name: str, source: model.Source, base_dir: Path, seed: int = 0
     """Read and map one source -> (records, quarantine entries, stats). Paths resolve against
     base_dir (the recipe's folder); quarantine entries are {source, file, line, row, code, reason, raw}.
     A hub `dataset` is read by runner.data.hub (`seed` draws its `shuffle` sample)."""
-    if source.dataset is not None:
-        from .hub import iter_dataset
-        return _load(name, [source.dataset], make_mapper(name, source), Path(base_dir), None, source.on_error,
-                     read=lambda spec, base, left: (Raw(label, None, row, obj)
-                                                   for label, row, obj in iter_dataset(name, source, seed)))
-    return _load(name, [source.path], make_mapper(name, source), Path(base_dir), source.limit, source.on_error)
+    return _listed(stream_source, name, source, base_dir, seed)
 
 
 def load_paths(name: str, paths: Iterable[str], fmt: str, base_dir: Path) -> tuple[list[dict], list[dict], dict[str, Any]]:
@@ -419,7 +451,7 @@ def load_paths(name: str, paths: Iterable[str], fmt: str, base_dir: Path) -> tup
     src = model.Source(path="", dataset=None, config=None, split="train", revision=None, data_files=None,
                        streaming=False, shuffle=None, format=fmt, fields=None, roles=roles, on_error="skip",
                        priority=0, limit=None, placeholders=MappingProxyType({}))
-    return _load(name, list(paths), make_mapper(name, src), Path(base_dir), None, "skip")
+    return _listed(_load, name, list(paths), make_mapper(name, src), Path(base_dir), None, "skip")
 
 
 _DEFAULT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",

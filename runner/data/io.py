@@ -3,6 +3,7 @@ row is always written the same way: sorted keys, no spaces, UTF-8 kept as is, on
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -38,3 +39,72 @@ def iter_jsonl(path: str | Path) -> Iterator[Any]:
 @without_gc
 def read_jsonl(path: str | Path) -> list[Any]:
     return list(iter_jsonl(path))
+
+
+class JsonlRows:
+    """A JSON Lines file we wrote, as a read-only sequence of rows that never holds them all: iterating
+    streams the file; `rows[i]` and `lines(indices)` read by row number through the byte offsets of the
+    lines (8 bytes a row). The data steps keep compact per-row state (hashes, indices) and read rows
+    like this, so their memory does not grow with the rows' text."""
+
+    def __init__(self, path: str | Path):
+        import numpy as np
+
+        self.path = Path(path)
+        ends = []
+        pos = 0
+        with open(self.path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                ends.append(np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10) + (pos + 1))
+                pos += len(block)
+        if pos and (not ends or not len(ends[-1]) or ends[-1][-1] != pos):
+            ends.append(np.array([pos]))     # a last line without a newline
+        self._starts = np.concatenate([np.zeros(1, dtype=np.int64), *ends]).astype(np.int64)
+        self._fd: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._starts) - 1
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter_jsonl(self.path)
+
+    def line(self, i: int) -> bytes:
+        """Row i's line as written, newline included. Read with pread, not a memory map: mapped pages
+        would count towards the process's memory for as long as the file is read."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        start = int(self._starts[i])
+        line = os.pread(self._fd, int(self._starts[i + 1]) - start, start)
+        return line if line.endswith(b"\n") else line + b"\n"
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+    def __getitem__(self, i: int) -> Any:
+        return json.loads(self.line(i))
+
+    def write(self, path: str | Path, indices: Iterable[int]) -> int:
+        """Copy the lines of `indices`, in that order, to `path`: the same bytes write_jsonl would write
+        for those rows, without parsing them."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        n = 0
+        with open(path, "wb") as f:
+            for i in indices:
+                f.write(self.line(i))
+                n += 1
+        return n
+
+
+def rows_of(path: str | Path) -> "JsonlRows | list":
+    """An artifact's rows for a step that reads them by index (an empty list when the file is missing)."""
+    return JsonlRows(path) if Path(path).exists() else []
+
+
+def count_lines(path: str | Path) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            n += block.count(b"\n")
+    return n

@@ -67,7 +67,7 @@ def _total(stage: Draw, shares: Mapping[str, float], sizes: Mapping[str, int]) -
     return int(size), most
 
 
-def _draw(rows: list[dict], n: int, method: str, rand: Any) -> list[dict]:
+def _draw(rows: list, n: int, method: str, rand: Any) -> list:
     """n of rows (n <= len(rows)), in the source's order."""
     if n >= len(rows):
         return list(rows)
@@ -90,11 +90,10 @@ def plan_counts(stage: Draw, groups: Mapping[str, Sequence[str]], sizes: Mapping
 
 
 @without_gc
-def mix(train_by_source: Mapping[str, list[dict]], stage: Draw, groups: Mapping[str, Sequence[str]],
-        sampling: Sampling, seed: int) -> tuple[list[dict], dict[str, Any]]:
-    """-> (the stage's rows, shuffled; report {requested, achieved, counts, oversampled, available,
-    total, max_total, stats})."""
-    sizes = {s: len(rows) for s, rows in train_by_source.items()}
+def mix_indices(sizes: Mapping[str, int], stage: Draw, groups: Mapping[str, Sequence[str]],
+                sampling: Sampling, seed: int) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """The mix on row counts alone: sizes {source: train rows} -> ((source, row number) of the stage's
+    rows, shuffled; report {requested, achieved, counts, oversampled, available, total, max_total, stats})."""
     shares, counts, total, most = plan_counts(stage, groups, sizes)
     empty = [s for s in shares if not sizes.get(s)]
     if empty or total <= 0:
@@ -105,22 +104,23 @@ def mix(train_by_source: Mapping[str, list[dict]], stage: Draw, groups: Mapping[
     short = {s: n for s, n in counts.items() if n > sizes.get(s, 0)}
     if short and not sampling.oversample:
         raise RecipeError(_too_small(stage, shares, counts, sizes, total, most))
-    stats = Stats(train_by_source)
-    rows: list[dict] = []
+    stats = Stats(sizes)
+    rows: list[tuple[str, int]] = []
     oversampled: dict[str, int] = {}
-    for s, available in train_by_source.items():
-        stats.seen(s, len(available))
+    for s, size in sizes.items():
+        available = [(s, i) for i in range(size)]
+        stats.seen(s, size)
         n = counts.get(s, 0)
         rand = rng(seed, "mix", stage.name, s)
-        if n > len(available):   # oversample: every row once, then the remainder drawn again
-            repeats, rest = divmod(n, len(available))
+        if n > size:   # oversample: every row once, then the remainder drawn again
+            repeats, rest = divmod(n, size)
             picked = available * repeats + _draw(available, rest, sampling.method, rand)
-            oversampled[s] = n - len(available)
-            stats.added(s, "mix:oversampled", n - len(available))
+            oversampled[s] = n - size
+            stats.added(s, "mix:oversampled", n - size)
         else:
             picked = _draw(available, n, sampling.method, rand)
             reason = "mix:not_sampled" if s in shares else "mix:not_in_stage"
-            stats.dropped(s, reason, len(available) - n)
+            stats.dropped(s, reason, size - n)
         stats.kept(s, len(picked))
         rows.extend(picked)
     stats.assert_balanced()
@@ -130,12 +130,19 @@ def mix(train_by_source: Mapping[str, list[dict]], stage: Draw, groups: Mapping[
         "achieved": {s: round(counts[s] / total, 6) if total else 0.0 for s in shares},
         "counts": {s: counts[s] for s in shares},
         "oversampled": oversampled,
-        "available": sizes,
+        "available": dict(sizes),
         "total": total,
         "max_total": most,
         "stats": stats.to_json(),
     }
     return rows, report
+
+
+def mix(train_by_source: Mapping[str, Sequence[dict]], stage: Draw, groups: Mapping[str, Sequence[str]],
+        sampling: Sampling, seed: int) -> tuple[list[dict], dict[str, Any]]:
+    """mix_indices on rows in memory -> (the stage's rows, shuffled; report)."""
+    picked, report = mix_indices({s: len(rows) for s, rows in train_by_source.items()}, stage, groups, sampling, seed)
+    return [train_by_source[s][i] for s, i in picked], report
 
 
 def _too_small(stage: Draw, shares: Mapping[str, float], counts: Mapping[str, int], sizes: Mapping[str, int],

@@ -6,8 +6,6 @@ Workers are forked (Linux): they inherit the step's state (tokenizer, settings) 
 Elsewhere, and for one worker, the work runs in this process."""
 from __future__ import annotations
 
-import functools
-import gc
 import multiprocessing
 import os
 import sys
@@ -33,22 +31,6 @@ def cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-def paused_gc(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """fn with Python's cycle collector paused while it runs, for chunk work that makes many lists and
-    dicts but no reference cycles: the collector's passes over them cost the render step a quarter of
-    its time."""
-    @functools.wraps(fn)
-    def paused(chunk: Any) -> Any:
-        was = gc.isenabled()
-        gc.disable()
-        try:
-            return fn(chunk)
-        finally:
-            if was:
-                gc.enable()
-    return paused
 
 
 def _call(chunk: Any) -> Any:

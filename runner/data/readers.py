@@ -71,6 +71,8 @@ def _read(path: Path, rel: str) -> Iterator[Raw]:
     try:
         if path.name.endswith(".parquet"):
             return _parquet(path, rel)
+        if path.name.endswith(".jsonl"):
+            return _jsonl(_file_lines(open(path, "rb")), rel)   # streamed: a file of any size
         data = path.read_bytes()
     except OSError as e:
         return iter([Raw(rel, None, None, None, ("unreadable_file", str(e)))])
@@ -93,7 +95,7 @@ def _read_remote(url: str, opener) -> Iterator[Raw]:
 def _parse(name: str, data: bytes, rel: str) -> Iterator[Raw]:
     text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
     if name.endswith(".jsonl"):
-        return _jsonl(text, rel)
+        return _jsonl(iter(text.split("\n")), rel)
     if name.endswith(".json"):
         return _json(text, rel)
     if name.endswith(".csv"):
@@ -109,14 +111,28 @@ def _object(obj: Any, rel: str, line: int | None, row: int) -> Raw:
                json.dumps(obj, ensure_ascii=False, default=str))
 
 
-def _jsonl(text: str, rel: str) -> Iterator[Raw]:
+def _file_lines(f) -> Iterator[str]:
+    """The lines of a binary file as the whole file decoded and split at "\n" gives them (a BOM at its
+    start dropped, a byte that is not UTF-8 as a lone surrogate), one at a time."""
+    with f:
+        first = True
+        for line in f:
+            try:
+                s = line.decode("utf-8")
+            except UnicodeDecodeError:
+                s = line.decode("utf-8", "surrogateescape")
+            if first:
+                s, first = s.removeprefix("\ufeff"), False
+            yield s[:-1] if s.endswith("\n") else s
+
+
+def _jsonl(lines: Iterator[str], rel: str) -> Iterator[Raw]:
     row = 0
-    any_bad = _BAD_BYTE.search(text) is not None   # one scan of the file spares one per line
-    for lineno, line in enumerate(text.split("\n"), 1):
+    for lineno, line in enumerate(lines, 1):
         if not line or line.isspace():
             continue
         row += 1
-        bad = any_bad and _BAD_BYTE.search(line)
+        bad = _BAD_BYTE.search(line) if not line.isascii() else None
         if bad:
             yield Raw(rel, lineno, row, None, ("invalid_utf8", f"byte {bad.start() + 1} of the line is not UTF-8"),
                       _printable(line))

@@ -15,13 +15,14 @@ Strategies (counts per side by largest remainder, so they add up exactly):
 Output keeps each side's rows in input order (temporal: in `by` order)."""
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import defaultdict
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 from ..errors import RecipeError
 from ..recipe.model import MetaSplit, Split
-from .common import apportion, rng, values_at, without_gc
+from .common import apportion, get_path, rng, values_at, without_gc
 from .text import normalize, text
 
 
@@ -29,9 +30,68 @@ def group_key(record: Mapping[str, Any]) -> str:
     return normalize(text(record, "all"))
 
 
-def _groups(records: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[list[int]]:
+def text_digest(record: Mapping[str, Any]) -> bytes:
+    """group_key in 16 bytes: what the split keeps per row to join copies and check leaks."""
+    return hashlib.blake2b(group_key(record).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+class RowKeys(NamedTuple):
+    """What a split needs of each row (not the row): its text digest, its id, its `by` value."""
+    keys: list[bytes]
+    ids: list[str]
+    values: list[Any] | None
+    missing: int = 0                       # rows without the `by` field
+    example: Mapping[str, Any] | None = None   # the first of them
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def row_keys(records: Iterable[Mapping[str, Any]], by: str | None) -> RowKeys:
+    keys, ids, values, missing, example = [], [], [] if by else None, 0, None
+    for r in records:
+        keys.append(text_digest(r))
+        ids.append(str(r["id"]))
+        if by:
+            try:
+                values.append(get_path(r, by))
+            except KeyError:
+                missing += 1
+                example = example or r
+                values.append(None)
+    return RowKeys(keys, ids, values, missing, example)
+
+
+def join_keys(parts: Iterable[RowKeys]) -> RowKeys:
+    """The RowKeys of consecutive chunks of rows, as one."""
+    keys: list[bytes] = []
+    ids: list[str] = []
+    values: list[Any] | None = None
+    missing, example = 0, None
+    for p in parts:
+        keys += p.keys
+        ids += p.ids
+        if p.values is not None:
+            values = values if values is not None else []
+            values += p.values
+        missing += p.missing
+        example = example or p.example
+    return RowKeys(keys, ids, values, missing, example)
+
+
+def _values(rk: RowKeys, by: str, what: str) -> list[Any]:
+    if rk.missing:     # the error values_at gives
+        r = rk.example
+        raise RecipeError(
+            f"{what}: field '{by}' is missing in {rk.missing} of {len(rk)} rows of source "
+            f"'{r.get('source')}' (e.g. id {r.get('id')!r}); records look like "
+            f"{{id, messages, meta: {{...}}, source}}: use e.g. meta.<key> set by the source")
+    return rk.values
+
+
+def _groups(ids: Sequence[str], keys: Sequence[bytes]) -> list[list[int]]:
     """Indices joined by equal text key or equal id (union-find), groups ordered by first row."""
-    parent = list(range(len(records)))
+    parent = list(range(len(ids)))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -39,15 +99,16 @@ def _groups(records: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> list[l
             i = parent[i]
         return i
 
-    first: dict[tuple[str, str], int] = {}
-    for i, r in enumerate(records):
-        for k in (("text", keys[i]), ("id", str(r["id"]))):
+    first_text: dict[bytes, int] = {}
+    first_id: dict[str, int] = {}
+    for i in range(len(ids)):
+        for first, k in ((first_text, keys[i]), (first_id, ids[i])):
             j = first.setdefault(k, i)
             if j != i:
                 a, b = find(i), find(j)
                 parent[max(a, b)] = min(a, b)
     groups: dict[int, list[int]] = defaultdict(list)
-    for i in range(len(records)):
+    for i in range(len(ids)):
         groups[find(i)].append(i)
     return sorted(groups.values(), key=lambda g: g[0])
 
@@ -69,14 +130,16 @@ def _sort_key(values: Sequence[Any]):
 
 
 @without_gc
-def assign(records: Sequence[Mapping[str, Any]], shares: Mapping[str, float], strategy: str, by: str | None,
-           rand: random.Random, taken: dict[str, str] | None = None, what: str = "split") -> dict[str, list]:
-    """The general split: records -> {side: rows} for sides in `shares` order (the first side takes
-    what the others leave). `taken` (text key -> side) is read and updated."""
+def assign_indices(rk: RowKeys, shares: Mapping[str, float], strategy: str, by: str | None,
+                   rand: random.Random, taken: dict[bytes, str] | None = None, what: str = "split"
+                   ) -> dict[str, list[int]]:
+    """The general split on compact row keys: -> {side: row numbers} for sides in `shares` order (the
+    first side takes what the others leave), each side in input order (temporal: in `by` order).
+    `taken` (text digest -> side) is read and updated."""
     sides = list(shares)
     taken = {} if taken is None else taken
-    keys = [group_key(r) for r in records]
-    groups = _groups(records, keys)
+    keys = rk.keys
+    groups = _groups(rk.ids, keys)
     side_of: dict[int, str] = {}
     counts = dict.fromkeys(sides, 0)
     free = []
@@ -107,7 +170,7 @@ def assign(records: Sequence[Mapping[str, Any]], shares: Mapping[str, float], st
     if strategy in ("stratified", "temporal"):
         if not by:
             raise RecipeError(f"{what}: strategy '{strategy}' needs `by:`")
-        values = values_at(records, by, f"{what}.by")
+        values = _values(rk, by, f"{what}.by")
     if strategy == "stratified":
         strata: dict[str, list[int]] = defaultdict(list)
         for gi in free:
@@ -125,34 +188,57 @@ def assign(records: Sequence[Mapping[str, Any]], shares: Mapping[str, float], st
         targets = apportion(n_free + sum(counts.values()), shares)
         fill(free, {s: max(targets[s] - counts[s], 0) for s in sides}, sequential=strategy == "temporal")
 
-    where = {i: side_of[gi] for gi, g in enumerate(groups) for i in g}
-    out: dict[str, list] = {s: [] for s in sides}
-    for i in (sorted(range(len(records)), key=lambda i: (order[i], i)) if order is not None else range(len(records))):
-        out[where[i]].append(records[i])
+    where = [None] * len(keys)
+    for gi, g in enumerate(groups):
+        for i in g:
+            where[i] = side_of[gi]
+    out: dict[str, list[int]] = {s: [] for s in sides}
+    for i in (sorted(range(len(keys)), key=lambda i: (order[i], i)) if order is not None else range(len(keys))):
+        out[where[i]].append(i)
     for i, key in enumerate(keys):
         taken.setdefault(key, where[i])
     return out
 
 
+def assign(records: Sequence[Mapping[str, Any]], shares: Mapping[str, float], strategy: str, by: str | None,
+           rand: random.Random, taken: dict[bytes, str] | None = None, what: str = "split") -> dict[str, list]:
+    """assign_indices on rows in memory -> {side: rows}."""
+    sides = assign_indices(row_keys(records, by if strategy in ("stratified", "temporal") else None),
+                           shares, strategy, by, rand, taken, what)
+    return {s: [records[i] for i in idx] for s, idx in sides.items()}
+
+
 def split_source(records: Sequence[Mapping[str, Any]], split: Split, seed: int,
-                 taken: dict[str, str] | None = None) -> tuple[list, list]:
+                 taken: dict[bytes, str] | None = None) -> tuple[list, list]:
     """One source -> (train, eval). `seed` should already be specific to the source
     (common.rng(recipe.seed, "split", name) is what the split step uses)."""
-    shares = {"train": 1.0 - split.eval, "eval": split.eval}
-    sides = assign(records, shares, split.strategy, split.by, random.Random(seed), taken, "split")
+    sides = assign(records, shares_of(split), split.strategy, split.by, random.Random(seed), taken, "split")
     return sides["train"], sides["eval"]
+
+
+def shares_of(split: Split) -> dict[str, float]:
+    return {"train": 1.0 - split.eval, "eval": split.eval}
 
 
 def check_no_leak(sides: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
     """Raise RecipeError if any (source, id) or any normalised text is on two sides."""
+    check_keys({side: ((r.get("source"), str(r["id"]), text_digest(r)) for r in rows) for side, rows in sides.items()},
+               lambda side, k: sides[side][k])
+
+
+def check_keys(sides: Mapping[str, Iterable[tuple[Any, str, bytes]]], row_of: Callable[[str, int], Mapping[str, Any]]
+               ) -> None:
+    """check_no_leak on (source, id, text digest) per row; row_of(side, k) gives a row for the message."""
     seen: dict[tuple, str] = {}
     leaks: list[str] = []
-    for side, rows in sides.items():
-        for r in rows:
-            for key, label in (((r.get("source"), "id", str(r["id"])), f"id {r['id']!r} of source '{r.get('source')}'"),
-                               ((None, "text", group_key(r)), f"the text of id {r['id']!r} ('{text(r, 'all')[:60]}')")):
+    for side, keys in sides.items():
+        for k, (source, rid, digest) in enumerate(keys):
+            for key, what in (((source, "id", rid), "id"), ((None, "text", digest), "text")):
                 other = seen.setdefault(key, side)
                 if other != side:
+                    r = row_of(side, k)
+                    label = (f"id {r['id']!r} of source '{r.get('source')}'" if what == "id"
+                             else f"the text of id {r['id']!r} ('{text(r, 'all')[:60]}')")
                     leaks.append(f"{label} is in both {other} and {side}")
     if leaks:
         more = f" (and {len(leaks) - 3} more)" if len(leaks) > 3 else ""

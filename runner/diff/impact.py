@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..dag.cache import Cache, default_dir
 from ..dag.compile import Graph, compile_recipe
+from ..dag.plan import predict
 from ..dag.fingerprint import Fingerprint, explain, fingerprint_graph
 from ..errors import RecipeError, ValidationError
 from ..recipe.canonical import canonical
@@ -203,6 +204,11 @@ def _step_changes(a: Side | None, b: Side | None, caches: list[Cache]) -> list[S
             out.append(StepChange(s.name, s.kind, s.stage, "new", (), any(c.has(fp.value) for c in caches)))
         elif a.fps[s.name].value != fp.value:
             why = tuple(explain(a.fps[s.name].components, fp.components))
+            old = a.fps[s.name].value
+            cache = next((c for c in caches if c.has(old)), None)
+            guess = predict(s.kind, a.fps[s.name].components, fp.components, cache, old) if cache else None
+            if guess is not None:
+                why += (guess[1],)
             out.append(StepChange(s.name, s.kind, s.stage, "changed", why, any(c.has(fp.value) for c in caches)))
     after = set(b.graph.names) if b else set()
     return out + [StepChange(n, s.kind, s.stage, "removed", (), False) for n, s in before.items() if n not in after]

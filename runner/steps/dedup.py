@@ -19,24 +19,32 @@ def declare(recipe, step: StepId) -> Declared:
                     inputs=tuple(filter.tip(recipe, s) for s in recipe.sources))
 
 
-def source_inputs(ctx) -> dict[str, list[dict]]:
-    """{source: records} from per-source upstream steps (load.<src> / filter.<src>), in the declared order."""
-    from ..data.io import read_jsonl
+def source_inputs(ctx) -> dict:
+    """{source: its rows} from per-source upstream steps (load.<src> / filter.<src>), in the declared
+    order, as io.JsonlRows: read by row number, never held."""
+    from ..data.io import rows_of
 
     by_source = {i.source: i for i in ctx.step.inputs}
-    return {src: read_jsonl(ctx.input(by_source[src]) / "records.jsonl")
+    return {src: rows_of(ctx.input(by_source[src]) / "records.jsonl")
             for src in ctx.params["order"] if src in by_source}
 
 
 def run(ctx) -> dict:
-    from ..data.dedup import dedup
-    from ..data.io import write_jsonl
+    from ..data.dedup import CHUNK, dedup_indices, dropped_row
+    from ..data.io import dumps
+    from ..data.parallel import cpus, line_chunks
 
     p = ctx.params
-    kept, dropped, stats = dedup(source_inputs(ctx), p["filters"], p["priority"], p["order"])
-    for src, rows in kept.items():
-        write_jsonl(ctx.out / "records" / f"{src}.jsonl", rows)
-    write_jsonl(ctx.out / "dropped.jsonl", dropped)
+    rows = source_inputs(ctx)
+    n = sum(len(r) for r in rows.values())
+    kept, dropped, stats = dedup_indices(rows, p["filters"], p["priority"], p["order"],
+                                         chunks=lambda src: (lines for _, lines in line_chunks(rows[src].path, CHUNK)),
+                                         workers=cpus() if n > 4 * CHUNK else 1)
+    for src, idx in kept.items():
+        rows[src].write(ctx.out / "records" / f"{src}.jsonl", idx)
+    with open(ctx.out / "dropped.jsonl", "w", encoding="utf-8", newline="\n") as f:
+        for entry in dropped:
+            f.write(dumps(dropped_row(rows, entry)) + "\n")
     for m in stats.get("minhash", []):
         ctx.log(f"minhash: threshold {m['threshold']}, {m['bands']} bands x {m['rows']} rows "
                 f"(curve midpoint ~{m['curve_midpoint']}); P(candidate) by Jaccard: {m['candidate_probability']}")

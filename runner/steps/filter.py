@@ -1,10 +1,14 @@
 """filter.<src>: the recipe's row filters that apply to this source, in order.
-Artifact: records.jsonl (kept), dropped.jsonl (each dropped row with its "reason")."""
+Artifact: records.jsonl (kept), dropped.jsonl (each dropped row with its "reason"), scores/ (what each
+filter measured or decided of every row: `predict` answers "what would other thresholds keep?" from
+it, for `recipe plan` and `recipe diff`)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 from .base import Declared, StepId, model_files, template_files
 
-VERSION = 1
+VERSION = 2   # 2: scores/
 
 
 def wanted(recipe, source: str) -> bool:
@@ -49,18 +53,49 @@ def _counter(ctx):
 
 
 def run(ctx) -> dict:
-    from ..data.filters import FilterContext, run_filters
-    from ..data.io import read_jsonl, write_jsonl
+    from ..data.filters import FilterContext, Scores, filter_rows
+    from ..data.io import count_lines, dumps, iter_jsonl
 
     name, filters, tokens = ctx.step.source, ctx.params["filters"], ctx.params.get("tokens")
     fctx = FilterContext(base_dir=ctx.base_dir, max_length=tokens.get("max_length") if tokens else None,
                          token_count=_counter(ctx) if tokens else None)
     (upstream,) = ctx.step.inputs
-    records = read_jsonl(ctx.input(upstream) / "records.jsonl")
-    kept, dropped, stats = run_filters(name, records, filters, fctx, ctx.progress)
-    write_jsonl(ctx.out / "records.jsonl", kept)
-    write_jsonl(ctx.out / "dropped.jsonl", dropped)
+    src = ctx.input(upstream) / "records.jsonl"
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    scores = Scores(filters)
+    # rows stream through: memory does not grow with the source (the scores are 8 bytes a number)
+    with open(ctx.out / "records.jsonl", "w", encoding="utf-8", newline="\n") as kept, \
+            open(ctx.out / "dropped.jsonl", "w", encoding="utf-8", newline="\n") as dropped:
+        stats = filter_rows(name, iter_jsonl(src), filters, fctx,
+                            keep=lambda r: kept.write(dumps(r) + "\n"), drop=lambda r: dropped.write(dumps(r) + "\n"),
+                            progress=ctx.progress, total=count_lines(src), scores=scores)
+    scores.save(ctx.out / "scores")
     out = stats.to_json()
-    ctx.log(f"{name}: kept {len(kept):,} of {len(records):,}"
-            + (f"; dropped {', '.join(f'{k} {v}' for k, v in out['dropped'].items())}" if dropped else ""))
+    ctx.log(f"{name}: kept {out['rows_out']:,} of {out['rows_in']:,}"
+            + (f"; dropped {', '.join(f'{k} {v}' for k, v in out['dropped'].items())}" if out["dropped"] else ""))
     return out
+
+
+def predict(old: dict, new: dict, artifact: Path) -> tuple[int, str] | None:
+    """What this step would keep with the `new` fingerprint components, from the scores of the run
+    with the `old` ones (its artifact): (rows out, a line for plan/diff), or None when the scores
+    cannot tell (other input rows, a changed unscored filter, a number that was not measured)."""
+    from ..data.filters import FilterContext, whatif
+    from ..recipe.model import _filter
+
+    if old.get("inputs") != new.get("inputs") or old.get("files") != new.get("files") \
+            or old["params"].get("tokens") != new["params"].get("tokens") or not (artifact / "scores").is_dir():
+        return None
+    try:
+        a, b = ([_filter(d) for d in c["params"]["filters"]] for c in (old, new))
+    except (KeyError, TypeError):   # a value masked as *** where a number was
+        return None
+    tokens = new["params"].get("tokens") or {}
+    got = whatif(a, b, artifact / "scores", FilterContext(max_length=tokens.get("max_length")))
+    if got is None:
+        return None
+    drops = ", ".join(f"{k} {v:,}" for k, v in got["dropped"].items()) or "nothing"
+    line = f"from the cached scores: keeps {got['rows_out']:,} of {got['rows_in']:,} rows (drops {drops})"
+    if got["unknown"]:
+        line += f"; at most: {got['unknown']:,} of them reach a filter that has not seen them"
+    return got["rows_out"], line

@@ -42,24 +42,30 @@ def declare(recipe, step: StepId) -> Declared:
 
 
 def run(ctx) -> dict:
-    from ..data.formats import load_source
-    from ..data.io import write_jsonl
+    from ..data.formats import stream_source
+    from ..data.io import dumps
+    from ..data.placeholders import Filler, describe
 
     name, source = ctx.params["name"], ctx.step.runtime["source"]
-    records, quarantine, stats = load_source(name, source, ctx.base_dir, ctx.step.runtime["seed"])
-    from ..data.placeholders import describe, fill
-    found = fill(records, source.placeholders)
+    fill = Filler(source.placeholders)
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    # rows stream from the reader to the file: a source of any size loads in constant memory
+    with open(ctx.out / "records.jsonl", "w", encoding="utf-8", newline="\n") as rec, \
+            open(ctx.out / "quarantine.jsonl", "w", encoding="utf-8", newline="\n") as quar:
+        stats = stream_source(name, source, ctx.base_dir, ctx.step.runtime["seed"],
+                              keep=lambda r: rec.write(dumps(fill(r)) + "\n"),
+                              put_aside=lambda q: quar.write(dumps(q) + "\n"))
+    found = fill.found()
     if found:
         stats["placeholders"] = found
     if source.dataset is not None:
         from ..data.hub import origin
         stats["origin"] = origin(source)   # the commit read: in the manifest and the report
-    write_jsonl(ctx.out / "records.jsonl", records)
-    write_jsonl(ctx.out / "quarantine.jsonl", quarantine)
-    msg = f"{name}: {len(records):,} records"
-    if quarantine:
+    records, quarantined = stats["rows_out"], stats["quarantined"]
+    msg = f"{name}: {records:,} records"
+    if quarantined:
         reasons = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in stats["dropped"].items())
-        msg += f", {len(quarantine):,} quarantined ({reasons}): see quarantine.jsonl"
+        msg += f", {quarantined:,} quarantined ({reasons}): see quarantine.jsonl"
     ctx.log(msg)
     if found and describe(name, found):
         ctx.log(f"warning: {describe(name, found)}")

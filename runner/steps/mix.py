@@ -18,17 +18,22 @@ def declare(recipe, step: StepId) -> Declared:
 
 
 def run(ctx) -> dict:
-    from ..data.io import read_jsonl, write_jsonl
-    from ..data.mixing import Draw, mix
+    from ..data.io import rows_of
+    from ..data.mixing import Draw, mix_indices
 
     p = ctx.params
     d = ctx.input(StepId("split")) / "train"
-    train = {src: read_jsonl(d / f"{src}.jsonl") for src in p["sources"] if (d / f"{src}.jsonl").exists()}
+    # rows are copied line by line in the drawn order: only (source, row number) pairs are held
+    train = {src: rows_of(d / f"{src}.jsonl") for src in p["sources"] if (d / f"{src}.jsonl").exists()}
     groups = {k: v for k, v in p["groups"].items() if tuple(v) != (k,)}   # the recipe's groups
-    rows, report = mix(train, Draw(p["stage"], p["mix"], p["size"]), groups, p["sampling"], p["seed"])
-    write_jsonl(ctx.out / "train.jsonl", rows)
+    picked, report = mix_indices({s: len(r) for s, r in train.items()}, Draw(p["stage"], p["mix"], p["size"]),
+                                 groups, p["sampling"], p["seed"])
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    with open(ctx.out / "train.jsonl", "wb") as f:
+        for src, i in picked:
+            f.write(train[src].line(i))
     stats = report.pop("stats")
-    ctx.log(f"{p['stage']}: {len(rows):,} rows: " + ", ".join(
+    ctx.log(f"{p['stage']}: {len(picked):,} rows: " + ", ".join(
         f"{s} {report['counts'][s]:,} ({report['achieved'][s]:.1%} for {report['requested'][s]:.1%})" for s in report["counts"])
         + (f"; oversampled {report['oversampled']}" if report["oversampled"] else ""))
     return {**stats, "mix": report}

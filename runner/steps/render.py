@@ -22,14 +22,6 @@ SAMPLE_HEAD, SAMPLE_EVERY = 256, 1024
 _SMALL = 4 * CHUNK                           # fewer rows than this: no worker processes
 
 
-def count_lines(path: Path) -> int:
-    n = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            n += block.count(b"\n")
-    return n
-
-
 class _Digits(dict):
     """int -> str(int), remembered: joining these is twice as fast as json.dumps of the int lists."""
     def __missing__(self, i: int) -> str:
@@ -47,7 +39,9 @@ def declare(recipe, step: StepId) -> Declared:
 def _render_file(src: Path, dst: Path, tok, t, chat: str, check=None, progress=None) -> dict:
     from ..chat.batch import encoder, render_many
     from ..chat.templates import IGNORE
-    from ..data.parallel import cpus, line_chunks, ordered_map, paused_gc
+    from ..data.common import without_gc
+    from ..data.io import count_lines
+    from ..data.parallel import cpus, line_chunks, ordered_map
     encode = encoder(tok)
     value = json.JSONEncoder(separators=(",", ":")).encode
     digits = _Digits()
@@ -86,7 +80,7 @@ def _render_file(src: Path, dst: Path, tok, t, chat: str, check=None, progress=N
     total_rows = count_lines(src) if progress else None
     dst.parent.mkdir(parents=True, exist_ok=True)
     with open(dst, "w", encoding="utf-8", newline="\n") as f:
-        for text, n, flagged in ordered_map(paused_gc(work), line_chunks(src, CHUNK), workers):
+        for text, n, flagged in ordered_map(without_gc(work), line_chunks(src, CHUNK), workers):
             f.write(text)
             by_source.update(n.pop("by_source"))
             total.update(n)

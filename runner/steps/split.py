@@ -29,12 +29,13 @@ def declare(recipe, step: StepId) -> Declared:
     return Declared({"meta": meta, "seed": recipe.seed, "order": list(recipe.sources)}, inputs, files)
 
 
-def _records(ctx) -> dict[str, list[dict]]:
-    from ..data.io import read_jsonl
+def _records(ctx) -> dict:
+    """{source: its rows, as io.JsonlRows (read by row number, never held)}."""
+    from ..data.io import rows_of
 
     if ctx.step.inputs == (StepId("dedup"),):
         d = ctx.input(StepId("dedup")) / "records"
-        return {src: read_jsonl(d / f"{src}.jsonl") for src in ctx.params["order"] if (d / f"{src}.jsonl").exists()}
+        return {src: rows_of(d / f"{src}.jsonl") for src in ctx.params["order"] if (d / f"{src}.jsonl").exists()}
     return dedup.source_inputs(ctx)
 
 
@@ -44,32 +45,47 @@ def _task_dir(name: str) -> str:
     return "task-" + hashlib.sha1(name.encode()).hexdigest()[:12]
 
 
+def _keys(rows, by: str | None):
+    """The split's per-row keys of one source, computed in chunks on every core."""
+    import json
+
+    from ..data.parallel import cpus, line_chunks, ordered_map
+    from ..data.splits import join_keys, row_keys
+
+    return join_keys(ordered_map(lambda chunk: row_keys(map(json.loads, chunk[1]), by),
+                                 line_chunks(rows.path, 8192), cpus() if len(rows) > 32768 else 1))
+
+
 def run(ctx) -> dict:
+    import random
+
     from ..data.common import rng
-    from ..data.io import write_jsonl
-    from ..data.splits import check_no_leak, split_source
+    from ..data.splits import assign_indices, check_keys, shares_of
     from ..data.stats import Stats
 
     p = ctx.params
     records = _records(ctx)
     if "meta" in p:
         return _meta(ctx, records)
+    split = p["split"]
     stats = Stats(records)
-    taken: dict[str, str] = {}   # text -> side, shared by all sources: a copy follows the first
-    sides: dict[str, list] = {"train": [], "eval": []}
+    taken: dict[bytes, str] = {}   # text digest -> side, shared by all sources: a copy follows the first
+    sides: dict[str, list] = {"train": [], "eval": []}    # (source, id, digest) per row, for the leak check
+    where: dict[str, list] = {"train": [], "eval": []}    # (source, row number), for the check's message
     counts: dict[str, dict[str, int]] = {"train": {}, "eval": {}}
     for src, rows in records.items():
         seed = rng(p["seed"], "split", src).getrandbits(63)
-        train, eval_ = split_source(rows, p["split"], seed, taken)
-        write_jsonl(ctx.out / "train" / f"{src}.jsonl", train)
-        write_jsonl(ctx.out / "eval" / f"{src}.jsonl", eval_)
-        sides["train"] += train
-        sides["eval"] += eval_
-        counts["train"][src], counts["eval"][src] = len(train), len(eval_)
+        rk = _keys(rows, split.by if split.strategy in ("stratified", "temporal") else None)
+        got = assign_indices(rk, shares_of(split), split.strategy, split.by, random.Random(seed), taken, "split")
+        for side, idx in got.items():
+            rows.write(ctx.out / side / f"{src}.jsonl", idx)
+            sides[side] += [(src, rk.ids[i], rk.keys[i]) for i in idx]
+            where[side] += [(src, i) for i in idx]
+            counts[side][src] = len(idx)
         stats.seen(src, len(rows))
         stats.kept(src, len(rows))
-        ctx.log(f"{src}: {len(train):,} train, {len(eval_):,} eval")
-    check_no_leak(sides)
+        ctx.log(f"{src}: {counts['train'][src]:,} train, {counts['eval'][src]:,} eval")
+    check_keys(sides, lambda side, k: records[where[side][k][0]][where[side][k][1]])
     stats.assert_balanced()
     return {**stats.to_json(), **counts}
 

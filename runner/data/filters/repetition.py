@@ -4,11 +4,14 @@
   code closes many blocks with "}" and markdown repeats "---", and neither is degenerate;
 - for texts of at least `min_chars`, a share of repeated word n-grams above `max_ngram_ratio`:
   (n-grams - distinct n-grams) / n-grams, with CJK characters counted as words. Short answers
-  ("The capital of France is Paris.", a quatrain) skip this check: a few words can repeat by nature."""
+  ("The capital of France is Paris.", a quatrain) skip this check: a few words can repeat by nature.
+
+A scored filter, like length: `measure` records the numbers, `rules` decides on one row or a column."""
 from __future__ import annotations
 
 import re
 from collections import Counter
+from typing import Any, Callable, Mapping
 
 from ...recipe.model import RepetitionFilter
 from ..text import text, words
@@ -17,22 +20,45 @@ from .context import FilterContext, RowFilter
 _WORDY = re.compile(r"\w")
 
 
-def make(f: RepetitionFilter, ctx: FilterContext) -> RowFilter:
-    n = f.ngram_size
+def measures(f: RepetitionFilter) -> tuple[str, ...]:
+    names = ("chars", "line_repeats")
+    if f.max_ngram_ratio is not None:
+        names += (f"ngram_ratio_{f.ngram_size}",)   # the ratio depends on n: another n is not scored
+    return names
 
-    def check(record):
+
+def measure(f: RepetitionFilter, ctx: FilterContext) -> Callable[[dict], dict[str, Any]]:
+    n = f.ngram_size
+    ratio = f"ngram_ratio_{n}" if f.max_ngram_ratio is not None else None
+
+    def m(record: dict) -> dict[str, Any]:
         s = text(record, f.field)
-        if f.max_line_repeats is not None:
-            lines = [x for x in (ln.strip() for ln in s.split("\n")) if x]
-            # most texts have few lines, or no line twice: skip the counting then
-            if len(lines) > f.max_line_repeats and len(set(lines)) < len(lines):
-                counts = Counter(x for x in lines if _WORDY.search(x))
-                if counts and max(counts.values()) > f.max_line_repeats:
-                    return "repetition:line", record
-        if f.max_ngram_ratio is not None and len(s) >= f.min_chars:
+        lines = [x for x in (ln.strip() for ln in s.split("\n")) if x]
+        repeats = 0    # the most times a wordy line occurs, when any line occurs twice (else 0)
+        if len(set(lines)) < len(lines):
+            counts = Counter(x for x in lines if _WORDY.search(x))
+            repeats = max(counts.values(), default=0)
+        out = {"chars": len(s), "line_repeats": repeats}
+        if ratio:
             w = words(s)
             grams = [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
-            if grams and (len(grams) - len(set(grams))) / len(grams) > f.max_ngram_ratio:
-                return "repetition:ngram", record
-        return None, record
+            out[ratio] = (len(grams) - len(set(grams))) / len(grams) if grams else 0.0
+        return out
+    return m
+
+
+def rules(f: RepetitionFilter, ctx: FilterContext, m: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    out = []
+    if f.max_line_repeats is not None:
+        out.append(("repetition:line", m["line_repeats"] > f.max_line_repeats))
+    if f.max_ngram_ratio is not None:
+        out.append(("repetition:ngram", (m["chars"] >= f.min_chars) & (m[f"ngram_ratio_{f.ngram_size}"] > f.max_ngram_ratio)))
+    return out
+
+
+def make(f: RepetitionFilter, ctx: FilterContext) -> RowFilter:
+    m = measure(f, ctx)
+
+    def check(record):
+        return next((reason for reason, hit in rules(f, ctx, m(record)) if hit), None), record
     return check
