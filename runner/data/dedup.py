@@ -35,8 +35,8 @@ text; MinHash: the band keys), in chunks on every core, and once more for the ca
 the dedup keeps is a list of row numbers per source (`dedup_indices`); the step copies those lines."""
 from __future__ import annotations
 
-import hashlib
 import json
+from itertools import islice
 from collections import defaultdict
 from functools import lru_cache
 from typing import Any, Callable, Mapping, Sequence
@@ -44,7 +44,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ..recipe.model import DedupFilter
 from .common import without_gc
 from .stats import Stats
-from .text import normalize, text
+from .text import digest, normalize, text
 
 SEED = 1   # MinHash permutations; a constant, so dedup does not change with the recipe's seed
 # A pair at exactly the threshold must become a candidate with at least this probability. Candidates
@@ -203,11 +203,8 @@ def keep_order(sources: Sequence[str], priority: Mapping[str, int], order: Seque
     return sorted(sources, key=lambda s: (-priority.get(s, 0), order.index(s) if s in order else len(order)))
 
 
-CHUNK = 8192   # rows per batch of per-row state (and per worker task)
-
-
-def _digest(s: str) -> bytes:
-    return hashlib.blake2b(s.encode("utf-8", "surrogatepass"), digest_size=16).digest() if s else b""
+CHUNK = 2048   # rows per batch of per-row state (and per worker task): its shingle hashes, 8 bytes a character,
+               # travel back from the worker, and 2 per worker are in flight
 
 
 def _row_state(filters: Sequence[DedupFilter], rows: Sequence[Any]) -> list:
@@ -227,7 +224,7 @@ def _row_state(filters: Sequence[DedupFilter], rows: Sequence[Any]) -> list:
             normalized[f.field] = [normalize(text(r, f.field)) for r in rows]
         texts = normalized[f.field]
         if f.method == "exact":
-            out.append([_digest(t) for t in texts])
+            out.append([digest(t) for t in texts])
         else:
             live = np.fromiter((bool(t) for t in texts), dtype=bool, count=len(texts))
             out.append((live, *_shingle_hashes([t for t in texts if t], f.shingle)))
@@ -270,7 +267,8 @@ def dedup_indices(rows_by_source: Mapping[str, Sequence[dict]], filters: Sequenc
         if not any(applies):
             continue
         rows = rows_by_source[src]
-        parts = chunks(src) if chunks else (rows[k:k + CHUNK] for k in range(0, len(rows), CHUNK))
+        it = iter(rows)
+        parts = chunks(src) if chunks else iter(lambda: list(islice(it, CHUNK)), [])
         pos = base[src]
         for got in ordered_map(lambda part: _row_state(applies, part), parts, workers):
             size = None

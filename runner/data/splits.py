@@ -15,7 +15,6 @@ Strategies (counts per side by largest remainder, so they add up exactly):
 Output keeps each side's rows in input order (temporal: in `by` order)."""
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
@@ -23,7 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 from ..errors import RecipeError
 from ..recipe.model import MetaSplit, Split
 from .common import apportion, get_path, rng, values_at, without_gc
-from .text import normalize, text
+from .text import digest, normalize, text
 
 
 def group_key(record: Mapping[str, Any]) -> str:
@@ -32,7 +31,7 @@ def group_key(record: Mapping[str, Any]) -> str:
 
 def text_digest(record: Mapping[str, Any]) -> bytes:
     """group_key in 16 bytes: what the split keeps per row to join copies and check leaks."""
-    return hashlib.blake2b(group_key(record).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    return digest(group_key(record))
 
 
 class RowKeys(NamedTuple):
@@ -62,17 +61,16 @@ def row_keys(records: Iterable[Mapping[str, Any]], by: str | None) -> RowKeys:
     return RowKeys(keys, ids, values, missing, example)
 
 
-def join_keys(parts: Iterable[RowKeys]) -> RowKeys:
-    """The RowKeys of consecutive chunks of rows, as one."""
+def join_keys(parts: Iterable[RowKeys], by: str | None) -> RowKeys:
+    """The RowKeys of consecutive chunks of rows (read with `by`), as one; no chunks: no rows."""
     keys: list[bytes] = []
     ids: list[str] = []
-    values: list[Any] | None = None
+    values: list[Any] | None = [] if by else None
     missing, example = 0, None
     for p in parts:
         keys += p.keys
         ids += p.ids
-        if p.values is not None:
-            values = values if values is not None else []
+        if values is not None:
             values += p.values
         missing += p.missing
         example = example or p.example
@@ -232,8 +230,8 @@ def check_keys(sides: Mapping[str, Iterable[tuple[Any, str, bytes]]], row_of: Ca
     seen: dict[tuple, str] = {}
     leaks: list[str] = []
     for side, keys in sides.items():
-        for k, (source, rid, digest) in enumerate(keys):
-            for key, what in (((source, "id", rid), "id"), ((None, "text", digest), "text")):
+        for k, (source, rid, key_of_text) in enumerate(keys):
+            for key, what in (((source, "id", rid), "id"), ((None, "text", key_of_text), "text")):
                 other = seen.setdefault(key, side)
                 if other != side:
                     r = row_of(side, k)

@@ -7,6 +7,7 @@ a word. `normalize` is the one definition of "the same text" for exact dedup and
 on one side of a split: NFKC, lowercase, punctuation removed, whitespace collapsed."""
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from functools import lru_cache
@@ -84,3 +85,9 @@ def normalize(s: str) -> str:
     else:
         s = astral.sub("", bmp.sub("", unicodedata.normalize("NFKC", s).lower()))
     return " ".join(s.split())
+
+
+def digest(normalized: str) -> bytes:
+    """A normalised text in 16 bytes: what dedup and the split keep per row instead of the text ("" -> b"",
+    so an empty text stays recognisably empty)."""
+    return hashlib.blake2b(normalized.encode("utf-8", "surrogatepass"), digest_size=16).digest() if normalized else b""

@@ -83,12 +83,17 @@ def predict(old: dict, new: dict, artifact: Path) -> tuple[int, str] | None:
     from ..data.filters import FilterContext, whatif
     from ..recipe.model import _filter
 
+    import json
+
     if old.get("inputs") != new.get("inputs") or old.get("files") != new.get("files") \
-            or old["params"].get("tokens") != new["params"].get("tokens") or not (artifact / "scores").is_dir():
+            or old["params"].get("tokens") != new["params"].get("tokens") or old.get("env") != new.get("env") \
+            or not (artifact / "scores").is_dir():
+        return None
+    if '"***"' in json.dumps([old["params"], new["params"]]):   # a value from the environment: not shown, not known
         return None
     try:
         a, b = ([_filter(d) for d in c["params"]["filters"]] for c in (old, new))
-    except (KeyError, TypeError):   # a value masked as *** where a number was
+    except (KeyError, TypeError):
         return None
     tokens = new["params"].get("tokens") or {}
     got = whatif(a, b, artifact / "scores", FilterContext(max_length=tokens.get("max_length")))
@@ -97,5 +102,6 @@ def predict(old: dict, new: dict, artifact: Path) -> tuple[int, str] | None:
     drops = ", ".join(f"{k} {v:,}" for k, v in got["dropped"].items()) or "nothing"
     line = f"from the cached scores: keeps {got['rows_out']:,} of {got['rows_in']:,} rows (drops {drops})"
     if got["unknown"]:
-        line += f"; at most: {got['unknown']:,} of them reach a filter that has not seen them"
+        line = line.replace("keeps ", "keeps at most ", 1)
+        line += f"; {got['unknown']:,} of them would reach a filter that has not seen them"
     return got["rows_out"], line

@@ -53,7 +53,7 @@ def _keys(rows, by: str | None):
     from ..data.splits import join_keys, row_keys
 
     return join_keys(ordered_map(lambda chunk: row_keys(map(json.loads, chunk[1]), by),
-                                 line_chunks(rows.path, 8192), cpus() if len(rows) > 32768 else 1))
+                                 line_chunks(rows.path, 8192), cpus() if len(rows) > 32768 else 1), by)
 
 
 def run(ctx) -> dict:

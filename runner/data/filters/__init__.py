@@ -106,8 +106,9 @@ def whatif(old: Sequence[Any], new: Sequence[Any], folder: Path, ctx: FilterCont
     """What the chain `new` keeps of the rows the chain `old` scored into `folder`, from the scores
     alone. None when the chains differ in more than scored thresholds (kinds, fields, sources, an
     unscored filter's settings) or `new` needs a number `old` did not measure. -> {rows_in, rows_out,
-    dropped {reason: n}, unknown}: rows_out is exact when unknown is 0; otherwise `unknown` rows would
-    reach an unscored filter that never ran on them, and rows_out counts them as kept (an upper bound)."""
+    dropped {reason: n}, unknown}: exact when unknown is 0; otherwise `unknown` rows would reach an unscored
+    filter that never ran on them: rows_out counts them as kept (an upper bound; the rest is exact) and the
+    drop counts leave them out."""
     import numpy as np
 
     if len(old) != len(new) or not old:
@@ -130,14 +131,18 @@ def whatif(old: Sequence[Any], new: Sequence[Any], folder: Path, ctx: FilterCont
                 return None
             verdict = np.load(folder / f"{k}.verdict.npy")
             hits = [(b.kind, verdict == DROPPED)]     # its own reasons are in the step's stats
-            unknown |= alive & (verdict == NOT_RUN)
+            # rows this filter never saw (an earlier one dropped them): its verdict is unknown, and so is
+            # what later filters would measure (a pii mask changes the text), so they leave the count
+            blind = alive & (verdict == NOT_RUN)
+            unknown |= blind
+            alive &= ~blind
         for reason, hit in hits:
             hit = alive & np.asarray(hit, dtype=bool)
             if hit.any():
                 dropped[reason] = dropped.get(reason, 0) + int(hit.sum())
             alive &= ~hit
-    return {"rows_in": int(len(alive)), "rows_out": int(alive.sum()), "dropped": dict(sorted(dropped.items())),
-            "unknown": int((unknown & alive).sum())}
+    return {"rows_in": n, "rows_out": int(alive.sum() + unknown.sum()), "dropped": dict(sorted(dropped.items())),
+            "unknown": int(unknown.sum())}
 
 
 def run_filters(source: str, records: list[dict], filters: Sequence[Any], ctx: FilterContext,
