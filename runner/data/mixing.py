@@ -67,7 +67,7 @@ def _total(stage: Draw, shares: Mapping[str, float], sizes: Mapping[str, int]) -
     return int(size), most
 
 
-def _draw(rows: list, n: int, method: str, rand: Any) -> list:
+def _draw(rows: Sequence, n: int, method: str, rand: Any) -> list:
     """n of rows (n <= len(rows)), in the source's order."""
     if n >= len(rows):
         return list(rows)
@@ -108,13 +108,13 @@ def mix_indices(sizes: Mapping[str, int], stage: Draw, groups: Mapping[str, Sequ
     rows: list[tuple[str, int]] = []
     oversampled: dict[str, int] = {}
     for s, size in sizes.items():
-        available = [(s, i) for i in range(size)]
+        available = range(size)   # row numbers: _draw reads them as it read rows
         stats.seen(s, size)
         n = counts.get(s, 0)
         rand = rng(seed, "mix", stage.name, s)
         if n > size:   # oversample: every row once, then the remainder drawn again
             repeats, rest = divmod(n, size)
-            picked = available * repeats + _draw(available, rest, sampling.method, rand)
+            picked = list(available) * repeats + _draw(available, rest, sampling.method, rand)
             oversampled[s] = n - size
             stats.added(s, "mix:oversampled", n - size)
         else:
@@ -122,7 +122,7 @@ def mix_indices(sizes: Mapping[str, int], stage: Draw, groups: Mapping[str, Sequ
             reason = "mix:not_sampled" if s in shares else "mix:not_in_stage"
             stats.dropped(s, reason, size - n)
         stats.kept(s, len(picked))
-        rows.extend(picked)
+        rows.extend((s, i) for i in picked)
     stats.assert_balanced()
     rng(seed, "mix", stage.name, "shuffle").shuffle(rows)
     report = {
