@@ -55,6 +55,28 @@ def test_micro_batch_auto_keeps_the_batch(tmp_path, data, plain, capsys):
     assert len(losses) == STEPS and losses == pytest.approx(plain, abs=1e-5)
 
 
+def test_training_runs_without_cudnn_attention_and_restores_it(tmp_path, data, monkeypatch):
+    # cuDNN attention re-plans every new batch shape (2.3x slower steps on an H200): off while training,
+    # the caller's setting back afterwards, also when training fails
+    from runner.train import run_sft
+    seen = []
+
+    def fake_train(*args, **kwargs):
+        seen.append(torch.backends.cuda.cudnn_sdp_enabled())
+        raise RuntimeError("stop here")
+    monkeypatch.setattr(run_sft, "_train", fake_train)
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    try:
+        for setting in (True, False):
+            torch.backends.cuda.enable_cudnn_sdp(setting)
+            with pytest.raises(RuntimeError, match="stop here"):
+                train_stage(F.spec(F.recipe(tmp_path)), data, tmp_path / "out", resume=False)
+            assert torch.backends.cuda.cudnn_sdp_enabled() is setting
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(before)
+    assert seen == [False, False]
+
+
 def test_auto_picks_the_largest_divisor_that_fits(tmp_path):
     r = F.recipe(tmp_path, "train.batch_size=24", "train.world_size=2", "train.micro_batch_size=auto")
     assert batch.candidates(r.train) == [12, 6, 4, 3, 2, 1]
