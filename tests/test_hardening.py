@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from data_fixtures import DATA, REPO, raw_lines, recipe, run_data_steps
 from runner.recipe.load import display   # how the CLI shows a path (relative when close by), so the tests hold wherever they run
@@ -512,3 +513,26 @@ def test_2_the_multi_process_spec_file_holds_no_value_from_the_environment(tmp_p
     monkeypatch.delenv(worker.SECRETS_ENV)
     with pytest.raises(RecipeError, match="RECIPE_SECRETS"):
         worker.read_spec(path)
+
+
+_SPEC_VALUES = st.recursive(
+    st.one_of(st.text(alphabet="ab2${}[]0.-", max_size=8), st.integers(-3, 300),
+              st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=False), st.booleans(), st.none()),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text("xyz", max_size=3), inner, max_size=4)),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_SPEC_VALUES, secrets=st.lists(st.text(alphabet="ab2.0-", min_size=1, max_size=4), unique=True, max_size=3))
+def test_2_the_spec_file_round_trips_whatever_the_values_from_the_environment(value, secrets):
+    """Values from the environment of any length (a "2" is one too, masked where a value is exactly it)
+    leave the spec file and come back: the launched process trains the very same stage."""
+    from runner.train import worker
+
+    secrets = tuple(sorted(secrets, key=len, reverse=True))     # as the graph holds them: longest first
+    hidden = worker._hide(value, secrets)
+    assert worker._show(hidden, list(secrets)) == value
+    exact = (isinstance(value, str) and value in secrets) or \
+        (isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in secrets)
+    if exact:   # a value that is exactly one from the environment never stays in the file
+        assert hidden != value

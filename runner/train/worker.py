@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
+from ..recipe.secrets import MIN_LEN
 from . import spec as specs
 from .spec import StageSpec
 
@@ -30,7 +31,10 @@ def _hide(v: Any, secrets: tuple[str, ...]) -> Any:
     """`v` with each secret text as its placeholder; a number from the environment becomes one whole."""
     if isinstance(v, str):
         for i, t in enumerate(secrets):
-            v = v.replace(t, _placeholder(i))
+            if v == t:
+                return _placeholder(i)
+            if len(t) >= MIN_LEN:
+                v = v.replace(t, _placeholder(i))
         return v
     if isinstance(v, (int, float)) and not isinstance(v, bool) and str(v) in secrets:
         return _placeholder(secrets.index(str(v)), number=True)
