@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,20 @@ def _placeholder(i: int, number: bool = False) -> str:
     return f"${{{SECRETS_ENV}[{i}]{':number' if number else ''}}}"
 
 
+_PLACED = re.compile(re.escape(f"${{{SECRETS_ENV}[") + r"(\d+)\]\}")
+_PLACED_NUMBER = re.compile(re.escape(f"${{{SECRETS_ENV}[") + r"(\d+)\]:number\}")
+
+
 def _hide(v: Any, secrets: tuple[str, ...]) -> Any:
     """`v` with each secret text as its placeholder; a number from the environment becomes one whole."""
     if isinstance(v, str):
-        for i, t in enumerate(secrets):
-            if v == t:
-                return _placeholder(i)
-            if len(t) >= MIN_LEN:
-                v = v.replace(t, _placeholder(i))
+        if v in secrets:
+            return _placeholder(secrets.index(v))
+        inside = [t for t in secrets if len(t) >= MIN_LEN]
+        if inside:
+            # one pass, longest first: replacing text by text could find a secret inside an earlier placeholder
+            found = re.compile("|".join(re.escape(t) for t in sorted(inside, key=len, reverse=True)))
+            v = found.sub(lambda m: _placeholder(secrets.index(m.group())), v)
         return v
     if isinstance(v, (int, float)) and not isinstance(v, bool) and str(v) in secrets:
         return _placeholder(secrets.index(str(v)), number=True)
@@ -52,11 +59,10 @@ def _show(v: Any, secrets: list[str] | None) -> Any:
             raise RecipeError(f"this stage has values from the environment, which the spec file does not hold, "
                               f"and {SECRETS_ENV} did not reach this process; on other nodes, list "
                               f"{SECRETS_ENV} in ~/.deepspeed_env")
-        for i, t in enumerate(secrets):
-            if v == _placeholder(i, number=True):
-                return json.loads(t)
-            v = v.replace(_placeholder(i), t)
-        return v
+        number = _PLACED_NUMBER.fullmatch(v)
+        if number:
+            return json.loads(secrets[int(number.group(1))])
+        return _PLACED.sub(lambda m: secrets[int(m.group(1))], v)
     if isinstance(v, dict):
         return {k: _show(x, secrets) for k, x in v.items()}
     if isinstance(v, list):
