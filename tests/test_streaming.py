@@ -301,5 +301,3 @@ def test_plan_never_predicts_from_a_value_it_cannot_see(tmp_path, monkeypatch):
     assert plan.returncode == 0, plan.stderr[-2000:]
     line = next(x for x in plan.stdout.splitlines() if "filter.tang" in x)
     assert "stale" in line and "cached scores" not in line, line
-    # 60 is shorter than the texts searched for inside other text, but a parameter that is exactly it is masked
-    assert "60" not in plan.stdout and "200" not in plan.stdout, plan.stdout

@@ -18,7 +18,7 @@ from typing import Any
 MASK = "***"
 _ENV = re.compile(r"\$\{\s*oc\.env\s*:")
 _REF = re.compile(r"\$\{\s*(?:oc\.select\s*:\s*)?(\.*[A-Za-z_][\w.\[\]-]*)\s*[,}]")
-MIN_LEN = 3   # shorter values are masked only where a value is exactly them: "8" would mask every 8 in text
+MIN_LEN = 3   # shorter values are not searched for in free text: "8" would mask every 8
 
 
 def _strings(v: Any, path: tuple):
@@ -73,7 +73,7 @@ def texts(data: Any, secret_paths: set | frozenset) -> list[str]:
                 v = None
                 break
         for _, text in _strings(v, ()) if isinstance(v, (dict, list)) else [((), v)]:
-            if text is not None and str(text):
+            if text is not None and len(str(text)) >= MIN_LEN:
                 out.add(str(text))
     return sorted(out, key=len, reverse=True)
 
@@ -97,18 +97,16 @@ def redact(value: Any, secret_texts: list[str] | tuple[str, ...]) -> tuple[Any, 
     if not secret_texts:
         return value, None
     found: list[str] = []
-    whole = set(secret_texts)
-    inside = searchable(secret_texts)
 
     def walk(v: Any) -> Any:
         if isinstance(v, str):
-            if v in whole or any(t in v for t in inside):
+            if any(t in v for t in secret_texts):
                 found.append(v)
                 return MASK
             return v
         # a number from the environment (`${oc.decode:${oc.env:LR}}`) is one too, matched whole: a
         # count that merely contains its digits is not masked
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and str(v) in whole:
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and str(v) in secret_texts:
             found.append(str(v))
             return MASK
         if isinstance(v, dict):
@@ -123,13 +121,8 @@ def redact(value: Any, secret_texts: list[str] | tuple[str, ...]) -> tuple[Any, 
     return out, hashlib.sha256("\0".join(found).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def searchable(secret_texts: list[str] | tuple[str, ...]) -> list[str]:
-    """The secret texts long enough to look for inside other text (longest first, as given)."""
-    return [t for t in secret_texts if len(t) >= MIN_LEN]
-
-
 def scrub(text: str, secret_texts: list[str] | tuple[str, ...]) -> str:
     """Free text (a message) with every secret text in it as ***."""
-    for t in searchable(secret_texts):
+    for t in secret_texts:
         text = text.replace(t, MASK)
     return text
