@@ -14,7 +14,7 @@ decoding and seed), and counts:
 
     python bench/verse_shape.py runs/poetry_lora/main/final          # after `make run`
     python bench/verse_shape.py CKPT [CKPT ...] [--prompts 40] [--set KEY=VALUE ...]
-    python bench/verse_shape.py --smoke                               # builtin:tiny-random, 3 prompts (CI)
+    python bench/verse_shape.py --smoke                               # builtin:tiny-random, 3 prompts, fresh adapter (CI)
 """
 from __future__ import annotations
 
@@ -82,7 +82,8 @@ def measure(spec, checkpoint: str | None, records: Path, first_lines: list[str])
             "half57": sum(c["halves57"] for c in counts) / halves if halves else 0.0,
             "verse": sum(c["verse"] for c in counts) / n, "match": sum(c["match"] for c in counts) / n,
             "stop": sum(g["stopped"] for g in gens) / n,
-            "examples": [[line, g["text"]] for line, g in zip(first_lines[:3], gens[:3])]}
+            "examples": [[line, g["text"]] for line, g in zip(first_lines[:3], gens[:3])],
+            "texts": [g["text"] for g in gens]}
 
 
 def main() -> None:
@@ -93,10 +94,10 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="recipe overrides (default: model.base=builtin:tiny)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
-    ap.add_argument("--smoke", action="store_true", help="builtin:tiny-random, 3 prompts, no checkpoint (CI)")
+    ap.add_argument("--smoke", action="store_true", help="builtin:tiny-random, 3 prompts, a fresh adapter as the checkpoint (CI)")
     a = ap.parse_args()
     if a.smoke:
-        a.prompts, a.set, a.checkpoints = 3, ["model.base=builtin:tiny-random"], []
+        a.prompts, a.set = 3, ["model.base=builtin:tiny-random"]
     sets = a.set or ["model.base=builtin:tiny"]
 
     from runner import api
@@ -108,9 +109,33 @@ def main() -> None:
     step = compile_recipe(recipe)[StepId("evaluate", stage="main")]   # what eval.main declares
     spec = StageSpec.of(step.params, recipe.file.parent, stage="main")
     with tempfile.TemporaryDirectory() as d:
+        if a.smoke:   # a fresh LoRA adapter stands in for a run's checkpoint, so that path runs too
+            a.checkpoints, a.json = [fresh_adapter(recipe, spec, Path(d) / "adapter")], a.json or Path(d) / "shape.json"
         records = Path(d) / "tang.jsonl"
         first_lines = held_out_records(a.prompts, records)
         results = [measure(spec, c, records, first_lines) for c in [None, *a.checkpoints]]
+        report(recipe, results, a)
+    # what must hold at any size: one generation per poem, every rate a share; an untrained adapter (B = 0)
+    # writes what the starting model writes
+    assert all(r["generations"] == a.prompts and 0 <= r["half57"] <= 1 for r in results)
+    if a.smoke:
+        assert results[1]["texts"] == results[0]["texts"], "a fresh adapter changed the generations"
+
+
+def fresh_adapter(recipe, spec, folder: Path) -> str:
+    """The recipe's LoRA adapter, untrained, saved where a run keeps its checkpoint."""
+    from peft import LoraConfig, get_peft_model
+
+    from runner.train.loading import load_base
+
+    base, _ = load_base(spec)
+    ad = recipe.model.adapter
+    get_peft_model(base, LoraConfig(r=ad.r, lora_alpha=ad.alpha, target_modules=list(ad.target_modules),
+                                    task_type="CAUSAL_LM")).save_pretrained(folder)
+    return str(folder)
+
+
+def report(recipe, results: list[dict], a) -> None:
     g = recipe.evaluate.generate
     print(f"{recipe.model.base}: {a.prompts} held-out poems of poetry_lora, decoding temperature {g.temperature}, "
           f"top_p {g.top_p}, no_repeat_ngram_size {g.no_repeat_ngram_size}, max_new_tokens {g.max_new_tokens}")
@@ -121,8 +146,6 @@ def main() -> None:
             print(f"      {line} -> {text[:60]!r}")
     if a.json:
         a.json.write_text(json.dumps(results, ensure_ascii=False, indent=1), encoding="utf-8")
-    # what must hold at any size: one generation per poem, every rate a share
-    assert all(r["generations"] == a.prompts and 0 <= r["half57"] <= 1 for r in results)
 
 
 if __name__ == "__main__":
