@@ -538,3 +538,24 @@ def test_2_the_spec_file_round_trips_whatever_the_values_from_the_environment(va
         (isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in secrets)
     if exact:   # a value that is exactly one from the environment never stays in the file
         assert hidden != value
+
+
+def test_2_a_count_that_equals_a_value_from_the_environment_is_masked_and_the_run_still_reports(tmp_path, capsys,
+                                                                                             monkeypatch):
+    """A threshold from the environment equal to a row count (494 rows load from the first 500 poems) makes
+    that count *** wherever it is stored: the run, its cached rerun and their reports must still work."""
+    from data_fixtures import TANG_FIELDS
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINC", "494")
+    r = write(tmp_path / "r.yaml", f"recipe: counted\nmodel: {{base: builtin:tiny}}\nsources:\n  tang:\n"
+              f"    path: {DATA}/tang_poems.jsonl\n    format: fields\n    limit: 500{TANG_FIELDS}\n"
+              "filters:\n  - {kind: length, field: assistant, max_chars: '${oc.decode:${oc.env:MINC}}'}\n"
+              "split: {strategy: random, eval: 0.1}\n")
+    for attempt in ("ran", "cached"):
+        code, out, err = cli(capsys, "run", str(r), "--dry-run", "--cache-dir", str(tmp_path / "cache"))
+        assert code == 0 and "Traceback" not in err, (attempt, err[-3000:])
+        report = (tmp_path / "runs" / "counted" / "report.md").read_text()
+        assert "| load.tang |" in report, attempt
+    stored = _all_text(tmp_path / "cache")
+    assert '"rows_out": "***"' in stored.replace(" ", "").replace('"rows_out":"***"', '"rows_out": "***"')

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..recipe.secrets import count
 from .options import add_set, positive_int
 
 HELP = "run a recipe"
@@ -78,15 +79,16 @@ def summary(recipe, records) -> str:
             continue
         s = r.stats
         t = s.get("tokens", {})
-        lines += ["", f"stage {st.name}: {s['rows']['train']:,} train rows, {t.get('train', 0):,} tokens "
-                      f"({t.get('trained', 0):,} trained), {t.get('truncated', 0):,} truncated at "
+        lines += ["", f"stage {st.name}: {count(s['rows']['train'])} train rows, {count(t.get('train', 0))} tokens "
+                      f"({count(t.get('trained', 0))} trained), {count(t.get('truncated', 0))} truncated at "
                       f"{recipe.template.max_length}"]
         m = _record(records, StepId("mix", stage=st.name))
         mix = (m.stats or {}).get("mix", {}) if m else {}
         for src, share in sorted(mix.get("achieved", {}).items()):
             req = mix.get("requested", {}).get(src)
             n = s.get("by_source", {}).get(src, {}).get("rows_out", 0)
-            lines.append(f"  {src:<12} {n:>8,} rows  {share:7.1%}" + (f" (requested {req:.1%})" if req is not None else ""))
+            lines.append(f"  {src:<12} {count(n):>8} rows  {_share(share):>7}" +
+                         (f" (requested {_share(req)})" if req is not None else ""))
     tasks = _record(records, StepId("tasks"))
     if split is not None and tasks is not None:
         index = (split.stats or {}).get("tasks", [])
@@ -101,3 +103,7 @@ def summary(recipe, records) -> str:
         lines.append("  the tasks in the prompt/response/metadata layout and the k-shot sets are in the run "
                      "directory: tasks/, few_shot/")
     return "\n".join(lines) + "\n"
+
+
+def _share(v) -> str:
+    return f"{v:.1%}" if isinstance(v, (int, float)) else str(v)   # *** where it was a number from the environment

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..paths import under
 from ..recipe.model import Recipe
+from ..recipe.secrets import count
 from ..steps.base import BEFORE, StepId
 from .compile import Graph
 
@@ -94,7 +95,7 @@ def write_markdown(report: dict, run_dir: Path) -> None:
     lines = [f"# Run report: {report['recipe']}", "", "## Data funnel", "",
              "| step | status | rows in | rows out | dropped | seconds |", "|---|---|---:|---:|---|---:|"]
     for s in report["steps"]:
-        dropped = ", ".join(f"{k}: {v:,}" for k, v in sorted(s["dropped"].items())) if s["dropped"] else ""
+        dropped = ", ".join(f"{k}: {count(v)}" for k, v in sorted(s["dropped"].items())) if s["dropped"] else ""
         lines.append(f"| {s['name']} | {s['status']} | {_fmt(s['rows_in'])} | {_fmt(s['rows_out'])} | {dropped} | {s['seconds']:.2f} |")
     if report.get("datasets"):
         lines += ["", "## Hub datasets", "", "| source | dataset | config | splits | revision | commit |",
@@ -107,10 +108,10 @@ def write_markdown(report: dict, run_dir: Path) -> None:
         lines += ["", "## Unresolved placeholders", ""] + [f"- {describe(k, v)}" for k, v in unresolved.items()]
     if report["quarantine"]:
         lines += ["", "## Quarantine", "", "| source | rows | file |", "|---|---:|---|"]
-        lines += [f"| {k} | {v['count']:,} | {v['file']} |" for k, v in report["quarantine"].items()]
+        lines += [f"| {k} | {count(v['count'])} | {v['file']} |" for k, v in report["quarantine"].items()]
         dups = {k: v["duplicate_ids"] for k, v in report["quarantine"].items() if v.get("duplicate_ids")}
         if dups:
-            lines += [""] + [f"- {k}: {d['rows']:,} rows share an id with an earlier row ({d['ids']:,} ids, e.g. "
+            lines += [""] + [f"- {k}: {count(d['rows'])} rows share an id with an earlier row ({count(d['ids'])} ids, e.g. "
                              f"{', '.join(map(str, d['examples'][:3]))}); kept, and kept on one side of the split"
                              for k, d in dups.items()]
     if report.get("before"):

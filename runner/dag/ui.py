@@ -7,6 +7,8 @@ import os
 import time
 from typing import Any
 
+from ..recipe.secrets import MASK, count
+
 
 def _clock(seconds: float) -> str:
     m, s = divmod(int(seconds + 0.5), 60)
@@ -65,9 +67,10 @@ class StepUI:
     def finished(self, rec) -> None:
         self._stop()
         s = rec.stats or {}
-        rows = f"{s['rows_in']:,} -> {s['rows_out']:,} rows" if "rows_in" in s else ""
-        dropped = sum(s.get("dropped", {}).values()) if isinstance(s.get("dropped"), dict) else 0
-        extra = f", {dropped:,} dropped" if dropped else ""
+        rows = f"{count(s['rows_in'])} -> {count(s['rows_out'])} rows" if "rows_in" in s else ""
+        counts = list(s["dropped"].values()) if isinstance(s.get("dropped"), dict) else []
+        dropped = sum(counts) if all(isinstance(n, int) for n in counts) else MASK   # a masked count: total unknown
+        extra = f", {count(dropped)} dropped" if dropped else ""
         mark = "[green]✓[/]" if rec.status == "ran" else "[dim]=[/]"
         took = f"{rec.seconds:.1f}s" if rec.status == "ran" else "cached"
         self.console.print(f"  {mark} {rec.name:<16} {took:>7}  {rows}{extra}")

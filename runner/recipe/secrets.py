@@ -126,3 +126,9 @@ def scrub(text: str, secret_texts: list[str] | tuple[str, ...]) -> str:
     for t in secret_texts:
         text = text.replace(t, MASK)
     return text
+
+
+def count(v: Any) -> str:
+    """A count as the screen and the reports show it (1,234). A stored count equal to a number from the
+    environment was masked like the number (redact matches numbers by value), so it stays ***."""
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
