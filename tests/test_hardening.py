@@ -559,3 +559,15 @@ def test_2_a_count_that_equals_a_value_from_the_environment_is_masked_and_the_ru
         assert "| load.tang |" in report, attempt
     stored = _all_text(tmp_path / "cache")
     assert '"rows_out": "***"' in stored.replace(" ", "").replace('"rows_out":"***"', '"rows_out": "***"')
+
+
+def test_2_masked_keys_stay_apart_so_a_changed_value_changes_the_fingerprint():
+    # a mix keyed by names from the environment: masking both keys to one "***" would keep one weight only,
+    # and a changed weight would then reuse the cached step
+    from runner.recipe.secrets import redact
+
+    secrets = ["corpus-east", "corpus-west"]
+    a = redact({"mix": {"corpus-east": 0.3, "corpus-west": 0.7}}, secrets)
+    b = redact({"mix": {"corpus-east": 0.5, "corpus-west": 0.7}}, secrets)
+    assert a != b and len(a[0]["mix"]) == 2
+    assert "corpus" not in json.dumps(a) + json.dumps(b)

@@ -110,7 +110,13 @@ def redact(value: Any, secret_texts: list[str] | tuple[str, ...]) -> tuple[Any, 
             found.append(str(v))
             return MASK
         if isinstance(v, dict):
-            return {walk(k) if isinstance(k, str) else k: walk(x) for k, x in v.items()}
+            out: dict = {}
+            for k, x in v.items():
+                key = walk(k) if isinstance(k, str) else k
+                if key == MASK:   # numbered: two masked keys must not become one (one value would be lost)
+                    key = f"{MASK}{sum(str(o).startswith(MASK) for o in out)}"
+                out[key] = walk(x)
+            return out
         if isinstance(v, (list, tuple)):
             return [walk(x) for x in v]
         return v
