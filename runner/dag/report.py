@@ -84,7 +84,7 @@ def _health(metrics: dict) -> dict:
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
-    return "" if v is None else f"{v:,}" if isinstance(v, int) else str(v)
+    return "" if v is None else count(v)
 
 
 def _pct(v) -> str:

@@ -57,7 +57,6 @@ CHUNK = 4096   # rows per worker task
 
 def run(ctx) -> dict:
     import json
-    from collections import Counter
 
     from ..data.filters import FilterContext, Scores, filter_rows
     from ..data.io import count_lines, dumps
@@ -71,7 +70,7 @@ def run(ctx) -> dict:
     src = ctx.input(upstream) / "records.jsonl"
     total = count_lines(src)
 
-    def work(chunk: tuple[int, list[str]]) -> tuple[str, str, dict, Counter, list]:
+    def work(chunk: tuple[int, list[str]]) -> tuple[str, str, dict, list]:
         kept: list[str] = []
         dropped: list[str] = []
         part = Scores(filters)
@@ -96,9 +95,7 @@ def run(ctx) -> dict:
             stats.kept(name, st["rows_out"])
             for reason, n in st["dropped"].items():
                 stats.dropped(name, reason, n)
-            for mine, theirs in zip(scores.columns, columns):
-                for col, values in theirs.items():
-                    mine[col].extend(values)
+            scores.extend(columns)
             done += st["rows_in"]
             ctx.progress(done, total)
     stats.assert_balanced()

@@ -48,6 +48,12 @@ class Scores:
         for name, col in self.columns[k].items():
             col.append(values[name])
 
+    def extend(self, columns: Sequence[Mapping[str, Any]]) -> None:
+        """Append another Scores' columns (a later chunk of the same rows)."""
+        for mine, theirs in zip(self.columns, columns):
+            for name, values in theirs.items():
+                mine[name].extend(values)
+
     def save(self, folder: Path) -> None:
         import numpy as np
         folder.mkdir(parents=True, exist_ok=True)
