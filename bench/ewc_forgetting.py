@@ -8,6 +8,7 @@ lambda asked for, on the pretrained builtin:tiny, and prints per stage the eval 
 cross-entropy it is added to (calibration: a penalty far below the CE loss cannot hold anything).
 
     python bench/ewc_forgetting.py [--seeds 42 43 44] [--lambdas 0 0.05 0.5 50] [--lr 2e-3] [--steps 30] [--json out.json]
+    python bench/ewc_forgetting.py --mix sequential   # later stages drop the earlier data (see --mix)
     python bench/ewc_forgetting.py --smoke     # builtin:tiny-random, one seed, a few steps (CI)
 
 Reduced so that it runs on a CPU: each stage trains --steps optimizer steps on at most --rows rows,
@@ -27,6 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "curriculum_3stage.yaml"
 STAGES = ("before", "base", "task", "domain")
+# recipe: the shipped mixes (general stays in every stage, 70% then 50%). sequential: each later stage
+# trains only what it adds, the textbook continual-learning setting in which stage 1 has something to lose
+MIXES = {"recipe": {}, "sequential": {"stages.task.mix": "{task: 1.0}", "stages.domain.mix": "{poetry: 1.0}"}}
 
 
 def run(cache: Path, out: Path, *, model: str, seed: int, lam: float, a) -> dict:
@@ -38,6 +42,7 @@ def run(cache: Path, out: Path, *, model: str, seed: int, lam: float, a) -> dict
         "sources.poetry.limit": a.poetry_limit, "evaluate.max_rows": a.eval_rows,
         "evaluate.generate.prompts": "[]", "evaluate.generate.eval_prompts": 0,
     }
+    sets.update(MIXES[a.mix])
     if a.lr is not None:
         sets["train.learning_rate"] = a.lr
     cmd = [sys.executable, "-m", "runner", "run", str(RECIPE), "--cache-dir", str(cache), "--output", str(out)]
@@ -81,6 +86,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, help="learning rate of every stage (default: the recipe's, 2e-4, which "
                     "barely moves builtin:tiny's LoRA in a few dozen steps: nothing to forget)")
     ap.add_argument("--poetry-limit", type=int, default=3000, help="poems read (the filter tokenizes each)")
+    ap.add_argument("--mix", choices=sorted(MIXES), default="recipe",
+                    help="recipe: the shipped stage mixes; sequential: stage task trains on task only, domain on "
+                    "poetry only (general is not revisited)")
     ap.add_argument("--json", type=Path, help="write every number here")
     ap.add_argument("--smoke", action="store_true", help="builtin:tiny-random, one seed, 2 steps: seconds (CI)")
     a = ap.parse_args()
@@ -97,7 +105,8 @@ def main() -> None:
                                         seed=seed, lam=lam, a=a))
                 print(f"  seed {seed} lambda {lam:g}: done ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     sources = sorted({s for runs in results.values() for r in runs for row in r["forgetting"].values() for s in row})
-    print(f"curriculum_3stage on {a.model}: seeds {a.seeds}, learning rate {a.lr or 'of the recipe'}, "
+    print(f"curriculum_3stage ({a.mix} mixes) on {a.model}: seeds {a.seeds}, "
+          f"learning rate {a.lr or 'of the recipe'}, "
           f"{a.steps} steps and <= {a.rows} rows per stage, "
           f"{a.eval_rows} eval rows per source, Fisher from {a.fisher_samples} sequences\n")
     for lam in lambdas:
