@@ -50,8 +50,9 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q
 
-# Pretrain builtin:tiny with our own runner (recipes/tiny_pretrain.yaml, ~1 h on 2 CPU cores) and write
-# runner/builtin/tiny/model.safetensors + manifest.json. CI and `make test` never run it. The thread count
+# Pretrain builtin:tiny with our own runner (recipes/tiny_pretrain.yaml then tiny_chat.yaml, 1-1.5 h on 2 CPU
+# cores) and write runner/builtin/tiny/model.safetensors + manifest.json, the shipped ones byte for byte.
+# CI and `make test` never run it. The thread count
 # changes the order of float sums, so it is pinned: the shipped weights were trained with 2 threads.
 tiny-model: install
 	OMP_NUM_THREADS=2 $(BIN)/python -m runner.builtin.make_tiny
