@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _run import run_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "curriculum_3stage.yaml"
@@ -45,13 +46,7 @@ def run(cache: Path, out: Path, *, model: str, seed: int, lam: float, a) -> dict
     sets.update(MIXES[a.mix])
     if a.lr is not None:
         sets["train.learning_rate"] = a.lr
-    cmd = [sys.executable, "-m", "runner", "run", str(RECIPE), "--cache-dir", str(cache), "--output", str(out)]
-    for k, v in sets.items():
-        cmd += ["--set", f"{k}={v}"]
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if p.returncode:
-        sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr[-3000:]}")
-    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    report = run_recipe(RECIPE, out, cache, sets)
     penalty = {}
     for step in report["steps"]:
         if step["kind"] == "train" and step["stage"] in ("task", "domain"):

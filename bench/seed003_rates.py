@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _run import run_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 WRONG, FIX = ROOT / "recipes" / "seed003_wrong_labels.yaml", ROOT / "recipes" / "seed003_fix.yaml"
@@ -26,13 +27,7 @@ ROWS = (("wrong", "before"), ("wrong", "base"), ("wrong", "task"), ("fix", "task
 
 
 def run(recipe: Path, out: Path, cache: Path, sets: dict) -> dict:
-    cmd = [sys.executable, "-m", "runner", "run", str(recipe), "--cache-dir", str(cache), "--output", str(out)]
-    for k, v in sets.items():
-        cmd += ["--set", f"{k}={v}"]
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if p.returncode:
-        sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr[-3000:]}")
-    health = json.loads((out / "report.json").read_text(encoding="utf-8"))["generation_health"]
+    health = run_recipe(recipe, out, cache, sets)["generation_health"]
     return {stage: {"generations": h["generations"], "stopped": round(h["stop_rate"] * h["generations"]),
                     "leaked": round(h["role_leak_rate"] * h["generations"])} for stage, h in health.items()}
 

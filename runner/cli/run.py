@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..recipe.secrets import count
+from ..recipe.secrets import count, share
 from .options import add_set, positive_int
 
 HELP = "run a recipe"
@@ -84,11 +84,11 @@ def summary(recipe, records) -> str:
                       f"{recipe.template.max_length}"]
         m = _record(records, StepId("mix", stage=st.name))
         mix = (m.stats or {}).get("mix", {}) if m else {}
-        for src, share in sorted(mix.get("achieved", {}).items()):
+        for src, got in sorted(mix.get("achieved", {}).items()):
             req = mix.get("requested", {}).get(src)
             n = s.get("by_source", {}).get(src, {}).get("rows_out", 0)
-            lines.append(f"  {src:<12} {count(n):>8} rows  {_share(share):>7}" +
-                         (f" (requested {_share(req)})" if req is not None else ""))
+            lines.append(f"  {src:<12} {count(n):>8} rows  {share(got):>7}" +
+                         (f" (requested {share(req)})" if req is not None else ""))
     tasks = _record(records, StepId("tasks"))
     if split is not None and tasks is not None:
         index = (split.stats or {}).get("tasks", [])
@@ -103,7 +103,3 @@ def summary(recipe, records) -> str:
         lines.append("  the tasks in the prompt/response/metadata layout and the k-shot sets are in the run "
                      "directory: tasks/, few_shot/")
     return "\n".join(lines) + "\n"
-
-
-def _share(v) -> str:
-    return f"{v:.1%}" if isinstance(v, (int, float)) else str(v)   # *** where it was a number from the environment

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..paths import under
 from ..recipe.model import Recipe
-from ..recipe.secrets import count
+from ..recipe.secrets import count, share
 from ..steps.base import BEFORE, StepId
 from .compile import Graph
 
@@ -87,10 +87,6 @@ def _fmt(v) -> str:
     return "" if v is None else count(v)
 
 
-def _pct(v) -> str:
-    return "" if v is None else f"{v:.1%}"
-
-
 def write_markdown(report: dict, run_dir: Path) -> None:
     lines = [f"# Run report: {report['recipe']}", "", "## Data funnel", "",
              "| step | status | rows in | rows out | dropped | seconds |", "|---|---|---:|---:|---|---:|"]
@@ -121,7 +117,7 @@ def write_markdown(report: dict, run_dir: Path) -> None:
         lines += ["", f"## Stage {st['name']}", "", "| source | requested | achieved |", "|---|---:|---:|"]
         for src in sorted(set(st["mix"]["requested"]) | set(st["mix"]["achieved"])):
             req, ach = st["mix"]["requested"].get(src), st["mix"]["achieved"].get(src)
-            lines.append(f"| {src} | {_pct(req)} | {_pct(ach)} |")
+            lines.append(f"| {src} | {share(req)} | {share(ach)} |")
         lines += ["", f"rows: train {_fmt(st['rows']['train'])}, eval {json.dumps(st['rows']['eval'], ensure_ascii=False)}"]
         tm = st["metrics"]["train"]
         if tm:
@@ -142,7 +138,7 @@ def write_markdown(report: dict, run_dir: Path) -> None:
                   "that wrote a role marker or special token. Over the recipe's prompts plus a few eval rows' prompts.",
                   "", "| stage | stop_rate | role_leak_rate | generations |", "|---|---:|---:|---:|"]
         for stage, h in report["generation_health"].items():
-            lines.append(f"| {stage} | {_pct(h['stop_rate'])} | {_pct(h['role_leak_rate'])} | {_fmt(h['generations'])} |")
+            lines.append(f"| {stage} | {share(h['stop_rate'])} | {share(h['role_leak_rate'])} | {_fmt(h['generations'])} |")
     for name, tm in (report.get("meta_training") or {}).items():
         lines += ["", f"## Meta-recipe training: {name}", "",
                   ", ".join(f"{k} {_fmt(v)}" for k, v in tm.items() if not isinstance(v, (dict, list)))]

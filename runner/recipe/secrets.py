@@ -138,3 +138,8 @@ def count(v: Any) -> str:
     """A count as the screen and the reports show it (1,234). A stored count equal to a number from the
     environment was masked like the number (redact matches numbers by value), so it stays ***."""
     return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
+
+
+def share(v: Any) -> str:
+    """A share as the screen and the reports show it (12.5%); *** where it was masked, as count; None: blank."""
+    return "" if v is None else f"{v:.1%}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
