@@ -208,13 +208,21 @@ def test_resume_guard_only_protects_saved_progress(tmp_path):
     assert not cache.partial_dir("old").exists()
 
 
-def test_a_missing_logger_is_one_clear_error(monkeypatch):
+def test_a_missing_logger_is_one_clear_error_for_every_training_kind(monkeypatch, tmp_path):
+    """The engine checks the loggers of every step kind that trains (a meta recipe's train.meta too)."""
     import importlib.util
 
-    from runner.steps.train import _check_loggers
+    from runner.dag.execute import _training
+    from runner.steps import STEPS
+    from runner.steps.base import Step, StepId
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(RecipeError, match=r"train.report_to: wandb is not installed; `pip install wandb`"):
-        _check_loggers(("wandb",))
+    trains = [k for k, m in STEPS.items() if m.KIND.trains]
+    assert {"train", "meta_train"} <= set(trains)
+    for kind in trains:
+        step = Step(StepId(kind, stage="meta"), {}, (), runtime={"report_to": ("wandb",)})
+        with pytest.raises(RecipeError, match=r"train.report_to: wandb is not installed; `pip install wandb`"):
+            with _training(step, tmp_path):
+                pass
 
 
 def test_fingerprints_cover_what_the_steps_read(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..recipe.secrets import count, share
+from ..steps.result import count
 from .options import add_set, positive_int
 
 HELP = "run a recipe"
@@ -45,61 +45,30 @@ def main(args: argparse.Namespace) -> int:
 
 # --- the --dry-run summary --------------------------------------------------------------------------
 
-def _record(records, step):
-    return next((r for r in records if r.id == step), None)
-
-
-def _rows(records, step, src: str | None = None):
-    rec = _record(records, step)
-    if rec is None:
-        return None
-    s = rec.stats or {}
-    if src is None:
-        return s.get("rows_out")
-    return s.get("by_source", {}).get(src, {}).get("rows_out")
-
-
 def summary(recipe, records) -> str:
-    from ..steps.base import StepId
-    checked = "" if recipe.meta else " and the render check passed"
-    lines = [f"dry run: data steps done{checked}; training was not started", ""]
-    split = _record(records, StepId("split"))
-    ev = (split.stats or {}).get("eval", {}) if split else {}
+    """What the data steps made, from their results: rows of each source through every step with a column
+    (KIND.column), then each stage's line and lines, then the lines of steps of no stage."""
+    from ..steps import STEPS
+    from ..steps.base import kind_of
+
+    lines = ["dry run: data steps done and the render check passed; training was not started", ""]
+    columns = [mod.KIND.column for mod in STEPS.values() if mod.KIND.column]
     if recipe.sources:
-        lines.append(f"{'source':<14}{'loaded':>9}{'filtered':>10}{'deduped':>9}{'eval':>7}")
+        lines.append(f"{'source':<14}" + "".join(f"{c:>{max(len(c) + 3, 7)}}" for c in columns))
     for src in recipe.sources:
-        loaded = _rows(records, StepId("load", source=src))
-        filtered = _rows(records, StepId("filter", source=src))
-        deduped = _rows(records, StepId("dedup"), src)
-        fmt = lambda v: f"{v:,}" if isinstance(v, int) else "-"  # noqa: E731
-        lines.append(f"{src:<14}{fmt(loaded):>9}{fmt(filtered):>10}{fmt(deduped):>9}{fmt(ev.get(src)):>7}")
-    for st in recipe.stages:
-        r = _record(records, StepId("render", stage=st.name))
-        if r is None:
-            continue
-        s = r.stats
-        t = s.get("tokens", {})
-        lines += ["", f"stage {st.name}: {count(s['rows']['train'])} train rows, {count(t.get('train', 0))} tokens "
-                      f"({count(t.get('trained', 0))} trained), {count(t.get('truncated', 0))} truncated at "
-                      f"{recipe.template.max_length}"]
-        m = _record(records, StepId("mix", stage=st.name))
-        mix = (m.stats or {}).get("mix", {}) if m else {}
-        for src, got in sorted(mix.get("achieved", {}).items()):
-            req = mix.get("requested", {}).get(src)
-            n = s.get("by_source", {}).get(src, {}).get("rows_out", 0)
-            lines.append(f"  {src:<12} {count(n):>8} rows  {share(got):>7}" +
-                         (f" (requested {share(req)})" if req is not None else ""))
-    tasks = _record(records, StepId("tasks"))
-    if split is not None and tasks is not None:
-        index = (split.stats or {}).get("tasks", [])
-        held = set((tasks.stats or {}).get("held_out", []))
-        lines += ["", f"meta: {len(index)} tasks, {len(index) - len(held)} to train on, held out for few-shot "
-                      f"evaluation: {', '.join(sorted(held))}",
-                  f"  {'task':<20}{'support':>9}{'query':>8}{'test':>7}"]
-        for t in index:
-            rows = t["rows"]
-            lines.append(f"  {t['name'][:19]:<20}{rows['support']:>9,}{rows['query']:>8,}{rows['test']:>7,}"
-                         + ("  held out" if t["name"] in held else ""))
-        lines.append("  the tasks in the prompt/response/metadata layout and the k-shot sets are in the run "
-                     "directory: tasks/, few_shot/")
+        cells = dict.fromkeys(columns)
+        for r in records:
+            column = kind_of(r.id).column
+            n = r.result.source_rows(r, src) if column else None
+            if n is not None:
+                cells[column] = n
+        lines.append(f"{src:<14}" + "".join(f"{count(cells[c]) if isinstance(cells[c], int) else '-':>{max(len(c) + 3, 7)}}"
+                                            for c in columns))
+    for st in recipe.active_stages:
+        mine = [r for r in records if r.stage == st.name]
+        heads = [h for r in mine if (h := r.result.summary_head(r))]
+        if heads:
+            lines += ["", f"stage {st.name}: " + "; ".join(heads)]
+            lines += [line for r in mine for line in r.result.summary_lines(r)]
+    lines += [line for r in records if r.stage is None for line in r.result.summary_lines(r)]
     return "\n".join(lines) + "\n"

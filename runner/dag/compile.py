@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..recipe import model
-from ..steps import STEPS, dedup, filter
-from ..steps.base import Step, StepId, parse_step
+from ..steps import STEPS
+from ..steps.base import Step, StepId, parse_step, recipe_stage
 
 
 @dataclass(frozen=True)
@@ -58,51 +58,51 @@ class Graph:
         return out
 
 
-def _step(r: model.Recipe, step: StepId, notes: list[str]) -> Step:
-    """One step as its kind declares it: the compiler adds nothing to what a step depends on."""
-    d = STEPS[step.kind].declare(r, step)
-    notes += d.notes
-    return Step(step, d.params, tuple(d.inputs), tuple(d.files), d.runtime)
-
-
 def _secret_texts(r: model.Recipe) -> tuple[str, ...]:
     from ..recipe import secrets
     return tuple(secrets.texts(r.document, r.secrets))
 
 
+def _run_order(r: model.Recipe, steps: list[Step]) -> list[Step]:
+    """Inputs first; among the steps ready at once, the earliest stage's (a step of no stage counts as its
+    earliest input's), then the earliest source's, then the registry's order of kinds, then the kind's own.
+    So each stage's steps run together, and the order is a function of the graph alone."""
+    stage_at = {st.name: i + 1 for i, st in enumerate(r.active_stages)}
+    source_at = {s: i for i, s in enumerate(r.sources)}
+    rank = {kind: i for i, kind in enumerate(STEPS)}
+    by_id = {s.id: s for s in steps}
+    anchor: dict[StepId, int] = {}
+
+    def anchor_of(sid: StepId) -> int:
+        if sid not in anchor:
+            own = stage_at.get(recipe_stage(sid))
+            anchor[sid] = own if own is not None else min(
+                (anchor_of(i) for i in by_id[sid].inputs if i in by_id), default=0)
+        return anchor[sid]
+    key = {s.id: (anchor_of(s.id), source_at.get(s.id.source, -1), rank[s.id.kind], n) for n, s in enumerate(steps)}
+    waiting = {s.id: {i for i in s.inputs if i in by_id} for s in steps}
+    order: list[Step] = []
+    while waiting:
+        ready = [sid for sid, need in waiting.items() if not need]
+        if not ready:
+            raise AssertionError(f"the step graph has a cycle: {sorted(map(str, waiting))}")
+        nxt = min(ready, key=key.__getitem__)
+        order.append(by_id[nxt])
+        del waiting[nxt]
+        for need in waiting.values():
+            need.discard(nxt)
+    return order
+
+
 def compile_recipe(r: model.Recipe) -> Graph:
-    """Which steps a recipe has, in run order; each step kind's declare() says what the step depends on."""
+    """Which steps a recipe has (each kind lists its own), in run order; each kind's declare() says what a
+    step depends on: the compiler adds nothing to it."""
     steps: list[Step] = []
-    notes: list[str] = []
-
-    for src in r.sources:
-        steps.append(_step(r, StepId("load", source=src), notes))
-        if filter.wanted(r, src):
-            steps.append(_step(r, StepId("filter", source=src), notes))
-    if dedup.wanted(r):
-        steps.append(_step(r, StepId("dedup"), notes))
-    steps.append(_step(r, StepId("split"), notes))
-
-    if r.meta:
-        # split -> tasks (layout + held-out choice) -> train.meta (FOMAML), train.control (multi-task SFT)
-        # -> eval.few_shot (all three models adapted to the held-out tasks)
-        steps.append(_step(r, StepId("tasks"), notes))
-        steps.append(_step(r, StepId("meta_train", stage="meta"), notes))
-        if r.meta.few_shot_eval.sft_control:
-            steps.append(_step(r, StepId("meta_train", stage="control"), notes))
-        steps.append(_step(r, StepId("few_shot"), notes))
-        return Graph(r.name, tuple(steps), tuple(notes), _secret_texts(r))
-
-    active = [st for st in r.stages if not st.skip]
-    for st in active:
-        steps.append(_step(r, StepId("mix", stage=st.name), notes))
-        steps.append(_step(r, StepId("render", stage=st.name), notes))
-        if st is active[0] and r.evaluate.before:
-            # the starting model on the same eval rows: the row "before" of the forgetting table
-            steps.append(_step(r, StepId("evaluate", stage="before"), notes))
-        steps.append(_step(r, StepId("train", stage=st.name), notes))
-        if r.evaluate.every_stage or st is active[-1]:
-            steps.append(_step(r, StepId("evaluate", stage=st.name), notes))
-    if active:
-        steps.append(_step(r, StepId("export"), notes))
-    return Graph(r.name, tuple(steps), tuple(notes), _secret_texts(r))
+    notes: dict[StepId, tuple[str, ...]] = {}
+    for kind in STEPS.values():
+        for sid in kind.steps(r):
+            d = kind.declare(r, sid)
+            notes[sid] = tuple(d.notes)
+            steps.append(Step(sid, d.params, tuple(d.inputs), tuple(d.files), d.runtime))
+    ordered = _run_order(r, steps)
+    return Graph(r.name, tuple(ordered), tuple(n for s in ordered for n in notes[s.id]), _secret_texts(r))

@@ -2,9 +2,11 @@
 atomically, then the run report. The only layer that imports the steps' heavy code."""
 from __future__ import annotations
 
-import json
+import importlib.util
+import os
 import shlex
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -14,12 +16,11 @@ from ..paths import under
 from ..recipe.secrets import redact
 from ..recipe.model import Recipe
 from ..steps import STEPS, versions
-from ..steps.base import NamedByStepId, RunOptions, Step, StepContext, StepId, parse_step
+from ..steps.base import NamedByStepId, RunOptions, Step, StepContext, StepId, kind_of, parse_step
+from ..steps.result import Result
 from .cache import Cache
 from .compile import Graph
 from .fingerprint import fingerprint_graph
-
-DATA_KINDS = ("load", "filter", "dedup", "split", "tasks", "mix", "render")
 
 # A fault-injection seam for tests: called after a step wrote its files and before they are committed
 # (tests/test_dag.py replaces it to simulate a kill -9 at the worst moment).
@@ -38,8 +39,18 @@ class StepRecord(NamedByStepId):
     status: str                 # cached | ran | failed
     fingerprint: str
     seconds: float
-    stats: dict = field(default_factory=dict)
+    result: Result = field(default_factory=Result)   # of the step kind's result type
     artifact: str | None = None
+
+    @property
+    def stats(self) -> dict:
+        """The result as JSON data (what the cache keeps)."""
+        return self.result.to_json()
+
+
+def result_of(kind: str, data) -> Result:
+    """A step's result, typed by its kind, from what run() returned or the cache kept."""
+    return kind_of(kind).result.of(data)
 
 
 def _step_named(graph: Graph, name: str | None, flag: str) -> StepId | None:
@@ -100,19 +111,22 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
         step = graph[sid]
         name = step.name
         fp = fps[name]
-        if options.dry_run and step.kind not in DATA_KINDS:
+        kind = kind_of(step.id)
+        if options.dry_run and not kind.data:
             continue
         if cache.has(fp.value) and sid not in forced:
             done[sid] = cache.object_dir(fp.value)
-            rec = StepRecord(sid, "cached", fp.value, 0.0, cache.stats(fp.value) or {}, str(done[sid]))
+            rec = StepRecord(sid, "cached", fp.value, 0.0, result_of(step.kind, cache.stats(fp.value)), str(done[sid]))
             records.append(rec)
             cache.remember(graph.recipe, name, fp, stats=rec.stats)   # "stale" is then explained against this run
-            _publish(step, done[sid], run_dir, rec.stats)
+            _publish(step, done[sid], run_dir, rec.result)
             ui.finished(rec)
             continue
         partial = cache.partial_dir(fp.value)
-        if step.kind == "train":
+        if kind.trains:
             _guard_resume(cache, graph.recipe, name, fp, options.force)
+            if sid in forced:   # --force starts the step over: not from its own checkpoints either
+                cache.drop_partial(fp.value)
             cache.remember(graph.recipe, name, fp, suffix=".partial")
         tmp = cache.begin(fp.value)
         ctx = StepContext(step=step, fingerprint=fp.value, out=tmp, inputs={i: done[i] for i in step.inputs},
@@ -121,7 +135,8 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
         start = time.perf_counter()
         ui.started(step)
         try:
-            stats = STEPS[step.kind].run(ctx) or {}
+            with _training(step, run_dir) if kind.trains else _nothing():
+                result = result_of(step.kind, STEPS[step.kind].run(ctx))
         except RecipeError as e:
             cache.abort(tmp)
             records.append(StepRecord(sid, "failed", fp.value, time.perf_counter() - start))
@@ -135,39 +150,55 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
             raise
         seconds = time.perf_counter() - start
         before_commit(step)
-        _check_balance(name, stats)
-        stored = redact(stats, graph.secrets)[0]   # e.g. generated samples that echo a prompt from the environment
+        if result.unbalanced():   # nothing is lost silently: a data step that cannot balance its books is a bug
+            raise AssertionError(f"{name}: {result.unbalanced()}")
+        # text copied from a value from the environment (a sample echoing a prompt) is stored as ***; numbers
+        # are counts, never masked
+        stored = redact(result.to_json(), graph.secrets, numbers=False)[0]
         manifest = {"step": name, "kind": step.kind, "recipe": graph.recipe, "fingerprint": fp.value,
                     "components": fp.components, "stats": stored, "seconds": round(seconds, 3)}
         done[sid] = cache.commit(tmp, fp.value, manifest)
         cache.remember(graph.recipe, name, fp, stats=stored)
-        if step.kind == "train":
+        if kind.trains:
             cache.forget(graph.recipe, name, suffix=".partial")
             cache.drop_partial(fp.value)
-        rec = StepRecord(sid, "ran", fp.value, seconds, stats, str(done[sid]))
+        rec = StepRecord(sid, "ran", fp.value, seconds, result, str(done[sid]))
         records.append(rec)
-        _publish(step, done[sid], run_dir, stats)
+        _publish(step, done[sid], run_dir, result)
         ui.finished(rec)
     write_report(recipe, graph, records, run_dir, cache)
     return records
 
 
-def _publish(step, artifact: Path, run_dir: Path, stats: dict) -> None:
+def _publish(step, artifact: Path, run_dir: Path, result: Result) -> None:
     """Steps with user-facing outputs copy them into the run directory, whether they ran or were cached."""
     publish = getattr(STEPS[step.kind], "publish", None)
     if publish is not None:
-        publish(step, artifact, run_dir, stats)
+        publish(step, artifact, run_dir, result)
 
 
-def _check_balance(name: str, stats: dict) -> None:
-    """Nothing is lost silently: rows in == rows out + dropped, for every data step."""
-    if "rows_in" not in stats:
-        return
-    dropped = sum(stats.get("dropped", {}).values())
-    added = sum(stats.get("added", {}).values())   # oversampling repeats rows: counted, never silent
-    if stats["rows_in"] + added != stats["rows_out"] + dropped:
-        raise AssertionError(f"{name}: rows_in {stats['rows_in']} + added {added} != rows_out {stats['rows_out']} "
-                             f"+ dropped {dropped}")
+@contextmanager
+def _nothing():
+    yield
+
+
+@contextmanager
+def _training(step: Step, run_dir: Path):
+    """What every training step gets: its loggers checked before it starts, and TensorBoard's folder next to
+    the run report (one per step unless the user chose one), not under the checkpoints removed once done."""
+    report_to = tuple(step.runtime.get("report_to", ()))
+    for name in report_to:
+        if importlib.util.find_spec(name) is None and not (name == "tensorboard" and importlib.util.find_spec("tensorboardX")):
+            raise RecipeError(f"train.report_to: {name} is not installed; `pip install {name}` or remove it "
+                              "from report_to (the run report always gets the losses)")
+    tb = "tensorboard" in report_to and "TENSORBOARD_LOGGING_DIR" not in os.environ
+    if tb:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str((run_dir / (step.id.stage or step.name) / "tensorboard").resolve())
+    try:
+        yield
+    finally:
+        if tb:
+            del os.environ["TENSORBOARD_LOGGING_DIR"]
 
 
 def _guard_resume(cache: Cache, recipe: str, name: str, fp, force: bool) -> None:
@@ -188,9 +219,10 @@ def _guard_resume(cache: Cache, recipe: str, name: str, fp, force: bool) -> None
 # --- report ------------------------------------------------------------------------------------------
 
 def write_report(recipe: Recipe, graph: Graph, records: list[StepRecord], run_dir: Path, cache: Cache) -> dict:
-    from .report import build_report, copy_quarantine, write_markdown
-    report = redact(build_report(recipe, graph, records, run_dir), graph.secrets)[0]
-    copy_quarantine(report, run_dir)
-    under(run_dir, "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    from .report import build_report, finish, write_json, write_markdown
+    # text copied from a value from the environment is ***; numbers are counts and metrics, never masked
+    report = redact(build_report(recipe, graph, records, run_dir), graph.secrets, numbers=False)[0]
+    finish(report, run_dir)
+    write_json(report, run_dir)
     write_markdown(report, run_dir)
     return report

@@ -7,7 +7,7 @@ import os
 import time
 from typing import Any
 
-from ..recipe.secrets import MASK, count
+from ..steps.result import count
 
 
 def _clock(seconds: float) -> str:
@@ -66,10 +66,9 @@ class StepUI:
 
     def finished(self, rec) -> None:
         self._stop()
-        s = rec.stats or {}
-        rows = f"{count(s['rows_in'])} -> {count(s['rows_out'])} rows" if "rows_in" in s else ""
-        counts = list(s["dropped"].values()) if isinstance(s.get("dropped"), dict) else []
-        dropped = sum(counts) if all(isinstance(n, int) for n in counts) else MASK   # a masked count: total unknown
+        r = rec.result
+        rows = f"{count(r.rows_in)} -> {count(r.rows_out)} rows" if r.rows_in is not None else ""
+        dropped = sum(r.dropped.values())
         extra = f", {count(dropped)} dropped" if dropped else ""
         mark = "[green]✓[/]" if rec.status == "ran" else "[dim]=[/]"
         took = f"{rec.seconds:.1f}s" if rec.status == "ran" else "cached"

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ..recipe.compare import MARK, Change, change_text, show_value
+from ..steps.base import kind_of
 from .impact import RecipeDiff, Rows, StageImpact, StageView, StepChange
 
 
@@ -63,8 +64,9 @@ def _stage_cells(st: StageImpact) -> list[str]:
     return [pick(_batch), pick(_epochs), pick(lambda v: f"{v.learning_rate:g}"), "" if steps == "?" else steps]
 
 
-META_TRAIN = ("meta_train",)
-TRAIN_KINDS = ("train", *META_TRAIN)
+def _trains(s: StepChange) -> bool:
+    """A step that trains and will run: the diff's "retrain"."""
+    return kind_of(s.kind).trains and s.change != "removed"
 
 
 def _n(count: int, word: str) -> str:
@@ -73,8 +75,8 @@ def _n(count: int, word: str) -> str:
 
 def summary(d: RecipeDiff) -> str:
     trained = [s.name for s in d.stages if s.status in ("retrain", "new")]
-    # a meta recipe trains in its own steps (train.meta, train.control), not in stages
-    trained += [s.name for s in d.steps if s.kind in META_TRAIN and s.change != "removed" and not s.cached]
+    # a step that trains outside the recipe's stages (a meta recipe's train.meta, train.control)
+    trained += [s.name for s in d.steps if _trains(s) and s.stage is None and not s.cached]
     if d.before is None:
         return f"new recipe: trains {_n(len(trained), 'stage')} ({', '.join(trained)}) · {_n(len(d.steps), 'step')}"
     if d.after is None:
@@ -93,7 +95,7 @@ def summary(d: RecipeDiff) -> str:
 
 
 def _step_text(s: StepChange) -> str:
-    what = "retrain" if s.kind in TRAIN_KINDS and s.change != "removed" else s.change
+    what = "retrain" if _trains(s) else s.change
     what += " (cached)" if s.cached else ""
     why = "; ".join(s.why[:4]) + (" ..." if len(s.why) > 4 else "")
     return f"{what}{': ' + why if why else ''}"
@@ -128,7 +130,7 @@ def _text_lines(diffs: list[RecipeDiff], header: str | None) -> list[tuple[str, 
         if d.steps and d.before and d.after:  # a whole recipe added or deleted: its steps go without saying
             lines.append(("", "  steps"))
             for s in d.steps:
-                mark = "!" if s.kind in TRAIN_KINDS and s.change != "removed" else MARK.get(s.change, "+")
+                mark = "!" if _trains(s) else MARK.get(s.change, "+")
                 lines.append((mark, f"    {mark} {s.name:<18} {_step_text(s)}"))
         lines += [("-", f"  problem: {n}") for n in d.problems] + [("", f"  note: {n}") for n in d.notes]
         lines.append(("", ""))

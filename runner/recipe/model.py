@@ -380,6 +380,11 @@ class Recipe:
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
 
+    @property
+    def active_stages(self) -> tuple[Stage, ...]:
+        """The stages that run (not `skip:`), in order: the one home of that rule."""
+        return tuple(s for s in self.stages if not s.skip)
+
     def row_filters(self, source: str) -> list[Filter]:
         """The per-row filters (every kind but dedup) that apply to `source`, in recipe order."""
         return [f for f in self.filters if f.kind != "dedup" and (f.sources is None or source in f.sources)]

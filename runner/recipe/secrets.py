@@ -91,9 +91,11 @@ def mask(document: dict[str, Any], secret_paths: frozenset | set = frozenset()) 
     return walk(dict(document), ())
 
 
-def redact(value: Any, secret_texts: list[str] | tuple[str, ...]) -> tuple[Any, str | None]:
+def redact(value: Any, secret_texts: list[str] | tuple[str, ...], numbers: bool = True) -> tuple[Any, str | None]:
     """(a copy of `value` with every string holding a secret text as ***, a digest of what was masked or
-    None). The digest is what tells `plan` a masked value changed without showing it."""
+    None). The digest is what tells `plan` a masked value changed without showing it. `numbers`: a number
+    equal to a secret is one too; true of a step's parameters (where values from the environment go), not
+    of its results (their numbers are counts and metrics, whatever they equal)."""
     if not secret_texts:
         return value, None
     found: list[str] = []
@@ -106,7 +108,7 @@ def redact(value: Any, secret_texts: list[str] | tuple[str, ...]) -> tuple[Any, 
             return v
         # a number from the environment (`${oc.decode:${oc.env:LR}}`) is one too, matched whole: a
         # count that merely contains its digits is not masked
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and str(v) in secret_texts:
+        if numbers and isinstance(v, (int, float)) and not isinstance(v, bool) and str(v) in secret_texts:
             found.append(str(v))
             return MASK
         if isinstance(v, dict):
@@ -132,14 +134,3 @@ def scrub(text: str, secret_texts: list[str] | tuple[str, ...]) -> str:
     for t in secret_texts:
         text = text.replace(t, MASK)
     return text
-
-
-def count(v: Any) -> str:
-    """A count as the screen and the reports show it (1,234). A stored count equal to a number from the
-    environment was masked like the number (redact matches numbers by value), so it stays ***."""
-    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
-
-
-def share(v: Any) -> str:
-    """A share as the screen and the reports show it (12.5%); *** where it was masked, as count; None: blank."""
-    return "" if v is None else f"{v:.1%}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)

@@ -1,6 +1,7 @@
-"""The only registry of step kinds: kind -> module with VERSION, declare(recipe, step_id) and run(ctx)
-(runner/steps/base.py says what each is). Step modules import heavy libraries inside run(), so importing
-this registry (compile, plan, diff) stays light."""
+"""The only registry of step kinds: kind -> module (runner/steps/base.py says what a step kind module holds).
+Step modules import heavy libraries inside run(), so importing this registry (compile, plan, diff) stays
+light. The order is the tie-break of the run order among steps that are ready at the same time (and the
+order of the report's sections): a new kind is one module and one line here."""
 from . import dedup, evaluate, export, few_shot, filter, load, meta_tasks, meta_train, mix, render, split, train
 
 STEPS = {

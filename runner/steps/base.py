@@ -1,15 +1,20 @@
 """What a step kind is, what a step is called, and what a step gets.
 
-A step kind is one module in runner/steps/, registered in STEPS (runner/steps/__init__.py), with:
+A step kind is one module in runner/steps/, registered in STEPS (runner/steps/__init__.py), and it is the
+whole truth about its steps: the engine, plan, diff, report and CLI ask it, and never compare kind names.
 
+  KIND                   a Kind: how its steps are written, what their tail names (a source, a stage, a
+                         role), whether it trains, whether a dry run runs it, its result type
   VERSION                bump it when the step's output changes for the same inputs
+  steps(recipe)          -> the StepIds of this kind that a recipe has (none, one, one per source or stage)
   declare(recipe, id)    -> Declared(params, inputs, files): everything the step depends on, decided from
                          the validated recipe and the step's stage or source. The compiler fingerprints
                          exactly this, and run() receives exactly this, so a setting the step reads but
                          does not declare cannot exist: there is no recipe in the context.
-  run(ctx) -> stats      reads ctx.params and its inputs' artifacts (ctx.input(id)), writes only into
-                         ctx.out, returns JSON stats (rows_in, rows_out, dropped{reason: n}, by_source{...})
-  publish(step, artifact, run_dir, stats)   optional: copy user-facing outputs into the run directory
+  run(ctx) -> Result     reads ctx.params and its inputs' artifacts (ctx.input(id)), writes only into
+                         ctx.out, returns its result (a frozen KIND.result; a dict of its fields is accepted)
+  publish(step, artifact, run_dir, result)   optional: copy user-facing outputs into the run directory
+  predict(old, new, artifact)                optional: rows out under new parameters, from the last artifact
 """
 from __future__ import annotations
 
@@ -21,16 +26,31 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from ..recipe.model import CHAT_TEMPLATES, Recipe
+from .result import Result
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a step kind says about itself."""
+    written: str                    # how its steps are named: eval -> eval.<stage>, eval.few_shot
+    per: str | None = None          # what a step's tail names: "source", "stage", "role" or None (no tail)
+    trains: bool = False            # keeps checkpoints in partial/ until done (resume, guarded), reports to
+                                    # loggers, runs under --launcher
+    data: bool = False              # a data step: `run --dry-run` runs it (and stops before the others)
+    result: type[Result] = Result   # the frozen type run() returns; how it is stored and shown
+    column: str | None = None       # its column in the dry run's per-source table (rows out per source)
+
+
+def _kinds() -> Mapping[str, Any]:
+    from . import STEPS   # the registry imports every step module, which import this one
+    return STEPS
+
+
+def kind_of(step: "StepId | str") -> Kind:
+    return _kinds()[step if isinstance(step, str) else step.kind].KIND
+
 
 # --- step identity ---------------------------------------------------------------------------------
-
-# How a step name is written: "<kind>", "<kind>.<stage>" or "<kind>.<source>", with these kinds written
-# otherwise. load and filter run once per source, the kinds with a stage once per stage; a meta recipe's
-# two trainings (meta_train) are written train.meta and train.control.
-_WRITTEN = {"evaluate": "eval", "meta_train": "train", "few_shot": "eval.few_shot"}
-_KIND_OF = {"eval": "evaluate", "eval.few_shot": "few_shot"}
-_PER_SOURCE = frozenset({"load", "filter"})
-
 
 @dataclass(frozen=True, order=True)
 class StepId:
@@ -48,34 +68,39 @@ BEFORE = "before"   # eval.before: the starting model on every source's eval row
 
 def recipe_stage(step: StepId) -> str | None:
     """The recipe stage a step belongs to, as plan, diff and report show it: None for a step of no stage,
-    for eval.before (the model before any stage trains) and for a meta recipe's train.meta/train.control
-    (their StepId's stage is a role, not a stage of the recipe)."""
-    if step.kind == "meta_train" or (step.kind == "evaluate" and step.stage == BEFORE):
+    for eval.before (the model before any stage trains) and for a step whose tail is a role
+    (a meta recipe's train.meta/train.control)."""
+    if kind_of(step).per != "stage" or step.stage == BEFORE:
         return None
     return step.stage
 
 
 def format_step(step: StepId) -> str:
     """The one way a step is named to users: plan, diff, report, --only and --from."""
-    head = _WRITTEN.get(step.kind, step.kind)
-    tail = step.source if step.kind in _PER_SOURCE else step.stage
-    return head if tail is None else f"{head}.{tail}"
+    kind = kind_of(step)
+    tail = step.source if kind.per == "source" else step.stage
+    return kind.written if tail is None else f"{kind.written}.{tail}"
 
 
 def parse_step(name: str, among: Iterable[StepId] | None = None) -> StepId:
     """format_step's inverse: "eval.task" -> StepId("evaluate", stage="task"), "load.tang" -> source "tang".
-    `among` (a graph's steps) settles the one spelling two kinds share: train.meta is a meta recipe's."""
+    `among` (a graph's steps) settles a spelling two kinds share: train.meta is a meta recipe's."""
     if among is not None:
         for step in among:
             if format_step(step) == name:
                 return step
-    if name in _KIND_OF:
-        return StepId(_KIND_OF[name])
+    kinds = _kinds()
+    for kind, mod in kinds.items():          # a kind written with a dot and no tail (eval.few_shot)
+        if mod.KIND.written == name and mod.KIND.per is None:
+            return StepId(kind)
     head, dot, tail = name.partition(".")
-    kind = _KIND_OF.get(head, head)
+    found = [k for k, mod in kinds.items() if mod.KIND.written == head and (mod.KIND.per is None) != bool(dot)]
+    found.sort(key=lambda k: kinds[k].KIND.per == "role")   # a stage named like a role is the stage's
+    kind = found[0] if found else head
     if not dot:
         return StepId(kind)
-    return StepId(kind, source=tail) if kind in _PER_SOURCE else StepId(kind, stage=tail)
+    per = kinds[kind].KIND.per if kind in kinds else "stage"
+    return StepId(kind, source=tail) if per == "source" else StepId(kind, stage=tail)
 
 
 # --- what a step kind declares, and the compiled step ------------------------------------------------

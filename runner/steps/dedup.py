@@ -4,9 +4,25 @@ dropped row with reason, duplicate_of and duplicate_of_source)."""
 from __future__ import annotations
 
 from . import filter
-from .base import Declared, StepId
+from dataclasses import dataclass, field
+from typing import Any
+
+from .base import Declared, Kind, StepId
+from .result import Result
 
 VERSION = 1
+
+
+@dataclass(frozen=True)
+class DedupResult(Result):
+    minhash: list[dict[str, Any]] = field(default_factory=list)   # each MinHash filter's bands and curve
+
+
+KIND = Kind("dedup", data=True, result=DedupResult, column="deduped")
+
+
+def steps(recipe) -> list[StepId]:
+    return [StepId("dedup")] if wanted(recipe) else []
 
 
 def wanted(recipe) -> bool:

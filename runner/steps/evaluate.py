@@ -6,10 +6,82 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
 
-from .base import BEFORE, Declared, StepId, builtin_weights, model_files, template_files
+from .base import BEFORE, Declared, Kind, StepId, builtin_weights, model_files, template_files
+from .result import Result, count, number, samples_markdown, share, stage_entry
 
 VERSION = 2
+
+
+@dataclass(frozen=True)
+class EvalResult(Result):
+    # loss and perplexity per source, stop_rate, role_leak_rate, generations, samples
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+
+    def health(self) -> dict:
+        return {k: self.metrics.get(k) for k in ("stop_rate", "role_leak_rate", "generations")}
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {"before": None, "forgetting": {}, "generation_health": {}}
+
+    def contribute(self, step, record, report: dict, run_dir: Path) -> None:
+        m = dict(self.metrics)
+        if step.id.stage == BEFORE:
+            if not m:
+                return
+            report["before"], name = m, BEFORE
+        else:
+            entry = stage_entry(report, step.stage)
+            entry.setdefault("metrics", {"train": {}, "eval": {}})["eval"] = m
+            name = step.stage
+        if m:   # one row of the forgetting table, and of generation health
+            report["forgetting"][name] = m.get("loss", {})
+            report["generation_health"][name] = self.health()
+
+    @classmethod
+    def stage_markdown(cls, entry: dict, run_dir: Path) -> list[str]:
+        return samples_markdown(((entry.get("metrics") or {}).get("eval") or {}).get("samples") or [])
+
+    @classmethod
+    def markdown_head(cls, report: dict, run_dir: Path) -> list[str]:
+        if not report.get("before"):
+            return []
+        return ["", "## Before training (the starting model)"] + samples_markdown(report["before"].get("samples") or [])
+
+    @classmethod
+    def markdown_tail(cls, report: dict, run_dir: Path) -> list[str]:
+        lines: list[str] = []
+        if report["forgetting"]:
+            srcs = sorted({s for row in report["forgetting"].values() for s in row})
+            lines += ["", "## Forgetting (eval loss by stage and source)", "", "| stage | " + " | ".join(srcs) + " |",
+                      "|---|" + "---:|" * len(srcs)]
+            lines += [f"| {stage} | " + " | ".join(number(row.get(s)) for s in srcs) + " |"
+                      for stage, row in report["forgetting"].items()]
+        if report.get("generation_health"):
+            lines += ["", "## Generation health", "",
+                      "stop_rate: share of generations that ended with the end-of-turn/EOS token; role_leak_rate: "
+                      "share that wrote a role marker or special token. Over the recipe's prompts plus a few eval "
+                      "rows' prompts.", "", "| stage | stop_rate | role_leak_rate | generations |", "|---|---:|---:|---:|"]
+            lines += [f"| {stage} | {share(h['stop_rate'])} | {share(h['role_leak_rate'])} | {count(h['generations'])} |"
+                      for stage, h in report["generation_health"].items()]
+        return lines
+
+
+KIND = Kind("eval", per="stage", result=EvalResult)
+
+
+def steps(recipe) -> list[StepId]:
+    """eval.before (when asked), then one per stage (every stage, or the last)."""
+    active = recipe.active_stages
+    if recipe.meta or not active:
+        return []
+    out = [StepId("evaluate", stage=BEFORE)] if recipe.evaluate.before else []
+    return out + [StepId("evaluate", stage=st.name) for st in active
+                  if recipe.evaluate.every_stage or st is active[-1]]
 
 
 def declare(recipe, step: StepId) -> Declared:
@@ -17,7 +89,7 @@ def declare(recipe, step: StepId) -> Declared:
     # every_stage and before shape the graph only
     evaluate = dataclasses.replace(recipe.evaluate, every_stage=True, before=True)
     if step.stage == BEFORE:
-        first = next(st for st in recipe.stages if not st.skip)
+        first = recipe.active_stages[0]
         init = recipe.model.init_from
         return Declared(
             {"evaluate": evaluate, "template": recipe.template,

@@ -6,13 +6,29 @@ import dataclasses
 import json
 import shutil
 
-from .base import Declared, StepId
+from dataclasses import dataclass, field
+
+from .base import Declared, Kind, StepId
+from .result import Result
 
 VERSION = 1
 
 
+@dataclass(frozen=True)
+class ExportResult(Result):
+    exported: list[str] = field(default_factory=list)   # what was written: adapter, merged
+    data_fingerprint: str | None = None                 # the render step that trained the exported stage
+
+
+KIND = Kind("export", result=ExportResult)
+
+
+def steps(recipe) -> list[StepId]:
+    return [] if recipe.meta or not recipe.active_stages else [StepId("export")]
+
+
 def declare(recipe, step: StepId) -> Declared:
-    last = [s for s in recipe.stages if not s.skip][-1]
+    last = recipe.active_stages[-1]
     # the manifest names the recipe, its base model and seed (builtin:tiny's weights are that seed's init);
     # the adapter is exported as it was saved, so its settings are the train step's business
     return Declared({"output": recipe.output, "model": dataclasses.replace(recipe.model, init_from=None, adapter=None),
@@ -35,7 +51,7 @@ def run(ctx) -> dict:
     return {"exported": manifest["exported"], "data_fingerprint": data_fp}
 
 
-def publish(step, artifact, run_dir, stats: dict) -> None:
+def publish(step, artifact, run_dir, result) -> None:
     """runs/<recipe>/export, for a cached step too."""
     from ..paths import under
     user = under(run_dir, "export")

@@ -3,10 +3,59 @@ k shots (several seeds), loss on the task's whole test file before and after (tr
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
 
-from .base import Declared, StepId, builtin_weights, model_files
+from .base import Declared, Kind, StepId, builtin_weights, model_files
+from .result import Result
 
 VERSION = 1
+
+
+@dataclass(frozen=True)
+class FewShotResult(Result):
+    few_shot: list[dict[str, Any]] = field(default_factory=list)     # one row per model, task, k and seed
+    few_shot_summary: Mapping[str, Any] | None = None                 # table (mean ± sd), verdict, by_task
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {"few_shot": [], "few_shot_summary": None}
+
+    def contribute(self, step, record, report: dict, run_dir: Path) -> None:
+        if record is not None:
+            report["few_shot"], report["few_shot_summary"] = list(self.few_shot), self.few_shot_summary
+
+    @classmethod
+    def markdown_tail(cls, report: dict, run_dir: Path) -> list[str]:
+        summary = report.get("few_shot_summary")
+        if not summary:
+            return []
+        acc = any("accuracy" in t for t in summary["table"])
+        lines = ["", "## Few-shot adaptation on held-out tasks", "",
+                 "Test loss on each held-out task's whole test file, before and after adapting with k shots "
+                 "(FOMAML's inner loop; mean ± sd over tasks x seeds; gain = before - after).", "",
+                 "| model | shots | n | loss before | loss after | gain |" + (" accuracy before | accuracy after |" if acc else ""),
+                 "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if acc else "")]
+        for t in sorted(summary["table"], key=lambda t: (t["shots"], t["loss_after"])):
+            lines.append(f"| {t['model']} | {t['shots']} | {t['n']} | {t['loss_before']:.4f} | "
+                         f"{t['loss_after']:.4f} ± {t['loss_after_sd']:.4f} | {t['gain']:.4f} ± {t['gain_sd']:.4f} |"
+                         + ((f" {t['accuracy_before']:.1%} | {t['accuracy']:.1%} ± {t['accuracy_sd']:.1%} |"
+                             if "accuracy" in t else " — | — |") if acc else ""))
+        lines += [""] + [f"**{v}.**" for v in summary["verdict"]]
+        if summary.get("by_task"):
+            lines += ["", "Per held-out task (mean ± sd over seeds):", "",
+                      "| task | shots | model | loss before | loss after |", "|---|---:|---|---:|---:|"]
+            lines += [f"| {t['task']} | {t['shots']} | {t['model']} | {t['loss_before']:.4f} | "
+                      f"{t['loss_after']:.4f} ± {t['loss_after_sd']:.4f} |" for t in summary["by_task"]]
+        return lines
+
+
+KIND = Kind("eval.few_shot", result=FewShotResult)
+
+
+def steps(recipe) -> list[StepId]:
+    return [StepId("few_shot")] if recipe.meta else []
 
 
 def declare(recipe, step: StepId) -> Declared:

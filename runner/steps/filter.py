@@ -6,9 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Declared, StepId, model_files, template_files
+from .base import Declared, Kind, StepId, model_files, template_files
 
 VERSION = 2   # 2: scores/
+KIND = Kind("filter", per="source", data=True, column="filtered")
+
+
+def steps(recipe) -> list[StepId]:
+    return [StepId("filter", source=src) for src in recipe.sources if wanted(recipe, src)]
 
 
 def wanted(recipe, source: str) -> bool:

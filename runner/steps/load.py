@@ -3,9 +3,88 @@ Artifact: records.jsonl, quarantine.jsonl (rows that could not be read or mapped
 and reason)."""
 from __future__ import annotations
 
-from .base import Declared, StepId, plain
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .base import Declared, Kind, StepId, plain
+from .result import Result, count
 
 VERSION = 2   # 2: `{{name}}` placeholders filled and reported; a hub source's `origin` in the stats adds a key
+
+
+@dataclass(frozen=True)
+class LoadResult(Result):
+    quarantined: int = 0
+    duplicate_ids: Mapping[str, Any] = field(default_factory=dict)   # rows sharing an id (kept)
+    placeholders: Mapping[str, Any] = field(default_factory=dict)    # `{{name}}` placeholders found, filled or not
+    origin: Mapping[str, Any] | None = None                          # a hub dataset: the commit read
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {"quarantine": {}, "datasets": {}, "placeholders": {}}
+
+    def contribute(self, step, record, report: dict, run_dir: Path) -> None:
+        if record is None or not record.artifact:
+            return
+        src = step.source
+        report["quarantine"][src] = {"count": self.quarantined, "file": str(Path(record.artifact) / "quarantine.jsonl")}
+        if self.duplicate_ids.get("rows"):   # kept, but worth knowing: often the same row twice in the data
+            report["quarantine"][src]["duplicate_ids"] = dict(self.duplicate_ids)
+        if self.origin:
+            report["datasets"][src] = self.origin   # the commit each hub source read: what makes a run reproducible
+        if self.placeholders:
+            report["placeholders"][src] = self.placeholders
+
+    @classmethod
+    def finish(cls, report: dict, run_dir: Path) -> None:
+        """runs/<recipe>/quarantine/ holds this run's bad rows only: a file left by an earlier run for a source
+        that is clean now (or gone) is removed, so the folder and report.json always agree."""
+        import shutil
+
+        from ..paths import under
+        qdir = under(run_dir, "quarantine")
+        keep = set()
+        for src, q in report["quarantine"].items():
+            if q["count"] and Path(q["file"]).is_file():
+                qdir.mkdir(exist_ok=True)
+                target = under(qdir, f"{src}.jsonl")
+                shutil.copyfile(q["file"], target)
+                q["file"] = str(target)
+                keep.add(target.name)
+        if qdir.is_dir():
+            for old in qdir.glob("*.jsonl"):
+                if old.name not in keep:
+                    old.unlink()
+
+    @classmethod
+    def markdown_head(cls, report: dict, run_dir: Path) -> list[str]:
+        lines: list[str] = []
+        if report.get("datasets"):
+            lines += ["", "## Hub datasets", "", "| source | dataset | config | splits | revision | commit |",
+                      "|---|---|---|---|---|---|"]
+            lines += [f"| {k} | {d['dataset']} | {d['config'] or 'default'} | {', '.join(d['splits'])} | "
+                      f"{d['revision'] or 'main (not pinned)'} | {d['sha']} |" for k, d in report["datasets"].items()]
+        unresolved = {k: v for k, v in (report.get("placeholders") or {}).items() if v.get("unresolved")}
+        if unresolved:
+            from ..data.placeholders import describe
+            lines += ["", "## Unresolved placeholders", ""] + [f"- {describe(k, v)}" for k, v in unresolved.items()]
+        if report["quarantine"]:
+            lines += ["", "## Quarantine", "", "| source | rows | file |", "|---|---:|---|"]
+            lines += [f"| {k} | {count(v['count'])} | {v['file']} |" for k, v in report["quarantine"].items()]
+            dups = {k: v["duplicate_ids"] for k, v in report["quarantine"].items() if v.get("duplicate_ids")}
+            lines += [""] * bool(dups) + [
+                f"- {k}: {count(d['rows'])} rows share an id with an earlier row ({count(d['ids'])} ids, e.g. "
+                f"{', '.join(map(str, d['examples'][:3]))}); kept, and kept on one side of the split"
+                for k, d in dups.items()]
+        return lines
+
+
+KIND = Kind("load", per="source", data=True, result=LoadResult, column="loaded")
+
+
+def steps(recipe) -> list[StepId]:
+    return [StepId("load", source=src) for src in recipe.sources]
 
 _HUB_KEYS = ("dataset", "config", "split", "revision", "data_files", "streaming", "shuffle")
 

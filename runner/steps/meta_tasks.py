@@ -12,10 +12,38 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass, field
+from typing import Any
 
-from .base import Declared, StepId
+from .base import Declared, Kind, StepId
+from .result import Result
 
 VERSION = 1
+
+
+@dataclass(frozen=True)
+class TasksResult(Result):
+    train_tasks: list[str] = field(default_factory=list)
+    held_out: list[str] = field(default_factory=list)
+    tasks: list[dict[str, Any]] = field(default_factory=list)   # every task: name, rows per part
+
+    def summary_lines(self, step) -> list[str]:
+        held = set(self.held_out)
+        lines = ["", f"meta: {len(self.tasks)} tasks, {len(self.tasks) - len(held)} to train on, held out for few-shot "
+                     f"evaluation: {', '.join(sorted(held))}", f"  {'task':<20}{'support':>9}{'query':>8}{'test':>7}"]
+        for t in self.tasks:
+            rows = t["rows"]
+            lines.append(f"  {t['name'][:19]:<20}{rows['support']:>9,}{rows['query']:>8,}{rows['test']:>7,}"
+                         + ("  held out" if t["name"] in held else ""))
+        return lines + ["  the tasks in the prompt/response/metadata layout and the k-shot sets are in the run "
+                        "directory: tasks/, few_shot/"]
+
+
+KIND = Kind("tasks", data=True, result=TasksResult)
+
+
+def steps(recipe) -> list[StepId]:
+    return [StepId("tasks")] if recipe.meta else []
 
 
 def declare(recipe, step: StepId) -> Declared:
@@ -61,10 +89,11 @@ def run(ctx) -> dict:
         plan["held_out"].append({"name": t["name"], "dir": t["dir"], "order": orders})
     (ctx.out / "plan.json").write_text(json.dumps(plan, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     ctx.log(f"{len(train)} training tasks; held out for few-shot evaluation: " + ", ".join(t["name"] for t in held))
-    return {"train_tasks": [t["name"] for t in train], "held_out": [t["name"] for t in held]}
+    return {"train_tasks": [t["name"] for t in train], "held_out": [t["name"] for t in held],
+            "tasks": [{"name": t["name"], "rows": t["rows"]} for t in index]}
 
 
-def publish(step, artifact, run_dir, stats) -> None:
+def publish(step, artifact, run_dir, result) -> None:
     for folder in ("tasks", "few_shot"):
         if (run_dir / folder).exists():
             shutil.rmtree(run_dir / folder)

@@ -6,11 +6,49 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
 
 from ..recipe.model import DEEPSPEED_PRESETS
-from .base import Declared, StepId, builtin_weights, model_files
+from .base import Declared, Kind, StepId, builtin_weights, model_files
+from .result import Result, metrics_line
 
 VERSION = 1
+
+
+@dataclass(frozen=True)
+class MetaTrainResult(Result):
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)   # step, loss, support/query losses, adaptation gain
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {"meta_training": {}}
+
+    def contribute(self, step, record, report: dict, run_dir: Path) -> None:
+        if record is not None:
+            report["meta_training"][step.id.stage] = dict(self.metrics)
+
+    @classmethod
+    def markdown_tail(cls, report: dict, run_dir: Path) -> list[str]:
+        lines: list[str] = []
+        for name, tm in (report.get("meta_training") or {}).items():
+            lines += ["", f"## Meta-recipe training: {name}", "", metrics_line("", tm)]
+            png = run_dir / f"loss_{name}.png"
+            lines += ["", f"![loss]({png.name})"] if png.exists() else []
+        return lines
+
+
+# a meta recipe's two trainings: train.meta (FOMAML) and train.control (multi-task SFT); the tail is a role
+KIND = Kind("train", per="role", trains=True, result=MetaTrainResult)
+
+
+def steps(recipe) -> list[StepId]:
+    if not recipe.meta:
+        return []
+    control = [StepId("meta_train", stage="control")] if recipe.meta.few_shot_eval.sft_control else []
+    return [StepId("meta_train", stage="meta")] + control
 
 
 def declare(recipe, step: StepId) -> Declared:
@@ -59,7 +97,7 @@ def run(ctx) -> dict:
     return {"metrics": metrics, "history": [{k: h[k] for k in keep if k in h} for h in history if "loss" in h]}
 
 
-def publish(step, artifact, run_dir, stats) -> None:
+def publish(step, artifact, run_dir, result) -> None:
     from ..train.plot import plot_losses
 
     from ..paths import under
@@ -68,4 +106,4 @@ def publish(step, artifact, run_dir, stats) -> None:
     if (run_dir / name / "final").exists():
         shutil.rmtree(run_dir / name / "final")
     shutil.copytree(artifact / "final", run_dir / name / "final")
-    plot_losses(run_dir, name, stats.get("history", []))
+    plot_losses(run_dir, name, result.history)

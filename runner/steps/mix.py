@@ -2,9 +2,50 @@
 (runner/data/mixing.py says exactly what they mean). Artifact: train.jsonl."""
 from __future__ import annotations
 
-from .base import Declared, StepId
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .base import Declared, Kind, StepId
+from .result import Result, count, share, stage_entry
 
 VERSION = 1
+
+
+@dataclass(frozen=True)
+class MixResult(Result):
+    # requested and achieved shares, rows drawn per source (counts), total, oversampled repeats
+    mix: Mapping[str, Any] = field(default_factory=dict)
+
+    def contribute(self, step, record, report: dict, run_dir: Path) -> None:
+        entry = stage_entry(report, step.stage)
+        entry["mix"] = {"requested": self.mix.get("requested", dict(step.params["mix"] or {})),
+                        "achieved": self.mix.get("achieved", {})}
+        entry["rows"] = {"train": self.rows_out, "eval": None}   # the render step says more when it ran
+
+    @classmethod
+    def stage_markdown(cls, entry: dict, run_dir: Path) -> list[str]:
+        mix = entry.get("mix") or {"requested": {}, "achieved": {}}
+        lines = ["", "| source | requested | achieved |", "|---|---:|---:|"]
+        for src in sorted(set(mix["requested"]) | set(mix["achieved"])):
+            lines.append(f"| {src} | {share(mix['requested'].get(src))} | {share(mix['achieved'].get(src))} |")
+        return lines
+
+    def summary_lines(self, step) -> list[str]:
+        lines = []
+        for src, got in sorted(self.mix.get("achieved", {}).items()):
+            req = self.mix.get("requested", {}).get(src)
+            n = (self.by_source.get(src) or {}).get("rows_out", 0)
+            lines.append(f"  {src:<12} {count(n):>8} rows  {share(got):>7}"
+                         + (f" (requested {share(req)})" if req is not None else ""))
+        return lines
+
+
+KIND = Kind("mix", per="stage", data=True, result=MixResult)
+
+
+def steps(recipe) -> list[StepId]:
+    return [] if recipe.meta else [StepId("mix", stage=st.name) for st in recipe.active_stages]
 
 
 def declare(recipe, step: StepId) -> Declared:

@@ -12,11 +12,45 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
-from .base import Declared, StepId, model_files, template_files
+from .base import Declared, Kind, StepId, model_files, template_files
+from .result import Result, count, stage_entry
 
 VERSION = 2
+
+
+@dataclass(frozen=True)
+class RenderResult(Result):
+    rows: Mapping[str, Any] = field(default_factory=dict)     # {"train": n, "eval": {source: n}}
+    tokens: Mapping[str, Any] | None = None                    # train, trained, truncated, eval {source: n}
+    max_length: int | None = None                              # where rows were truncated
+
+    def contribute(self, step, record, report: dict, run_dir: Path) -> None:
+        entry = stage_entry(report, step.stage)
+        if record is not None:
+            entry["rows"] = {"train": self.rows.get("train", self.rows_out), "eval": self.rows.get("eval")}
+        entry["tokens"] = self.tokens
+        entry["data_fingerprint"] = record.fingerprint if record is not None else None
+
+    @classmethod
+    def stage_markdown(cls, entry: dict, run_dir: Path) -> list[str]:
+        rows = entry.get("rows") or {}
+        return ["", f"rows: train {count(rows.get('train'))}, eval {json.dumps(rows.get('eval'), ensure_ascii=False)}"]
+
+    def summary_head(self, step) -> str | None:
+        t = self.tokens or {}
+        return (f"{count(self.rows.get('train'))} train rows, {count(t.get('train', 0))} tokens "
+                f"({count(t.get('trained', 0))} trained), {count(t.get('truncated', 0))} truncated at {self.max_length}")
+
+
+KIND = Kind("render", per="stage", data=True, result=RenderResult)
+
+
+def steps(recipe) -> list[StepId]:
+    return [] if recipe.meta else [StepId("render", stage=st.name) for st in recipe.active_stages]
 CHUNK = 2048                                 # rows per batch
 SAMPLE_HEAD, SAMPLE_EVERY = 256, 1024
 _SMALL = 4 * CHUNK                           # fewer rows than this: no worker processes
@@ -114,4 +148,5 @@ def run(ctx) -> dict:
             "by_source": {s: {"rows_in": c, "rows_out": c, "dropped": {}} for s, c in train["by_source"].items()},
             "rows": {"train": train["rows"], "eval": {k: v["rows"] for k, v in evals.items()}},
             "tokens": {"train": train["tokens"], "trained": train["trained_tokens"], "truncated": train["truncated"],
-                       "eval": {k: v["tokens"] for k, v in evals.items()}}}
+                       "eval": {k: v["tokens"] for k, v in evals.items()}},
+            "max_length": t.max_length}

@@ -8,10 +8,31 @@ from __future__ import annotations
 import hashlib
 import re
 
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
 from . import dedup, filter
-from .base import Declared, StepId
+from .base import Declared, Kind, StepId
+from .result import Result
 
 VERSION = 1
+
+
+@dataclass(frozen=True)
+class SplitResult(Result):
+    train: Mapping[str, int] = field(default_factory=dict)   # rows per source on each side
+    eval: Mapping[str, int] = field(default_factory=dict)
+    tasks: list[dict[str, Any]] = field(default_factory=list)   # a meta recipe's tasks: name, folder, rows
+
+    def source_rows(self, step, source: str) -> int | None:
+        return self.eval.get(source)   # the dry run's column: what each source gives the eval side
+
+
+KIND = Kind("split", data=True, result=SplitResult, column="eval")
+
+
+def steps(recipe) -> list[StepId]:
+    return [StepId("split")]
 _SAFE = re.compile(r"^[^/\\\x00]{1,100}$")
 
 

@@ -9,21 +9,49 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
 from ..errors import RecipeError
 from ..recipe.model import DEEPSPEED_PRESETS
-from .base import Declared, StepId, builtin_weights, model_files
+from .base import Declared, Kind, StepId, builtin_weights, model_files
+from .result import Result, metrics_line, stage_entry
 
 VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainResult(Result):
+    metrics: Mapping[str, Any] = field(default_factory=dict)   # train_loss, steps, tokens, tokens_per_second, ...
+    history: list[dict[str, Any]] = field(default_factory=list)   # logged (step, loss)
+
+    def contribute(self, step, record, report: dict, run_dir: Path) -> None:
+        entry = stage_entry(report, step.stage)
+        entry.setdefault("metrics", {"train": {}, "eval": {}})["train"] = dict(self.metrics)
+        entry["checkpoint"] = str(run_dir / step.stage / "final") if record is not None else None
+
+    @classmethod
+    def stage_markdown(cls, entry: dict, run_dir: Path) -> list[str]:
+        tm = (entry.get("metrics") or {}).get("train")
+        lines = ["", metrics_line("train: ", tm)] if tm else []
+        png = run_dir / f"loss_{entry['name']}.png"
+        return lines + (["", f"![loss]({png.name})"] if png.exists() else [])
+
+
+KIND = Kind("train", per="stage", trains=True, result=TrainResult)
+
+
+def steps(recipe) -> list[StepId]:
+    return [] if recipe.meta else [StepId("train", stage=st.name) for st in recipe.active_stages]
 
 
 def start(recipe, stage) -> str | None:
     """The active stage `stage` starts from: its `from:`, else the previous active stage. None when it
     starts from model.base, or from model.init_from (a `from:` naming a skipped stage: a corrective rerun)."""
-    active = [s.name for s in recipe.stages if not s.skip]
+    active = [s.name for s in recipe.active_stages]
     i = active.index(stage.name)
     wanted = stage.from_ if stage.from_ is not None else (active[i - 1] if i else None)
     return wanted if wanted in active[:i] else None
@@ -33,7 +61,7 @@ def fisher_for(recipe, stage):
     """What of the `ewc:` of a later stage that starts from `stage` shapes the Fisher `stage` leaves behind
     (whether, from how many rows, with which decay); not lambda, so a lambda sweep reuses the trained stage."""
     from ..train.spec import Fisher
-    ewc = next((s.ewc for s in recipe.stages if not s.skip and s.ewc is not None and s.name != stage.name
+    ewc = next((s.ewc for s in recipe.active_stages if s.ewc is not None and s.name != stage.name
                 and start(recipe, s) == stage.name), None)
     return None if ewc is None else Fisher(fisher_samples=ewc.fisher_samples, gamma=ewc.gamma)
 
@@ -90,14 +118,6 @@ def _start(ctx) -> Path | None:
     return path
 
 
-def _check_loggers(report_to) -> None:
-    import importlib.util
-    for name in report_to:
-        if importlib.util.find_spec(name) is None and not (name == "tensorboard" and importlib.util.find_spec("tensorboardX")):
-            raise RecipeError(f"train.report_to: {name} is not installed; `pip install {name}` or remove it "
-                              "from report_to (the run report always gets the losses)")
-
-
 def _train(ctx, spec, rows: Path, init_from: Path | None) -> dict:
     if ctx.options.launcher != "none":
         from ..train.launch import launch
@@ -111,21 +131,11 @@ def _train(ctx, spec, rows: Path, init_from: Path | None) -> dict:
 
 
 def run(ctx) -> dict:
-    stage = spec(ctx)
-    _check_loggers(stage.train.report_to)
+    stage = spec(ctx)   # its loggers were checked, and TensorBoard's folder set, by the engine (KIND.trains)
     rows = ctx.input(StepId("render", stage=stage.stage)) / "train.jsonl"
     init_from = _start(ctx)
     ctx.partial.mkdir(parents=True, exist_ok=True)
-    # tensorboard logs go next to the run report, not under the checkpoints (removed once the stage is
-    # done); one folder per stage unless the user chose one
-    tb = "tensorboard" in stage.train.report_to and "TENSORBOARD_LOGGING_DIR" not in os.environ
-    if tb:
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str((ctx.run_dir / stage.stage / "tensorboard").resolve())
-    try:
-        metrics = _train(ctx, stage, rows, init_from)
-    finally:
-        if tb:
-            del os.environ["TENSORBOARD_LOGGING_DIR"]
+    metrics = _train(ctx, stage, rows, init_from)
     if metrics.get("resumed_from"):
         ctx.log(f"resumed from checkpoint step {metrics['resumed_from']}")
     shutil.move(str(ctx.partial / "final"), ctx.out / "final")
@@ -138,7 +148,7 @@ def run(ctx) -> dict:
     return {"metrics": metrics, "history": [{k: h[k] for k in ("step", "loss") if k in h} for h in history if "loss" in h]}
 
 
-def publish(step, artifact: Path, run_dir: Path, stats: dict) -> None:
+def publish(step, artifact: Path, run_dir: Path, result: TrainResult) -> None:
     """What the user (and a later recipe's model.init_from) points at: runs/<recipe>/<stage>/final, the
     data fingerprint that trained it, and the loss curve. Also for a cached step, so every run dir is whole."""
     from ..train.plot import plot_losses
@@ -149,4 +159,4 @@ def publish(step, artifact: Path, run_dir: Path, stats: dict) -> None:
     shutil.copytree(artifact / "final", stage_dir / "final")
     components = json.loads((artifact / "manifest.json").read_text())["components"]
     (stage_dir / "data_fingerprint.txt").write_text(components["inputs"][str(StepId("render", stage=step.stage))] + "\n")
-    plot_losses(run_dir, step.stage, stats.get("history", []))
+    plot_losses(run_dir, step.stage, result.history)
