@@ -157,6 +157,16 @@ def test_fomaml_recipe_meta_trains_compares_and_writes_the_task_layout(work):
         assert len(five) == 5 and five == ten[:5]
         assert not {(r["prompt"], r["response"]) for r in ten} & {(r["prompt"], r["response"]) for r in test}
     assert len(list((out / "few_shot").glob("*.parquet"))) == 2 * 2 * 3
+    # train.meta and train.control train like any stage: their checkpoints (optimizer state) are dropped once
+    # the step is cached, and --force --only retrains from the start instead of resuming its own final step
+    fps = {s["name"]: s["fingerprint"] for s in report["steps"]}
+    assert not any((work / "cache" / "partial" / fps[n]).exists() for n in ("train.meta", "train.control"))
+    assert not (work / "cache" / "index" / "fomaml_poets" / "train.meta.partial.json").exists()
+    recipe("run", "recipes/fomaml_poets.yaml", *TINY, *small, *answers, "--cache-dir", str(work / "cache"),
+           "--output", str(out), "--force", "--only", "train.meta")
+    again = json.loads((out / "report.json").read_text())
+    assert [s["status"] for s in again["steps"] if s["name"] == "train.meta"] == ["ran"]
+    assert again["meta_training"]["meta"]["resumed_from"] == 0
     # --dry-run stops before training and says which tasks are held out
     p = recipe("run", "recipes/fomaml_poets.yaml", *TINY, *small, "--dry-run", "--cache-dir", str(work / "cache"),
                "--output", str(work / "fomaml_dry"))

@@ -194,7 +194,8 @@ evaluate: {max_rows: 4, generate: {prompts: ["Who are you?"], max_new_tokens: 4}
     real = dict(STEPS)
     for kind, mod in real.items():
         class Spy:
-            VERSION = mod.VERSION
+            VERSION, KIND = mod.VERSION, mod.KIND
+            steps = staticmethod(mod.steps)
             declare = staticmethod(mod.declare)
             publish = getattr(mod, "publish", None)
 

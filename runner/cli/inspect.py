@@ -34,17 +34,19 @@ def inspect(path: str, overrides=(), *, stage: str | None = None, n: int = 3, ca
     from ..chat import tokenizer_for
     from ..chat.templates import Rendered, highlight
     from ..errors import RecipeError
+    from ..dag.compile import compile_recipe
     from ..recipe.validate import did_you_mean
-    from ..steps.base import StepId
+    from ..steps.base import kind_of
 
     recipe = api.load(path, overrides)
-    stages = [s.name for s in recipe.stages if not s.skip]
+    stages = [s.name for s in recipe.active_stages]
     if recipe.meta:
         raise RecipeError("`recipe inspect` shows SFT examples; a meta-learning recipe has no render step yet")
     stage = stage or stages[0]
     if stage not in stages:
         raise RecipeError(f"--stage: no stage '{stage}'{did_you_mean(stage, stages)}")
-    render = StepId("render", stage=stage)
+    # the stage's last data step writes what training reads: its rendered rows
+    render = [s.id for s in compile_recipe(recipe).steps if s.stage == stage and kind_of(s.id).data][-1]
     with tempfile.TemporaryDirectory() as scratch:   # a look, not a run: leave runs/<recipe> as it is
         _, graph, records, _ = api.run(path, overrides, cache_dir=cache_dir, only=str(render), dry_run=True,
                                        output=scratch)

@@ -25,7 +25,7 @@ def main(args: argparse.Namespace) -> int:
             print(str(e), file=sys.stderr)
             failed += 1
             continue
-        stages = [s.name for s in rec.stages if not s.skip]
+        stages = [s.name for s in rec.active_stages]
         kind = "meta (fomaml)" if rec.meta else f"{len(stages)} stage{'s' * (len(stages) != 1)}"
         print(f"ok: {r} ({rec.name}: {len(rec.sources)} source{'s' * (len(rec.sources) != 1)}, {kind})")
         api.warn_unpinned(rec)

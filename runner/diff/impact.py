@@ -14,13 +14,15 @@ from ..dag.cache import Cache, default_dir
 from ..dag.compile import Graph, compile_recipe
 from ..dag.plan import predict
 from ..dag.fingerprint import Fingerprint, explain, fingerprint_graph
-from ..errors import RecipeError, ValidationError
+from ..errors import ValidationError
 from ..recipe.canonical import canonical
 from ..recipe.secrets import mask
 from ..recipe.load import load_document
 from ..recipe.model import Recipe, Stage
 from ..recipe.validate import validate
-from ..steps.base import StepId, parse_step
+from ..steps import STEPS
+from ..steps.base import StepId, kind_of, parse_step
+from ..steps.result import Result
 from ..recipe.compare import Change, by_section, compare
 
 # --- one side of the comparison --------------------------------------------------------------------
@@ -46,18 +48,23 @@ class Side:
         # Secrets masked as in `recipe show`; a raw document goes through the same function.
         return canonical(self.recipe) if self.recipe else mask(self.raw, self.secrets)
 
-    def stats(self, step: StepId, caches: list[Cache]) -> dict | None:
-        """The stats of a run of exactly this step (same fingerprint), from either side's cache: the
+    def result(self, step: StepId, caches: list[Cache]) -> Result | None:
+        """The result of a run of exactly this step (same fingerprint), from either side's cache: the
         cache is content-addressed, so an artifact made for the other recipe is this step's too.
-        None when the recipe has no such step."""
+        None when the recipe has no such step or it has not run."""
         if step not in self.graph:
             return None
         fp = self.fps[str(step)].value
+        result = kind_of(step).result
         for c in caches:
             if c.has(fp):
-                return c.stats(fp) or {}
+                return result.of(c.stats(fp))
         last = self.cache.last(self.recipe.name, str(step))  # the index outlives an artifact that was removed
-        return last.get("stats") if last and last.get("fingerprint") == fp else None
+        return result.of(last.get("stats")) if last and last.get("fingerprint") == fp else None
+
+    def having(self, attr: str, stage: str | None = None) -> list[StepId]:
+        """The steps (of `stage`, or of none) whose kind module offers `attr`, in run order."""
+        return [s.id for s in self.graph.steps if s.stage == stage and hasattr(STEPS[s.kind], attr)]
 
 
 def load_side(file: Path, label: str, overrides: tuple[str, ...], cache_dir: str | None,
@@ -159,36 +166,28 @@ class RecipeDiff:
 
 
 def _split_rows(side: Side, caches: list[Cache]) -> tuple[dict[str, int | None], dict[str, int] | None]:
-    """(rows each source brings to the split, train rows per source), from a run of this exact split."""
-    stats = side.stats(StepId("split"), caches) or {}
-    by = stats.get("by_source", {})
-    return {s: (by.get(s) or {}).get("rows_out") for s in side.recipe.sources}, stats.get("train")
+    """(rows each source brings to the step that splits them into train and eval rows, train rows per
+    source), from a run of that exact step: the last step of no stage whose result has train rows."""
+    for step in reversed([s.id for s in side.graph.steps if s.stage is None]):
+        res = side.result(step, caches)
+        if res is not None and res.train_rows() is not None:
+            return {s: (res.by_source.get(s) or {}).get("rows_out") for s in side.recipe.sources}, res.train_rows()
+    return dict.fromkeys(side.recipe.sources), None
 
 
-def _mix_rows(side: Side, stage: Stage, train: dict[str, int] | None, caches: list[Cache]) -> Rows:
-    """A stage's rows: from its mix step's report when this exact mix has run; else computed from the
-    split's train rows by the mix step's own arithmetic, which is deterministic; else as requested."""
+def _stage_rows(side: Side, stage: Stage, train: dict[str, int] | None, caches: list[Cache]) -> Rows:
+    """A stage's rows, as the step kind that draws them says (its stage_rows: from its result when this
+    exact step has run, else by its own arithmetic from the train rows, else as requested)."""
     requested = dict(stage.mix) if stage.mix else None
-    report = (side.stats(StepId("mix", stage=stage.name), caches) or {}).get("mix")
-    if report:
-        return Rows(report["total"], report["counts"], "cached", stage.size, requested)
-    if train is None:
-        return Rows(None, {}, "requested", stage.size, requested)
-    from ..data.mixing import Draw, plan_counts  # what the mix step computes, so the numbers agree
-    try:
-        _, counts, total, _ = plan_counts(Draw(stage.name, stage.mix, stage.size), side.recipe.groups, train)
-    except RecipeError as e:
-        return Rows(None, {}, "requested", stage.size, requested, e.message)
-    short = [f"{s} needs {n:,} of its {train.get(s, 0):,} train rows"
-             for s, n in counts.items() if n > train.get(s, 0)]
-    problem = None if not short or side.recipe.sampling.oversample else \
-        "the mix step will fail: " + ", ".join(short) + " (lower size, change the ratios or set sampling.oversample)"
-    return Rows(total, counts, "computed", stage.size, requested, problem)
+    for step in side.having("stage_rows", stage.name):
+        rows = STEPS[step.kind].stage_rows(side.recipe, stage, side.result(step, caches), train)
+        return Rows(rows["total"], rows["by_source"], rows["basis"], stage.size, requested, rows.get("problem"))
+    return Rows(None, {}, "requested", stage.size, requested)
 
 
 def _stage_view(side: Side, stage: Stage, train: dict[str, int] | None, caches: list[Cache]) -> StageView:
     t = stage.train
-    rows = None if stage.skip else _mix_rows(side, stage, train, caches)
+    rows = None if stage.skip else _stage_rows(side, stage, train, caches)
     return StageView(stage.skip, t.micro_batch_size, t.grad_accum, t.world_size, t.batch_size, t.epochs,
                      t.max_steps, t.learning_rate, rows)
 
@@ -214,15 +213,15 @@ def _step_changes(a: Side | None, b: Side | None, caches: list[Cache]) -> list[S
     return out + [StepChange(n, s.kind, s.stage, "removed", (), False) for n, s in before.items() if n not in after]
 
 
-def _stage_status(name: str, a: StageView | None, b: StageView | None, steps: dict[StepId, StepChange]) -> str:
+def _stage_status(name: str, a: StageView | None, b: StageView | None, steps: list[StepChange]) -> str:
     if b is None or b.skip:
         return "unchanged" if a is None or a.skip else ("skipped" if b else "removed")
     if a is None or a.skip:
         return "new"
-    train = steps.get(StepId("train", stage=name))
-    if train is None:
+    train = [c for c in steps if c.stage == name and kind_of(c.kind).trains]
+    if not train:
         return "unchanged"
-    return "cached" if train.cached else "retrain"
+    return "cached" if all(c.cached for c in train) else "retrain"
 
 
 def diff_sides(a: Side | None, b: Side | None, title: str) -> RecipeDiff:
@@ -247,12 +246,12 @@ def diff_sides(a: Side | None, b: Side | None, title: str) -> RecipeDiff:
     # Stages that train (a meta recipe's implicit stage does not) or are skipped on purpose.
     views: list[dict[str, StageView]] = [
         {st.name: _stage_view(s, st, train, caches) for st in s.recipe.stages
-         if st.skip or StepId("train", stage=st.name) in s.graph} if s else {} for s, (_, train) in zip((av, bv), split)]
-    by_step = {c.id: c for c in steps}
+         if st.skip or any(kind_of(x.id).trains and x.stage == st.name for x in s.graph.steps)} if s else {}
+        for s, (_, train) in zip((av, bv), split)]
     stages = []
     for n in list(views[0]) + [n for n in views[1] if n not in views[0]]:
         va, vb = views[0].get(n), views[1].get(n)
-        stages.append(StageImpact(n, _stage_status(n, va, vb, by_step), va, vb))
+        stages.append(StageImpact(n, _stage_status(n, va, vb, steps), va, vb))
     (ra, _), (rb, _) = split
     sources = {s: (ra.get(s), rb.get(s)) for s in list(ra) + [s for s in rb if s not in ra]}
     if bv:

@@ -44,6 +44,25 @@ class MixResult(Result):
 KIND = Kind("mix", per="stage", data=True, result=MixResult)
 
 
+def stage_rows(recipe, stage, result: MixResult | None, train: Mapping[str, int] | None) -> dict:
+    """A stage's rows for `recipe diff`: from this exact mix's result when it ran; else computed from the
+    split's train rows by this step's own arithmetic (deterministic, so the numbers agree); else unknown."""
+    if result is not None and result.mix:
+        return {"total": result.mix["total"], "by_source": result.mix["counts"], "basis": "cached"}
+    if train is None:
+        return {"total": None, "by_source": {}, "basis": "requested"}
+    from ..data.mixing import Draw, plan_counts
+    from ..errors import RecipeError
+    try:
+        _, counts, total, _ = plan_counts(Draw(stage.name, stage.mix, stage.size), recipe.groups, train)
+    except RecipeError as e:
+        return {"total": None, "by_source": {}, "basis": "requested", "problem": e.message}
+    short = [f"{s} needs {n:,} of its {train.get(s, 0):,} train rows" for s, n in counts.items() if n > train.get(s, 0)]
+    problem = None if not short or recipe.sampling.oversample else \
+        "the mix step will fail: " + ", ".join(short) + " (lower size, change the ratios or set sampling.oversample)"
+    return {"total": total, "by_source": counts, "basis": "computed", "problem": problem}
+
+
 def steps(recipe) -> list[StepId]:
     return [] if recipe.meta else [StepId("mix", stage=st.name) for st in recipe.active_stages]
 

@@ -74,6 +74,10 @@ class Result:
             return None
         return f"rows_in {self.rows_in} + added {added} != rows_out {self.rows_out} + dropped {dropped}"
 
+    def train_rows(self) -> Mapping[str, int] | None:
+        """Train rows per source, from the step that splits sources into train and eval rows."""
+        return None
+
     def source_rows(self, step, source: str) -> int | None:
         if step.source is not None:
             return self.rows_out if step.source == source else None

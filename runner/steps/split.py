@@ -27,6 +27,9 @@ class SplitResult(Result):
     def source_rows(self, step, source: str) -> int | None:
         return self.eval.get(source)   # the dry run's column: what each source gives the eval side
 
+    def train_rows(self) -> Mapping[str, int] | None:
+        return dict(self.train) if self.train or not self.tasks else None
+
 
 KIND = Kind("split", data=True, result=SplitResult, column="eval")
 
