@@ -41,9 +41,18 @@ class Kind:
     column: str | None = None       # its column in the dry run's per-source table (rows out per source)
 
 
+_REGISTRY: dict[str, Any] = {}   # the registry (runner/steps/__init__.py: STEPS) hands itself over here
+
+
+def known(steps: dict[str, Any]) -> None:
+    """Called once by the registry: the naming functions below ask it (it imports every step module, which
+    import this one, so this module cannot import it)."""
+    global _REGISTRY
+    _REGISTRY = steps
+
+
 def _kinds() -> Mapping[str, Any]:
-    from . import STEPS   # the registry imports every step module, which import this one
-    return STEPS
+    return _REGISTRY
 
 
 def kind_of(step: "StepId | str") -> Kind:
