@@ -360,3 +360,37 @@ def test_git_mode_same_error_on_both_sides_is_no_difference(repo, capsys):
     git(repo, "commit", "-qm", "a broken pair")
     os.chdir(repo / "recipes")  # messages name files from the top of the repository on both sides
     assert diff(capsys, "--git", "HEAD", "--exit-code") == (0, "no recipe changes in the repository since HEAD\n")
+
+
+# --- every markdown cell is escaped: a recipe value cannot break the PR comment (hardening D24) ---------
+
+import re  # noqa: E402
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_NASTY = st.lists(st.sampled_from(list("ab |<>!-&`\n\r") + ["\u202e", "\u2066", "\u200f", "<!--", "-->"]),
+                  max_size=12).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=_NASTY, after=_NASTY, why=_NASTY, name=_NASTY)
+def test_markdown_cells_show_any_recipe_value_and_never_break_the_table(before, after, why, name):
+    from runner.diff.impact import RecipeDiff, StepChange
+    from runner.diff.output import render_markdown
+    from runner.recipe.compare import Change
+    d = RecipeDiff(f"{name}.yaml", "a", "b", [Change("template.system", "changed", before, after)],
+                   [StepChange(f"render.{name}", "render", name, "changed", (f"param template.system {why}",), False)],
+                   [], {name: (1, 2)}, [f"note {why}"], [])
+    md = render_markdown([d])
+    allowed = ("<details>", "</details>", "<summary>", "</summary>", "<sub>", "</sub>")
+    for line in md.splitlines():
+        cells = re.split(r"(?<!\\)\|", line)[1:-1] if line.startswith("|") else [line]
+        if line.startswith("|"):   # a table row: exactly its columns, whatever the values held
+            assert len(cells) in (3, 4), line
+        # HTML is shown, never interpreted: no tag outside a code span (where GitHub shows it as text)
+        text = " ".join(c for c in cells if not (c.strip().startswith("`") and c.strip().endswith("`")))
+        for tag in allowed:
+            text = text.replace(tag, "")
+        assert "<" not in text, line
+    assert not any(c in md for c in "\u202e\u2066\u200f")
+    assert "\r" not in md

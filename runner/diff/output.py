@@ -141,13 +141,27 @@ def render_text(diffs: list[RecipeDiff], header: str | None = None) -> str:
     return "".join(line + "\n" for _, line in _text_lines(diffs, header))
 
 
+# Characters that reorder what a reviewer sees (bidirectional overrides and isolates, the marks): a PR
+# comment shows them as their escapes, never applies them.
+_BIDI = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C])
+
+
+def _cell(v: str) -> str:
+    """What every markdown cell gets: no line break, no bare pipe, no bidi control."""
+    v = "".join(f"\\u{ord(c):04x}" if ord(c) in _BIDI else c for c in str(v))
+    return v.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
 def _md(v: str) -> str:
-    return v.replace("|", "\\|").replace("\n", " ")
+    """Text from a recipe in a PR comment: HTML is shown, never interpreted (a value holding `<!--`
+    would hide the rest of the comment)."""
+    v = str(v).replace("\\", "\\\\").replace("`", "\\`")   # a backslash or backtick of its own opens nothing
+    return _cell(v.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
 
 
 def _code(v: Any) -> str:
-    s = show_value(v)
-    return _md(f"`` {s} ``" if "`" in s else f"`{s}`")
+    s = show_value(v)   # inside a code span HTML is already shown as text
+    return _cell(f"`` {s} ``" if "`" in s else f"`{s}`")
 
 
 def _md_side(c: Change, side: str) -> str:
@@ -174,20 +188,20 @@ def render_markdown(diffs: list[RecipeDiff], header: str | None = None) -> str:
                       "|---|---|---|---|---|---|---|"]
             for st in shown:
                 status = f"**{st.status}**" if st.status in ("retrain", "new") else st.status
-                cells = [st.name, status, *_stage_cells(st), _md(_stage_rows(st))]
+                cells = [_md(st.name), status, *map(_md, _stage_cells(st)), _md(_stage_rows(st))]
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
         src = [(s, ab) for s, ab in d.sources.items() if ab != (None, None)]
         if src:
             lines += ["| source | rows before | rows after |", "|---|---:|---:|"]
-            lines += [f"| {s} | {_num(a)} | {_num(b)} |" for s, (a, b) in src]
+            lines += [f"| {_md(s)} | {_num(a)} | {_num(b)} |" for s, (a, b) in src]
             lines.append("")
         if d.steps and d.before and d.after:
             lines += [f"<details><summary>{len(d.steps)} step{'s' * (len(d.steps) != 1)} affected</summary>", "",
                       "| step | | why |", "|---|---|---|"]
             for s in d.steps:
                 what, _, why = _step_text(s).partition(": ")
-                lines.append(f"| {s.name} | {what} | {_md(why)} |")
+                lines.append(f"| {_md(s.name)} | {_md(what)} | {_md(why)} |")
             lines += ["", "</details>", ""]
         lines += [f"> **{_md(n)}**" for n in d.problems] + [f"> {_md(n)}" for n in d.notes]
         lines += [""] if d.problems or d.notes else []
