@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import api
+from runner import api, sources
 from runner.dag import fingerprint as fpmod
 from runner.dag.compile import compile_recipe
 from runner.recipe import model
@@ -69,7 +69,7 @@ def _sweep(monkeypatch):
     """-> [(recipe, leaf path, {step: (params moved, files or inputs moved)}, graph after, stale steps,
     graph before)] for every leaf change that still builds and compiles."""
     # files are named, not read: a changed path must move the fingerprint, the bytes are another test's
-    monkeypatch.setattr(fpmod, "files_digest", lambda base, rel, memo: rel)
+    monkeypatch.setattr(sources, "digest", lambda rel, base, memo: rel)
     out = []
     for name in SHIPPED:
         before = api.load(ROOT / "recipes" / f"{name}.yaml")
@@ -143,7 +143,7 @@ def test_each_declared_parameter_moves_its_steps_fingerprint(sweep):
 
 def test_an_undeclared_key_moves_nothing(monkeypatch):
     """Keys no step declares (they shape the graph or only the report) leave every fingerprint alone."""
-    monkeypatch.setattr(fpmod, "files_digest", lambda base, rel, memo: rel)
+    monkeypatch.setattr(sources, "digest", lambda rel, base, memo: rel)
     r = api.load(ROOT / "recipes" / "curriculum_3stage.yaml")
     g0, f0 = _fingerprints(r)
     for path, value in [(("train", "report_to"), ["tensorboard"]), (("evaluate", "every_stage"), False)]:
