@@ -1,7 +1,7 @@
 """Step fingerprints: a hash of everything that can change a step's output (kind, code version,
 canonical params, upstream fingerprints, and the identity of the files it reads). What identifies a
-declared file is its source kind's business (runner.sources): a local path's bytes, the commit a hub
-revision names, a remote file's ETag or version. Big local files' digests are kept between runs in
+declared file is its source kind's business (runner.sources): a local path's bytes, the commit a
+dataset's revision names, a remote file's ETag or version. Big local files' digests are kept between runs in
 <cache>/digests.json (see runner.sources.local)."""
 from __future__ import annotations
 

@@ -31,8 +31,8 @@ from .readers import Raw
 
 KINDS = {"hub": hub, "remote": remote, "local": local}   # local last: it owns any path the others do not
 
-__all__ = ["KINDS", "Digests", "kind_of", "declare", "restore", "seeded", "origin", "rows", "key", "digest", "changed", "note",
-           "notes", "refresh"]
+__all__ = ["KINDS", "Digests", "kind_of", "declare", "restore", "seeded", "origin", "rows", "key", "digest",
+           "changed", "note", "notes", "refresh"]
 
 
 def kind_of(source) -> Any:

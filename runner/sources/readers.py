@@ -1,8 +1,9 @@
 """Readers: a local source path (a file, a folder, a glob, a saved `datasets` dataset) -> raw rows, each
-with the file and line it came from; the parsers are shared with remote files (runner.sources.remote). A row that cannot be read is yielded as a `Raw` with an error,
-never raised, so the loader quarantines it and goes on; a file that cannot be read at all is one such
-entry. Blank lines in .jsonl/.csv hold no data and are skipped, and so are hidden files and folders
-(".cache/", ".ipynb_checkpoints/") inside a source folder.
+with the file and line it came from; remote files (runner.sources.remote) use the same parsers. A row
+that cannot be read is yielded as a `Raw` with an error, never raised, so the loader quarantines it and
+goes on; a file that cannot be read at all is one such entry. Blank lines in .jsonl/.csv hold no data
+and are skipped, and so are hidden files and folders (".cache/", ".ipynb_checkpoints/") inside a
+source folder.
 
 Invalid UTF-8 is found per row: files are decoded with `surrogateescape`, which turns each bad byte
 into a lone surrogate, and a row whose text holds one is quarantined while its neighbours load."""
