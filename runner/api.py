@@ -64,22 +64,33 @@ def plan(path: str | Path, overrides=(), cache_dir: str | None = None) -> Plan:
     from .dag.plan import plan as make_plan
     from .paths import folder_option
     from .steps import versions
-    from .data.hub import revision_notes
     recipe = load(path, overrides)
     graph = compile_recipe(recipe)
-    # the commit an unpinned hub source stands for is a fact of the cache, not of the recipe
-    graph = dataclasses.replace(graph, notes=graph.notes + tuple(revision_notes(recipe.sources)))
     cache = Cache(folder_option(default_dir(recipe.file, cache_dir), "--cache-dir"))
     fps = fingerprint_graph(graph, recipe.file.parent, versions(), cache.digests)
+    # what a source kind knows beyond the recipe (the commit an unpinned hub source stands for, a remote
+    # file whose server says nothing that follows its bytes) is a fact of the cache or the server
+    graph = dataclasses.replace(graph, notes=graph.notes + tuple(_source_notes(recipe, graph, fps)))
     return Plan(graph, make_plan(graph, fps, cache), cache)
+
+
+def _source_notes(recipe: model.Recipe, graph: Graph, fps) -> list[str]:
+    from . import sources
+    out = sources.notes(recipe.sources)
+    for step in graph.steps:
+        for entry, value in fps[step.name].components["files"].items():
+            n = sources.note(entry, value)
+            if n:
+                out.append(f"{step.name}: {n}")
+    return out
 
 
 def warn_unpinned(recipe: model.Recipe) -> None:
     """A hub source that follows a branch: say which commit it stands for today and how to pin it."""
     import sys
 
-    from .data.hub import revision_notes
-    for n in revision_notes(recipe.sources):
+    from . import sources
+    for n in sources.notes(recipe.sources):
         print(f"warning: {n}", file=sys.stderr)
 
 
@@ -127,9 +138,9 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
     check_versions()   # a library outside the declared range is one line now, not a traceback mid-training
     import sys
 
-    from .data.hub import refresh
+    from . import sources
     # which commit each hub source's branch names now, before anything is fingerprinted
-    refresh(recipe.sources, lambda m: print(f"note: {m}", file=sys.stderr))
+    sources.refresh(recipe.sources, lambda m: print(f"note: {m}", file=sys.stderr))
     graph = compile_recipe(recipe)
     run_dir = folder_option(output, "--output") if output else under("runs", recipe.name)
     cache_root = default_dir(recipe.file, cache_dir)

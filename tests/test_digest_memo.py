@@ -7,7 +7,7 @@ import shutil
 
 from runner import api
 from runner.builtin import tiny_path
-from runner.dag import fingerprint
+from runner.sources import local
 
 RECIPE = """recipe: memo
 model: {base: ./model}
@@ -31,8 +31,8 @@ def _plan(path):
 def test_big_files_are_hashed_once_and_changes_are_seen(tmp_path, monkeypatch):
     path = _setup(tmp_path)
     hashed = []
-    real = fingerprint.hash_file
-    monkeypatch.setattr(fingerprint, "hash_file", lambda p: hashed.append(p.name) or real(p))
+    real = local.hash_file
+    monkeypatch.setattr(local, "hash_file", lambda p: hashed.append(p.name) or real(p))
     first = _plan(path)
     assert "model.safetensors" in hashed
     assert not (tmp_path / ".recipe").exists(), "plan creates no cache"

@@ -353,7 +353,7 @@ def test_dataset_id_rules_agree_with_huggingface_hub(text):
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
-    from runner.data.hub import id_problem
+    from runner.sources.hub import id_problem
     try:
         validate_repo_id(text)
         hub_ok = True

@@ -9,7 +9,7 @@ RUNNER = Path(__file__).resolve().parents[1] / "runner"
 
 # Bottom up. A module may import its own layer or a lower one; `runner` itself holds only __version__.
 LAYERS = ["runner", "runner.errors", "runner.paths",
-          "runner.data.hub",   # the hub cache's layout: validation reads it too (plain files, no heavy import)
+          "runner.sources",   # source kinds: identity and raw rows; validation reads the hub cache's layout
           "runner.recipe", "runner.builtin", "runner.chat", "runner.data",
           "runner.train", "runner.steps", "runner.dag", "runner.diff", "runner.api", "runner.cli",
           "runner.__main__",

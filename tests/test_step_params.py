@@ -10,11 +10,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
 
 import pytest
 
-from runner import api
+from runner import api, sources
 from runner.dag import fingerprint as fpmod
 from runner.dag.compile import compile_recipe
 from runner.recipe import model
@@ -69,7 +72,7 @@ def _sweep(monkeypatch):
     """-> [(recipe, leaf path, {step: (params moved, files or inputs moved)}, graph after, stale steps,
     graph before)] for every leaf change that still builds and compiles."""
     # files are named, not read: a changed path must move the fingerprint, the bytes are another test's
-    monkeypatch.setattr(fpmod, "files_digest", lambda base, rel, memo: rel)
+    monkeypatch.setattr(sources, "digest", lambda rel, base, memo: rel)
     out = []
     for name in SHIPPED:
         before = api.load(ROOT / "recipes" / f"{name}.yaml")
@@ -143,7 +146,7 @@ def test_each_declared_parameter_moves_its_steps_fingerprint(sweep):
 
 def test_an_undeclared_key_moves_nothing(monkeypatch):
     """Keys no step declares (they shape the graph or only the report) leave every fingerprint alone."""
-    monkeypatch.setattr(fpmod, "files_digest", lambda base, rel, memo: rel)
+    monkeypatch.setattr(sources, "digest", lambda rel, base, memo: rel)
     r = api.load(ROOT / "recipes" / "curriculum_3stage.yaml")
     g0, f0 = _fingerprints(r)
     for path, value in [(("train", "report_to"), ["tensorboard"]), (("evaluate", "every_stage"), False)]:
@@ -167,14 +170,75 @@ def test_a_step_context_has_no_recipe():
     assert "recipe" not in {f.name for f in dataclasses.fields(StepContext)}
 
 
-def test_every_step_kind_runs_from_its_declared_parameters_alone(tmp_path, monkeypatch):
-    """A whole run (every kind in the registry) where each step's context carries no recipe: whatever
-    a step reads came through its declared parameters, inputs and files."""
-    import shutil
-    (tmp_path / "data").mkdir()
-    for f in ("alpaca_en_demo.json", "identity.json"):
-        shutil.copy(ROOT / "data" / f, tmp_path / "data" / f)
-    (tmp_path / "r.yaml").write_text("""\
+# Data kinds (KIND.data) read only their declared parameters, inputs and files. Train and eval kinds also
+# read what they declare as `runtime` (loggers, an eval batch size): no artifact depends on it.
+def _data(kind: str) -> bool:
+    return STEPS[kind].KIND.data
+
+
+class _Reads(Mapping):
+    """A step's parameters that record which keys run() read."""
+
+    def __init__(self, params):
+        self.params, self.read = params, set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return self.params[key]
+
+    def __iter__(self):
+        self.read.update(self.params)
+        return iter(self.params)
+
+    def __len__(self):
+        return len(self.params)
+
+
+def _only_declared(ctx, sandbox: Path):
+    """ctx with nothing but what the step declared: runtime emptied for a data kind, parameters that
+    record their reads, and a recipe folder holding only the step's declared local files (links)."""
+    base = sandbox / ctx.step.name / "a" / "b"   # deep enough for a declared ../data/x.jsonl
+    base.mkdir(parents=True)
+    for entry in ctx.step.files:
+        for src in sorted(ctx.base_dir.glob(entry)) if any(c in entry for c in "*?[") else [ctx.base_dir / entry]:
+            dest = Path(os.path.normpath(base / os.path.relpath(src, ctx.base_dir)))
+            assert sandbox in dest.parents, f"{ctx.step.name}: {entry} reaches out of the sandbox"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.symlink_to(src.resolve(), target_is_directory=src.is_dir())
+    runtime = {} if _data(ctx.step.kind) else dict(ctx.step.runtime)
+    step = dataclasses.replace(ctx.step, params=_Reads(ctx.step.params), runtime=MappingProxyType(runtime))
+    return dataclasses.replace(ctx, step=step, base_dir=base)
+
+
+def _spy_on_steps(monkeypatch, sandbox: Path, reads: dict):
+    """Every registered kind runs through _only_declared; reads[kind] gathers the parameter keys read."""
+    for kind, mod in dict(STEPS).items():
+        class Spy:
+            VERSION, KIND = mod.VERSION, mod.KIND
+            steps = staticmethod(mod.steps)
+            declare = staticmethod(mod.declare)
+            publish = getattr(mod, "publish", None)
+
+            @staticmethod
+            def run(ctx, _mod=mod):
+                assert not hasattr(ctx, "recipe")
+                bare = _only_declared(ctx, sandbox)
+                try:
+                    return _mod.run(bare)
+                finally:
+                    reads.setdefault(ctx.step.kind, set()).update(bare.step.params.read)
+        if Spy.publish is None:
+            del Spy.publish
+        monkeypatch.setitem(STEPS, kind, Spy)
+
+
+def _artifacts(cache: Path) -> dict[str, bytes]:
+    """Every artifact file but the manifests (which hold timings), by its path in the cache."""
+    return {str(f.relative_to(cache)): f.read_bytes() for f in sorted((cache / "objects").rglob("*"))
+            if f.is_file() and f.name != "manifest.json"}
+
+
+KINDS_RECIPE = """\
 recipe: kinds
 model: {base: builtin:tiny}
 sources:
@@ -188,28 +252,80 @@ size: 40
 template: {max_length: 96}
 train: {max_steps: 1, micro_batch_size: 2, batch_size: 2, deepspeed: null}
 evaluate: {max_rows: 4, generate: {prompts: ["Who are you?"], max_new_tokens: 4}}
-""")
-    monkeypatch.chdir(tmp_path)
-    seen = []
-    real = dict(STEPS)
-    for kind, mod in real.items():
-        class Spy:
-            VERSION, KIND = mod.VERSION, mod.KIND
-            steps = staticmethod(mod.steps)
-            declare = staticmethod(mod.declare)
-            publish = getattr(mod, "publish", None)
+"""
 
-            @staticmethod
-            def run(ctx, _mod=mod):
-                assert not hasattr(ctx, "recipe")
-                seen.append(ctx.step.kind)
-                return _mod.run(ctx)
-        if Spy.publish is None:
-            del Spy.publish
-        monkeypatch.setitem(STEPS, kind, Spy)
-    _, _, records, _ = api.run(tmp_path / "r.yaml", cache_dir=str(tmp_path / "cache"), output=str(tmp_path / "run"))
-    # every kind but a meta recipe's (tasks, train.meta/control, eval.few_shot: their runs are in
+META_RECIPE = """\
+recipe: kinds_meta
+model: {base: builtin:tiny}
+sources:
+  tang:
+    path: data/tang_poems.jsonl
+    format: fields
+    limit: 2000
+    fields:
+      user: "{{ paragraphs[0] }}"
+      assistant: "{{ paragraphs[1:] | join('\\n') }}"
+      meta: {author: "{{ author }}", title_len: "{{ 'short' if title | length <= 4 else 'long' }}"}
+meta:
+  algorithm: fomaml
+  tasks: {source: tang, by: meta.author, min_rows: 20, max_tasks: 6}
+  split: {strategy: stratified, by: meta.title_len, support: 0.3, query: 0.4, test: 0.3}
+  inner: {learning_rate: 1.0e-4, steps: 1, batch_size: 2}
+  outer: {learning_rate: 3.0e-5, meta_batch_size: 2, query_batch_size: 2}
+  total_steps: 1
+  few_shot_eval: {shots: [2], held_out_tasks: 2}
+template: {max_length: 96}
+train: {micro_batch_size: 2, batch_size: 2, deepspeed: null}
+"""
+
+
+def _recipe(tmp_path: Path, text: str, *files: str) -> Path:
+    import shutil
+    (tmp_path / "data").mkdir()
+    for f in files:
+        shutil.copy(ROOT / "data" / f, tmp_path / "data" / f)
+    (tmp_path / "r.yaml").write_text(text, encoding="utf-8")
+    return tmp_path / "r.yaml"
+
+
+def test_data_steps_declare_no_runtime():
+    """A data step's run() reads nothing that is not fingerprinted: the load step's Source included."""
+    for name in SHIPPED + ["hub_ultrachat", "fomaml_explicit", "tiny_chat"]:
+        for step in compile_recipe(api.load(ROOT / "recipes" / f"{name}.yaml")).steps:
+            assert not _data(step.kind) or not step.runtime, f"{name}: {step.name} declares {dict(step.runtime)}"
+
+
+def test_every_step_kind_runs_from_its_declared_parameters_alone(tmp_path, monkeypatch):
+    """A whole run (every kind in the registry) where each step's context carries no recipe, no runtime
+    (a data kind), and a recipe folder with only the files the step declared: whatever a step reads came
+    through its declared parameters, inputs and files. Each parameter a kind declares is read by it."""
+    path = _recipe(tmp_path, KINDS_RECIPE, "alpaca_en_demo.json", "identity.json")
+    monkeypatch.chdir(tmp_path)
+    reads: dict[str, set] = {}
+    _spy_on_steps(monkeypatch, tmp_path / "sandbox", reads)
+    _, graph, records, _ = api.run(path, cache_dir=str(tmp_path / "cache"), output=str(tmp_path / "run"))
+    # every kind but a meta recipe's (tasks: below; train.meta/control and eval.few_shot run in
     # tests/test_e2e.py::test_fomaml_recipe_meta_trains_compares_and_writes_the_task_layout, with the same
     # StepContext, which has no recipe field at all)
     meta = {"tasks", "meta_train", "few_shot"}
-    assert sorted(set(seen)) == sorted(set(STEPS) - meta) and all(r.status == "ran" for r in records)
+    assert sorted(reads) == sorted(set(STEPS) - meta) and all(r.status == "ran" for r in records)
+    for step in graph.steps:
+        assert set(step.params) <= reads[step.kind], f"{step.name} never read {set(step.params) - reads[step.kind]}"
+
+
+@pytest.mark.parametrize("text, files", [(KINDS_RECIPE, ("alpaca_en_demo.json", "identity.json")),
+                                         (META_RECIPE, ("tang_poems.jsonl",))], ids=["sft", "meta"])
+def test_data_steps_from_declared_parameters_alone_write_the_same_artifacts(tmp_path, monkeypatch, text, files):
+    """The data steps of a dry run, once as they run and once from their declared parameters alone:
+    the same artifacts, byte for byte."""
+    path = _recipe(tmp_path, text, *files)
+    monkeypatch.chdir(tmp_path)
+    api.run(path, cache_dir=str(tmp_path / "plain"), output=str(tmp_path / "run1"), dry_run=True)
+    reads: dict[str, set] = {}
+    _spy_on_steps(monkeypatch, tmp_path / "sandbox", reads)
+    api.run(path, cache_dir=str(tmp_path / "bare"), output=str(tmp_path / "run2"), dry_run=True)
+    ran = {"load", "filter", "split"} | ({"tasks"} if "meta:" in text else {"dedup", "mix", "render"})
+    assert set(reads) == ran
+    plain, bare = _artifacts(tmp_path / "plain"), _artifacts(tmp_path / "bare")
+    assert plain and plain.keys() == bare.keys()
+    assert [k for k in plain if plain[k] != bare[k]] == []

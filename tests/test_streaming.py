@@ -269,7 +269,7 @@ def test_plan_and_diff_say_what_a_new_threshold_keeps(tmp_path):
 @given(lines=st.lists(st.one_of(st.binary(max_size=40), st.sampled_from(
     [b'{"a": 1}', b'{"a": "\xc3\xa9"}', b"\xef\xbb\xbf{}", b"  ", b"", b"[1]", b'{"a": "\xff"}', b"\r"])), max_size=12))
 def test_streamed_jsonl_reader_equals_the_whole_file_reader(tmp_path, lines):
-    from runner.data.readers import _jsonl, _file_lines, _parse
+    from runner.sources.readers import _jsonl, _file_lines, parse as _parse
     data = b"\n".join(lines)
     (tmp_path / "x.jsonl").write_bytes(data)
     assert list(_jsonl(_file_lines(open(tmp_path / "x.jsonl", "rb")), "x.jsonl")) == list(_parse("x.jsonl", data, "x.jsonl"))

@@ -29,7 +29,7 @@ CHAT_RECIPE = ROOT / "recipes" / "tiny_chat.yaml"
 TINY = Path(__file__).resolve().parent / "tiny"
 
 
-from runner.dag.fingerprint import hash_file as sha256  # noqa: E402  (the one file hash)
+from runner.sources.local import hash_file as sha256  # noqa: E402  (the one file hash)
 
 
 def evaluate_checkpoint(checkpoint: Path | None, cache: Path) -> dict:

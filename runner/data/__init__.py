@@ -1,8 +1,7 @@
 """The data engine: sources -> records -> filters -> dedup -> splits -> mixes.
 
-    readers.py   files, folders, globs, saved datasets, remote URLs -> raw rows with file and line
-    hub.py       sources by hub dataset id: the local hub cache, the commit a revision names, datasets' reader
-    formats.py   raw rows -> records {id, messages, meta, source}; bad rows -> quarantine
+    formats.py   raw rows (read by a source kind, runner.sources) -> records {id, messages, meta, source};
+                 bad rows -> quarantine
     filters/     one module per row filter kind; FILTERS is the registry
     dedup.py     exact and MinHash dedup across sources, by priority
     splits.py    train/eval (random, stratified, temporal) and meta-learning tasks, never leaking

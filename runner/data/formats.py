@@ -29,12 +29,13 @@ from typing import Any, Callable, Iterable
 
 from jinja2 import StrictUndefined
 
+from .. import sources
 from ..errors import RecipeError, Where
 from ..recipe import model
 from ..recipe.model import ROLES
 from .common import without_gc
 from .io import dumps
-from .readers import Raw, iter_rows, json_problem
+from ..sources.readers import Raw, iter_rows, json_problem
 from .stats import Stats
 
 Messages = list[dict[str, str]]
@@ -426,22 +427,18 @@ def _listed(load: Callable[..., dict[str, Any]], *args: Any) -> tuple[list[dict]
 
 def stream_source(name: str, source: model.Source, base_dir: Path, seed: int,
                   keep: Callable[[dict], Any], put_aside: Callable[[dict], Any]) -> dict[str, Any]:
-    """load_source, one row at a time: records to keep(), quarantine entries to put_aside(); -> stats."""
-    if source.dataset is not None:
-        from .hub import iter_dataset
-        return _load(name, [source.dataset], make_mapper(name, source), Path(base_dir), None, source.on_error,
-                     keep, put_aside,
-                     read=lambda spec, base, left: (Raw(label, None, row, obj)
-                                                   for label, row, obj in iter_dataset(name, source, seed)))
-    return _load(name, [source.path], make_mapper(name, source), Path(base_dir), source.limit, source.on_error,
-                 keep, put_aside)
+    """load_source, one row at a time: records to keep(), quarantine entries to put_aside(); -> stats.
+    The source's kind (runner.sources) reads its raw rows, `limit` applied."""
+    return _load(name, [source.path or source.dataset], make_mapper(name, source), Path(base_dir), None,
+                 source.on_error, keep, put_aside,
+                 read=lambda spec, base, left: sources.rows(name, source, base, seed))
 
 
 def load_source(name: str, source: model.Source, base_dir: Path, seed: int = 0
                 ) -> tuple[list[dict], list[dict], dict[str, Any]]:
     """Read and map one source -> (records, quarantine entries, stats). Paths resolve against
     base_dir (the recipe's folder); quarantine entries are {source, file, line, row, code, reason, raw}.
-    A hub `dataset` is read by runner.data.hub (`seed` draws its `shuffle` sample)."""
+    A hub `dataset` is read by runner.sources.hub (`seed` draws its `shuffle` sample)."""
     return _listed(stream_source, name, source, base_dir, seed)
 
 

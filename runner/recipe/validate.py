@@ -433,7 +433,7 @@ _HUB_ONLY = ("config", "revision", "data_files", "streaming", "shuffle")
 def _check_source_origin(name: str, s: dict, doc_dir: Path, out: _Problems) -> None:
     """Where a source's rows come from: a local path, a remote URL, or a hub dataset (its shape
     checked against the local hub cache only: validate never downloads)."""
-    from ..data import hub
+    from ..sources import hub, remote
     p = ("sources", name)
     if (s["path"] is None) == (s["dataset"] is None):
         out.add(p, f"sources.{name}: give either `path` (a file, folder, glob or URL) or `dataset` (a hub dataset "
@@ -444,7 +444,7 @@ def _check_source_origin(name: str, s: dict, doc_dir: Path, out: _Problems) -> N
         for key in _HUB_ONLY + ("split",):
             if s[key] != defaults[key]["default"]:
                 out.add(p + (key,), f"sources.{name}.{key}: only applies to a hub `dataset` (this source reads `path`)")
-        if hub.is_remote(s["path"]):
+        if remote.is_remote(s["path"]):
             problem = _remote_problem(s["path"])
         else:
             problem = _source_path_problem(doc_dir, s["path"])

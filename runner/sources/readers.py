@@ -1,9 +1,9 @@
-"""Readers: a source path (a file, a folder, a glob, a saved `datasets` dataset, or a remote file URL
-read through fsspec) -> raw rows, each
-with the file and line it came from. A row that cannot be read is yielded as a `Raw` with an error,
-never raised, so the loader quarantines it and goes on; a file that cannot be read at all is one such
-entry. Blank lines in .jsonl/.csv hold no data and are skipped, and so are hidden files and folders
-(".cache/", ".ipynb_checkpoints/") inside a source folder.
+"""Readers: a local source path (a file, a folder, a glob, a saved `datasets` dataset) -> raw rows, each
+with the file and line it came from; remote files (runner.sources.remote) use the same parsers. A row
+that cannot be read is yielded as a `Raw` with an error, never raised, so the loader quarantines it and
+goes on; a file that cannot be read at all is one such entry. Blank lines in .jsonl/.csv hold no data
+and are skipped, and so are hidden files and folders (".cache/", ".ipynb_checkpoints/") inside a
+source folder.
 
 Invalid UTF-8 is found per row: files are decoded with `surrogateescape`, which turns each bad byte
 into a lone surrogate, and a row whose text holds one is quarantined while its neighbours load."""
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
 from ..paths import READABLE, data_files
-from .hub import is_remote, open_remote
 
 _BAD_BYTE = re.compile("[\udc80-\udcff]")   # what surrogateescape makes of a byte that is not UTF-8
 _WS = re.compile(r"[ \t\n\r]*")
@@ -40,20 +39,21 @@ def resolve(spec: str, base_dir: Path) -> list[Path]:
 
 def iter_rows(spec: str, base_dir: Path, limit: int | None = None) -> Iterator[Raw]:
     """Every row of every file `spec` names, then stop after `limit` rows (bad rows count too:
-    limit means "read at most this many rows"). A remote URL is read by the same parsers."""
+    limit means "read at most this many rows")."""
+    found, skipped = data_files(spec, base_dir)
+    # what the walk left out (a dangling link, a file or folder reached twice through symlinks) is one
+    # quarantine entry each: counted, with the reason, never silent
+    entries = [(s.path, iter([Raw(_rel(s.path, base_dir), None, None, None, (s.code, s.detail))]))
+               for s in skipped]
+    entries += [(path, None) for path in found]
+    return capped((rows or _read(path, _rel(path, base_dir)) for path, rows in
+                   sorted(entries, key=lambda e: e[0].as_posix())), limit)
+
+
+def capped(files: Iterator[Iterator[Raw]], limit: int | None) -> Iterator[Raw]:
+    """The rows of each file in turn, at most `limit` of them in all (None: every row)."""
     n = 0
-    if is_remote(spec):
-        files = ((url, _read_remote(url, opener)) for url, opener in open_remote(spec))
-    else:
-        found, skipped = data_files(spec, base_dir)
-        # what the walk left out (a dangling link, a file or folder reached twice through symlinks) is one
-        # quarantine entry each: counted, with the reason, never silent
-        entries = [(s.path, iter([Raw(_rel(s.path, base_dir), None, None, None, (s.code, s.detail))]))
-                   for s in skipped]
-        entries += [(path, None) for path in found]
-        files = ((rel, rows or _read(path, rel)) for path, rows in sorted(entries, key=lambda e: e[0].as_posix())
-                 for rel in [_rel(path, base_dir)])
-    for _, rows in files:
+    for rows in files:
         for raw in rows:
             if limit is not None and n >= limit:
                 return
@@ -70,29 +70,16 @@ def _read(path: Path, rel: str) -> Iterator[Raw]:
         return _dataset(path, rel)
     try:
         if path.name.endswith(".parquet"):
-            return _parquet(path, rel)
+            return parquet(path, rel)
         if path.name.endswith(".jsonl"):
             return _jsonl(_file_lines(open(path, "rb")), rel)   # streamed: a file of any size
         data = path.read_bytes()
     except OSError as e:
         return iter([Raw(rel, None, None, None, ("unreadable_file", str(e)))])
-    return _parse(path.name, data, rel)
+    return parse(path.name, data, rel)
 
 
-def _read_remote(url: str, opener) -> Iterator[Raw]:
-    """A remote file (fsspec): the same parsers as a local one; a file that cannot be fetched is one
-    quarantined entry, like a local file that cannot be read."""
-    try:
-        if url.endswith(".parquet"):
-            return _parquet(opener, url)
-        with opener() as f:
-            data = f.read()
-    except Exception as e:   # each filesystem raises its own types (OSError, aiohttp/botocore errors, ...)
-        return iter([Raw(url, None, None, None, ("unreadable_file", f"{type(e).__name__}: {e}"))])
-    return _parse(url.rsplit("/", 1)[-1].split("?", 1)[0], data, url)
-
-
-def _parse(name: str, data: bytes, rel: str) -> Iterator[Raw]:
+def parse(name: str, data: bytes, rel: str) -> Iterator[Raw]:
     text = data.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
     if name.endswith(".jsonl"):
         return _jsonl(iter(text.split("\n")), rel)
@@ -296,7 +283,7 @@ def _csv(text: str, rel: str) -> Iterator[Raw]:
         yield Raw(rel, start, None, None, ("invalid_csv", f"{e}; the rest of the file could not be read"))
 
 
-def _parquet(path, rel: str) -> Iterator[Raw]:
+def parquet(path, rel: str) -> Iterator[Raw]:
     """`path`: a local file, or an opener of a remote one (parquet reads by seeking)."""
     import pyarrow.parquet as pq
 

@@ -1,7 +1,8 @@
-"""Sources by dataset id (the Hugging Face Hub) and by remote URL.
+"""Source kind `hub`: a dataset by id on the Hugging Face Hub.
 
-A hub source is read with `datasets` (its real loading code) and pinned to a commit: the sha its
-revision resolves to is part of the load step's fingerprint and recorded in the run report.
+A hub source is read with `datasets` (its real loading code) and pinned to a commit: its identity is
+the sha its revision resolves to (so pinning a branch to that sha keeps the cache), recorded in the
+run report too.
 
 Offline first. huggingface_hub keeps a cache laid out as
     <HF_HUB_CACHE>/datasets--<owner>--<name>/refs/<revision>      the sha a branch or tag last resolved to
@@ -10,10 +11,7 @@ Offline first. huggingface_hub keeps a cache laid out as
 which sha a source stands for and which configs and splits it has. `recipe run` asks the hub once per
 source which sha the revision names now (one request, no retries; skipped for a cached pinned sha, for
 HF_HUB_OFFLINE=1 / HF_DATASETS_OFFLINE=1, and when the network is down), so a dataset that moved makes
-its load step stale; the rows then come from the cached snapshot when it has them, else from the hub.
-
-A remote file URL (s3://, gs://, https://...) is opened with fsspec and read by the same readers as a
-local file, so its rows are quarantined and counted the same way."""
+its load step stale; the rows then come from the cached snapshot when it has them, else from the hub."""
 from __future__ import annotations
 
 import difflib
@@ -31,17 +29,69 @@ SHA = re.compile(r"[0-9a-f]{40}")
 # characters, '-' and '.', starting and ending with a word character; no "--" or ".."; no ".git" at the end
 _PART = r"\w(?:[\w.-]{0,94}\w)?"
 _ID = re.compile(rf"(?:{_PART}/)?{_PART}", re.ASCII)
-_REMOTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _REV = re.compile(r"[\w.+@=-]+(?:/[\w.+@=-]+)*")
 _SPLIT = re.compile(r"\w+(?:\.\w+)*")   # the split names `datasets` accepts
 HUB_URI = "hf://datasets/"        # how a hub source appears among a step's fingerprinted files
 
 
+# --- the source kind ---------------------------------------------------------------------------------
+
+def claims(source) -> bool:
+    return source.dataset is not None
+
+
+def owns(entry: str) -> bool:
+    """hf://datasets/<id>[@<revision>]: a remote hf:// file URL has a path after the id, and is not ours."""
+    return entry.startswith(HUB_URI) and _ID.fullmatch(entry[len(HUB_URI):].partition("@")[0]) is not None
+
+
+def files(source) -> tuple[str, ...]:
+    """The load step's fingerprint entry: its digest is the sha the revision resolves to."""
+    return (HUB_URI + source.dataset + (f"@{source.revision}" if source.revision is not None else ""),)
+
+
+def params(source: dict) -> dict:
+    """Every key but the revision: the commit it names is the entry's digest instead."""
+    return {k: v for k, v in source.items() if k != "revision"}
+
+
+def restore(entry: str) -> dict:
+    """The source keys the entry holds rather than the params: the revision as written."""
+    dataset_id, at, revision = entry[len(HUB_URI):].partition("@")
+    return {"revision": revision if at else None}
+
+
+def seeded(source) -> bool:
+    return source.shuffle is not None   # the sample `shuffle` draws
+
+
+def key(entry: str) -> str:
+    """Keyed by the id, not by the revision that names the commit: pinning a branch to the sha it
+    resolves to keeps the cache."""
+    return entry.partition("@")[0]
+
+
+def digest(entry: str, base_dir: Path, digests) -> str:
+    """Light: reads the local hub cache's refs (`recipe run` refreshes them first)."""
+    dataset_id, _, revision = entry[len(HUB_URI):].partition("@")
+    return resolved_sha(dataset_id, revision or None) or f"unresolved {revision or 'main'}"
+
+
+def changed(entry: str, old: str, new: str) -> str:
+    return f"dataset {entry[len(HUB_URI):]} moved: {old[:12]} -> {new[:12]}"   # or was re-pinned
+
+
+def rows(name: str, source, base_dir: Path, seed: int) -> Iterator:
+    """The source's rows as readers.Raw rows, `limit` and `shuffle` applied."""
+    from .readers import Raw
+    return (Raw(label, None, row, obj) for label, row, obj in iter_dataset(name, source, seed))
+
+
+def notes(name: str, source) -> list[str]:
+    return revision_notes({name: source})
+
+
 # --- names ---------------------------------------------------------------------------------------
-
-def is_remote(path: str) -> bool:
-    return _REMOTE.match(path) is not None
-
 
 def id_problem(dataset_id: str) -> str | None:
     """Why `dataset_id` cannot be a hub dataset id (the hub's rules), or None."""
@@ -112,16 +162,6 @@ def resolved_sha(dataset_id: str, revision: str | None) -> str | None:
 
 def snapshot(dataset_id: str, sha: str) -> Path:
     return _repo(dataset_id) / "snapshots" / sha
-
-
-def uri(source) -> str:
-    """The load step's fingerprint entry for a hub source: its digest is the sha it resolves to."""
-    return f"{HUB_URI}{source.dataset}@{source.revision or 'main'}"
-
-
-def uri_digest(entry: str) -> str:
-    dataset_id, _, revision = entry[len(HUB_URI):].rpartition("@")
-    return resolved_sha(dataset_id, revision) or f"unresolved {revision}"
 
 
 def _card(snap: Path) -> dict:
@@ -345,36 +385,3 @@ def _plain(v):
 def _one_line(e: BaseException | None) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
-
-
-# --- remote files ------------------------------------------------------------------------------------
-
-def open_remote(url: str) -> list[tuple[str, Callable[[], Any]]]:
-    """The files a remote URL (or glob) names, each as (url, opener): fsspec does the I/O."""
-    try:
-        import fsspec
-        from fsspec.registry import known_implementations
-    except ImportError:
-        raise RecipeError(f"reading {url} needs fsspec: pip install fsspec") from None
-    protocol = url.split("://", 1)[0]
-    try:
-        fs, path = fsspec.core.url_to_fs(url)
-    except ImportError as e:
-        impl = known_implementations.get(protocol, {})
-        package = impl.get("class", "").split(".")[0]
-        package = package if package and package != "fsspec" else None
-        # fsspec's registry names the package (s3fs, gcsfs, adlfs...); its own http filesystem says what it needs
-        hint = f"pip install {package}" if package else _one_line(e).split(": ", 1)[-1]
-        raise RecipeError(f"reading {url}: {protocol}:// needs a filesystem package that is not installed: "
-                          f"{hint}") from None
-    except ValueError as e:
-        raise RecipeError(f"reading {url}: {_one_line(e)}") from None
-    try:
-        paths = sorted(fs.glob(path)) if any(c in path for c in "*?[") else [path]
-    except Exception as e:   # every filesystem raises its own types
-        raise RecipeError(f"cannot list {url}: {_one_line(e)}") from None
-    out = []
-    for p in paths:
-        full = fs.unstrip_protocol(p) if any(c in path for c in "*?[") else url
-        out.append((full, (lambda p=p: fs.open(p, "rb"))))
-    return out

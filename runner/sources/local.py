@@ -1,0 +1,97 @@
+"""Source kind `local`: a file, a folder or a glob under the recipe's folder; also the owner of every
+other local path a step declares (a chat template, a local model's files).
+
+Its identity is its bytes: one digest over every file's relative name and content. Content, not mtimes:
+a touched file with the same bytes stays cached; a changed byte never does. Hashing a local model.base
+(GBs of weights) on every `plan` is slow, so a file of at least MEMO_BYTES has its digest kept between
+runs (Digests.kept, <cache>/digests.json) under its path, size, mtime, ctime and inode: any write to the
+file changes its ctime (which no tool can set back), so a kept digest is only reused for the same bytes."""
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+from .readers import Raw, iter_rows
+
+MEMO_BYTES = 1 << 20
+# a hub dataset's keys: a path source leaves them at their defaults (validation refuses anything else)
+_NOT_READ = ("dataset", "config", "split", "revision", "data_files", "streaming", "shuffle")
+
+
+def claims(source) -> bool:
+    return source.path is not None
+
+
+def owns(entry: str) -> bool:
+    return True   # the last kind asked: any entry no other kind owns is a path
+
+
+def files(source) -> tuple[str, ...]:
+    return (source.path,)
+
+
+def params(source: dict) -> dict:
+    """The keys of a source (as plain data) its rows depend on."""
+    return {k: v for k, v in source.items() if k not in _NOT_READ}
+
+
+def rows(name: str, source, base_dir: Path, seed: int) -> Iterator[Raw]:
+    return iter_rows(source.path, base_dir, source.limit)
+
+
+# --- identity ------------------------------------------------------------------------------------------
+
+def hash_file(path: Path) -> str:
+    """The sha256 of a file's bytes, in hex (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Digests:
+    """Files' digests within one fingerprinting pass; `kept` (path -> [size, mtime, ctime, inode, digest],
+    or None) holds big files' digests between passes, and `dirty` says whether it changed."""
+
+    def __init__(self, kept: dict | None = None):
+        self.kept, self.dirty, self._seen = kept, False, {}
+
+    def file(self, path: Path) -> str:
+        key = str(path)
+        if key not in self._seen:
+            st = os.stat(path) if self.kept is not None else None
+            if st is not None and st.st_size >= MEMO_BYTES:
+                full, stamp = str(Path(path).resolve()), [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+                old = self.kept.get(full)
+                if old and old[:4] == stamp:
+                    self._seen[key] = old[4]
+                else:
+                    self._seen[key] = hash_file(path)
+                    self.kept[full] = [*stamp, self._seen[key]]
+                    self.dirty = True
+            else:
+                self._seen[key] = hash_file(path)
+        return self._seen[key]
+
+
+def digest(rel: str, base: Path, digests: Digests) -> str:
+    """A file, a folder or a glob -> one digest over every file's relative name and bytes."""
+    p = base / rel
+    if any(c in rel for c in "*?["):
+        paths = sorted(Path(x) for x in glob.glob(str(p), recursive=True) if os.path.isfile(x))
+    elif p.is_dir():
+        paths = sorted(x for x in p.rglob("*") if x.is_file() and "checkpoint-" not in x.parent.name)
+    elif p.is_file():
+        paths = [p]
+    else:
+        return "missing"
+    if len(paths) == 1 and paths[0] == p:
+        return digests.file(p)
+    h = hashlib.sha256()
+    for x in paths:
+        h.update(os.path.relpath(x, p if p.is_dir() else base).encode() + b"\0" + digests.file(x).encode())
+    return h.hexdigest()
