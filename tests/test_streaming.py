@@ -265,6 +265,38 @@ def test_plan_and_diff_say_what_a_new_threshold_keeps(tmp_path):
     assert f"keeps {predicted:,} of" in diff.stdout, diff.stdout + diff.stderr
 
 
+def test_damaged_cached_scores_mean_no_prediction_never_a_failed_plan(tmp_path):
+    """The what-if reads the last artifact's scores: truncated, garbage, empty or missing score files (a full
+    disk, a hand edit) make plan and diff predict nothing for the step, and say why it is stale as ever."""
+    import random
+
+    from runner import api
+    body = ("sources:\n  tang:\n    path: {data}/tang_poems.jsonl\n    format: fields\n    limit: 300" + TANG_FIELDS +
+            "\nfilters:\n  - {kind: length, field: assistant, max_chars: 200}\n"
+            "split: {strategy: random, eval: 0.1}\n")
+    r = recipe(tmp_path, body)
+    api.run(r.file, only="filter.tang", cache_dir=str(tmp_path / "cache"), output=str(tmp_path / "run"))
+    files = sorted((tmp_path / "cache" / "objects").glob("*/scores/*.npy"))
+    assert files
+    good = {f: f.read_bytes() for f in files}
+    rnd = random.Random(7)
+    damages = [lambda b: b[: len(b) // 2], lambda b: b"", lambda b: bytes(rnd.randrange(256) for _ in range(64)),
+               lambda b: b[:128] + b"\xff" * 7, None]
+    for damage in damages:
+        for f, b in good.items():
+            if damage is None:
+                f.unlink()
+            else:
+                f.write_bytes(damage(b))
+        plan = api.plan(r.file, ["filters[0].max_chars=60"], cache_dir=str(tmp_path / "cache"))
+        step = next(s for s in plan.steps if s.name == "filter.tang")
+        assert step.status == "stale" and not any("cached scores" in w for w in step.why), step.why
+        for f, b in good.items():
+            f.write_bytes(b)
+    plan = api.plan(r.file, ["filters[0].max_chars=60"], cache_dir=str(tmp_path / "cache"))
+    assert any("cached scores" in w for w in next(s for s in plan.steps if s.name == "filter.tang").why)
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(lines=st.lists(st.one_of(st.binary(max_size=40), st.sampled_from(
     [b'{"a": 1}', b'{"a": "\xc3\xa9"}', b"\xef\xbb\xbf{}", b"  ", b"", b"[1]", b'{"a": "\xff"}', b"\r"])), max_size=12))

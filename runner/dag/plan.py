@@ -29,7 +29,12 @@ def predict(kind: str, old: dict, new: dict, cache: Cache, old_fp: str) -> tuple
     fn = getattr(STEPS[kind], "predict", None)
     if fn is None or not cache.has(old_fp) or old.get("version") != new.get("version"):
         return None
-    return fn(old, new, cache.object_dir(old_fp))
+    try:
+        return fn(old, new, cache.object_dir(old_fp))
+    except (OSError, ValueError, EOFError, KeyError, IndexError):
+        # a prediction is a bonus read from the last artifact: one that was truncated or damaged on disk
+        # (a full disk, a hand edit) means no prediction, never a failed plan or diff
+        return None
 
 
 def plan(graph: Graph, fps: dict[str, Fingerprint], cache: Cache) -> list[PlannedStep]:
