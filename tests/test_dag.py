@@ -153,6 +153,35 @@ def test_a_killed_step_never_leaves_an_artifact_that_is_trusted(small):
     assert {"step", "fingerprint", "components", "stats"} <= set(manifest)
 
 
+@pytest.mark.parametrize("where", ["writing the step's files", "writing its manifest"])
+def test_a_full_disk_is_one_line_and_nothing_half_committed(small, monkeypatch, capsys, where):
+    """ENOSPC while a step writes (its files, or the manifest that commits it): one line, exit 1, no
+    artifact of that step and no temporary folder left; the same command then goes on from there."""
+    import errno
+
+    from runner.cli import main
+    from runner.dag import cache as cache_mod, execute
+
+    def full(*_):
+        raise OSError(errno.ENOSPC, "No space left on device", "somefile")
+    if where == "writing the step's files":
+        monkeypatch.setattr(execute, "before_commit", lambda step: step.name == "dedup" and full())
+    else:
+        real = cache_mod.Cache.commit
+        monkeypatch.setattr(cache_mod.Cache, "commit", lambda self, tmp, fp, m: full() if m["step"] == "dedup"
+                            else real(self, tmp, fp, m))
+    assert main(["run", str(small), "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "no space left on the device" in err and "Traceback" not in err and "rerun the same command" in err
+    cache = small.parent / ".recipe" / "cache"
+    assert not list((cache / "tmp").iterdir())
+    st = statuses(small)
+    assert st["filter.en"] == "cached" and st["dedup"] == "new"
+    monkeypatch.undo()
+    _, _, records, _ = api.run(small, dry_run=True)
+    assert "dedup" in ran(records) and "filter.en" not in ran(records)
+
+
 def test_report_has_the_documented_keys(small):
     _, _, records, run_dir = api.run(small, dry_run=True)
     report = json.loads((run_dir / "report.json").read_text())

@@ -6,6 +6,7 @@ what they need inside main(), so `recipe validate` never loads what `recipe run`
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from ..errors import RecipeError, ValidationError
@@ -55,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise   # any other OSError is a bug of ours: its traceback says where
+        print(f"error: no space left on the device ({e.filename or 'writing'}); the cache holds only finished "
+              "steps (nothing was half-committed): free space (`recipe gc` removes old artifacts) and rerun the "
+              "same command to go on from there", file=sys.stderr)
+        return 1
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -149,15 +149,19 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
             ui.failed(name)
             raise
         seconds = time.perf_counter() - start
-        before_commit(step)
-        if result.unbalanced():   # nothing is lost silently: a data step that cannot balance its books is a bug
-            raise AssertionError(f"{name}: {result.unbalanced()}")
-        # text copied from a value from the environment (a sample echoing a prompt) is stored as ***; numbers
-        # are counts, never masked
-        stored = redact(result.to_json(), graph.secrets, numbers=False)[0]
-        manifest = {"step": name, "kind": step.kind, "recipe": graph.recipe, "fingerprint": fp.value,
-                    "components": fp.components, "stats": stored, "seconds": round(seconds, 3)}
-        done[sid] = cache.commit(tmp, fp.value, manifest)
+        try:   # a full disk, or any fault, between the step's files and its manifest: nothing half-committed
+            before_commit(step)
+            if result.unbalanced():   # nothing is lost silently: a data step that cannot balance its books is a bug
+                raise AssertionError(f"{name}: {result.unbalanced()}")
+            # text copied from a value from the environment (a sample echoing a prompt) is stored as ***;
+            # numbers are counts, never masked
+            stored = redact(result.to_json(), graph.secrets, numbers=False)[0]
+            manifest = {"step": name, "kind": step.kind, "recipe": graph.recipe, "fingerprint": fp.value,
+                        "components": fp.components, "stats": stored, "seconds": round(seconds, 3)}
+            done[sid] = cache.commit(tmp, fp.value, manifest)
+        except BaseException:
+            cache.abort(tmp)
+            raise
         cache.remember(graph.recipe, name, fp, stats=stored)
         if kind.trains:
             cache.forget(graph.recipe, name, suffix=".partial")
