@@ -182,6 +182,23 @@ def test_a_full_disk_is_one_line_and_nothing_half_committed(small, monkeypatch, 
     assert "dedup" in ran(records) and "filter.en" not in ran(records)
 
 
+def test_one_run_at_a_time_trains_a_step(tmp_path):
+    """A second run of the same training step, while the first holds it, is refused with one line (it would
+    have resumed from the first's checkpoints); once the first is done the lock is free again."""
+    from runner.dag.cache import Cache
+    from runner.dag.execute import _exclusive
+    from runner.errors import StepError
+    cache = Cache(tmp_path / "cache")
+    with _exclusive(cache, "abc123", "train.main"):
+        with pytest.raises(StepError, match="another run is training this very step right now"):
+            with _exclusive(cache, "abc123", "train.main"):
+                pass
+        with _exclusive(cache, "other", "train.task"):   # another step trains meanwhile
+            pass
+    with _exclusive(cache, "abc123", "train.main"):
+        pass
+
+
 def test_report_has_the_documented_keys(small):
     _, _, records, run_dir = api.run(small, dry_run=True)
     report = json.loads((run_dir / "report.json").read_text())

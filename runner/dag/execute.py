@@ -108,70 +108,103 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
     records: list[StepRecord] = []
     done: dict[StepId, Path] = {}
     for sid in order:
-        step = graph[sid]
-        name = step.name
-        fp = fps[name]
-        kind = kind_of(step.id)
+        step, fp, kind = graph[sid], fps[graph[sid].name], kind_of(sid)
         if options.dry_run and not kind.data:
             continue
         if cache.has(fp.value) and sid not in forced:
             done[sid] = cache.object_dir(fp.value)
             rec = StepRecord(sid, "cached", fp.value, 0.0, result_of(step.kind, cache.stats(fp.value)), str(done[sid]))
-            records.append(rec)
-            cache.remember(graph.recipe, name, fp, stats=rec.stats)   # "stale" is then explained against this run
-            _publish(step, done[sid], run_dir, rec.result)
-            ui.finished(rec)
-            continue
-        partial = cache.partial_dir(fp.value)
-        if kind.trains:
-            _guard_resume(cache, graph.recipe, name, fp, options.force)
-            if sid in forced:   # --force starts the step over: not from its own checkpoints either
-                cache.drop_partial(fp.value)
-            cache.remember(graph.recipe, name, fp, suffix=".partial")
-        tmp = cache.begin(fp.value)
-        ctx = StepContext(step=step, fingerprint=fp.value, out=tmp, inputs={i: done[i] for i in step.inputs},
-                          base_dir=recipe.file.parent, run_dir=run_dir, partial=partial, options=options,
-                          secrets=graph.secrets, log=ui.log, progress=ui.progress)
-        start = time.perf_counter()
-        ui.started(step)
-        try:
-            with _training(step, run_dir) if kind.trains else _nothing():
-                result = result_of(step.kind, STEPS[step.kind].run(ctx))
-        except RecipeError as e:
-            cache.abort(tmp)
-            records.append(StepRecord(sid, "failed", fp.value, time.perf_counter() - start))
-            ui.failed(name)
-            write_report(recipe, graph, records, run_dir, cache)
-            raise StepError(name, e.message if not e.where else str(e),
-                            resume_command(recipe, name, argv, overrides)) from None
-        except BaseException:
-            cache.abort(tmp)
-            ui.failed(name)
-            raise
-        seconds = time.perf_counter() - start
-        try:   # a full disk, or any fault, between the step's files and its manifest: nothing half-committed
-            before_commit(step)
-            if result.unbalanced():   # nothing is lost silently: a data step that cannot balance its books is a bug
-                raise AssertionError(f"{name}: {result.unbalanced()}")
-            # text copied from a value from the environment (a sample echoing a prompt) is stored as ***;
-            # numbers are counts, never masked
-            stored = redact(result.to_json(), graph.secrets, numbers=False)[0]
-            manifest = {"step": name, "kind": step.kind, "recipe": graph.recipe, "fingerprint": fp.value,
-                        "components": fp.components, "stats": stored, "seconds": round(seconds, 3)}
-            done[sid] = cache.commit(tmp, fp.value, manifest)
-        except BaseException:
-            cache.abort(tmp)
-            raise
-        cache.remember(graph.recipe, name, fp, stats=stored)
-        if kind.trains:
-            cache.forget(graph.recipe, name, suffix=".partial")
-            cache.drop_partial(fp.value)
-        rec = StepRecord(sid, "ran", fp.value, seconds, result, str(done[sid]))
+            cache.remember(graph.recipe, step.name, fp, stats=rec.stats)   # "stale" is then explained against this run
+        else:
+            # one run at a time trains a step: a second would resume from the first's checkpoints
+            with _exclusive(cache, fp.value, step.name) if kind.trains else _nothing():
+                rec = _run(step, fp, kind, sid in forced, done, records,
+                           _Run(recipe, graph, cache, run_dir, options, overrides, argv, ui))
+            done[sid] = Path(rec.artifact)
         records.append(rec)
-        _publish(step, done[sid], run_dir, result)
+        _publish(step, done[sid], run_dir, rec.result)
         ui.finished(rec)
     write_report(recipe, graph, records, run_dir, cache)
     return records
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one run shares."""
+    recipe: Recipe
+    graph: Graph
+    cache: Cache
+    run_dir: Path
+    options: RunOptions
+    overrides: tuple[str, ...]
+    argv: tuple[str, ...] | None
+    ui: object
+
+
+def _run(step: Step, fp, kind, forced: bool, done: dict, records: list, r: _Run) -> StepRecord:
+    """Run one step and commit its artifact (its files, then the manifest that makes them an artifact)."""
+    cache, name = r.cache, step.name
+    if kind.trains:
+        _guard_resume(cache, r.graph.recipe, name, fp, r.options.force)
+        if forced:   # --force starts the step over: not from its own checkpoints either
+            cache.drop_partial(fp.value)
+        cache.remember(r.graph.recipe, name, fp, suffix=".partial")
+    tmp = cache.begin(fp.value)
+    ctx = StepContext(step=step, fingerprint=fp.value, out=tmp, inputs={i: done[i] for i in step.inputs},
+                      base_dir=r.recipe.file.parent, run_dir=r.run_dir, partial=cache.partial_dir(fp.value),
+                      options=r.options, secrets=r.graph.secrets, log=r.ui.log, progress=r.ui.progress)
+    start = time.perf_counter()
+    r.ui.started(step)
+    try:
+        with _training(step, r.run_dir) if kind.trains else _nothing():
+            result = result_of(step.kind, STEPS[step.kind].run(ctx))
+        seconds = time.perf_counter() - start
+        # between the step's files and its manifest any fault (a full disk) leaves nothing half-committed
+        before_commit(step)
+        if result.unbalanced():   # nothing is lost silently: a data step that cannot balance its books is a bug
+            raise AssertionError(f"{name}: {result.unbalanced()}")
+        # text copied from a value from the environment (a sample echoing a prompt) is stored as ***;
+        # numbers are counts, never masked
+        stored = redact(result.to_json(), r.graph.secrets, numbers=False)[0]
+        manifest = {"step": name, "kind": step.kind, "recipe": r.graph.recipe, "fingerprint": fp.value,
+                    "components": fp.components, "stats": stored, "seconds": round(seconds, 3)}
+        artifact = cache.commit(tmp, fp.value, manifest)
+    except RecipeError as e:
+        cache.abort(tmp)
+        records.append(StepRecord(step.id, "failed", fp.value, time.perf_counter() - start))
+        r.ui.failed(name)
+        write_report(r.recipe, r.graph, records, r.run_dir, cache)
+        raise StepError(name, e.message if not e.where else str(e),
+                        resume_command(r.recipe, name, r.argv, r.overrides)) from None
+    except BaseException:
+        cache.abort(tmp)
+        r.ui.failed(name)
+        raise
+    cache.remember(r.graph.recipe, name, fp, stats=stored)
+    if kind.trains:
+        cache.forget(r.graph.recipe, name, suffix=".partial")
+        cache.drop_partial(fp.value)
+    return StepRecord(step.id, "ran", fp.value, seconds, result, str(artifact))
+
+
+@contextmanager
+def _exclusive(cache: Cache, fp: str, name: str):
+    """Hold <cache>/partial/<fp>.lock while a step trains: a second run of the same step (two terminals, a
+    scheduler's retry) is refused with one line instead of resuming from the first's checkpoints."""
+    import fcntl
+    path = under(cache.root, "partial", f"{fp}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StepError(name, "another run is training this very step right now (same recipe, same data "
+                                  "and settings); wait for it to finish, then rerun: this one will find it cached",
+                            None) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _publish(step, artifact: Path, run_dir: Path, result: Result) -> None:
