@@ -139,7 +139,7 @@ def run(ctx) -> dict:
     msg = f"{name}: {records:,} records"
     if quarantined:
         reasons = ", ".join(f"{k.split(':', 1)[1]} {v}" for k, v in stats["dropped"].items())
-        msg += f", {quarantined:,} quarantined ({reasons}): see quarantine.jsonl"
+        msg += f", {quarantined:,} quarantined ({reasons}): see {ctx.run_dir / 'quarantine' / (name + '.jsonl')}"
     ctx.log(msg)
     if found and describe(name, found):
         ctx.log(f"warning: {describe(name, found)}")
