@@ -114,8 +114,9 @@ def missing(recipe: model.Recipe) -> list[str]:
 def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output: str | None = None,
         only: str | None = None, from_step: str | None = None, force: bool = False, dry_run: bool = False,
         trust: bool = False, launcher: str = "none", num_procs: int | None = None, hostfile: str | None = None,
-        console=None, argv: tuple[str, ...] | None = None) -> Run:
-    """Execute a recipe (cached steps are reused); writes the run directory's recipe.yaml and report."""
+        console=None, argv: tuple[str, ...] | None = None, executor: str = "local") -> Run:
+    """Execute a recipe (cached steps are reused); writes the run directory's recipe.yaml and report.
+    `executor` (runner/executors/) is where the data steps' batches run: no part of any fingerprint."""
     from .dag.cache import Cache, default_dir
     from .dag.compile import compile_recipe
     from .dag.execute import Selection, execute
@@ -131,6 +132,8 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
     if num_procs is not None and num_procs < 1:
         raise RecipeError(f"--num-procs {num_procs}: it must be at least 1")
     check_launcher(launcher, num_procs, hostfile)
+    from .executors import get as get_executor
+    get_executor(executor)     # an unknown executor is one line before anything runs
     if only and from_step:
         raise RecipeError("--only and --from cannot be combined: --only runs one step, --from reruns a step "
                           "and everything after it")
@@ -148,7 +151,7 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
     run_dir.mkdir(parents=True, exist_ok=True)
     under(run_dir, "recipe.yaml").write_text(show(recipe), encoding="utf-8")
     options = RunOptions(dry_run=dry_run, force=force, trust=trust, launcher=launcher, num_procs=num_procs or 1,
-                         hostfile=hostfile)
+                         hostfile=hostfile, executor=executor)
     records = execute(recipe, graph, cache=Cache(cache_root), run_dir=run_dir,
                       options=options, sel=Selection(only=only, from_step=from_step), overrides=overrides,
                       argv=argv, console=console)

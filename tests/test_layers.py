@@ -10,7 +10,9 @@ RUNNER = Path(__file__).resolve().parents[1] / "runner"
 # Bottom up. A module may import its own layer or a lower one; `runner` itself holds only __version__.
 LAYERS = ["runner", "runner.errors", "runner.paths",
           "runner.sources",   # source kinds: identity and raw rows; validation reads the hub cache's layout
-          "runner.recipe", "runner.builtin", "runner.chat", "runner.data",
+          "runner.recipe", "runner.builtin", "runner.chat",
+          "runner.executors.base",   # the Job a data function hands an executor: no import of its own
+          "runner.data", "runner.executors",
           "runner.train", "runner.steps", "runner.dag", "runner.diff", "runner.api", "runner.cli",
           "runner.__main__",
           # scripts that regenerate shipped files (python -m runner.builtin.make_*): they may use anything

@@ -78,8 +78,10 @@ def test_dedup_from_files_with_two_workers_equals_lists_in_one_process(tmp_path)
         write_jsonl(tmp_path / f"{s}.jsonl", rs)
     files = {s: JsonlRows(tmp_path / f"{s}.jsonl") for s in by}
     from runner.data.parallel import line_chunks
+    from runner.executors.local import LocalExecutor
     streamed = dedup_indices(files, filters, {"a": 0, "b": 1}, ["a", "b"],
-                             chunks=lambda s: (lines for _, lines in line_chunks(files[s].path, 1000)), workers=2)
+                             chunks=lambda s: (lines for _, lines in line_chunks(files[s].path, 1000)),
+                             executor=LocalExecutor(workers=2))
     assert streamed == in_memory
     assert in_memory[2]["dropped"]["dedup:exact"] >= 500     # the planted copies (and the data's own), across sources
 

@@ -39,8 +39,9 @@ import json
 from itertools import islice
 from collections import defaultdict
 from functools import lru_cache
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
+from ..executors.base import Job, serial
 from ..recipe.model import DedupFilter
 from .common import without_gc
 from .stats import Stats
@@ -231,46 +232,62 @@ def _row_state(filters: Sequence[DedupFilter], rows: Sequence[Any]) -> list:
     return out
 
 
-@without_gc
-def dedup_indices(rows_by_source: Mapping[str, Sequence[dict]], filters: Sequence[DedupFilter],
-                  priority: Mapping[str, int], order: Sequence[str], chunks: Any = None, workers: int = 1
-                  ) -> tuple[dict[str, list[int]], list[tuple], dict[str, Any]]:
-    """The dedup on compact state. rows_by_source: sequences that can be iterated and indexed
-    (lists, or io.JsonlRows that read a file by row number). `chunks(src)` may give a source's rows
-    in chunks (default: slices of the sequence); `workers` processes compute the per-row state.
-    -> (kept row numbers by source, in file order; dropped rows as (source, row, method, kept source,
-    kept row, similarity or None), in the order the filters drop them; stats)."""
+def state_batch(batch: tuple[str, Sequence[DedupFilter | None], Sequence[Any]]) -> tuple[str, list]:
+    """The row-parallel part: (source, the filters that apply to it, a chunk of its rows) -> (source, the
+    chunk's per-row state, see _row_state)."""
+    src, applies, rows = batch
+    return src, _row_state(applies, rows)
+
+
+class _Rows:
+    """All sources' rows numbered globally, in keep-order: source `visit[k]`'s row i is row base[src] + i."""
+
+    def __init__(self, rows_by_source: Mapping[str, Sequence[Any]], priority: Mapping[str, int],
+                 order: Sequence[str]):
+        import numpy as np
+
+        self.by_source = rows_by_source
+        self.visit = keep_order(list(rows_by_source), priority, order)
+        self.base, self.n = {}, 0
+        for src in self.visit:
+            self.base[src] = self.n
+            self.n += len(rows_by_source[src])
+        self.where = np.zeros(self.n, dtype=np.int32)                 # global row -> index of its source
+        for k, src in enumerate(self.visit):
+            self.where[self.base[src]:self.base[src] + len(rows_by_source[src])] = k
+
+    def locate(self, g: int) -> tuple[str, int]:
+        src = self.visit[self.where[g]]
+        return src, g - self.base[src]
+
+    def batches(self, filters: Sequence[DedupFilter], chunks: Any) -> Iterator[tuple]:
+        """state_batch's input: every source a filter applies to, in keep-order, in chunks."""
+        for src in self.visit:
+            applies = [f if f.sources is None or src in f.sources else None for f in filters]
+            if not any(applies):
+                continue
+            it = iter(self.by_source[src])
+            for part in (chunks(src) if chunks else iter(lambda: list(islice(it, CHUNK)), [])):
+                yield src, applies, part
+
+
+def _collect(rows: _Rows, filters: Sequence[DedupFilter]) -> Callable[[Iterator[tuple[str, list]]], list]:
+    """The first global part: the chunks' per-row state, in input order, into one array per filter
+    (exact: 16-byte digests; MinHash: a non-empty mask and b band keys a row, made here by keys_of)."""
     import numpy as np
 
-    from .parallel import ordered_map
-
-    stats = Stats(rows_by_source)
-    visit = keep_order(list(rows_by_source), priority, order)     # rows are numbered in this order
-    base, n = {}, 0
-    for src in visit:
-        base[src] = n
-        n += len(rows_by_source[src])
-        stats.seen(src, len(rows_by_source[src]))
-    where = np.zeros(n, dtype=np.int32)                            # global row -> index of its source
-    for k, src in enumerate(visit):
-        where[base[src]:base[src] + len(rows_by_source[src])] = k
-    # pass 1: per-row state of every filter, chunk by chunk
-    state: list[Any] = []
-    for f in filters:
-        if f.method == "exact":
-            state.append([b""] * n)
-        else:
-            b, _ = lsh_params(f.threshold, f.num_perm)
-            state.append((np.zeros(n, dtype=bool), np.zeros((n, b), dtype=np.uint64)))
-    for src in visit:
-        applies = [f if f.sources is None or src in f.sources else None for f in filters]
-        if not any(applies):
-            continue
-        rows = rows_by_source[src]
-        it = iter(rows)
-        parts = chunks(src) if chunks else iter(lambda: list(islice(it, CHUNK)), [])
-        pos = base[src]
-        for got in ordered_map(lambda part: _row_state(applies, part), parts, workers):
+    def reduce(results: Iterator[tuple[str, list]]) -> list:
+        state: list[Any] = []
+        for f in filters:
+            if f.method == "exact":
+                state.append([b""] * rows.n)
+            else:
+                b, _ = lsh_params(f.threshold, f.num_perm)
+                state.append((np.zeros(rows.n, dtype=bool), np.zeros((rows.n, b), dtype=np.uint64)))
+        src_now, pos = None, 0
+        for src, got in results:
+            if src != src_now:
+                src_now, pos = src, rows.base[src]
             size = None
             for fi, g in enumerate(got):
                 if g is None:
@@ -285,42 +302,30 @@ def dedup_indices(rows_by_source: Mapping[str, Sequence[dict]], filters: Sequenc
                     state[fi][0][pos:pos + size] = live
                     state[fi][1][np.flatnonzero(live) + pos] = keys_of(hashes, offsets, int(live.sum()), b, r)
             pos += size
-    # the decisions, filter after filter, on that state
-    alive = np.ones(n, dtype=bool)
-    dropped: list[tuple] = []
-    lsh_reports = []
+        return state
+    return reduce
 
-    def locate(g: int) -> tuple[str, int]:
-        src = visit[where[g]]
-        return src, g - base[src]
 
-    for fi, f in enumerate(filters):
-        mask = alive.copy()
-        if f.sources is not None:
-            mask &= np.isin(where, [k for k, s in enumerate(visit) if s in f.sources])
-        if f.method == "exact":
-            rows_ = np.flatnonzero(mask).tolist()
-            digests = state[fi]
-            dup_of = {rows_[i]: (rows_[j], None) for i, j in _exact([digests[g] for g in rows_]).items()}
-        else:
-            live, keys = state[fi]
-            rows_ = np.flatnonzero(mask & live)
-            report = lsh_report(f.threshold, f.num_perm)
-            cand = candidates(keys[rows_]) if len(rows_) >= 2 else []
-            report["candidates"] = len(cand)
+@without_gc
+def dedup_indices(rows_by_source: Mapping[str, Sequence[dict]], filters: Sequence[DedupFilter],
+                  priority: Mapping[str, int], order: Sequence[str], chunks: Any = None, executor: Any = None,
+                  big: bool = True) -> tuple[dict[str, list[int]], list[tuple], dict[str, Any]]:
+    """The dedup on compact state. rows_by_source: sequences that can be iterated and indexed
+    (lists, or io.JsonlRows that read a file by row number). `chunks(src)` may give a source's rows
+    in chunks (default: slices of the sequence); `executor` (runner.executors) computes the per-row
+    state, in this process when None; `big` is the executor's hint that worker processes pay.
+    -> (kept row numbers by source, in file order; dropped rows as (source, row, method, kept source,
+    kept row, similarity or None), in the order the filters drop them; stats)."""
+    import numpy as np
 
-            def texts(ks: Sequence[int], field: str = f.field) -> list[str]:   # the candidates' texts, read again
-                return [normalize(text(rows_by_source[src][i], field)) for src, i in (locate(int(rows_[cand[k]])) for k in ks)]
-
-            found = confirm(cand, keys[rows_[cand]] if cand else keys[:0], texts, f.threshold, f.shingle)
-            dup_of = {int(rows_[k]): (int(rows_[j]), sim) for k, (j, sim) in found.items()}
-            lsh_reports.append({"threshold": f.threshold, "num_perm": f.num_perm, "shingle": f.shingle, **report})
-        for g, (kg, sim) in sorted(dup_of.items()):
-            (src, i), (ksrc, ki) = locate(g), locate(kg)
-            dropped.append((src, i, f.method, ksrc, ki, sim))
-            stats.dropped(src, f"dedup:{f.method}")
-            alive[g] = False
-    kept = {src: (np.flatnonzero(alive[base[src]:base[src] + len(rows_by_source[src])])).tolist()
+    rows = _Rows(rows_by_source, priority, order)
+    stats = Stats(rows_by_source)
+    for src in rows.visit:
+        stats.seen(src, len(rows_by_source[src]))
+    job = Job(state_batch, rows.batches(filters, chunks), _collect(rows, filters), big=big, name="dedup")
+    state = executor.run(job) if executor is not None else serial(job)
+    alive, dropped, lsh_reports = _decide(rows, filters, state, stats)
+    kept = {src: (np.flatnonzero(alive[rows.base[src]:rows.base[src] + len(rows_by_source[src])])).tolist()
             for src in rows_by_source}
     for src, idx in kept.items():
         stats.kept(src, len(idx))
@@ -329,6 +334,53 @@ def dedup_indices(rows_by_source: Mapping[str, Sequence[dict]], filters: Sequenc
     if lsh_reports:
         out["minhash"] = lsh_reports
     return kept, dropped, out
+
+
+def _decide(rows: _Rows, filters: Sequence[DedupFilter], state: list, stats: Stats
+            ) -> tuple[Any, list[tuple], list[dict]]:
+    """The second global part: the decisions, filter after filter, on the compact state -> (alive mask,
+    dropped entries, MinHash reports)."""
+    import numpy as np
+
+    alive = np.ones(rows.n, dtype=bool)
+    dropped: list[tuple] = []
+    lsh_reports = []
+    for fi, f in enumerate(filters):
+        mask = alive.copy()
+        if f.sources is not None:
+            mask &= np.isin(rows.where, [k for k, s in enumerate(rows.visit) if s in f.sources])
+        if f.method == "exact":
+            live = np.flatnonzero(mask).tolist()
+            digests = state[fi]
+            dup_of = {live[i]: (live[j], None) for i, j in _exact([digests[g] for g in live]).items()}
+        else:
+            dup_of, report = _near(rows, f, state[fi], mask)
+            lsh_reports.append({"threshold": f.threshold, "num_perm": f.num_perm, "shingle": f.shingle, **report})
+        for g, (kg, sim) in sorted(dup_of.items()):
+            (src, i), (ksrc, ki) = rows.locate(g), rows.locate(kg)
+            dropped.append((src, i, f.method, ksrc, ki, sim))
+            stats.dropped(src, f"dedup:{f.method}")
+            alive[g] = False
+    return alive, dropped, lsh_reports
+
+
+def _near(rows: _Rows, f: DedupFilter, state: tuple, mask) -> tuple[dict[int, tuple[int, float]], dict]:
+    """One MinHash filter over the rows still alive: band keys -> candidates -> exact Jaccard, with the
+    candidates' texts read again."""
+    import numpy as np
+
+    live, keys = state
+    at = np.flatnonzero(mask & live)
+    report = lsh_report(f.threshold, f.num_perm)
+    cand = candidates(keys[at]) if len(at) >= 2 else []
+    report["candidates"] = len(cand)
+
+    def texts(ks: Sequence[int]) -> list[str]:
+        return [normalize(text(rows.by_source[src][i], f.field))
+                for src, i in (rows.locate(int(at[cand[k]])) for k in ks)]
+
+    found = confirm(cand, keys[at[cand]] if cand else keys[:0], texts, f.threshold, f.shingle)
+    return {int(at[k]): (int(at[j]), sim) for k, (j, sim) in found.items()}, report
 
 
 def dropped_row(rows_by_source: Mapping[str, Sequence[dict]], entry: tuple) -> dict:

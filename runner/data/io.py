@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -108,3 +109,16 @@ def count_lines(path: str | Path) -> int:
         for block in iter(lambda: f.read(1 << 22), b""):
             n += block.count(b"\n")
     return n
+
+
+@dataclass(frozen=True)
+class Lines:
+    """A JSON Lines file as batches for an executor: (index of the first row, lines), `size` non-blank
+    lines at a time. A description, not an open file: an executor on other hosts may read `path` itself
+    (from a filesystem they all see) as long as it keeps the batches' order."""
+    path: Path
+    size: int
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        from .parallel import line_chunks
+        return line_chunks(self.path, self.size)

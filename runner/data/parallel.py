@@ -3,7 +3,8 @@ step writes is the same bytes whatever the number of workers. At most 2 chunks p
 flight, so memory stays bounded by the chunk size, not the number of rows.
 
 Workers are forked (Linux): they inherit the step's state (tokenizer, settings) without pickling it.
-Elsewhere, and for one worker, the work runs in this process."""
+Elsewhere, and for one worker, the work runs in this process. Steps do not call this directly: it is the
+local executor's engine (runner/executors/local.py), and a step hands its batches to ctx.executor."""
 from __future__ import annotations
 
 import multiprocessing

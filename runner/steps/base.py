@@ -184,6 +184,7 @@ class RunOptions:
     launcher: str = "none"
     num_procs: int = 1
     hostfile: str | None = None
+    executor: str = "local"     # where data steps run (runner/executors/): never fingerprinted
 
 
 @dataclass
@@ -204,6 +205,18 @@ class StepContext:
     @property
     def params(self) -> Mapping[str, Any]:
         return self.step.params
+
+    @cached_property
+    def store(self):
+        """The one object the step writes its artifact (ctx.out) through."""
+        from ..executors.store import Store
+        return Store(self.out)
+
+    @cached_property
+    def executor(self):
+        """Where the step's row-parallel work runs (RunOptions.executor)."""
+        from ..executors import get
+        return get(self.options.executor)
 
     def input(self, step: StepId) -> Path:
         return self.inputs[step]

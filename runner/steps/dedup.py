@@ -46,21 +46,20 @@ def source_inputs(ctx) -> dict:
 
 
 def run(ctx) -> dict:
+    """Row-parallel: each source's lines in batches -> 16-byte digests / shingle hashes (data.dedup.state_batch);
+    global: band keys, candidates, exact Jaccard and the keep-order decisions on that compact state."""
     from ..data.dedup import CHUNK, dedup_indices, dropped_row
-    from ..data.io import dumps
-    from ..data.parallel import cpus, line_chunks
+    from ..data.io import Lines
 
     p = ctx.params
     rows = source_inputs(ctx)
     n = sum(len(r) for r in rows.values())
     kept, dropped, stats = dedup_indices(rows, p["filters"], p["priority"], p["order"],
-                                         chunks=lambda src: (lines for _, lines in line_chunks(rows[src].path, CHUNK)),
-                                         workers=cpus() if n > 4 * CHUNK else 1)
+                                         chunks=lambda src: (lines for _, lines in Lines(rows[src].path, CHUNK)),
+                                         executor=ctx.executor, big=n > 4 * CHUNK)
     for src, idx in kept.items():
-        rows[src].write(ctx.out / "records" / f"{src}.jsonl", idx)
-    with open(ctx.out / "dropped.jsonl", "w", encoding="utf-8", newline="\n") as f:
-        for entry in dropped:
-            f.write(dumps(dropped_row(rows, entry)) + "\n")
+        ctx.store.copy_lines(f"records/{src}.jsonl", rows[src], idx)
+    ctx.store.write_jsonl("dropped.jsonl", (dropped_row(rows, entry) for entry in dropped))
     for m in stats.get("minhash", []):
         ctx.log(f"minhash: threshold {m['threshold']}, {m['bands']} bands x {m['rows']} rows "
                 f"(curve midpoint ~{m['curve_midpoint']}); P(candidate) by Jaccard: {m['candidate_probability']}")

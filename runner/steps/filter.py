@@ -42,69 +42,76 @@ def declare(recipe, step: StepId) -> Declared:
     return Declared(params, inputs=(StepId("load", source=step.source),), files=files)
 
 
-def _counter(ctx):
-    """Tokens of a rendered record; loads the tokenizer on first use."""
-    from ..chat import chat_name, token_counter, tokenizer_for
-    t = ctx.params["tokens"]
-    loaded = []
+class _Counter:
+    """Tokens of a rendered record; loads the tokenizer on first use (in the process that counts)."""
+    def __init__(self, t: dict, base_dir: Path, trust: bool):
+        self.t, self.base_dir, self.trust, self.count = t, base_dir, trust, None
 
-    def count(record: dict) -> int:
-        if not loaded:
-            tok = tokenizer_for(t["model"], ctx.base_dir,
-                                trust_remote_code=t["trust_remote_code"] and ctx.options.trust)
-            loaded.append(token_counter(tok, chat_name(t["chat"], ctx.base_dir), t["system"]))
-        return loaded[0](record)
-    return count
+    def __call__(self, record: dict) -> int:
+        if self.count is None:
+            from ..chat import chat_name, token_counter, tokenizer_for
+            t = self.t
+            tok = tokenizer_for(t["model"], self.base_dir, trust_remote_code=t["trust_remote_code"] and self.trust)
+            self.count = token_counter(tok, chat_name(t["chat"], self.base_dir), t["system"])
+        return self.count(record)
 
 
-CHUNK = 4096   # rows per worker task
+CHUNK = 4096   # rows per batch
+
+
+def filter_batch(source: str, filters, fctx, chunk: tuple[int, list[str]]) -> tuple[str, str, dict, list]:
+    """The row-parallel part: a batch of lines -> (kept lines, dropped lines, counts, score columns)."""
+    import json
+
+    from ..data.filters import Scores, filter_rows
+    from ..data.io import dumps
+
+    kept: list[str] = []
+    dropped: list[str] = []
+    part = Scores(filters)
+    st = filter_rows(source, map(json.loads, chunk[1]), filters, fctx, keep=lambda r: kept.append(dumps(r)),
+                     drop=lambda r: dropped.append(dumps(r)), scores=part).to_json()
+    return "".join(x + "\n" for x in kept), "".join(x + "\n" for x in dropped), st, part.columns
 
 
 def run(ctx) -> dict:
-    import json
+    from functools import partial
 
-    from ..data.filters import FilterContext, Scores, filter_rows
-    from ..data.io import count_lines, dumps
-    from ..data.parallel import cpus, line_chunks, ordered_map
+    from ..data.filters import FilterContext, Scores
+    from ..data.io import Lines, count_lines
     from ..data.stats import Stats
+    from ..executors import Job
 
     name, filters, tokens = ctx.step.source, ctx.params["filters"], ctx.params.get("tokens")
     fctx = FilterContext(base_dir=ctx.base_dir, max_length=tokens.get("max_length") if tokens else None,
-                         token_count=_counter(ctx) if tokens else None)
+                         token_count=_Counter(tokens, ctx.base_dir, ctx.options.trust) if tokens else None)
     (upstream,) = ctx.step.inputs
     src = ctx.input(upstream) / "records.jsonl"
     total = count_lines(src)
-
-    def work(chunk: tuple[int, list[str]]) -> tuple[str, str, dict, list]:
-        kept: list[str] = []
-        dropped: list[str] = []
-        part = Scores(filters)
-        st = filter_rows(name, map(json.loads, chunk[1]), filters, fctx, keep=lambda r: kept.append(dumps(r)),
-                         drop=lambda r: dropped.append(dumps(r)), scores=part).to_json()
-        return "".join(x + "\n" for x in kept), "".join(x + "\n" for x in dropped), st, part.columns
-
-    # Rows are row-parallel: chunks go to one forked worker per core and come back in order, so the files
-    # are the same bytes for any number of workers. Not with a toxicity model: torch's thread pool does
-    # not survive a fork.
-    workers = cpus() if total > 4 * CHUNK and not any(f.kind == "toxicity" for f in filters) else 1
-    ctx.out.mkdir(parents=True, exist_ok=True)
     scores = Scores(filters)
     stats = Stats([name])
-    done = 0
-    with open(ctx.out / "records.jsonl", "w", encoding="utf-8", newline="\n") as kept, \
-            open(ctx.out / "dropped.jsonl", "w", encoding="utf-8", newline="\n") as dropped:
-        for kept_text, dropped_text, st, columns in ordered_map(work, line_chunks(src, CHUNK), workers):
-            kept.write(kept_text)
-            dropped.write(dropped_text)
-            stats.seen(name, st["rows_in"])
-            stats.kept(name, st["rows_out"])
-            for reason, n in st["dropped"].items():
-                stats.dropped(name, reason, n)
-            scores.extend(columns)
-            done += st["rows_in"]
-            ctx.progress(done, total)
+
+    def reduce(results) -> None:
+        """The global part: the batches' lines appended in input order, their counts and scores summed."""
+        done = 0
+        with ctx.store.open("records.jsonl") as kept, ctx.store.open("dropped.jsonl") as dropped:
+            for kept_text, dropped_text, st, columns in results:
+                kept.write(kept_text)
+                dropped.write(dropped_text)
+                stats.seen(name, st["rows_in"])
+                stats.kept(name, st["rows_out"])
+                for reason, n in st["dropped"].items():
+                    stats.dropped(name, reason, n)
+                scores.extend(columns)
+                done += st["rows_in"]
+                ctx.progress(done, total)
+
+    # A toxicity model's torch thread pool does not survive a fork.
+    ctx.executor.run(Job(partial(filter_batch, name, filters, fctx), Lines(src, CHUNK), reduce,
+                         big=total > 4 * CHUNK, forkable=not any(f.kind == "toxicity" for f in filters),
+                         name=ctx.step.name))
     stats.assert_balanced()
-    scores.save(ctx.out / "scores")
+    scores.save(ctx.store.path("scores"))
     out = stats.to_json()
     ctx.log(f"{name}: kept {out['rows_out']:,} of {out['rows_in']:,}"
             + (f"; dropped {', '.join(f'{k} {v}' for k, v in out['dropped'].items())}" if out["dropped"] else ""))

@@ -1,5 +1,6 @@
 """mix.<stage>: the stage's training rows from every source's train split, by the stage's ratios
-(runner/data/mixing.py says exactly what they mean). Artifact: train.jsonl."""
+(runner/data/mixing.py says exactly what they mean). Artifact: train.jsonl.
+No row-parallel part: the draw is global, on counts (mix_indices), and the drawn lines are copied."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -88,10 +89,7 @@ def run(ctx) -> dict:
     groups = {k: v for k, v in p["groups"].items() if tuple(v) != (k,)}   # the recipe's groups
     picked, report = mix_indices({s: len(r) for s, r in train.items()}, Draw(p["stage"], p["mix"], p["size"]),
                                  groups, p["sampling"], p["seed"])
-    ctx.out.mkdir(parents=True, exist_ok=True)
-    with open(ctx.out / "train.jsonl", "wb") as f:
-        for src, i in picked:
-            f.write(train[src].line(i))
+    ctx.store.copy_lines("train.jsonl", train, picked)
     stats = report.pop("stats")
     ctx.log(f"{p['stage']}: {len(picked):,} rows: " + ", ".join(
         f"{s} {report['counts'][s]:,} ({report['achieved'][s]:.1%} for {report['requested'][s]:.1%})" for s in report["counts"])

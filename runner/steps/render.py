@@ -3,9 +3,9 @@ stage's training mix and every source's eval rows; then the render check, which 
 run whose labels would teach the model the wrong thing (role markers trained, end-of-turn never
 trained, pad == EOS, an example with nothing to learn).
 
-Rows stream through in chunks, rendered in batches (runner.chat.batch) by one worker process per core
-and written in input order, so memory does not grow with the rows and the bytes do not depend on the
-number of workers. The render check runs on every row in its cheap form (counters and set operations:
+Rows stream through in chunks, rendered in batches (runner.chat.batch, RenderBatch) by the run's executor
+(runner/executors/: one forked worker per core locally) and written in input order, so memory does not
+grow with the rows and the bytes do not depend on where the batches ran. The render check runs on every row in its cheap form (counters and set operations:
 nothing trained, pad or a special token trained, end-of-turn never trained) and in full (role headers
 decoded) on a sample: the first SAMPLE_HEAD rows and every SAMPLE_EVERY-th after."""
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..data.common import without_gc
 from .base import Declared, Kind, StepId, model_files, template_files
 from .result import Result, count, stage_entry
 
@@ -70,21 +71,32 @@ def declare(recipe, step: StepId) -> Declared:
                     files=template_files(recipe) + model_files(recipe, weights=False))
 
 
-def _render_file(src: Path, dst: Path, tok, t, chat: str, check=None, progress=None) -> dict:
-    from ..chat.batch import encoder, render_many
-    from ..chat.templates import IGNORE
-    from ..data.common import without_gc
-    from ..data.io import count_lines
-    from ..data.parallel import cpus, line_chunks, ordered_map
-    encode = encoder(tok)
-    value = json.JSONEncoder(separators=(",", ":")).encode
-    digits = _Digits()
+class RenderBatch:
+    """The row-parallel part: a batch of mix/split lines -> (rendered lines, counts, the rows the full
+    render check must see). Pure; pickles without its encoder (an executor that ships it to another
+    process rebuilds that there)."""
 
-    def work(chunk: tuple[int, list[str]]) -> tuple[str, dict, list]:
+    def __init__(self, tok, t, chat: str, check=None):
+        self.tok, self.t, self.chat, self.check = tok, t, chat, check
+        self._encode = None
+        self._digits = _Digits()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_encode": None, "_digits": _Digits()}
+
+    @without_gc
+    def __call__(self, chunk: tuple[int, list[str]]) -> tuple[str, dict, list]:
+        from ..chat.batch import encoder, render_many
+        from ..chat.templates import IGNORE
+
+        if self._encode is None:
+            self._encode = encoder(self.tok)
         start, lines = chunk
+        t, check, digit = self.t, self.check, self._digits.__getitem__
+        value = _VALUE
         rows = [json.loads(line) for line in lines]
-        rendered = render_many([row["messages"] for row in rows], tok, chat=chat, system=t.system,
-                               train_on=t.train_on, max_length=t.max_length, encode=encode)
+        rendered = render_many([row["messages"] for row in rows], self.tok, chat=self.chat, system=t.system,
+                               train_on=t.train_on, max_length=t.max_length, encode=self._encode)
         out, flagged = [], []
         tokens = trained = truncated = eot_rows = 0
         by_source: Counter = Counter()
@@ -92,8 +104,8 @@ def _render_file(src: Path, dst: Path, tok, t, chat: str, check=None, progress=N
             source = row.get("source")
             # the bytes of json.dumps({id, source, input_ids, labels}, separators=(",", ":")), at half its cost
             out.append(f'{{"id":{value(row["id"])},"source":{value(source)},'
-                       f'"input_ids":[{",".join(map(digits.__getitem__, r.input_ids))}],'
-                       f'"labels":[{",".join(map(digits.__getitem__, r.labels))}]}}\n')
+                       f'"input_ids":[{",".join(map(digit, r.input_ids))}],'
+                       f'"labels":[{",".join(map(digit, r.labels))}]}}\n')
             tokens += len(r.input_ids)
             trained += len(r.labels) - r.labels.count(IGNORE)
             truncated += r.truncated
@@ -107,26 +119,42 @@ def _render_file(src: Path, dst: Path, tok, t, chat: str, check=None, progress=N
              "eot_rows": eot_rows, "by_source": by_source}
         return "".join(out), n, flagged
 
-    workers = cpus() if src.stat().st_size > _SMALL * 200 else 1   # ~200 bytes a row at the least
-    total: Counter = Counter()
-    by_source: Counter = Counter()
-    checked = 0
+
+_VALUE = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _render_file(src: Path, dst: Path, tok, t, chat: str, check=None, progress=None, executor=None) -> dict:
+    """Render one JSON Lines file into `dst` (rows in, rendered rows out, same order); `executor` runs the
+    batches (runner.executors: the local one when None)."""
+    from ..data.io import Lines, count_lines
+    from ..executors import Job, get
+
     total_rows = count_lines(src) if progress else None
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with open(dst, "w", encoding="utf-8", newline="\n") as f:
-        for text, n, flagged in ordered_map(without_gc(work), line_chunks(src, CHUNK), workers):
-            f.write(text)
-            by_source.update(n.pop("by_source"))
-            total.update(n)
-            for ex_id, r in flagged:     # in row order: the first bad row is the one named
-                check.example(ex_id, r)
-            checked += len(flagged)
-            if progress:
-                progress(total["rows"], total_rows)
-    if check is not None:
-        check.finish(total["rows"], total["eot_rows"])
-    return {"rows": total["rows"], "tokens": total["tokens"], "trained_tokens": total["trained_tokens"],
-            "truncated": total["truncated"], "checked": checked, "by_source": dict(by_source)}
+
+    def reduce(results) -> dict:
+        """The global part: lines appended in input order, counts summed, the full check on the sample."""
+        total: Counter = Counter()
+        by_source: Counter = Counter()
+        checked = 0
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with open(dst, "w", encoding="utf-8", newline="\n") as f:
+            for text, n, flagged in results:
+                f.write(text)
+                by_source.update(n.pop("by_source"))
+                total.update(n)
+                for ex_id, r in flagged:     # in row order: the first bad row is the one named
+                    check.example(ex_id, r)
+                checked += len(flagged)
+                if progress:
+                    progress(total["rows"], total_rows)
+        if check is not None:
+            check.finish(total["rows"], total["eot_rows"])
+        return {"rows": total["rows"], "tokens": total["tokens"], "trained_tokens": total["trained_tokens"],
+                "truncated": total["truncated"], "checked": checked, "by_source": dict(by_source)}
+
+    job = Job(RenderBatch(tok, t, chat, check), Lines(src, CHUNK), reduce,
+              big=src.stat().st_size > _SMALL * 200, name=f"render {src.name}")   # ~200 bytes a row at the least
+    return (executor or get()).run(job)
 
 
 def run(ctx) -> dict:
@@ -136,11 +164,12 @@ def run(ctx) -> dict:
     tok = tokenizer_for(p["model"], ctx.base_dir, trust_remote_code=p["trust_remote_code"] and ctx.options.trust)
     chat = chat_name(t.chat, ctx.base_dir)
     check = RenderCheck(tok, chat=chat, train_on=t.train_on)
-    train = _render_file(ctx.input(StepId("mix", stage=ctx.step.stage)) / "train.jsonl", ctx.out / "train.jsonl",
-                         tok, t, chat, check=check, progress=ctx.progress)
+    train = _render_file(ctx.input(StepId("mix", stage=ctx.step.stage)) / "train.jsonl",
+                         ctx.store.path("train.jsonl"), tok, t, chat, check=check, progress=ctx.progress,
+                         executor=ctx.executor)
     evals = {}
     for f in sorted((ctx.input(StepId("split")) / "eval").glob("*.jsonl")):
-        evals[f.stem] = _render_file(f, ctx.out / "eval" / f.name, tok, t, chat)
+        evals[f.stem] = _render_file(f, ctx.store.path(f"eval/{f.name}"), tok, t, chat, executor=ctx.executor)
     ctx.log(f"{train['rows']:,} train rows, {train['tokens']:,} tokens ({train['trained_tokens']:,} trained), "
             f"{train['truncated']:,} truncated at {t.max_length}; render check: every row's "
             f"counters, {train['checked']:,} rows in full")

@@ -69,15 +69,24 @@ def _task_dir(name: str) -> str:
     return "task-" + hashlib.sha1(name.encode()).hexdigest()[:12]
 
 
-def _keys(rows, by: str | None):
-    """The split's per-row keys of one source, computed in chunks on every core."""
+def keys_batch(by: str | None, chunk: tuple[int, list[str]]):
+    """The row-parallel part: a batch of lines -> their RowKeys (text digest, id, the `by` value)."""
     import json
 
-    from ..data.parallel import cpus, line_chunks, ordered_map
-    from ..data.splits import join_keys, row_keys
+    from ..data.splits import row_keys
+    return row_keys(map(json.loads, chunk[1]), by)
 
-    return join_keys(ordered_map(lambda chunk: row_keys(map(json.loads, chunk[1]), by),
-                                 line_chunks(rows.path, 8192), cpus() if len(rows) > 32768 else 1), by)
+
+def _keys(ctx, rows, by: str | None):
+    """The split's per-row keys of one source, joined in input order (data.splits.join_keys)."""
+    from functools import partial
+
+    from ..data.io import Lines
+    from ..data.splits import join_keys
+    from ..executors import Job
+
+    return ctx.executor.run(Job(partial(keys_batch, by), Lines(rows.path, 8192), partial(join_keys, by=by),
+                                big=len(rows) > 32768, name=ctx.step.name))
 
 
 def run(ctx) -> dict:
@@ -99,10 +108,10 @@ def run(ctx) -> dict:
     counts: dict[str, dict[str, int]] = {"train": {}, "eval": {}}
     for src, rows in records.items():
         seed = rng(p["seed"], "split", src).getrandbits(63)
-        rk = _keys(rows, split.by if split.strategy in ("stratified", "temporal") else None)
+        rk = _keys(ctx, rows, split.by if split.strategy in ("stratified", "temporal") else None)
         got = assign_indices(rk, shares_of(split), split.strategy, split.by, random.Random(seed), taken, "split")
         for side, idx in got.items():
-            rows.write(ctx.out / side / f"{src}.jsonl", idx)
+            ctx.store.copy_lines(f"{side}/{src}.jsonl", rows, idx)
             sides[side] += [(src, rk.ids[i], rk.keys[i]) for i in idx]
             where[side] += [(src, i) for i in idx]
             counts[side][src] = len(idx)
@@ -115,7 +124,6 @@ def run(ctx) -> dict:
 
 
 def _meta(ctx, records: dict[str, list[dict]]) -> dict:
-    from ..data.io import write_jsonl
     from ..data.splits import check_no_leak
     from ..data.stats import Stats
 
@@ -129,12 +137,12 @@ def _meta(ctx, records: dict[str, list[dict]]) -> dict:
     for name, parts in tasks.items():
         folder = _task_dir(name)
         for part, rows in parts.items():
-            write_jsonl(ctx.out / "tasks" / folder / f"{part}.jsonl", rows)
+            ctx.store.write_jsonl(f"tasks/{folder}/{part}.jsonl", rows)
         index.append({"name": name, "dir": folder, "rows": {p: len(r) for p, r in parts.items()}})
     check_no_leak({p: [r for parts in tasks.values() for r in parts[p]] for p in ("support", "query", "test")})
-    write_jsonl(ctx.out / "tasks.jsonl", index)
+    ctx.store.write_jsonl("tasks.jsonl", index)
     if quarantine:
-        write_jsonl(ctx.out / "quarantine.jsonl", quarantine)
+        ctx.store.write_jsonl("quarantine.jsonl", quarantine)
     stats.assert_balanced()
     ctx.log(f"{len(tasks)} tasks: " + ", ".join(f"{t['name']} ({sum(t['rows'].values())})" for t in index[:8])
             + (" ..." if len(index) > 8 else ""))
