@@ -13,7 +13,7 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from data_fixtures import DATA, REPO, raw_lines, recipe, run_data_steps
-from runner.recipe.load import display   # how the CLI shows a path (relative when close by), so the tests hold wherever they run
+from runner.recipe.document import display   # how the CLI shows a path (relative when close by), so the tests hold wherever they run
 from runner import api
 from runner.cli import main
 from runner.data.formats import load_source
