@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from data_fixtures import DATA, REPO, raw_lines, recipe, run_data_steps
+from helpers.data import DATA, REPO, raw_lines, recipe, run_data_steps
 from runner.recipe.document import display   # how the CLI shows a path (relative when close by), so the tests hold wherever they run
 from runner import api
 from runner.cli import main
@@ -544,7 +544,7 @@ def test_2_a_count_that_equals_a_value_from_the_environment_is_masked_and_the_ru
                                                                                              monkeypatch):
     """A threshold from the environment equal to a row count (494 rows load from the first 500 poems) makes
     that count *** wherever it is stored: the run, its cached rerun and their reports must still work."""
-    from data_fixtures import TANG_FIELDS
+    from helpers.data import TANG_FIELDS
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MINC", "494")
