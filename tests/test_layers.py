@@ -94,3 +94,14 @@ def test_the_checker_sees_lazy_and_relative_imports():
     assert "runner.dag.compile" in g["runner.dag.fingerprint"]          # from .compile import Graph
     assert "runner.train.run_sft" in g["runner.steps.train"]            # inside run(): from ..train.run_sft import
     assert "runner.steps.base" in g["runner.dag.compile"]              # from ..steps.base import Step
+
+
+def test_every_package_is_shipped():
+    """pyproject.toml lists the packages a wheel holds by hand: a new package (a layer, a step kind's
+    folder) missing there works from a checkout and is absent once installed."""
+    import tomllib
+    config = tomllib.loads((RUNNER.parent / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    listed = set(config["packages"])
+    packages = {_module(p) for p in RUNNER.rglob("__init__.py")}
+    assert packages <= listed, f"add to pyproject.toml's packages: {sorted(packages - listed)}"
+    assert "runner.schemas" in listed and "schemas" in config["package-dir"]["runner.schemas"]
