@@ -55,7 +55,7 @@ test: install
 # CI and `make test` never run it. The thread count
 # changes the order of float sums, so it is pinned: the shipped weights were trained with 2 threads.
 tiny-model: install
-	OMP_NUM_THREADS=2 $(BIN)/python -m runner.builtin.make_tiny
+	OMP_NUM_THREADS=2 $(BIN)/python -m runner.tools.make_tiny
 
 # the recipe fuzzer (tests/test_fuzz.py) at length: `make test` runs 40 derandomized examples per property,
 # this runs FUZZ_EXAMPLES fresh ones (about 20 per second per core); a failure prints the recipe that broke it

@@ -13,8 +13,8 @@ import torch
 
 import runner.builtin as builtin
 from runner.builtin import TINY, TINY_RANDOM, TINY_SCRATCH, load_model_and_tokenizer, load_tokenizer, tiny_path
-from runner.builtin import make_tokenizer
-from runner.builtin.make_tokenizer import SPECIAL_TOKENS
+from runner.tools import make_tokenizer
+from runner.tools.make_tokenizer import SPECIAL_TOKENS
 from runner.errors import RecipeError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def test_make_tokenizer_is_reproducible_and_matches_shipped_files(tmp_path):
     for name in names:
         assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name
         assert (outs[0] / name).read_bytes() == (tiny_path() / name).read_bytes(), (
-            f"runner/builtin/tiny/{name} is stale: rerun python -m runner.builtin.make_tokenizer")
+            f"runner/builtin/tiny/{name} is stale: rerun python -m runner.tools.make_tokenizer")
 
 
 def test_shipped_tokenizer():

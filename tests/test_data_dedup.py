@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import pytest
 
-from data_fixtures import raw_lines, record
+from helpers.data import raw_lines, record
 from runner.data.dedup import dedup, lsh_params, near_duplicates, s_curve
 from runner.data.text import normalize, text
 from runner.recipe.model import DedupFilter

@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from data_fixtures import DATA, TANG_FIELDS, record, recipe
+from helpers.data import DATA, TANG_FIELDS, record, recipe
 from runner.data.filters import FILTERS, FilterContext, run_filters
 from runner.data.formats import load_source
 from runner.errors import RecipeError

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from data_fixtures import DATA, REPO, raw_lines, recipe
+from helpers.data import DATA, REPO, raw_lines, recipe
 from runner import api
 from runner.data.formats import content_id, load_source
 from runner.data.io import read_jsonl, write_jsonl

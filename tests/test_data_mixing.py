@@ -6,7 +6,7 @@ from types import MappingProxyType
 
 import pytest
 
-from data_fixtures import record, recipe
+from helpers.data import record, recipe
 from runner.data.filters import FilterContext, run_filters
 from runner.data.formats import load_source
 from runner.data.mixing import mix

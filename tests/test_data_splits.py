@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from data_fixtures import TANG_FIELDS, record, recipe
+from helpers.data import TANG_FIELDS, record, recipe
 from runner.data.formats import load_source
 from runner.data.splits import check_no_leak, select_tasks, split_source, split_tasks
 from runner.errors import RecipeError

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from data_fixtures import REPO, TANG_FIELDS, recipe, run_data_steps
+from helpers.data import REPO, TANG_FIELDS, recipe, run_data_steps
 from runner import api
 from runner.data.io import read_jsonl
 from runner.data.splits import check_no_leak
@@ -90,7 +90,7 @@ def test_data_steps_are_byte_identical_across_runs_and_processes(tmp_path):
 
     r = recipe(tmp_path, SMALL)
     a = run_data_steps(r, tmp_path / "a")
-    script = ("import sys, json; sys.path.insert(0, sys.argv[1]); from data_fixtures import run_data_steps; "
+    script = ("import sys, json; sys.path.insert(0, sys.argv[1]); from helpers.data import run_data_steps; "
               "from runner import api; from pathlib import Path; "
               "done = run_data_steps(api.load(sys.argv[2]), Path(sys.argv[3])); "
               "print(json.dumps({k: v[1] for k, v in done.items()}))")

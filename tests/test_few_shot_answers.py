@@ -5,7 +5,7 @@ import json
 
 from hypothesis import given, strategies as st
 
-from data_fixtures import DATA
+from helpers.data import DATA
 from runner.train.few_shot import answer
 
 GSM8K = r"#### *(-?[\d,.]+)"

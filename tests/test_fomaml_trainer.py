@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-import fomaml_fixtures as F
+from helpers import fomaml as F
 from runner.train.fomaml_trainer import adapt
 
 

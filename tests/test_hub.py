@@ -1,5 +1,5 @@
 """Sources by hub dataset id and by remote URL, with no network: a hub cache laid out as huggingface_hub
-writes it (tests/hub_fixtures.py) read through the real `datasets` code, via the CLI as a user runs it."""
+writes it (tests/helpers/hub.py) read through the real `datasets` code, via the CLI as a user runs it."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub_fixtures import ROOT, SHA_A, SHA_B, recipe, write_chat, write_plain
+from helpers.hub import ROOT, SHA_A, SHA_B, recipe, write_chat, write_plain
 
 HEAVY = ("torch", "transformers", "datasets", "trl", "peft", "deepspeed")
 

@@ -15,8 +15,13 @@ LAYERS = ["runner", "runner.errors", "runner.paths",
           "runner.data", "runner.executors",
           "runner.train", "runner.steps", "runner.dag", "runner.diff", "runner.api", "runner.cli",
           "runner.__main__",
-          # scripts that regenerate shipped files (python -m runner.builtin.make_*): they may use anything
-          "runner.builtin.make_tokenizer", "runner.builtin.make_tiny", "runner.builtin.make_heldout"]
+          "runner.tools"]   # scripts that make the shipped model's files (python -m runner.tools.make_*)
+
+
+# A layer is a whole package: a module placed apart from its package is an exemption.
+# runner.executors.base holds the Job a data function hands an executor (a pure batch function and a
+# reducer): data/ builds Jobs, the executors package above it runs them
+MODULES_APART = {"runner.executors.base"}
 
 
 def _module(path: Path) -> str:
@@ -97,3 +102,20 @@ def test_the_checker_sees_lazy_and_relative_imports():
     assert "runner.dag.compile" in g["runner.dag.fingerprint"]          # from .compile import Graph
     assert "runner.train.run_sft" in g["runner.steps.train"]            # inside run(): from ..train.run_sft import
     assert "runner.steps.base" in g["runner.dag.compile"]              # from ..steps.base import Step
+
+
+def test_every_package_is_shipped():
+    """pyproject.toml lists the packages a wheel holds by hand: a new package (a layer, a step kind's
+    folder) missing there works from a checkout and is absent once installed."""
+    import tomllib
+    config = tomllib.loads((RUNNER.parent / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    listed = set(config["packages"])
+    packages = {_module(p) for p in RUNNER.rglob("__init__.py")}
+    assert packages <= listed, f"add to pyproject.toml's packages: {sorted(packages - listed)}"
+    assert "runner.schemas" in listed and "schemas" in config["package-dir"]["runner.schemas"]
+
+
+def test_a_layer_is_a_whole_package():
+    apart = {layer for layer in LAYERS if layer.count(".") > 1}   # runner.<package or top-level module> is whole
+    assert apart <= MODULES_APART, f"modules given a layer apart from their package: {sorted(apart - MODULES_APART)}"
+    assert MODULES_APART <= set(LAYERS), "an exemption that is gone leaves MODULES_APART too"

@@ -28,7 +28,7 @@ def test_one_suffix_list_and_one_role_list():
     from runner import paths
     from runner.chat import templates
     from runner.data import formats, readers
-    from runner.recipe import validate
+    from runner.recipe.validate import sources as validate
     assert readers.READABLE is paths.READABLE and validate.READABLE is paths.READABLE
     assert formats.ROLES is model.ROLES and templates.ROLES is model.ROLES
 

@@ -7,7 +7,7 @@ import json
 from runner.dag.compile import compile_recipe
 from runner.data.placeholders import fill
 
-from data_fixtures import recipe, run_data_steps
+from helpers.data import recipe, run_data_steps
 
 BODY = """sources:
   identity: {{path: '{{data}}/identity.json', format: alpaca{extra}}}

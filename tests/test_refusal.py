@@ -13,7 +13,7 @@ from runner.data.filters import FILTERS, FilterContext
 from runner.data.formats import load_source
 from runner.recipe.model import RefusalFilter
 
-from data_fixtures import recipe
+from helpers.data import recipe
 
 LABELS = Path(__file__).parent / "labelled" / "refusal.jsonl"
 FILES = {"alpaca_en": "alpaca_en_demo.json", "alpaca_zh": "alpaca_zh_demo.json",

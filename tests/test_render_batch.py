@@ -21,20 +21,15 @@ from runner.errors import RecipeError
 from runner.recipe import model
 from runner.steps import render as render_step
 
-from data_fixtures import record, recipe as make_recipe, run_data_steps
+from helpers.data import record, recipe as make_recipe, run_data_steps
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = [p for p in sorted((ROOT / "recipes").glob("*.yaml")) if p.name != "base_lora.yaml"]
-# Prefix-located Jinja chatml (no {% generation %} markers): the slow path of templates._by_prefix.
+# Prefix-located Jinja chatml (no {% generation %} markers): the slow path of chat/jinja.py (_by_prefix).
 PREFIX_JINJA = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer("builtin:tiny")
 
 
 def _templates(tmp: Path) -> list[str]:

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import textwrap
 
-import train_fixtures as F
+from helpers import train as F
 
 # what `python -m runner` in the repository root sees when `recipe` was never installed: the checkout on
 # sys.path and no installed finder (an editable install's finder would also serve `runner.schemas`)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data_fixtures import REPO, TANG_FIELDS, raw_lines, recipe, run_data_steps
+from helpers.data import REPO, TANG_FIELDS, raw_lines, recipe, run_data_steps
 from runner.data.dedup import dedup_indices
 from runner.data.filters import FilterContext, Scores, filter_rows, whatif
 from runner.data.formats import load_source

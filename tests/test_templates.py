@@ -8,7 +8,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from runner.builtin import TINY, load_tokenizer, tiny_path
+from runner.builtin import tiny_path
 from runner.errors import RecipeError
 from runner.chat.templates import (
     IGNORE, Rendered, check_rendered, end_of_turn_token, highlight, render, render_prompt,
@@ -40,11 +40,6 @@ CHATML_MARKED_WS = """
 {%- endfor %}
 {%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}
 """
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer(TINY)
 
 
 def _glaive(n: int) -> list[list[dict]]:

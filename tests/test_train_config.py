@@ -3,7 +3,7 @@ import dataclasses
 import json
 
 import pytest
-import train_fixtures as F
+from helpers import train as F
 
 from runner.errors import RecipeError
 from runner.train import sft_config

@@ -4,7 +4,7 @@ import os
 import shutil
 
 import pytest
-import train_fixtures as F
+from helpers import train as F
 
 from runner.train.run_sft import train_stage
 

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-import train_fixtures as F
+from helpers import train as F
 
 from runner.train import loading
 from runner.train import rows as R

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 import torch
-import train_fixtures as F
+from helpers import train as F
 from transformers import TrainerCallback
 
 from runner.train import loading

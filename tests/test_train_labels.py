@@ -1,7 +1,7 @@
 """The labels the model trains on are exactly the masks templates.render made: captured from the
 batches SFTTrainer.compute_loss receives during train_stage, padded and packed."""
 import torch
-import train_fixtures as F
+from helpers import train as F
 from trl import SFTTrainer
 
 from runner.builtin import load_tokenizer

@@ -3,7 +3,7 @@ the losses of 1 process with the same effective batch."""
 import sys
 
 import pytest
-import train_fixtures as F
+from helpers import train as F
 
 from runner.errors import RecipeError
 from runner.train.launch import command, launch

@@ -8,7 +8,7 @@ from importlib import metadata
 
 import pytest
 import torch
-import train_fixtures as F
+from helpers import train as F
 
 from runner.train import versions
 from runner.errors import RecipeError

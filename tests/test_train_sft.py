@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import torch
-import train_fixtures as F
+from helpers import train as F
 
 from runner.errors import RecipeError
 from runner.train import loading

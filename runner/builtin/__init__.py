@@ -10,7 +10,7 @@
     fast plumbing tests where learning does not matter.
   - a local directory, relative to the recipe's directory;
   - a hub id, taken from the local Hugging Face cache first and the hub only if reachable.
-All builtin models share the byte-level BPE tokenizer in tiny/ (rebuilt by make_tokenizer.py), so
+All builtin models share the byte-level BPE tokenizer in tiny/ (rebuilt by runner/tools/make_tokenizer.py), so
 every recipe runs offline.
 
 torch and transformers are imported inside the functions, so importing this module (runner.chat

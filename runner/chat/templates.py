@@ -15,28 +15,25 @@ Templates:
              (continued pretraining on raw text, with train_on="all")
   tokenizer  the tokenizer's own Jinja chat_template
   x.jinja    a Jinja chat template file
-For Jinja templates the answers are found with `{% generation %}` markers when the
+For Jinja templates (jinja.py) the answers are found with `{% generation %}` markers when the
 template has them, else by rendering each conversation prefix: the text before an
 assistant turn is the render of the turns before it plus the generation prompt.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from ..errors import RecipeError
 from ..recipe.model import ROLES
+from .jinja import eot_for_source, segments as jinja_segments, template_source
+from .tokens import Segment, eos, special_tokens, token_id
 
 IGNORE = -100  # the label value the loss skips
 
 # Opening token of a role header, for the check that no header token is trained.
 _HEADER_OPEN = {"chatml": "<|im_start|>", "llama3": "<|start_header_id|>"}
 _ALPACA_HEADERS = ("### Instruction:", "### Response:", "### Observation:")
-
-Segment = tuple[str, int | None]  # (text, index of the answer it belongs to or None)
 
 
 @dataclass(frozen=True)
@@ -91,13 +88,13 @@ def end_of_turn_token(chat: str, tokenizer: Any) -> str:
     if chat == "llama3":
         return "<|eot_id|>"
     if chat in ("alpaca", "text"):
-        return _eos(tokenizer, chat)
-    return _eot_for_source(tokenizer, _template_source(chat, tokenizer))
+        return eos(tokenizer, chat)
+    return eot_for_source(tokenizer, template_source(chat, tokenizer))
 
 
 def stop_token_ids(chat: str, tokenizer: Any) -> list[int]:
     """Token ids that end generation: the end-of-turn token, then EOS if different."""
-    ids = [_token_id(tokenizer.get_vocab(), end_of_turn_token(chat, tokenizer), chat)]
+    ids = [token_id(tokenizer.get_vocab(), end_of_turn_token(chat, tokenizer), chat)]
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
@@ -131,10 +128,10 @@ class RenderCheck:
         self.tokenizer, self.chat, self.train_on = tokenizer, chat, train_on
         self.vocab = vocab = tokenizer.get_vocab()
         self.eot = end_of_turn_token(chat, tokenizer)
-        self.eot_id = _token_id(vocab, self.eot, chat)
+        self.eot_id = token_id(vocab, self.eot, chat)
         for marker in (_HEADER_OPEN.get(chat), "<|begin_of_text|>" if chat == "llama3" else None):
             if marker:  # a template whose markers are not single tokens is the wrong template
-                _token_id(vocab, marker, chat)
+                token_id(vocab, marker, chat)
 
         # Collators mask the loss wherever the pad id is, so the pad id must never be a token
         # we train. Without a pad token, trainers pad with EOS.
@@ -231,10 +228,10 @@ def _segments(messages: list[dict[str, str]], tokenizer: Any, chat: str) -> list
     if chat == "llama3":
         return _llama3(messages)
     if chat == "alpaca":
-        return _alpaca(messages, _eos(tokenizer, chat))
+        return _alpaca(messages, eos(tokenizer, chat))
     if chat == "text":
-        return _text(messages, _eos(tokenizer, chat))
-    return _jinja(messages, tokenizer, _template_source(chat, tokenizer))
+        return _text(messages, eos(tokenizer, chat))
+    return jinja_segments(messages, tokenizer, template_source(chat, tokenizer))
 
 
 def _chatml(messages) -> list[Segment]:
@@ -320,147 +317,6 @@ def _merge(segments: list[Segment]) -> list[Segment]:
         else:
             out.append((text, k))
     return out
-
-
-# ---------------------------------------------------------------- Jinja templates
-
-_START, _END = "\ue000", "\ue001"  # private-use characters: never in real data
-_GENERATION = re.compile(r"\{%(-?)\s*(end)?generation\s*(-?)%\}")
-
-
-def _jinja(messages, tokenizer: Any, source: str) -> list[Segment]:
-    if _GENERATION.search(source):
-        return _marked(messages, tokenizer, source)
-    return _by_prefix(messages, tokenizer, source)
-
-
-def _marked(messages, tokenizer: Any, source: str) -> list[Segment]:
-    """Answers are what the template wraps in {% generation %} ... {% endgeneration %}.
-    Each tag becomes a sentinel character in the output; empty if-blocks carry the tag's
-    whitespace control (`{%-`, `-%}`) so the text around it renders unchanged."""
-    def sentinel(m: re.Match) -> str:
-        char = _END if m.group(2) else _START
-        strip_left = f"{{%{m.group(1)} if true %}}{{% endif %}}"    # {%- if true %}{% endif %}
-        strip_right = f"{{% if true %}}{{% endif {m.group(3)}%}}"  # {% if true %}{% endif -%}
-        return f"{strip_left}{{{{ '{char}' }}}}{strip_right}"
-
-    text = _apply(tokenizer, _GENERATION.sub(sentinel, source), messages, generation_prompt=False)
-    out: list[Segment] = []
-    answer = 0
-    for part in re.split(f"([{_START}{_END}])", text):
-        if part == _START:
-            out.append(("", answer))
-        elif part == _END:
-            answer += 1
-            out.append(("", None))
-        elif out:
-            out[-1] = (out[-1][0] + part, out[-1][1])
-        else:
-            out.append((part, None))
-    return out
-
-
-def _by_prefix(messages, tokenizer: Any, source: str) -> list[Segment]:
-    """Answer k spans from the end of render(turns before it + generation prompt) to the
-    end of render(turns up to it), cut after its end-of-turn token: text the template
-    adds after that (a newline) is prompt, as in the built-in templates."""
-    full = _apply(tokenizer, source, messages, generation_prompt=False)
-    eot = _eot_for_source(tokenizer, source)
-    out: list[Segment] = []
-    pos = answers = 0
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        if i == 0:
-            raise RecipeError("a Jinja chat template cannot render a conversation that starts "
-                              "with an assistant turn; add a user turn or use chatml")
-        before = _apply(tokenizer, source, messages[:i], generation_prompt=True)
-        upto = _apply(tokenizer, source, messages[: i + 1], generation_prompt=False)
-        if not (full.startswith(before) and full.startswith(upto) and len(before) <= len(upto)):
-            raise RecipeError(
-                "the chat template renders earlier turns differently as the conversation "
-                "grows, so assistant turns cannot be located; add {% generation %} markers "
-                "to it or use chatml/llama3/alpaca"
-            )
-        start, end = len(before), len(upto)
-        cut = full.rfind(eot, start, end)
-        if cut >= 0:
-            end = cut + len(eot)
-        out += [(full[pos:start], None), (full[start:end], answers)]
-        answers += 1
-        pos = end
-    out.append((full[pos:], None))
-    return out
-
-
-def _eot_for_source(tokenizer: Any, source: str) -> str:
-    """A Jinja template's end-of-turn token: the first special token after the assistant's
-    text in a probe conversation; templates that close a turn with plain text get EOS."""
-    text = _apply(tokenizer, source, [
-        {"role": "user", "content": "\ue002"}, {"role": "assistant", "content": "\ue003"},
-    ], generation_prompt=False)
-    after = text[text.rindex("\ue003") + 1:] if "\ue003" in text else ""
-    found = [(after.find(t), t) for t in special_tokens(tokenizer) if t in after]
-    return min(found)[1] if found else _eos(tokenizer, "tokenizer")
-
-
-def _template_source(chat: str, tokenizer: Any) -> str:
-    if chat == "tokenizer":
-        source = tokenizer.chat_template
-        if isinstance(source, dict):  # several named templates: the default one is for chat
-            source = source.get("default")
-        if not source:
-            raise RecipeError("template.chat is `tokenizer`, but the tokenizer has no chat "
-                              "template; use chatml, llama3, alpaca or a .jinja file")
-        return source
-    if chat.endswith(".jinja"):
-        return _read_template(str(Path(chat).resolve()))
-    raise RecipeError(f"unknown chat template {chat!r}; use chatml, llama3, alpaca, "
-                      f"tokenizer or a path to a .jinja file")
-
-
-@lru_cache(maxsize=16)
-def _read_template(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise RecipeError(f"cannot read chat template {path}: {e.strerror}") from None
-
-
-def _apply(tokenizer: Any, source: str, messages, *, generation_prompt: bool) -> str:
-    try:
-        return tokenizer.apply_chat_template(
-            list(messages), chat_template=source, tokenize=False,
-            add_generation_prompt=generation_prompt,
-        )
-    except Exception as e:  # the template's own raise_exception(), or a Jinja error
-        raise RecipeError(f"the chat template failed: {e}") from e
-
-
-# ---------------------------------------------------------------- tokens
-
-def _eos(tokenizer: Any, chat: str) -> str:
-    if not tokenizer.eos_token:
-        raise RecipeError(f"template {chat!r} ends answers with EOS, but the tokenizer has none")
-    return tokenizer.eos_token
-
-
-def special_tokens(tokenizer: Any) -> list[str]:
-    """Every special token: the named ones and the added tokens flagged special."""
-    names = set(tokenizer.all_special_tokens)
-    names.update(t.content for t in tokenizer.added_tokens_decoder.values() if t.special)
-    return sorted(names)
-
-
-def _token_id(vocab: dict[str, int], token: str, chat: str) -> int:
-    # The vocabulary, not convert_tokens_to_ids: that maps an unknown token to unk,
-    # which for Qwen2 tokenizers is EOS.
-    token_id = vocab.get(token)
-    if token_id is None:
-        raise RecipeError(f"template {chat!r} needs the token {token!r}, which the tokenizer "
-                          f"does not have; use the template the model was trained with, "
-                          f"or `tokenizer`")
-    return token_id
 
 
 def _trained_header(r: Rendered, tokenizer: Any, chat: str, vocab: dict[str, int]) -> str | None:

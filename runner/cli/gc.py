@@ -21,7 +21,7 @@ def _mb(n: int) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from ..dag.gc import apply, plan_sweep
-    from ..recipe.load import display
+    from ..recipe.document import display
     sweeps, notes = plan_sweep(args.paths, args.overrides, args.cache_dir)
     for n in notes:
         print(f"note: {n}")

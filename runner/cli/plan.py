@@ -24,7 +24,7 @@ def main(args: argparse.Namespace) -> int:
     elif args.format == "mermaid":
         print(render_mermaid(steps), end="")
     else:
-        from ..recipe.load import display
+        from ..recipe.document import display
         print(render_text(graph, steps, display(cache.root)), end="")
     api.warn_missing(api.load(args.recipe, args.overrides))   # a fact of this checkout, not of the plan
     return 0

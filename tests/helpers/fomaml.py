@@ -2,7 +2,7 @@
 as they are) on random tokens, a functional FOMAML reference to compare the trainer with, and a
 closed-form linear regression. Also a script, so several processes can train the same problem:
 
-    python -m torch.distributed.run --nproc-per-node=2 tests/fomaml_fixtures.py OUT.pt gloo
+    python -m torch.distributed.run --nproc-per-node=2 tests/helpers/fomaml.py OUT.pt gloo
 """
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def reference_step(model, task_list: list[dict], inner_lr: float, outer_lr: floa
 
 def main(argv: list[str]) -> int:
     out, mode = Path(argv[0]), argv[1]
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     # 2 meta-steps of 4 tasks each; this process trains items rank, rank+world, ...
     all_tasks = tasks(8, inner_steps=2)

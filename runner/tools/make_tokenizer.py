@@ -1,7 +1,7 @@
 """Build the files behind `builtin:tiny`: a byte-level BPE tokenizer trained on the
 demo data in data/, and the config of a tiny Qwen2 model that uses it.
 
-    python -m runner.builtin.make_tokenizer [--out DIR] [--data DIR]
+    python -m runner.tools.make_tokenizer [--out DIR] [--data DIR]
 
 The output is committed (runner/builtin/tiny/), so nobody needs the hub or this script
 to run a recipe; the script exists so the files can be rebuilt and audited. Every input
@@ -13,6 +13,8 @@ import argparse
 import json
 from pathlib import Path
 from typing import Iterator
+
+from runner.builtin import TINY_RANDOM, builtin_config_dir, tiny_path
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_FILES = [  # sorted: the order texts are fed in must not depend on the filesystem
@@ -170,8 +172,8 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "tiny")
-    p.add_argument("--random-out", type=Path, default=Path(__file__).resolve().parent / "tiny_random",
+    p.add_argument("--out", type=Path, default=tiny_path())
+    p.add_argument("--random-out", type=Path, default=builtin_config_dir(TINY_RANDOM),
                    help="where the config of builtin:tiny-random goes")
     p.add_argument("--data", type=Path, default=REPO / "data")
     args = p.parse_args(argv)

@@ -10,7 +10,7 @@ from runner.dag.compile import compile_recipe
 from runner.steps import STEPS
 from runner.steps.base import StepContext
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"
 DATA_KINDS = ("load", "filter", "dedup", "split", "mix")
 TANG_FIELDS = """

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from runner import api
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 RECIPE = """\
 recipe: train_test

@@ -1,8 +1,8 @@
 """Build builtin:tiny's weights: pretrain with the project's own runner, then ship the result.
 
-    python -m runner.builtin.make_tiny                       # `make tiny-model`: both phases (~1.5 h on a CPU)
-    python -m runner.builtin.make_tiny --checkpoint DIR      # phase 1 from a saved checkpoint of its run
-    python -m runner.builtin.make_tiny --chat-from DIR       # phase 2 only, from phase-1 weights in DIR
+    python -m runner.tools.make_tiny                       # `make tiny-model`: both phases (~1.5 h on a CPU)
+    python -m runner.tools.make_tiny --checkpoint DIR      # phase 1 from a saved checkpoint of its run
+    python -m runner.tools.make_tiny --chat-from DIR       # phase 2 only, from phase-1 weights in DIR
 
 Phase 1, `recipes/tiny_pretrain.yaml`: plain text (the `text` template), every token, full weights, from
 a random init. Phase 2, `recipes/tiny_chat.yaml`: the same corpora written as chatml conversations, from
@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "tiny_pretrain.yaml"
 CHAT_RECIPE = ROOT / "recipes" / "tiny_chat.yaml"
-TINY = Path(__file__).resolve().parent / "tiny"
-
-
+from runner.builtin import tiny_path  # noqa: E402
 from runner.sources.local import hash_file as sha256  # noqa: E402  (the one file hash)
+
+TINY = tiny_path()   # where the shipped weights and manifest go (package data of runner.builtin)
 
 
 def evaluate_checkpoint(checkpoint: Path | None, cache: Path) -> dict:
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     committed = (ROOT / "data" / "heldout_eval.jsonl").read_bytes()
-    subprocess.run([sys.executable, "-m", "runner.builtin.make_heldout"], check=True, cwd=ROOT, env=env)
+    subprocess.run([sys.executable, "-m", "runner.tools.make_heldout"], check=True, cwd=ROOT, env=env)
     if (ROOT / "data" / "heldout_eval.jsonl").read_bytes() != committed:
         print("note: data/heldout_eval.jsonl changed (a shipped recipe's eval rows changed): commit it",
               file=sys.stderr)

@@ -6,7 +6,7 @@ own seed, filters and split settings) and lists every eval row, and for the FOMA
 task's test rows, by source. One line per row: recipe, source, side, id and the sha1 of the
 normalised assistant text (the field the exclude filter matches). Run by `make tiny-model`:
 
-    python -m runner.builtin.make_heldout
+    python -m runner.tools.make_heldout
 """
 from __future__ import annotations
 

@@ -1,0 +1,185 @@
+"""Hostile or broken data (issue 13's adversarial review), on the shipped recipes and the real data:
+paths stay inside their root, symlink loops are walked once, bad rows are quarantined with their reason
+said once (nulls, bad JSON, turns out of order), and the mixing arithmetic holds when a source is left
+out or filtered empty."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers.cli import CURRICULUM, POETRY
+from helpers.data import DATA, raw_lines, recipe, run_data_steps
+from runner import api
+from runner.data.formats import load_source
+from runner.errors import RecipeError
+
+
+# --- paths stay inside their root; symlinks -----------------------------------------------------------
+
+def test_under_keeps_every_path_inside_its_root(tmp_path):
+    from runner.paths import UnsafePath, under
+    assert under(tmp_path, "a", "b.json") == tmp_path / "a" / "b.json"
+    for bad in ("..", ".", "", "../x", "/etc/passwd", "a/../../x", "x\0y"):
+        with pytest.raises(UnsafePath):
+            under(tmp_path, bad)
+    (tmp_path / "out").symlink_to("/tmp")
+    with pytest.raises(UnsafePath, match="outside"):
+        under(tmp_path, "out", "x")
+
+
+def _poems_folder(tmp_path: Path) -> Path:
+    d = tmp_path / "poems"
+    (d / "sub").mkdir(parents=True)
+    lines = (DATA / "tang_poems.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (d / "a.jsonl").write_text("".join(lines[:20]), encoding="utf-8")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "b.jsonl").write_text("".join(lines[20:30]), encoding="utf-8")
+    return d
+
+
+def test_a_glob_or_a_folder_walks_a_symlink_loop_once(tmp_path):
+    d = _poems_folder(tmp_path)
+    (d / "b.jsonl").symlink_to(tmp_path / "elsewhere" / "b.jsonl")
+    (d / "loop").symlink_to(".")                      # loop -> .
+    (d / "sub" / "up").symlink_to("..")
+    text = POETRY.read_text(encoding="utf-8")
+    fields = text[text.index("    format: fields"):text.index("filters:")]
+    for spec in ("poems/**/*.jsonl", "poems"):
+        r = recipe(tmp_path, f"sources:\n  tang:\n    path: '{spec}'\n" + fields)
+        records, quarantine, _ = load_source("tang", r.sources["tang"], tmp_path)
+        assert len(records) == 30, (spec, len(records))
+        assert len({x["id"] for x in records}) == 30
+        assert {q["code"] for q in quarantine} == {"symlink_loop"}, quarantine
+
+
+def test_a_folder_reads_a_symlinked_subfolder_and_quarantines_a_dangling_link(tmp_path):
+    d = _poems_folder(tmp_path)
+    (d / "linked").symlink_to(tmp_path / "elsewhere")   # a symlinked subfolder is data too
+    (d / "gone.jsonl").symlink_to(tmp_path / "nothing.jsonl")
+    text = POETRY.read_text(encoding="utf-8")
+    fields = text[text.index("    format: fields"):text.index("filters:")]
+    r = recipe(tmp_path, "sources:\n  tang:\n    path: poems\n" + fields)
+    records, quarantine, stats = load_source("tang", r.sources["tang"], tmp_path)
+    assert len(records) == 30
+    assert [(q["file"], q["code"]) for q in quarantine] == [("poems/gone.jsonl", "dangling_symlink")]
+    assert stats["dropped"] == {"quarantine:dangling_symlink": 1}
+
+
+
+# --- rows that are quarantined, with the reason said once ---------------------------------------------
+
+def test_null_fields_are_quarantined_not_written_as_None(tmp_path):
+    poems = raw_lines("tang_poems.jsonl")[:4]
+    rows = [dict(poems[0], paragraphs=[None] + poems[0]["paragraphs"][1:]),
+            dict(poems[1], paragraphs=poems[1]["paragraphs"][:1] + [None, None]),
+            dict(poems[2], author=None),
+            poems[3]]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in rows), encoding="utf-8")
+    text = POETRY.read_text(encoding="utf-8")
+    fields = text[text.index("    format: fields"):text.index("filters:")]
+    r = recipe(tmp_path, "sources:\n  tang:\n    path: t.jsonl\n" + fields)
+    records, quarantine, stats = load_source("tang", r.sources["tang"], tmp_path)
+    assert len(records) == 1 and records[0]["meta"]["author"] == poems[3]["author"]
+    assert [q["code"] for q in quarantine] == ["null_field"] * 3
+    assert [q["line"] for q in quarantine] == [1, 2, 3]
+    assert "None" not in json.dumps(records, ensure_ascii=False)
+    assert stats["dropped"] == {"quarantine:null_field": 3}
+
+
+def test_a_null_required_field_is_quarantined_in_every_format(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"instruction": null, "output": "x"}\n{"instruction": "q", "output": "a"}\n')
+    (tmp_path / "m.jsonl").write_text('{"messages": [{"role": "user", "content": null}, {"role": "assistant", "content": "a"}]}\n'
+                                      '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n')
+    r = recipe(tmp_path, "sources:\n  a: {path: a.jsonl, format: alpaca}\n  m: {path: m.jsonl, format: messages}\n")
+    for name in ("a", "m"):
+        _, quarantine, _ = load_source(name, r.sources[name], tmp_path)
+        assert [q["code"] for q in quarantine] == ["null_field"], quarantine
+
+
+def test_an_invalid_json_reason_is_said_once(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"instruction": "unterminated\n{"instruction": "q", "output": "a"}\n')
+    r = recipe(tmp_path, "sources:\n  a: {path: a.jsonl, format: alpaca}\n")
+    _, quarantine, _ = load_source("a", r.sources["a"], tmp_path)
+    assert quarantine[0]["reason"] == "invalid_json: Unterminated string starting at column 17"
+
+
+def test_on_error_fail_names_the_file_and_line_once(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"instruction": "q", "output": "a"}\n{"output": "no instruction"}\n')
+    r = recipe(tmp_path, "sources:\n  a: {path: a.jsonl, format: alpaca, on_error: fail}\n")
+    with pytest.raises(RecipeError) as e:
+        load_source("a", r.sources["a"], tmp_path)
+    assert str(e.value).count("a.jsonl:2") == 1, str(e.value)
+
+
+def test_sharegpt_turns_out_of_order_are_quarantined(tmp_path):
+    good = json.loads((DATA / "glaive_toolcall_en_demo.json").read_text())[:40]
+    def conv(*turns):
+        return {"conversations": [{"from": f, "value": f"{f} says {i}"} for i, f in enumerate(turns)]}
+    bad = [conv("gpt", "human", "gpt"),                           # assistant first
+           conv("human", "human", "gpt"),                         # two user turns in a row
+           conv("human", "gpt", "system", "human", "gpt"),        # system mid-conversation
+           conv("observation", "gpt"),                            # a tool result nobody asked for
+           conv("human", "gpt", "gpt")]                           # two answers in a row
+    (tmp_path / "s.json").write_text(json.dumps(good + bad))
+    r = recipe(tmp_path, "sources:\n  s: {path: s.json, format: sharegpt}\n")
+    records, quarantine, _ = load_source("s", r.sources["s"], tmp_path)
+    assert len(records) == 40                                     # real tool-call data: all valid
+    assert [q["code"] for q in quarantine] == ["bad_turn_order"] * 5, quarantine
+
+
+def test_messages_format_allows_system_only_at_the_start(tmp_path):
+    rows = [{"messages": [{"role": "user", "content": "q"}, {"role": "system", "content": "s"},
+                          {"role": "assistant", "content": "a"}]},
+            {"messages": [{"role": "tool", "content": "t"}, {"role": "assistant", "content": "a"}]},
+            {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
+                          {"role": "user", "content": "q2"}, {"role": "assistant", "content": "a"}]}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(x) + "\n" for x in rows))
+    r = recipe(tmp_path, "sources:\n  m: {path: m.jsonl, format: messages}\n")
+    records, quarantine, _ = load_source("m", r.sources["m"], tmp_path)
+    assert [q["code"] for q in quarantine] == ["bad_turn_order", "bad_turn_order"]
+    assert len(records) == 1       # OpenAI-style messages may hold two user turns in a row
+
+
+def test_duplicate_ids_are_kept_and_counted(tmp_path):
+    rows = json.loads((DATA / "identity.json").read_text())[:10]
+    rows = [dict(x, id=f"row{i % 7}") for i, x in enumerate(rows)]     # ids row0..row2 twice
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    r = recipe(tmp_path, "sources:\n  a: {path: a.json, format: alpaca}\n")
+    records, _, stats = load_source("a", r.sources["a"], tmp_path)
+    assert len(records) == 10
+    assert stats["duplicate_ids"] == {"rows": 3, "ids": 3, "examples": ["row0", "row1", "row2"]}
+
+
+
+# --- mixing arithmetic --------------------------------------------------------------------------------
+
+def _stage(mix, size=None):
+    from runner.recipe.model import Stage
+    return Stage(name="s", mix=mix, size=size, from_=None, skip=False, train=None, ewc=None)
+
+
+def test_systematic_sampling_drops_a_source_left_out_of_the_stage():
+    from runner.data.mixing import mix
+    from runner.recipe.model import Sampling
+    rows = {"poems": raw_lines("tang_poems.jsonl")[:200], "identity": json.loads((DATA / "identity.json").read_text())}
+    out, report = mix(rows, _stage({"poems": 1.0}, 100), {}, Sampling("systematic", False), 7)
+    assert len(out) == 100 and report["stats"]["by_source"]["identity"]["dropped"] == {"mix:not_in_stage": len(rows["identity"])}
+
+
+def test_systematic_sampling_fills_a_curriculum_first_stage(tmp_path):
+    r = api.load(CURRICULUM, ["model.base=builtin:tiny", "sampling.method=systematic", "sources.poetry.limit=600", "sources.general.limit=300",
+                              "stages.base.size=200", "stages.task.size=100", "stages.domain.size=100"])
+    done = run_data_steps(r, tmp_path)
+    assert done["mix.base"][1]["rows_out"] == 200
+
+
+def test_the_default_mix_survives_a_filter_that_empties_a_source(tmp_path):
+    r = recipe(tmp_path, "sources:\n  general: {path: '{data}/alpaca_en_demo.json', format: alpaca}\n"
+                         "  identity: {path: '{data}/identity.json', format: alpaca}\n"
+                         "filters:\n  - {kind: length, field: assistant, min_chars: 100000, sources: [identity]}\n")
+    done = run_data_steps(r, tmp_path)
+    stats = done["mix.main"][1]
+    assert stats["mix"]["requested"] == {"general": 1.0}
+    assert stats["rows_out"] == stats["mix"]["available"]["general"] > 0 == stats["mix"]["available"]["identity"]
