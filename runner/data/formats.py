@@ -33,9 +33,9 @@ from .. import sources
 from ..errors import RecipeError, Where
 from ..recipe import model
 from ..recipe.model import ROLES
+from ..sources.readers import Raw, iter_rows, json_problem
 from .common import without_gc
 from .io import dumps
-from ..sources.readers import Raw, iter_rows, json_problem
 from .stats import Stats
 
 Messages = list[dict[str, str]]
