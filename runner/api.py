@@ -86,7 +86,8 @@ def _source_notes(recipe: model.Recipe, graph: Graph, fps) -> list[str]:
 
 
 def warn_unpinned(recipe: model.Recipe) -> None:
-    """A hub source that follows a branch: say which commit it stands for today and how to pin it."""
+    """What the source kinds warn about from local state alone: a hub source that follows a branch (which
+    commit it stands for today and how to pin it)."""
     import sys
 
     from . import sources

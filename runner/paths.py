@@ -8,7 +8,9 @@ last line of defence behind the schema's name patterns, not the only one.
 Reading: `data_files` expands a source's `path` (a file, a folder, or a glob with `**`) to the files it
 names. Symlinks are followed, but every real file is read at most once and every real folder walked at
 most once, so a link back to a parent (`loop -> .`) cannot repeat rows or recurse forever; what was left
-out (a dangling link, a file reached twice, a loop) is returned with the reason, to be counted."""
+out (a dangling link, a file reached twice, a loop) is returned with the reason, to be counted. A
+fingerprint enumerates a declared path with the same walk (every file, not only data files), so what is
+read is always part of what is hashed."""
 from __future__ import annotations
 
 import fnmatch
@@ -67,19 +69,21 @@ class Skipped(NamedTuple):
     detail: str
 
 
-def data_files(spec: str, base_dir: Path) -> tuple[list[Path], list[Skipped]]:
-    """The data files `spec` names (sorted; a saved `datasets` folder is one entry) and what was skipped."""
+def data_files(spec: str, base_dir: Path, suffixes: tuple[str, ...] | None = READABLE
+               ) -> tuple[list[Path], list[Skipped]]:
+    """The data files `spec` names (sorted; a saved `datasets` folder is one entry) and what was skipped.
+    suffixes=None: every file, a saved dataset's too (what a fingerprint hashes)."""
     base_dir = Path(base_dir)
     p = base_dir / spec
     if any(c in spec for c in "*?["):
         root, pattern = _split_glob(spec)
         parts = pattern.split("/")
         depth = float("inf") if "**" in parts else len(parts)   # no `**`: no deeper than the pattern
-        return _walk(base_dir / root, _glob_match(pattern), prune_hidden=True, depth=depth)
+        return _walk(base_dir / root, _glob_match(pattern), prune_hidden=True, depth=depth, suffixes=suffixes)
     if p.is_dir():
-        if is_saved_dataset(p):
+        if is_saved_dataset(p) and suffixes is not None:
             return [p], []
-        return _walk(p, None, prune_hidden=True)
+        return _walk(p, None, prune_hidden=True, suffixes=suffixes)
     return [p], []
 
 
@@ -109,8 +113,8 @@ def _glob_match(pattern: str):
     return lambda rel: match(rel.split("/"), want)
 
 
-def _walk(root: Path, match: Callable[[str], bool] | None, prune_hidden: bool, depth: float = float("inf")
-          ) -> tuple[list[Path], list[Skipped]]:
+def _walk(root: Path, match: Callable[[str], bool] | None, prune_hidden: bool, depth: float = float("inf"),
+          suffixes: tuple[str, ...] | None = READABLE) -> tuple[list[Path], list[Skipped]]:
     files: list[Path] = []
     skipped: list[Skipped] = []
     seen_files: dict[tuple[int, int], Path] = {}
@@ -147,7 +151,7 @@ def _walk(root: Path, match: Callable[[str], bool] | None, prune_hidden: bool, d
                 if sub.count("/") + 1 < depth:
                     visit(path, sub + "/")
             elif is_file:
-                if not entry.name.endswith(READABLE) or (match is not None and not match(sub)):
+                if suffixes is not None and not entry.name.endswith(suffixes) or match is not None and not match(sub):
                     continue
                 st = path.stat()
                 fkey = (st.st_dev, st.st_ino)
@@ -157,7 +161,7 @@ def _walk(root: Path, match: Callable[[str], bool] | None, prune_hidden: bool, d
                     continue
                 seen_files[fkey] = path
                 files.append(path)
-            elif entry.is_symlink() and (match is None or match(sub)) and sub.endswith(READABLE):
+            elif entry.is_symlink() and (match is None or match(sub)) and (suffixes is None or sub.endswith(suffixes)):
                 skipped.append(Skipped(path, "dangling_symlink", f"a symlink to {os.readlink(path)}, which "
                                                                  "does not exist"))
 

@@ -27,8 +27,9 @@ def test_deepspeed_presets_are_the_shipped_json_files():
 def test_one_suffix_list_and_one_role_list():
     from runner import paths
     from runner.chat import templates
-    from runner.data import formats, readers
+    from runner.data import formats
     from runner.recipe.validate import sources as validate
+    from runner.sources import readers
     assert readers.READABLE is paths.READABLE and validate.READABLE is paths.READABLE
     assert formats.ROLES is model.ROLES and templates.ROLES is model.ROLES
 

@@ -106,3 +106,32 @@ def test_the_load_step_rebuilds_exactly_the_recipes_source(tmp_path):
                         f"{name}: {step.name}"
                     checked += 1
     assert checked > 20
+
+
+def test_a_source_folder_is_hashed_as_it_is_read_through_symlinks(tmp_path):
+    """The fingerprint enumerates a folder with the reader's walk (issue 26): a file read through a
+    symlinked subfolder is hashed, so changing it makes the load step stale; a symlink loop is walked once
+    by both; a hidden file, which the reader skips, changes nothing."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "data" / ".cache").mkdir(parents=True)
+    (tmp_path / "data" / "a.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n')
+    (tmp_path / "elsewhere" / "b.jsonl").write_text('{"text": "c"}\n')
+    (tmp_path / "data" / ".cache" / "x.jsonl").write_text('{"text": "hidden"}\n')
+    (tmp_path / "data" / "more").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "data" / "loop").symlink_to(tmp_path / "data", target_is_directory=True)
+    path = tmp_path / "r.yaml"
+    path.write_text("recipe: linked\nmodel: {base: builtin:tiny}\nsources: {s: {path: data, format: text}}\n")
+    cache = str(tmp_path / "cache")
+
+    def load_step():
+        return next(s for s in api.plan(path, cache_dir=cache).steps if s.name == "load.s")
+
+    _, _, records, _ = api.run(path, cache_dir=cache, output=str(tmp_path / "run"), only="load.s")
+    stats = next(r for r in records if r.name == "load.s").stats
+    assert stats["rows_out"] == 3 and stats["dropped"] == {"quarantine:symlink_loop": 1}   # c came through `more`
+    assert load_step().status == "cached"
+    (tmp_path / "data" / ".cache" / "x.jsonl").write_text('{"text": "still hidden"}\n')
+    assert load_step().status == "cached"                        # not read, not hashed
+    (tmp_path / "elsewhere" / "b.jsonl").write_text('{"text": "changed"}\n')
+    step = load_step()
+    assert step.status == "stale" and step.why == ["file data changed"]

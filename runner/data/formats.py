@@ -33,9 +33,9 @@ from .. import sources
 from ..errors import RecipeError, Where
 from ..recipe import model
 from ..recipe.model import ROLES
+from ..sources.readers import Raw, iter_rows, json_problem
 from .common import without_gc
 from .io import dumps
-from ..sources.readers import Raw, iter_rows, json_problem
 from .stats import Stats
 
 Messages = list[dict[str, str]]
@@ -364,17 +364,16 @@ class _Loaded:
 
 
 @without_gc
-def _load(name: str, specs: Iterable[str], mapper: Mapper, base_dir: Path, limit: int | None,
-          on_error: str, keep: Callable[[dict], Any], put_aside: Callable[[dict], Any],
-          read: Callable[[str, Path, int | None], Iterable[Raw]] = iter_rows) -> dict[str, Any]:
+def _load(name: str, specs: Iterable[str], mapper: Mapper, base_dir: Path, on_error: str,
+          keep: Callable[[dict], Any], put_aside: Callable[[dict], Any],
+          read: Callable[[str, Path], Iterable[Raw]] = iter_rows) -> dict[str, Any]:
     """Read and map rows one at a time: each record goes to keep(), each quarantine entry to
     put_aside(), so a source of any size loads in constant memory. -> stats."""
     specs = list(specs)
     n = _Loaded(name)
     stats = n.stats
     for spec in specs:
-        left = None if limit is None else limit - n.records - n.quarantined
-        for raw in read(spec, base_dir, left):
+        for raw in read(spec, base_dir):
             stats.seen(name)
             code = detail = None
             if raw.error is not None:
@@ -429,9 +428,8 @@ def stream_source(name: str, source: model.Source, base_dir: Path, seed: int,
                   keep: Callable[[dict], Any], put_aside: Callable[[dict], Any]) -> dict[str, Any]:
     """load_source, one row at a time: records to keep(), quarantine entries to put_aside(); -> stats.
     The source's kind (runner.sources) reads its raw rows, `limit` applied."""
-    return _load(name, [source.path or source.dataset], make_mapper(name, source), Path(base_dir), None,
-                 source.on_error, keep, put_aside,
-                 read=lambda spec, base, left: sources.rows(name, source, base, seed))
+    return _load(name, [source.path or source.dataset], make_mapper(name, source), Path(base_dir), source.on_error,
+                 keep, put_aside, read=lambda spec, base: sources.rows(name, source, base, seed))
 
 
 def load_source(name: str, source: model.Source, base_dir: Path, seed: int = 0
@@ -448,7 +446,7 @@ def load_paths(name: str, paths: Iterable[str], fmt: str, base_dir: Path) -> tup
     src = model.Source(path="", dataset=None, config=None, split="train", revision=None, data_files=None,
                        streaming=False, shuffle=None, format=fmt, fields=None, roles=roles, on_error="skip",
                        priority=0, limit=None, placeholders=MappingProxyType({}))
-    return _listed(_load, name, list(paths), make_mapper(name, src), Path(base_dir), None, "skip")
+    return _listed(_load, name, list(paths), make_mapper(name, src), Path(base_dir), "skip")
 
 
 _DEFAULT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",

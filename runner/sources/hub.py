@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from ..errors import RecipeError
+from .readers import Raw
 
 SHA = re.compile(r"[0-9a-f]{40}")
 # the hub's rules (huggingface_hub.utils.validate_repo_id; a test checks we agree): each part 1-96 ASCII word
@@ -57,7 +58,7 @@ def params(source: dict) -> dict:
 
 def restore(entry: str) -> dict:
     """The source keys the entry holds rather than the params: the revision as written."""
-    dataset_id, at, revision = entry[len(HUB_URI):].partition("@")
+    _, at, revision = entry[len(HUB_URI):].partition("@")
     return {"revision": revision if at else None}
 
 
@@ -83,7 +84,6 @@ def changed(entry: str, old: str, new: str) -> str:
 
 def rows(name: str, source, base_dir: Path, seed: int) -> Iterator:
     """The source's rows as readers.Raw rows, `limit` and `shuffle` applied."""
-    from .readers import Raw
     return (Raw(label, None, row, obj) for label, row, obj in iter_dataset(name, source, seed))
 
 
@@ -306,7 +306,7 @@ def origin(source) -> dict[str, Any]:
 
 
 def iter_dataset(name: str, source, seed: int) -> Iterator:
-    """(label, row number, row) of a hub source's rows (formats makes them readers.Raw rows), each labelled
+    """(label, row number, row) of a hub source's rows (rows() makes them readers.Raw rows), each labelled
     `hub:<id>@<sha12>/<config>/<split>` with its row number, `limit` and `shuffle` applied."""
     sha = resolved_sha(source.dataset, source.revision)
     if sha is None:
@@ -318,7 +318,7 @@ def iter_dataset(name: str, source, seed: int) -> Iterator:
         for row, obj in enumerate(part, 1):
             if left is not None and left <= 0:
                 return
-            yield label, row, obj   # the caller (formats) makes it a readers.Raw row
+            yield label, row, obj   # rows() makes it a readers.Raw row
             left = None if left is None else left - 1
 
 

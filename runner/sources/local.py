@@ -8,12 +8,12 @@ runs (Digests.kept, <cache>/digests.json) under its path, size, mtime, ctime and
 file changes its ctime (which no tool can set back), so a kept digest is only reused for the same bytes."""
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 from pathlib import Path
 from typing import Iterator
 
+from ..paths import data_files
 from .readers import Raw, iter_rows
 
 MEMO_BYTES = 1 << 20
@@ -79,18 +79,15 @@ class Digests:
 
 
 def digest(rel: str, base: Path, digests: Digests) -> str:
-    """A file, a folder or a glob -> one digest over every file's relative name and bytes."""
+    """A file, a folder or a glob -> one digest over every file's relative name and bytes. The files are
+    enumerated by the walk the reader uses (paths.data_files, every file rather than data files only):
+    a file read through a symlinked folder is hashed, a symlink loop is walked once."""
     p = base / rel
-    if any(c in rel for c in "*?["):
-        paths = sorted(Path(x) for x in glob.glob(str(p), recursive=True) if os.path.isfile(x))
-    elif p.is_dir():
-        paths = sorted(x for x in p.rglob("*") if x.is_file() and "checkpoint-" not in x.parent.name)
-    elif p.is_file():
-        paths = [p]
-    else:
-        return "missing"
-    if len(paths) == 1 and paths[0] == p:
-        return digests.file(p)
+    if not any(c in rel for c in "*?[") and not p.is_dir():
+        return digests.file(p) if p.is_file() else "missing"
+    found, _ = data_files(rel, base, suffixes=None)
+    # a checkpoint folder inside a model folder is a trainer's resumable state, not the model
+    paths = sorted(x for x in found if not (p.is_dir() and "checkpoint-" in x.parent.name))
     h = hashlib.sha256()
     for x in paths:
         h.update(os.path.relpath(x, p if p.is_dir() else base).encode() + b"\0" + digests.file(x).encode())
