@@ -11,7 +11,7 @@
     text             text -> one assistant turn and no user turn: plain text is trained on whole
                      (continued pre-training); an empty user turn would teach the model to answer
                      nothing. The template adds its system prompt as for any record.
-    fields           sandboxed Jinja over the raw row (see _Fields).
+    fields           sandboxed Jinja over the raw row (runner/data/fields.py).
 
 The id is the row's own when it has one (fields.id, else an `id` key holding a string or integer),
 else the sha1 of the messages, so it is stable across runs and equal for equal conversations.
@@ -27,28 +27,20 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable
 
-from jinja2 import StrictUndefined
-
 from .. import sources
 from ..errors import RecipeError, Where
 from ..recipe import model
 from ..recipe.model import ROLES
 from ..sources.readers import Raw, iter_rows, json_problem
 from .common import without_gc
+from .fields import Fields
+from .mapped import MapError, Mapper, Messages, msg as _msg
 from .io import dumps
 from .stats import Stats
 
-Messages = list[dict[str, str]]
-Mapper = Callable[[dict[str, Any]], tuple[Messages, dict[str, Any], str | None]]
 RAW_CHARS = 2000   # how much of a bad row the quarantine keeps
 # A lone surrogate: JSON can spell one ("\ud800"), but it is not text and cannot be written as UTF-8
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-class MapError(Exception):
-    def __init__(self, code: str, detail: str):
-        super().__init__(f"{code}: {detail}")
-        self.code, self.detail = code, detail
 
 
 # --- per-format mappers ------------------------------------------------------------------------
@@ -63,10 +55,6 @@ def _get(row: dict[str, Any], key: str, *, required: bool = True) -> str | None:
     if not isinstance(value, str):
         raise MapError("wrong_type", f"'{key}' must be a string, got {type(value).__name__}")
     return value
-
-
-def _msg(role: str, content: str) -> dict[str, str]:
-    return {"role": role, "content": content}
 
 
 def _jsonable(value: Any, key: str) -> Any:
@@ -195,111 +183,12 @@ def _text(row: dict[str, Any]) -> tuple[Messages, dict[str, Any], None]:
     return [_msg("assistant", _get(row, "text"))], {}, None
 
 
-class _Fields:
-    """format: fields. Each key of `fields:` is a Jinja template over the raw row, rendered in an
-    ImmutableSandboxedEnvironment (no attribute tricks, no mutation) with StrictUndefined (a missing
-    field is an error, not an empty string). All templates of a source are also compiled into one,
-    each part in its own {% with %} scope, and rendered once per row: a quarter of the cost of four
-    renders. When that fails, or the separator turns up in the data, the parts are rendered one by
-    one, which names the field that failed and gives the same output."""
-
-    SEP = "\x00\ufdd0\x00"   # NUL and a Unicode noncharacter: not in real text, and checked anyway
-
-    def __init__(self, name: str, fields: model.Fields):
-        from jinja2 import StrictUndefined, TemplateSyntaxError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        env = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
-        srcs = {"system": fields.system, "user": fields.user, "assistant": fields.assistant, "id": fields.id}
-        srcs.update({f"meta.{k}": v for k, v in fields.meta.items()})
-        self.names = [k for k, v in srcs.items() if v is not None]
-        self.parts = []
-        for key in self.names:
-            try:
-                self.parts.append(env.from_string(srcs[key]))
-            except TemplateSyntaxError as e:
-                raise RecipeError(f"sources.{name}.fields.{key}: invalid template: {e.message} "
-                                  f"(line {e.lineno} of the template)") from None
-        self.combined = env.from_string(self.SEP.join(
-            "{% with %}" + srcs[k] + "{% endwith %}" for k in self.names))
-
-    def render(self, row: dict[str, Any]) -> dict[str, str]:
-        if _has_null(row):
-            row = {k: _nulls(v, k) for k, v in row.items()}
-        try:
-            out = self.combined.render(row).split(self.SEP)
-            if len(out) == len(self.names):
-                return dict(zip(self.names, out))
-        except Exception:   # any template failure: find which field failed below
-            pass
-        return {k: self._one(k, t, row) for k, t in zip(self.names, self.parts)}
-
-    @staticmethod
-    def _one(key: str, template: Any, row: dict[str, Any]) -> str:
-        from jinja2 import UndefinedError
-
-        try:
-            return template.render(row)
-        except MapError:
-            raise
-        except UndefinedError as e:
-            raise MapError("missing_field", f"fields.{key}: {e.message}") from None
-        except Exception as e:   # the user's template raised: TypeError, SecurityError, ZeroDivisionError...
-            raise MapError("template_error", f"fields.{key}: {type(e).__name__}: {e}") from None
-
-    def __call__(self, row: dict[str, Any]) -> tuple[Messages, dict[str, Any], str | None]:
-        out = self.render(row)
-        msgs = [_msg("system", out["system"])] if out.get("system", "").strip() else []
-        msgs += [_msg("user", out["user"]), _msg("assistant", out["assistant"])]
-        meta = {k[5:]: v for k, v in out.items() if k.startswith("meta.")}
-        rid = out.get("id")
-        if rid is not None and not rid.strip():
-            raise MapError("template_error", "fields.id rendered an empty id")
-        return msgs, meta, rid
-
-
-def _has_null(v: Any) -> bool:
-    if v is None:
-        return True
-    if type(v) is dict:
-        return any(_has_null(x) for x in v.values())
-    if type(v) is list:
-        return any(_has_null(x) for x in v)
-    return False
-
-
-class _NullError(MapError):
-    def __init__(self, message: str):
-        super().__init__("null_field", message)
-
-
-class _Null(StrictUndefined):
-    """A null of the raw row inside a `fields` template. Jinja would write a null as the text "None"
-    (`{{ author }}`, `paragraphs | join`) straight into the training data; this refuses to print
-    (the row is quarantined as null_field) but is falsy, so `{% if x %}`, `x or '...'` and
-    `x | default('...')` still choose what to write."""
-    __slots__ = ()
-
-    def __bool__(self) -> bool:
-        return False
-
-
-def _nulls(v: Any, where: str) -> Any:
-    if v is None:
-        return _Null(hint=f"'{where}' is null", name=where, exc=_NullError)
-    if type(v) is dict:
-        return {k: _nulls(x, f"{where}.{k}") for k, x in v.items()}
-    if type(v) is list:
-        return [_nulls(x, f"{where}[{i}]") for i, x in enumerate(v)]
-    return v
-
-
 def make_mapper(name: str, source: model.Source) -> Mapper:
     fmt = source.format
     if fmt == "fields":
         if source.fields is None:
             raise RecipeError(f"sources.{name}: format 'fields' needs a `fields:` mapping")
-        return _Fields(name, source.fields)
+        return Fields(name, source.fields)
     if fmt == "sharegpt":
         return _sharegpt(dict(source.roles))
     return {"alpaca": _alpaca, "messages": _messages, "prompt_response": _prompt_response, "text": _text}[fmt]
