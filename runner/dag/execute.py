@@ -19,7 +19,7 @@ from .cache import Cache
 from .compile import Graph
 from .fingerprint import fingerprint_graph
 
-DATA_KINDS = ("load", "filter", "dedup", "split", "tasks", "mix", "render")
+DATA_KINDS = ("load", "filter", "dedup", "split", "tasks", "render_tasks", "mix", "render")
 
 # A fault-injection seam for tests: called after a step wrote its files and before they are committed
 # (tests/test_dag.py replaces it to simulate a kill -9 at the worst moment).

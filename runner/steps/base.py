@@ -27,8 +27,8 @@ from ..recipe.model import CHAT_TEMPLATES, Recipe
 # How a step name is written: "<kind>", "<kind>.<stage>" or "<kind>.<source>", with these kinds written
 # otherwise. load and filter run once per source, the kinds with a stage once per stage; a meta recipe's
 # two trainings (meta_train) are written train.meta and train.control.
-_WRITTEN = {"evaluate": "eval", "meta_train": "train", "few_shot": "eval.few_shot"}
-_KIND_OF = {"eval": "evaluate", "eval.few_shot": "few_shot"}
+_WRITTEN = {"evaluate": "eval", "meta_train": "train", "few_shot": "eval.few_shot", "render_tasks": "render.tasks"}
+_KIND_OF = {"eval": "evaluate", "eval.few_shot": "few_shot", "render.tasks": "render_tasks"}
 _PER_SOURCE = frozenset({"load", "filter"})
 
 
