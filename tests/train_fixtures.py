@@ -122,3 +122,41 @@ def spec(r, stage: str | None = None, kind: str = "train"):
     if kind == "export":
         more["merge"] = step.params["output"].merge
     return {"train": SFTSpec, "evaluate": EvalSpec, "export": ExportSpec}[kind].of(step.params, r.file.parent, **more)
+
+
+# a small meta recipe: fomaml_poets on the random tiny model, 6 tasks (2 held out), 3 meta-steps of 4 tasks
+META = ["model.base=builtin:tiny-random", "sources.tang.limit=3000", "meta.tasks.min_rows=30",
+        "meta.tasks.max_tasks=6", "meta.total_steps=3", "meta.few_shot_eval.held_out_tasks=2",
+        "meta.few_shot_eval.shots=[2]", "meta.few_shot_eval.seeds=1", "meta.inner.steps=2",
+        "meta.inner.learning_rate=0.05", "template.max_length=128", "train.logging_steps=1", "train.report_to=[]",
+        "model.adapter.dropout=0.0"]   # dropout draws differ per process: 2 processes = 1 needs none
+
+
+def meta(tmp_path: Path, *overrides: str):
+    """fomaml_poets with META, its data steps run (a dry run): (graph, {step name: artifact})."""
+    import io
+
+    from rich.console import Console
+
+    path = REPO / "recipes" / "fomaml_poets.yaml"
+    _, graph, records, _ = api.run(path, [*META, *overrides], cache_dir=str(tmp_path / "cache"), dry_run=True,
+                                   output=str(tmp_path / "run"), console=Console(file=io.StringIO()))
+    return graph, {r.name: Path(r.artifact) for r in records if r.artifact}
+
+
+def fomaml_spec(graph, role: str = "meta"):
+    """The FOMAMLSpec train.<role> gives the fomaml trainer (as runner/steps/meta_train.py builds it)."""
+    import dataclasses
+
+    from runner.steps.base import StepId
+    from runner.trainers.fomaml.fomaml_config import FOMAMLSpec
+
+    step = graph[StepId("meta_train", stage=role)]
+    return FOMAMLSpec.of(step.params, REPO / "recipes", stage=role, train=dataclasses.replace(
+        step.params["train"], report_to=tuple(step.runtime["report_to"])))
+
+
+def train_tasks(artifacts: dict) -> list[tuple[str, str]]:
+    """(name, rendered folder) of the tasks train.meta trains on, in the plan's order."""
+    plan = json.loads((artifacts["tasks"] / "plan.json").read_text(encoding="utf-8"))
+    return [(t["name"], str(artifacts["render.tasks"] / "tasks" / t["dir"])) for t in plan["train"]]
