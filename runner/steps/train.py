@@ -60,18 +60,19 @@ def declare(recipe, step: StepId) -> Declared:
 
 
 def _spec(params, runtime, base_dir: Path, stage: str):
-    from ..trainers.sft.sft_config import SFTSpec
-    return SFTSpec.of(params, base_dir, stage=stage,
-                      train=dataclasses.replace(params["train"], report_to=tuple(runtime["report_to"])))
+    from ..trainers import driver
+    # train.trainer names the registry's trainer (runner/trainers), whose spec type takes what it reads
+    train = dataclasses.replace(params["train"], report_to=tuple(runtime["report_to"]))
+    return driver(train.trainer).Spec.of(params, base_dir, stage=stage, train=train)
 
 
 def spec(ctx):
-    """The SFTSpec the SFT trainer gets: the declared parameters, with the loggers back in."""
+    """The spec train.trainer's trainer gets (SFTSpec): the declared parameters, with the loggers back in."""
     return _spec(ctx.params, ctx.step.runtime, ctx.base_dir, ctx.step.stage)
 
 
 def stage_spec(recipe, stage: str):
-    """The SFTSpec a run's train.<stage> step would give the SFT trainer (benchmarks train with it)."""
+    """The spec a run's train.<stage> step would give its trainer (benchmarks train with it)."""
     d = declare(recipe, StepId("train", stage=stage))
     return _spec(d.params, d.runtime, recipe.file.parent, stage)
 
@@ -103,7 +104,7 @@ def _train(ctx, spec, rows: Path, init_from: Path | None) -> dict:
     o = ctx.options
     job = {"train_rows": str(rows), "out_dir": str(ctx.partial), "init_from": str(init_from) if init_from else None,
            "resume": True, "trust": o.trust}
-    # train.trainer names the registry's trainer (runner/trainers): each takes a stage's rendered rows
+    # every trainer of train.<stage> steps takes this job: the stage's rendered rows, where to start from
     return run(spec.train.trainer, spec, job, launcher=o.launcher, num_procs=o.num_procs, hostfile=o.hostfile,
                log=ctx.log, secrets=ctx.secrets)
 

@@ -25,10 +25,10 @@ from .sft_config import SFTSpec
 Spec = SFTSpec   # what the worker rebuilds from a spec file
 
 
-def train(spec: SFTSpec, train_rows_path: str | Path, out_dir: str | Path, *,
+def train(spec: SFTSpec, train_rows: str | Path, out_dir: str | Path, *,
                 init_from: str | Path | None = None, ewc_state: str | Path | None = None,
                 resume: bool = True, trust: bool = False) -> dict[str, Any]:
-    """Train the stage `spec` describes on the rows in `train_rows_path` (JSONL, as the render step wrote them)
+    """Train the stage `spec` describes on the rows in `train_rows` (JSONL, as the render step wrote them)
     into `out_dir`. spec.ewc (this stage's EWC anchor) and spec.fisher_for (leave a Fisher behind for a
     later stage) are as the train step declared them.
 
@@ -51,11 +51,11 @@ def train(spec: SFTSpec, train_rows_path: str | Path, out_dir: str | Path, *,
                           f"{train.world_size}; set it with --num-procs so batch_size divides correctly")
     bind_device()
     with process_state(single_process_group=bool(train.deepspeed) and "RANK" not in os.environ):
-        return _train(spec, train_rows_path, out_dir, init_from=init_from, ewc_state=ewc_state,
+        return _train(spec, train_rows, out_dir, init_from=init_from, ewc_state=ewc_state,
                       resume=resume, trust=trust)
 
 
-def _train(spec: SFTSpec, train_rows_path, out_dir, *, init_from, ewc_state, resume, trust):
+def _train(spec: SFTSpec, train_rows, out_dir, *, init_from, ewc_state, resume, trust):
     from ...train import loading
     from ...train.batch import resolve
     from ...train.distributed import deepspeed_config
@@ -83,9 +83,9 @@ def _train(spec: SFTSpec, train_rows_path, out_dir, *, init_from, ewc_state, res
 
     check_kernels(spec.train)   # before minutes of model loading
     net, tokenizer, peft_config = loading.for_training(spec, init_from, trust=trust)
-    rows = pairs(train_rows_path)
+    rows = pairs(train_rows)
     if not rows:
-        raise RecipeError(f"stage {spec.stage}: no training rows in {train_rows_path}")
+        raise RecipeError(f"stage {spec.stage}: no training rows in {train_rows}")
     prec = precision(spec.train)
     spec = dataclasses.replace(spec, train=resolve(spec.train, net, peft_config, rows, precision=prec,
                                                    pad_id=tokenizer.pad_token_id))
