@@ -60,6 +60,10 @@ def _train(spec: FOMAMLSpec, tasks, out_dir: Path, *, procs, resume, trust, ds_c
                        inner_steps=spec.inner.steps, inner_batch_size=spec.inner.batch_size,
                        query_batch_size=spec.outer.query_batch_size, seed=spec.seed, pad_id=pad_id(tok))
     args = to_fomaml_config(spec, checkpoints, world_size=procs, resume=last, deepspeed_config=ds_config)
+    # The adapter's random init happens inside the trainer, before Trainer seeds, and torch seeds every new
+    # process at random: seed here (as the SFT driver does), or each run (and each process) starts elsewhere
+    from transformers import set_seed
+    set_seed(spec.seed)
     trainer = FOMAMLTrainer(model=net, args=args, train_dataset=data, processing_class=tok, peft_config=peft_config)
     quiet_progress(trainer)
     start = time.perf_counter()
