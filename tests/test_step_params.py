@@ -207,8 +207,8 @@ evaluate: {max_rows: 4, generate: {prompts: ["Who are you?"], max_new_tokens: 4}
             del Spy.publish
         monkeypatch.setitem(STEPS, kind, Spy)
     _, _, records, _ = api.run(tmp_path / "r.yaml", cache_dir=str(tmp_path / "cache"), output=str(tmp_path / "run"))
-    # every kind but a meta recipe's (tasks, train.meta/control, eval.few_shot: their runs are in
+    # every kind but a meta recipe's (tasks, render.tasks, train.meta/control, eval.few_shot: their runs are in
     # tests/test_e2e.py::test_fomaml_recipe_meta_trains_compares_and_writes_the_task_layout, with the same
     # StepContext, which has no recipe field at all)
-    meta = {"tasks", "meta_train", "few_shot"}
+    meta = {"tasks", "render_tasks", "meta_train", "few_shot"}
     assert sorted(set(seen)) == sorted(set(STEPS) - meta) and all(r.status == "ran" for r in records)
