@@ -32,3 +32,17 @@ def write_messages(path: Path, n: int, *, real: bool = True, source: str | None 
             row = {"id": f"p{i}", "messages": msgs, **({"source": source} if source else {})}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return path
+
+
+def rendered(recipe, records: Path, dst: Path) -> Path:
+    """`records` as the recipe's render step would write them (token ids and labels, render-checked): the
+    rows the trainers read."""
+    from runner.chat import chat_name, tokenizer_for
+    from runner.chat.templates import RenderCheck
+    from runner.steps.render import _render_file
+
+    t, base = recipe.template, recipe.file.parent
+    tok = tokenizer_for(recipe.model.base, base, trust_remote_code=False)
+    chat = chat_name(t.chat, base)
+    _render_file(records, dst, tok, t, chat, check=RenderCheck(tok, chat=chat, train_on=t.train_on))
+    return dst

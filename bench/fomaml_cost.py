@@ -72,8 +72,8 @@ def items(tok, a) -> list[dict]:
 def run_meta(data, tok, out: Path) -> list[float]:
     from transformers import TrainerCallback
 
-    from runner.train.fomaml_config import FOMAMLConfig
-    from runner.train.fomaml_trainer import FOMAMLTrainer
+    from runner.trainers.fomaml.fomaml_config import FOMAMLConfig
+    from runner.trainers.fomaml.fomaml_trainer import FOMAMLTrainer
 
     times: list[float] = []
 

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     from runner import api
     from runner.steps.base import StepId
     from runner.train.few_shot import evaluate
-    from runner.train.spec import StageSpec
+    from runner.train.spec import FewShotSpec
 
     overrides = ["model.base=builtin:tiny", *args.overrides]
     lrs = [float(x) for x in args.lrs.split(",")]
@@ -54,14 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         lrs = lrs[:2]
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache_dir or str(Path(tmp) / "cache")
-        api.run(args.recipe, overrides, cache_dir=cache, output=str(Path(tmp) / "run"), only="tasks",
+        api.run(args.recipe, overrides, cache_dir=cache, output=str(Path(tmp) / "run"), only="render.tasks",
                 console=Console(file=io.StringIO()))   # the bench prints its own table
         plan = api.plan(args.recipe, overrides, cache_dir=cache)
         fp = {s.name: s.fingerprint for s in plan.steps}
         held = json.loads((plan.cache.object_dir(fp["tasks"]) / "plan.json").read_text())["held_out"]
-        tasks_dir = plan.cache.object_dir(fp["split"]) / "tasks"
+        records = plan.cache.object_dir(fp["split"]) / "tasks"
+        tasks_dir = plan.cache.object_dir(fp["render.tasks"]) / "tasks"
         step = next(s for s in plan.graph.steps if s.id == StepId("few_shot"))
-        base = StageSpec.of(step.params, Path(args.recipe).resolve().parent, stage="few_shot")
+        base = FewShotSpec.of(step.params, Path(args.recipe).resolve().parent, stage="few_shot")
         r = base.few_shot_eval
         print(f"{Path(args.recipe).name} on {base.model.base}: {len(held)} held-out tasks "
               f"({', '.join(t['name'] for t in held)}), shots {list(r.shots)}, {r.seeds} seeds, "
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         for lr in lrs:
             spec = dataclasses.replace(base, inner=dataclasses.replace(base.inner, learning_rate=lr))
             start = time.perf_counter()
-            rows = evaluate(spec, {"start": None}, held, tasks_dir, log=lambda _: None)
+            rows = evaluate(spec, {"start": None}, held, tasks_dir, records, log=lambda _: None)
             took = time.perf_counter() - start
             for k in r.shots:
                 rs = [x for x in rows if x["shots"] == k]

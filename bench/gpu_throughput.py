@@ -43,7 +43,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
-from _poems import write_messages  # noqa: E402
+from _poems import rendered, write_messages  # noqa: E402
 
 QWEN2_1_5B = dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
                   num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1_000_000.0,
@@ -118,11 +118,12 @@ def steady(first_step: int, warmup: int) -> tuple[float, int]:
 
 def ours(recipe, records: Path, out: Path, warmup: int) -> dict:
     from runner.steps.train import stage_spec
-    from runner.train.run_sft import train_stage
+    from runner.trainers.sft.driver import train as train_stage
 
+    rows = rendered(recipe, records, out.with_name(out.name + ".rows.jsonl"))
     first = len(_STEPS)
     with contextlib.redirect_stdout(io.StringIO()) as log:
-        m = train_stage(stage_spec(recipe, recipe.stages[0].name), records, out, resume=False)
+        m = train_stage(stage_spec(recipe, recipe.stages[0].name), rows, out, resume=False)
     seconds, steps = steady(first, warmup)
     line = next((ln.strip() for ln in log.getvalue().splitlines() if ln.strip().startswith("training ")), "")
     history = json.loads((out / "log_history.json").read_text())
@@ -139,13 +140,12 @@ def hand_written(recipe, model_dir: Path, records: Path, out: Path, warmup: int)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from runner.steps.train import stage_spec
     from runner.train.rows import pairs
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     torch.manual_seed(recipe.seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    rows = pairs(records, stage_spec(recipe, recipe.stages[0].name), tok)
+    rows = pairs(rendered(recipe, records, out.with_name(out.name + ".rows.jsonl")))
     t, a = recipe.train, recipe.model.adapter
     args = SFTConfig(output_dir=str(out), max_steps=t.max_steps, learning_rate=t.learning_rate,
                      lr_scheduler_type=t.lr_scheduler, per_device_train_batch_size=t.micro_batch_size,

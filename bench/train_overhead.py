@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
-from _poems import write_messages  # noqa: E402
+from _poems import rendered, write_messages  # noqa: E402
 
 RECIPE = """\
 recipe: bench_train
@@ -70,8 +70,9 @@ def throughput(log_history: list[dict]) -> tuple[float, float]:
 
 def ours(recipe, rows: Path, out: Path) -> tuple[float, float, float]:
     from runner.steps.train import stage_spec
-    from runner.train.run_sft import train_stage
+    from runner.trainers.sft.driver import train as train_stage
 
+    rows = rendered(recipe, rows, out.with_name(out.name + ".rows.jsonl"))
     start = time.perf_counter()
     train_stage(stage_spec(recipe, recipe.stages[0].name), rows, out, resume=False)
     wall = time.perf_counter() - start
@@ -87,7 +88,7 @@ def hand_written(recipe, rows: Path, out: Path) -> tuple[float, float, float]:
 
     from runner.builtin import load_model_and_tokenizer
     from runner.chat.templates import render
-    from runner.train.sft_config import _checkpointing, supported   # the field's name depends on the version
+    from runner.trainers.sft.sft_config import _checkpointing, supported   # the field's name depends on the version
 
     start = time.perf_counter()
     model, tok = load_model_and_tokenizer("builtin:tiny", seed=42)

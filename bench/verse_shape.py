@@ -103,11 +103,11 @@ def main() -> None:
     from runner import api
     from runner.dag.compile import compile_recipe
     from runner.steps.base import StepId
-    from runner.train.spec import StageSpec
+    from runner.train.spec import EvalSpec
 
     recipe = api.load(RECIPE, [*sets, f"evaluate.generate.eval_prompts={a.prompts}"])
     step = compile_recipe(recipe)[StepId("evaluate", stage="main")]   # what eval.main declares
-    spec = StageSpec.of(step.params, recipe.file.parent, stage="main")
+    spec = EvalSpec.of(step.params, recipe.file.parent, stage="main")
     with tempfile.TemporaryDirectory() as d:
         if a.smoke:   # a fresh LoRA adapter stands in for a run's checkpoint, so that path runs too
             a.checkpoints, a.json = [fresh_adapter(recipe, spec, Path(d) / "adapter")], a.json or Path(d) / "shape.json"

@@ -130,12 +130,13 @@ def test_fomaml_recipe_meta_trains_compares_and_writes_the_task_layout(work):
     out = work / "fomaml"
     small = ["--set", "sources.tang.limit=3000", "--set", "meta.tasks.min_rows=30", "--set", "meta.tasks.max_tasks=6",
              "--set", "meta.total_steps=2", "--set", "meta.few_shot_eval.held_out_tasks=2",
-             "--set", "template.max_length=64", "--set", "meta.inner.learning_rate=0.05"]
+             "--set", "template.max_length=128", "--set", "meta.inner.learning_rate=0.05"]
     # exact-match accuracy, with a pattern every poem has an answer to (its first character)
     answers = ["--set", r"meta.few_shot_eval.answer_pattern=^(\S)", "--set", "meta.few_shot_eval.answer_max_new_tokens=2"]
     recipe("run", "recipes/fomaml_poets.yaml", *TINY, *small, *answers, "--cache-dir", str(work / "cache"), "--output", str(out))
     report = json.loads((out / "report.json").read_text())
-    assert [s["name"] for s in report["steps"]][-4:] == ["tasks", "train.meta", "train.control", "eval.few_shot"]
+    assert [s["name"] for s in report["steps"]][-5:] == ["tasks", "render.tasks", "train.meta", "train.control",
+                                                       "eval.few_shot"]
     assert report["meta_training"]["meta"]["steps"] == 2 and report["meta_training"]["control"]["steps"] == 2
     rows = report["few_shot"]
     # 3 models x 2 held-out tasks x 2 shot counts x 3 seeds

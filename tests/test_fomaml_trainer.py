@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from helpers import fomaml as F
-from runner.train.fomaml_trainer import adapt
+from runner.train.inner_loop import adapt
 
 
 def _close(a: dict, b: dict, tol: float) -> None:
@@ -187,13 +187,13 @@ def test_two_gloo_processes_equal_one(tmp_path):
 
 
 def test_deepspeed_zero2_equals_plain(tmp_path):
-    from runner.train.run_sft import _process_state
+    from runner.train.process import process_state
 
     tasks = F.tasks(6, inner_steps=2)
     ds = {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1, "train_batch_size": 1,
           "gradient_clipping": 0.0, "zero_allow_untested_optimizer": True, "steps_per_print": 10 ** 6,
           "zero_optimization": {"stage": 2, "overlap_comm": False, "contiguous_gradients": True}}
-    with _process_state(single_process_group=True):
+    with process_state(single_process_group=True):
         zero, _ = F.train(F.tiny_model(torch.float32), F.items(tasks, 3), tmp_path / "ds", max_steps=2, deepspeed=ds)
     plain, _ = F.train(F.tiny_model(torch.float32), F.items(tasks, 3), tmp_path / "plain", max_steps=2)
     _close(zero, plain, 1e-5)

@@ -175,12 +175,13 @@ def test_the_multi_process_spec_file_holds_no_value_from_the_environment(tmp_pat
     graph = compile_recipe(r)
     spec = stage_spec(r, "main")
     assert spec.template.system == "token=hfauth-123456" and spec.train.learning_rate == 0.000234
-    path = worker.write_spec(tmp_path / "spec.json", spec, "rows.jsonl", tmp_path, secrets=graph.secrets)
+    path = worker.write_spec(tmp_path / "spec.json", "runner.trainers.sft.driver", spec,
+                             {"train_rows": "rows.jsonl", "out_dir": str(tmp_path)}, secrets=graph.secrets)
     text = path.read_text()
     assert "hfauth-123456" not in text and "0.000234" not in text
     # the processes the launcher starts get the values in their environment and train the same stage
     monkeypatch.setenv(worker.SECRETS_ENV, json.dumps(list(graph.secrets)))
-    assert worker.read_spec(path) == spec
+    assert worker.read_spec(path)[1] == spec
     monkeypatch.delenv(worker.SECRETS_ENV)
     with pytest.raises(RecipeError, match="RECIPE_SECRETS"):
         worker.read_spec(path)

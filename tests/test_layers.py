@@ -13,7 +13,7 @@ LAYERS = ["runner", "runner.errors", "runner.paths",
           "runner.recipe", "runner.builtin", "runner.chat",
           "runner.executors.base",   # the Job a data function hands an executor: no import of its own
           "runner.data", "runner.executors",
-          "runner.train", "runner.steps", "runner.dag", "runner.diff", "runner.api", "runner.cli",
+          "runner.train", "runner.trainers", "runner.steps", "runner.dag", "runner.diff", "runner.api", "runner.cli",
           "runner.__main__",
           "runner.tools"]   # scripts that make the shipped model's files (python -m runner.tools.make_*)
 
@@ -100,7 +100,8 @@ def test_the_checker_sees_lazy_and_relative_imports():
     """The graph is read right: a few edges that exist in the code, lazy ones included."""
     g = _graph()
     assert "runner.dag.compile" in g["runner.dag.fingerprint"]          # from .compile import Graph
-    assert "runner.train.run_sft" in g["runner.steps.train"]            # inside run(): from ..train.run_sft import
+    assert "runner.trainers" in g["runner.steps.train"]                 # inside run(): from ..trainers import run
+    assert "runner.train.process" in g["runner.trainers.fomaml.driver"]  # from ...train.process import
     assert "runner.steps.base" in g["runner.dag.compile"]              # from ..steps.base import Step
 
 

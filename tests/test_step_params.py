@@ -307,7 +307,7 @@ def test_every_step_kind_runs_from_its_declared_parameters_alone(tmp_path, monke
     # every kind but a meta recipe's (tasks: below; train.meta/control and eval.few_shot run in
     # tests/test_e2e.py::test_fomaml_recipe_meta_trains_compares_and_writes_the_task_layout, with the same
     # StepContext, which has no recipe field at all)
-    meta = {"tasks", "meta_train", "few_shot"}
+    meta = {"tasks", "render_tasks", "meta_train", "few_shot"}
     assert sorted(reads) == sorted(set(STEPS) - meta) and all(r.status == "ran" for r in records)
     for step in graph.steps:
         assert set(step.params) <= reads[step.kind], f"{step.name} never read {set(step.params) - reads[step.kind]}"
@@ -324,7 +324,7 @@ def test_data_steps_from_declared_parameters_alone_write_the_same_artifacts(tmp_
     reads: dict[str, set] = {}
     _spy_on_steps(monkeypatch, tmp_path / "sandbox", reads)
     api.run(path, cache_dir=str(tmp_path / "bare"), output=str(tmp_path / "run2"), dry_run=True)
-    ran = {"load", "split", "tasks"} if "meta:" in text else {"load", "filter", "dedup", "split", "mix", "render"}
+    ran = {"load", "split", "tasks", "render_tasks"} if "meta:" in text else {"load", "filter", "dedup", "split", "mix", "render"}
     assert set(reads) == ran
     plain, bare = _artifacts(tmp_path / "plain"), _artifacts(tmp_path / "bare")
     assert plain and plain.keys() == bare.keys()

@@ -6,7 +6,8 @@ import pytest
 from helpers import train as F
 
 from runner.errors import RecipeError
-from runner.train import sft_config
+from runner.train import loading
+from runner.trainers.sft import sft_config
 from runner.train.distributed import PRESET_DIR, PRESETS, deepspeed_config
 
 
@@ -53,7 +54,7 @@ def test_batch_must_divide_and_no_fp16_on_cpu(tmp_path):
 
 def test_lora_config(tmp_path):
     r = F.recipe(tmp_path)
-    c = sft_config.lora_config(r.model.adapter)
+    c = loading.lora_config(r.model.adapter)
     assert (c.r, c.lora_alpha, c.lora_dropout, set(c.target_modules)) == (4, 8, 0.0, {"q_proj", "v_proj"})
     assert c.task_type == "CAUSAL_LM"
 

@@ -6,7 +6,7 @@ import shutil
 import pytest
 from helpers import train as F
 
-from runner.train.run_sft import train_stage
+from runner.trainers.sft.driver import train as train_stage
 
 
 def test_zero_stages_train_like_plain_resume_and_leave_no_state(tmp_path):

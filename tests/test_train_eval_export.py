@@ -11,7 +11,7 @@ from runner.train import loading
 from runner.train import rows as R
 from runner.train.evaluate import evaluate_stage
 from runner.train.export import export
-from runner.train.run_sft import train_stage
+from runner.trainers.sft.driver import train as train_stage
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_loss_per_source_on_the_training_masks(lora_run):
     net, tok = loading.for_inference(F.spec(r), final)
     for source, path in sets.items():
         row = result["loss"][source]
-        pairs = R.pairs(path, F.spec(r), tok)[:16]                               # evaluate.max_rows
+        pairs = R.pairs(path)[:16]                               # evaluate.max_rows
         assert row["rows"] == 16
         assert row["tokens"] == sum(sum(x != -100 for x in labels[1:]) for _, labels in pairs)
         with torch.no_grad():   # token-weighted mean of the model's own per-row loss

@@ -11,8 +11,8 @@ from runner.train import loading
 from runner.train import rows as R
 from runner.steps.train import fisher_for
 from runner.train.ewc import EWC_FILE, EwcState, consolidate, estimate_fisher
-from runner.train.run_sft import train_stage
-from runner.train.sft_config import to_sft_config
+from runner.trainers.sft.driver import train as train_stage
+from runner.trainers.sft.sft_config import to_sft_config
 from runner.train.spec import Fisher
 
 
@@ -22,7 +22,7 @@ def _grads_after_one_step(tmp_path, *, micro: int, lam: float) -> tuple[dict, di
     from peft import get_peft_model
     from transformers import set_seed
 
-    from runner.train.ewc_trainer import EwcTrainer
+    from runner.trainers.sft.sft_trainer import EwcTrainer
 
     r = F.recipe(tmp_path, f"train.micro_batch_size={micro}", "train.max_steps=1", "train.max_grad_norm=1.0e+9",
                  extra=F.STAGES)
@@ -43,7 +43,7 @@ def _grads_after_one_step(tmp_path, *, micro: int, lam: float) -> tuple[dict, di
                 if p.requires_grad:
                     grads[n], params[n] = p.grad.clone(), p.detach().clone()
 
-    rows = R.dataset(R.pairs(F.rows(tmp_path / "t.jsonl"), F.spec(r), tok))
+    rows = R.dataset(R.pairs(F.rows(tmp_path / "t.jsonl")))
     trainer = EwcTrainer(model=net, args=args, train_dataset=rows, processing_class=tok, ewc_state=state,
                          callbacks=[Grab()])
     assert trainer.args.gradient_accumulation_steps == 4 // micro
@@ -68,7 +68,7 @@ def test_fisher_is_normalised_and_accumulates_online(tmp_path):
     net, tok, lora = loading.for_training(F.spec(r), None)
     from peft import get_peft_model
     net = get_peft_model(net, lora)
-    pairs = R.pairs(F.rows(tmp_path / "t.jsonl"), F.spec(r), tok)
+    pairs = R.pairs(F.rows(tmp_path / "t.jsonl"))
     fisher = estimate_fisher(net, pairs, samples=8, seed=0)
     trainable = {n for n, p in net.named_parameters() if p.requires_grad}
     assert set(fisher) == trainable

@@ -6,7 +6,7 @@ from trl import SFTTrainer
 
 from runner.builtin import load_tokenizer
 from runner.train import rows as R
-from runner.train.run_sft import train_stage
+from runner.trainers.sft.driver import train as train_stage
 
 
 def _capture(monkeypatch) -> list[dict]:
@@ -23,7 +23,7 @@ def _capture(monkeypatch) -> list[dict]:
 
 def _expected(r, path):
     tok = load_tokenizer("builtin:tiny")
-    return tok, {tuple(ids): labels for ids, labels in R.pairs(path, F.spec(r), tok)}
+    return tok, {tuple(ids): labels for ids, labels in R.pairs(path)}
 
 
 def _check_masks(tok, ids, labels):

@@ -12,8 +12,9 @@ from helpers import train as F
 
 from runner.train import versions
 from runner.errors import RecipeError
-from runner.train import batch, sft_config
-from runner.train.run_sft import train_stage
+from runner.train import batch
+from runner.trainers.sft import sft_config
+from runner.trainers.sft.driver import train as train_stage
 
 STEPS = 3
 
@@ -58,7 +59,7 @@ def test_micro_batch_auto_keeps_the_batch(tmp_path, data, plain, capsys):
 def test_training_runs_without_cudnn_attention_and_restores_it(tmp_path, data, monkeypatch):
     # cuDNN attention re-plans every new batch shape (2.3x slower steps on an H200): off while training,
     # the caller's setting back afterwards, also when training fails
-    from runner.train import run_sft
+    from runner.trainers.sft import driver as run_sft
     seen = []
 
     def fake_train(*args, **kwargs):

@@ -9,7 +9,7 @@ from helpers import train as F
 
 from runner.errors import RecipeError
 from runner.train import loading
-from runner.train.run_sft import train_stage
+from runner.trainers.sft.driver import train as train_stage
 
 
 @pytest.fixture(scope="module")

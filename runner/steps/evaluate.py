@@ -111,7 +111,7 @@ def declare(recipe, step: StepId) -> Declared:
 
 def run(ctx) -> dict:
     from ..train.evaluate import evaluate_stage
-    from ..train.spec import StageSpec
+    from ..train.spec import EvalSpec
     p, step = ctx.params, ctx.step.id
     before = step.stage == BEFORE
     render = next(i for i in ctx.step.inputs if i.kind == "render")   # eval.before: the first stage's
@@ -119,7 +119,7 @@ def run(ctx) -> dict:
     records = {f.stem: f for f in sorted((ctx.input(StepId("split")) / "eval").glob("*.jsonl"))
                if f.stat().st_size > 0}
     model_dir = None if before else ctx.input(StepId("train", stage=step.stage)) / "final"
-    result = evaluate_stage(StageSpec.of(p, ctx.base_dir, stage=step.stage), model_dir, evals,
+    result = evaluate_stage(EvalSpec.of(p, ctx.base_dir, stage=step.stage), model_dir, evals,
                             eval_records=records, batch_size=ctx.step.runtime["batch_size"],
                             trust=ctx.options.trust, name=BEFORE if before else None)
     (ctx.out / "eval.json").write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

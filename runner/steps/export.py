@@ -38,13 +38,13 @@ def declare(recipe, step: StepId) -> Declared:
 
 def run(ctx) -> dict:
     from ..train.export import export
-    from ..train.spec import StageSpec
+    from ..train.spec import ExportSpec
     p = ctx.params
     (train_step,) = ctx.step.inputs
     art = ctx.input(train_step)
     components = json.loads((art / "manifest.json").read_text())["components"]
     data_fp = components["inputs"].get(str(StepId("render", stage=train_step.stage)))
-    spec = StageSpec.of(p, ctx.base_dir, stage=train_step.stage, merge=p["output"].merge)
+    spec = ExportSpec.of(p, ctx.base_dir, stage=train_step.stage, merge=p["output"].merge)
     manifest = export(spec, art / "final", ctx.out, fingerprint=data_fp, stage=train_step.stage,
                       trust=ctx.options.trust)
     ctx.log(f"exported {', '.join(manifest['exported'])} to {ctx.run_dir / 'export'}")

@@ -1,5 +1,6 @@
 """eval.few_shot: the starting model, the SFT control and FOMAML adapted to each held-out task with
-k shots (several seeds), loss on the task's whole test file before and after (train/few_shot.py)."""
+k shots (several seeds), loss on the task's whole test file before and after (train/few_shot.py), on
+the rows render.tasks rendered."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ from typing import Any, Mapping
 from .base import Declared, Kind, StepId, builtin_weights, model_files
 from .result import Result
 
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,12 @@ def declare(recipe, step: StepId) -> Declared:
                                                      if m.few_shot_eval.sft_control else [])
     return Declared({"few_shot_eval": m.few_shot_eval, "inner": m.inner, "model": recipe.model,
                      "template": recipe.template, "seed": recipe.seed, **builtin_weights(recipe)},
-                    inputs=(StepId("tasks"), StepId("split"), *models), files=model_files(recipe, weights=True))
+                    inputs=(StepId("tasks"), StepId("render_tasks"), StepId("split"), *models), files=model_files(recipe, weights=True))
 
 
 def run(ctx) -> dict:
     from ..train.few_shot import evaluate, summarise
-    from ..train.spec import StageSpec
+    from ..train.spec import FewShotSpec
 
     plan = json.loads((ctx.input(StepId("tasks")) / "plan.json").read_text(encoding="utf-8"))
     models = {"start": None}
@@ -77,9 +78,9 @@ def run(ctx) -> dict:
     if control in ctx.step.inputs:
         models["sft_control"] = ctx.input(control) / "final"
     models["fomaml"] = ctx.input(StepId("meta_train", stage="meta")) / "final"
-    spec = StageSpec.of(ctx.params, ctx.base_dir, stage="few_shot")
-    rows = evaluate(spec, models, plan["held_out"], ctx.input(StepId("split")) / "tasks", trust=ctx.options.trust,
-                    log=ctx.log)
+    spec = FewShotSpec.of(ctx.params, ctx.base_dir, stage="few_shot")
+    rows = evaluate(spec, models, plan["held_out"], ctx.input(StepId("render_tasks")) / "tasks",
+                    ctx.input(StepId("split")) / "tasks", trust=ctx.options.trust, log=ctx.log)
     summary = summarise(rows)
     for line in summary["verdict"]:
         ctx.log(line)

@@ -1,6 +1,8 @@
 """train.meta (FOMAML) and train.control (multi-task SFT, the comparison) of a meta recipe: both
-on the training tasks of the `tasks` step (the held-out tasks are never trained on). Checkpoints in
-ctx.partial (resumable); the final adapter is the artifact, published as runs/<recipe>/<name>/final."""
+on the rendered rows (render.tasks) of the training tasks of the `tasks` step (the held-out tasks are
+never trained on), with the fomaml and sft trainers (runner/trainers), here or under --launcher.
+Checkpoints in ctx.partial (resumable); the final adapter is the artifact, published as
+runs/<recipe>/<name>/final."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,7 +16,7 @@ from ..recipe.model import DEEPSPEED_PRESETS
 from .base import Declared, Kind, StepId, builtin_weights, model_files
 from .result import Result, metrics_line
 
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -63,30 +65,46 @@ def declare(recipe, step: StepId) -> Declared:
                      "template": recipe.template, "seed": recipe.seed,
                      "save_total_limit": recipe.output.save_total_limit, "role": step.stage,
                      **builtin_weights(recipe)},
-                    inputs=(StepId("tasks"), StepId("split")), files=files,
+                    inputs=(StepId("tasks"), StepId("render_tasks")), files=files,
                     runtime={"report_to": train.report_to})   # loggers change no artifact (see train.py)
 
 
-def _tasks(ctx) -> list:
+def _tasks(ctx) -> list[tuple[str, str]]:
     plan = json.loads((ctx.input(StepId("tasks")) / "plan.json").read_text(encoding="utf-8"))
-    return [(t["name"], ctx.input(StepId("split")) / "tasks" / t["dir"]) for t in plan["train"]]
+    rendered = ctx.input(StepId("render_tasks")) / "tasks"
+    return [(t["name"], str(rendered / t["dir"])) for t in plan["train"]]
+
+
+def _control_rows(tasks: list[tuple[str, str]], path) -> str:
+    """The control's rows: every training task's support and query rows, in the plan's order."""
+    from pathlib import Path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        for _, d in tasks:
+            for part in ("support", "query"):
+                f.write((Path(d) / f"{part}.jsonl").read_bytes())
+    return str(path)
+
+
+def _train(ctx) -> dict:
+    from ..trainers import run
+    from ..trainers.fomaml.fomaml_config import FOMAMLSpec, control_spec
+
+    p, o = ctx.params, ctx.options
+    spec = FOMAMLSpec.of(p, ctx.base_dir, stage=p["role"],
+                         train=dataclasses.replace(p["train"], report_to=tuple(ctx.step.runtime["report_to"])))
+    launch = dict(launcher=o.launcher, num_procs=o.num_procs, hostfile=o.hostfile, log=ctx.log, secrets=ctx.secrets)
+    job = {"out_dir": str(ctx.partial), "resume": True, "trust": o.trust}
+    if p["role"] == "meta":
+        return run("fomaml", spec, {"tasks": _tasks(ctx), **job}, **launch)
+    control = control_spec(spec, world_size=o.num_procs if o.launcher != "none" else 1)
+    rows = _control_rows(_tasks(ctx), ctx.partial / "rows.jsonl")
+    return run("sft", control, {"train_rows": rows, **job}, **launch)
 
 
 def run(ctx) -> dict:
-    from ..errors import RecipeError
-    from ..train.run_fomaml import train_control, train_meta
-    from ..train.spec import StageSpec
-
-    if ctx.options.launcher != "none":
-        raise RecipeError("meta recipes train in one process in this version; run without --launcher")
     ctx.partial.mkdir(parents=True, exist_ok=True)
-    p = ctx.params
-    spec = StageSpec.of(p, ctx.base_dir, stage=p["role"],
-                        train=dataclasses.replace(p["train"], report_to=tuple(ctx.step.runtime["report_to"])))
-    if p["role"] == "meta":
-        metrics = train_meta(spec, _tasks(ctx), ctx.partial, trust=ctx.options.trust)
-    else:
-        metrics = train_control(spec, _tasks(ctx), ctx.partial, trust=ctx.options.trust)
+    metrics = _train(ctx)
     shutil.move(str(ctx.partial / "final"), ctx.out / "final")
     for name in ("log_history.json", "metrics.json"):
         if (ctx.partial / name).exists():

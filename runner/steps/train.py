@@ -3,16 +3,15 @@ previous stage's final weights (or model.init_from). Checkpoints go to ctx.parti
 kill -9, so running again resumes at the last saved step; the finished adapter is the artifact.
 
 This module decides, once, where a stage starts (start), whether its EWC is on, and whether it must
-leave a Fisher behind for a later stage (fisher_for); the train layer gets those values in its
-StageSpec and never recomputes them."""
+leave a Fisher behind for a later stage (fisher_for); the SFT trainer gets those values in its
+SFTSpec (runner/trainers/sft) and never recomputes them."""
 from __future__ import annotations
 
 import dataclasses
 import json
 import shutil
-from pathlib import Path
-
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import RecipeError
@@ -88,18 +87,19 @@ def declare(recipe, step: StepId) -> Declared:
 
 
 def _spec(params, runtime, base_dir: Path, stage: str):
-    from ..train.spec import StageSpec
-    return StageSpec.of(params, base_dir, stage=stage,
-                        train=dataclasses.replace(params["train"], report_to=tuple(runtime["report_to"])))
+    from ..trainers import driver
+    # train.trainer names the registry's trainer (runner/trainers), whose spec type takes what it reads
+    train = dataclasses.replace(params["train"], report_to=tuple(runtime["report_to"]))
+    return driver(train.trainer).Spec.of(params, base_dir, stage=stage, train=train)
 
 
 def spec(ctx):
-    """The StageSpec the train layer gets: the declared parameters, with the loggers back in."""
+    """The spec train.trainer's trainer gets (SFTSpec): the declared parameters, with the loggers back in."""
     return _spec(ctx.params, ctx.step.runtime, ctx.base_dir, ctx.step.stage)
 
 
 def stage_spec(recipe, stage: str):
-    """The StageSpec a run's train.<stage> step would give the train layer (benchmarks call train_stage)."""
+    """The spec a run's train.<stage> step would give its trainer (benchmarks train with it)."""
     d = declare(recipe, StepId("train", stage=stage))
     return _spec(d.params, d.runtime, recipe.file.parent, stage)
 
@@ -119,15 +119,13 @@ def _start(ctx) -> Path | None:
 
 
 def _train(ctx, spec, rows: Path, init_from: Path | None) -> dict:
-    if ctx.options.launcher != "none":
-        from ..train.launch import launch
-        from ..train.worker import write_spec
-        path = write_spec(ctx.partial / "spec.json", spec, rows, ctx.partial, init_from=init_from, resume=True,
-                          trust=ctx.options.trust, secrets=ctx.secrets)
-        return launch(path, launcher=ctx.options.launcher, num_procs=ctx.options.num_procs,
-                      hostfile=ctx.options.hostfile, log=ctx.log, secrets=ctx.secrets)
-    from ..train.run_sft import train_stage
-    return train_stage(spec, rows, ctx.partial, init_from=init_from, resume=True, trust=ctx.options.trust)
+    from ..trainers import run
+    o = ctx.options
+    job = {"train_rows": str(rows), "out_dir": str(ctx.partial), "init_from": str(init_from) if init_from else None,
+           "resume": True, "trust": o.trust}
+    # every trainer of train.<stage> steps takes this job: the stage's rendered rows, where to start from
+    return run(spec.train.trainer, spec, job, launcher=o.launcher, num_procs=o.num_procs, hostfile=o.hostfile,
+               log=ctx.log, secrets=ctx.secrets)
 
 
 def run(ctx) -> dict:

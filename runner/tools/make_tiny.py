@@ -39,13 +39,13 @@ def evaluate_checkpoint(checkpoint: Path | None, cache: Path) -> dict:
     from runner.dag.compile import compile_recipe
     from runner.steps.base import StepId
     from runner.train.evaluate import evaluate_stage
-    from runner.train.spec import StageSpec
+    from runner.train.spec import EvalSpec
 
     recipe = api.load(RECIPE)
     index = json.loads((cache / "index" / recipe.name / "render.main.json").read_text())
     rendered = cache / "objects" / index["fingerprint"] / "eval"
     step = compile_recipe(recipe)[StepId("evaluate", stage="main")]   # what eval.main declares
-    result = evaluate_stage(StageSpec.of(step.params, recipe.file.parent, stage="main"), checkpoint,
+    result = evaluate_stage(EvalSpec.of(step.params, recipe.file.parent, stage="main"), checkpoint,
                             {f.stem: f for f in sorted(rendered.glob("*.jsonl"))}, eval_records={},
                             batch_size=step.runtime["batch_size"])
     return {"loss": {s: v["loss"] for s, v in result["loss"].items()}, "samples": result["samples"],

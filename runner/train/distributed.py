@@ -6,7 +6,7 @@ batch sizes, accumulation, clipping and precision can never disagree with `train
 that sets one of them to something else is refused. Model-size dependent "auto"s (bucket sizes)
 are left for transformers' integration to fill from the model config.
 
-DeepSpeed on a machine without CUDA: it picks its CPU accelerator (run_sft sets DS_ACCELERATOR=cpu
+DeepSpeed on a machine without CUDA: it picks its CPU accelerator (the drivers set DS_ACCELERATOR=cpu
 to say so instead of letting it warn while guessing), communicates over gloo (oneCCL is not
 installed), and on first use JIT-builds its shared-memory all-reduce op (deepspeed_shm_comm,
 about 30 s, needs ninja; cached under ~/.cache/torch_extensions or $TORCH_EXTENSIONS_DIR).
@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import RecipeError
 from ..recipe import model
-from .sft_config import precision
+from .devices import precision
 
 PRESETS, PRESET_DIR = model.DEEPSPEED_PRESETS, model.DEEPSPEED_PRESET_DIR
 

@@ -17,17 +17,16 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..recipe import model
-from .spec import StageSpec
+from .spec import EvalSpec
 
 
-def evaluate_stage(spec: StageSpec, model_dir: str | Path | None, eval_sets: Mapping[str, str | Path],
+def evaluate_stage(spec: EvalSpec, model_dir: str | Path | None, eval_sets: Mapping[str, str | Path],
                    prompts: Sequence[str] | None = None, *, eval_records: Mapping[str, str | Path] | None = None,
                    batch_size: int = 8, trust: bool = False, name: str | None = None) -> dict[str, Any]:
     """{"stage", "loss": {source: {loss, perplexity, tokens, rows}}, "samples": [{prompt, text,
     tokens, stopped, leaked}], "health": {stop_rate, role_leak_rate, generations, stopped, leaked}}.
     `model_dir` None is the starting model (model.init_from, else model.base). `prompts` defaults to
-    evaluate.generate.prompts; `eval_sets` maps each source to its eval rows file (JSONL, rendered or
-    records), read up to evaluate.max_rows; `eval_records` maps sources to eval records (with
+    evaluate.generate.prompts; `eval_sets` maps each source to its eval rows file (rendered JSONL), read up to evaluate.max_rows; `eval_records` maps sources to eval records (with
     messages), whose first `generate.eval_prompts` rows' prompts are generated for the rates."""
     import torch
 
@@ -42,7 +41,7 @@ def evaluate_stage(spec: StageSpec, model_dir: str | Path | None, eval_sets: Map
     from .rows import pairs
     losses = {}
     for source, path in sorted(eval_sets.items()):
-        rows = pairs(path, spec, tokenizer, limit=spec.evaluate.max_rows)
+        rows = pairs(path, limit=spec.evaluate.max_rows)
         losses[source] = _loss(net, rows, batch_size=batch_size, pad_id=tokenizer.pad_token_id)
     conversations = [("prompt", [{"role": "user", "content": p}])
                      for p in (spec.evaluate.generate.prompts if prompts is None else prompts)]
@@ -136,7 +135,7 @@ def _loss(net, rows: list[tuple[list[int], list[int]]], *, batch_size: int, pad_
             "tokens": tokens, "rows": len(rows)}
 
 
-def _generate(net, tokenizer, spec: StageSpec, messages: list[dict[str, str]]) -> dict[str, Any]:
+def _generate(net, tokenizer, spec: EvalSpec, messages: list[dict[str, str]]) -> dict[str, Any]:
     """One sample, stopping at the template's end-of-turn token or EOS. Seeded per prompt, so a
     prompt's sample does not depend on which prompts come before it."""
     import torch

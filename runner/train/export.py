@@ -13,14 +13,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .spec import StageSpec
+from .spec import ExportSpec
 
 # training-only files that do not belong in an export: a pickle of the Trainer's arguments, the
 # EWC anchor, and TRL's auto-generated model card
 _SKIP = {"training_args.bin", "ewc_state.safetensors", "README.md"}
 
 
-def export(spec: StageSpec, final_dir: str | Path, out_dir: str | Path, *, fingerprint: str,
+def export(spec: ExportSpec, final_dir: str | Path, out_dir: str | Path, *, fingerprint: str,
            stage: str | None = None, merge: bool | None = None, trust: bool = False) -> dict[str, Any]:
     """Export a stage's final/ directory into out_dir; returns the manifest. `fingerprint` names
     the data that trained it; `merge` defaults to output.merge."""

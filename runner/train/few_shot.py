@@ -2,7 +2,7 @@
 
 For each model (the starting model, the SFT control, FOMAML), each held-out task, each k and seed:
 start from the model's snapshot, adapt its trainable (LoRA) parameters with FOMAML's inner loop
-(`fomaml_trainer.adapt`: meta.inner.steps SGD steps of meta.inner.learning_rate on batches of the
+(`inner_loop.adapt`: meta.inner.steps SGD steps of meta.inner.learning_rate on batches of the
 k shots), and measure the token-mean loss on the task's whole test file before and after. The
 snapshot is restored after every adaptation, so no measurement sees another's shots.
 
@@ -16,21 +16,22 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from .spec import StageSpec
+from .spec import FewShotSpec
 
 
-def evaluate(spec: StageSpec, models: dict[str, Path | None], held_out: list[dict], split_tasks: Path, *,
-             trust: bool = False, log=print) -> list[dict[str, Any]]:
+def evaluate(spec: FewShotSpec, models: dict[str, Path | None], held_out: list[dict], rendered: Path,
+             records: Path, *, trust: bool = False, log=print) -> list[dict[str, Any]]:
     """Rows {task, shots, seed, model, loss_before, loss_after}. `models`: name -> final/ folder (None
     for the starting model: the base with a fresh adapter, as training starts). `held_out`: the tasks
-    step's plan entries ({name, dir, order: {seed: [pool index]}})."""
+    step's plan entries ({name, dir, order: {seed: [pool index]}}). `rendered`: the render.tasks step's
+    tasks/ folder (the rows every loss and adaptation reads); `records`: the split step's (the test
+    conversations whose answers are matched)."""
     import torch
 
-    from .fomaml_trainer import adapt, trainable
+    from .inner_loop import adapt, trainable
     from .loading import for_training, to_device
-    from .meta_data import collate, draw_batches
+    from .meta_data import collate, draw_batches, pad_id
     from .rows import pairs
-    from .run_fomaml import _pad_id
 
     fs, inner = spec.few_shot_eval, spec.inner
     out = []
@@ -46,13 +47,14 @@ def evaluate(spec: StageSpec, models: dict[str, Path | None], held_out: list[dic
         device = next(net.parameters()).device
         params = trainable(net)
         snapshot = [p.detach().clone() for p in params]
-        pad = _pad_id(tok)
+        pad = pad_id(tok)
         for task in held_out:
-            d = split_tasks / task["dir"]
-            test = pairs(d / "test.jsonl", spec, tok)
-            pool = pairs(d / "support.jsonl", spec, tok) + pairs(d / "query.jsonl", spec, tok)
+            d = rendered / task["dir"]
+            test = pairs(d / "test.jsonl")
+            pool = pairs(d / "support.jsonl") + pairs(d / "query.jsonl")
             before = _loss(net, test, pad, device)
-            questions = _questions(d / "test.jsonl", fs.answer_pattern, spec, tok) if fs.answer_pattern else None
+            questions = _questions(records / task["dir"] / "test.jsonl", fs.answer_pattern, spec, tok) \
+                if fs.answer_pattern else None
             answerable = questions is not None and bool(questions[0])
             acc_before = _accuracy(net, tok, questions, spec) if answerable else None
             for seed, order in sorted(task["order"].items(), key=lambda kv: int(kv[0])):
@@ -135,7 +137,7 @@ def answer(text: str, pattern: str) -> str | None:
     return None if found is None else found.strip().replace(",", "")
 
 
-def _questions(path: Path, pattern: str, spec: StageSpec, tok) -> tuple[list[list[int]], list[str], int]:
+def _questions(path: Path, pattern: str, spec: FewShotSpec, tok) -> tuple[list[list[int]], list[str], int]:
     """(prompt ids, reference answers, rows left out): the test rows whose reference response has an answer."""
     from ..chat import chat_name
     from ..chat.templates import render_prompt
@@ -153,7 +155,7 @@ def _questions(path: Path, pattern: str, spec: StageSpec, tok) -> tuple[list[lis
     return prompts, refs, missing
 
 
-def _accuracy(net, tok, questions, spec: StageSpec) -> float:
+def _accuracy(net, tok, questions, spec: FewShotSpec) -> float:
     """Share of the prompts whose greedy answer matches the reference's."""
     import torch
 

@@ -1,4 +1,4 @@
-"""Run a stage's training in N processes: `recipe run --launcher deepspeed|torchrun --num-procs N
+"""Run a stage's training (any trainer's) in N processes: `recipe run --launcher deepspeed|torchrun --num-procs N
 [--hostfile H]`. Each process runs `python -m runner.train.worker SPEC` (worker.py); the launcher
 gives each its RANK/WORLD_SIZE/LOCAL_RANK and the rendezvous address.
 
@@ -71,6 +71,6 @@ def launch(spec_path: str | Path, *, launcher: str, num_procs: int, hostfile: st
     log(" ".join(cmd))
     done = subprocess.run(cmd, env=env)
     if done.returncode != 0:
-        raise RecipeError(f"{launcher} training of stage {spec['spec']['stage']} failed (exit {done.returncode}); "
+        raise RecipeError(f"{launcher} training of {spec['spec']['stage']} failed (exit {done.returncode}); "
                           "see the processes' output above")
-    return json.loads((Path(spec["out_dir"]) / "metrics.json").read_text())
+    return json.loads((Path(spec["job"]["out_dir"]) / "metrics.json").read_text())

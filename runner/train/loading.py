@@ -15,14 +15,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .spec import StageSpec
+from ..errors import RecipeError
+from ..recipe import model
+from .spec import Spec
 
 
 def is_adapter(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
 
 
-def load_base(spec: StageSpec, *, trust: bool = False, base: str | None = None) -> tuple[Any, Any]:
+def load_base(spec: Spec, *, trust: bool = False, base: str | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) of `model.base` (or `base`), seeded with the recipe's seed."""
     import torch
 
@@ -46,13 +48,11 @@ def load_base(spec: StageSpec, *, trust: bool = False, base: str | None = None) 
                                     recipe_dir=spec.base_dir)
 
 
-def for_training(spec: StageSpec, init_from: str | Path | None, *, trust: bool = False
+def for_training(spec: Spec, init_from: str | Path | None, *, trust: bool = False
                  ) -> tuple[Any, Any, Any]:
     """(model, tokenizer, peft_config) to train a stage from `init_from` (a previous stage's
     final/ directory, an adapter or a full model) or from the base. peft_config is None when the
     model already carries the adapter to continue, or when the recipe trains all weights."""
-    from .sft_config import lora_config
-
     adapter = spec.model.adapter
 
     def new_adapter(tok):
@@ -75,7 +75,7 @@ def for_training(spec: StageSpec, init_from: str | Path | None, *, trust: bool =
     return peft_model.merge_and_unload(), tok, fresh
 
 
-def for_inference(spec: StageSpec, model_dir: str | Path, *, trust: bool = False) -> tuple[Any, Any]:
+def for_inference(spec: Spec, model_dir: str | Path, *, trust: bool = False) -> tuple[Any, Any]:
     """A trained stage's (model, tokenizer), in eval mode."""
     if is_adapter(model_dir):
         from peft import PeftModel
@@ -112,3 +112,34 @@ def _token_rows(indices) -> list[int]:
     if isinstance(indices, dict):
         indices = sorted({i for ids in indices.values() for i in ids})
     return sorted(indices or [])
+
+
+def lora_config(adapter: model.Adapter, tokenizer=None):
+    """peft LoraConfig for `model.adapter` (type lora); `tokenizer` names adapter.trainable_tokens' ids."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=adapter.r,
+        lora_alpha=adapter.alpha,
+        lora_dropout=adapter.dropout,
+        target_modules=list(adapter.target_modules),
+        trainable_token_indices=token_ids(adapter.trainable_tokens, tokenizer) or None,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def token_ids(tokens, tokenizer) -> list[int]:
+    """Each of `tokens` as the one id the tokenizer has for it; a text that is not one token is an error."""
+    if not tokens:
+        return []
+    from ..recipe.validate import did_you_mean
+
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in tokens if t not in vocab]
+    if missing:
+        specials = [t for t in tokenizer.all_special_tokens]
+        raise RecipeError(f"model.adapter.trainable_tokens: {missing[0]!r} is not one token of the model's tokenizer"
+                          f"{did_you_mean(missing[0], specials)}; name tokens as the tokenizer writes them "
+                          f"(its special tokens: {', '.join(specials)})")
+    return [vocab[t] for t in tokens]

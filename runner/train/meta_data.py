@@ -98,3 +98,12 @@ class MetaDataset:
             items.append({"support": [collate([task.support[j] for j in b], self.pad_id) for b in support],
                           "query": collate([task.query[j] for j in query], self.pad_id)})
         return {"tasks": items}
+
+
+def pad_id(tok) -> int:
+    """What meta-batches are padded with: the tokenizer's pad token, else its EOS."""
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    if pad is None:
+        from ..errors import RecipeError
+        raise RecipeError("the tokenizer has neither a pad nor an eos token to pad meta-batches with")
+    return pad

@@ -1,8 +1,8 @@
 """Rows for training and evaluation: (input_ids, labels) pairs, the labels being exactly what
 templates.render masked (-100 on prompts and role headers, the end-of-turn token trained).
 
-A rows file is JSONL. A row is either already rendered (`input_ids` and `labels`, as the render
-step writes them) or a record with `messages`, rendered here with the recipe's template."""
+A rows file is JSONL as a render step writes it (runner/steps/render.py, render_tasks.py): every row
+already rendered, and checked by the render check, so nothing is rendered at training time."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,26 +10,18 @@ from typing import Any
 
 from ..chat import chat_name
 from ..data.io import iter_jsonl
-from .spec import StageSpec
+from .spec import Spec
 
 Pair = tuple[list[int], list[int]]
 
 
-def pairs(path: str | Path, spec: StageSpec, tokenizer: Any, *, limit: int | None = None) -> list[Pair]:
-    """The (input_ids, labels) of the first `limit` rows of a rows file."""
-    from ..chat.templates import render
-
-    t = spec.template
+def pairs(path: str | Path, *, limit: int | None = None) -> list[Pair]:
+    """The (input_ids, labels) of the first `limit` rows of a rendered rows file."""
     out: list[Pair] = []
     for row in iter_jsonl(path):
         if limit is not None and len(out) >= limit:
             break
-        if "input_ids" in row:
-            out.append((row["input_ids"], row["labels"]))
-        else:
-            r = render(row["messages"], tokenizer, chat=chat_name(t.chat, spec.base_dir), system=t.system,
-                       train_on=t.train_on, max_length=t.max_length)
-            out.append((r.input_ids, r.labels))
+        out.append((row["input_ids"], row["labels"]))
     return out
 
 
@@ -41,7 +33,7 @@ def dataset(rows: list[Pair]):
     return Dataset.from_dict({"input_ids": [r[0] for r in rows], "labels": [r[1] for r in rows]})
 
 
-def prompt_ids(prompt: str, spec: StageSpec, tokenizer: Any) -> list[int]:
+def prompt_ids(prompt: str, spec: Spec, tokenizer: Any) -> list[int]:
     """Token ids of a user prompt with the recipe's template and system prompt, ending with the
     assistant header, as at generation time (templates.render_prompt: the same cut as in training)."""
     from ..chat.templates import render_prompt

@@ -1,15 +1,40 @@
-"""What the train layer reads: one frozen value per stage, built by the train, evaluate and export steps
-from their declared parameters (each value decided once, in that step kind's declare()). The train layer
-never sees the recipe, so it cannot read a setting that the fingerprint does not cover."""
+"""What the train layer reads: one frozen value per step, built by the step kind from its declared
+parameters (each value decided once, in that step kind's declare()). The train layer never sees the
+recipe, so it cannot read a setting that the fingerprint does not cover.
+
+`Spec` holds what every consumer of a model needs (which model, from where, with which seed and
+template); each consumer has its own type with only its own fields: a trainer's spec lives in its
+package's config module (runner/trainers/<name>/), the evaluation, export and few-shot specs here."""
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 from ..recipe import model
+
+S = TypeVar("S", bound="Spec")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Spec:
+    stage: str                                  # the stage's name (or the step's role: meta, control, few_shot)
+    model: model.Model                          # model.init_from as the step decided it
+    seed: int
+    base_dir: Path                              # the recipe's folder: relative paths resolve against it
+    template: model.Template | None = None      # rendering prompts (and max_length for training)
+
+    def path(self, p: str | Path) -> Path:
+        return (self.base_dir / p).resolve()
+
+    @classmethod
+    def of(cls: type[S], params: Mapping[str, Any], base_dir: Path, **more: Any) -> S:
+        """From a step's declared parameters (the keys that are fields; the rest is the step's own)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in params.items() if k in names}, "base_dir": Path(base_dir), **more})
 
 
 @dataclass(frozen=True)
@@ -20,36 +45,25 @@ class Fisher:
     gamma: float
 
 
-@dataclass(frozen=True)
-class StageSpec:
-    stage: str                                  # the stage's name
-    model: model.Model                          # model.init_from as the train step decided it
-    seed: int
-    base_dir: Path                              # the recipe's folder: relative paths resolve against it
-    template: model.Template | None = None      # rendering rows and prompts (train and eval steps)
-    train: model.Train | None = None            # training settings (train steps)
-    ewc: model.Ewc | None = None                # this stage's EWC anchor; None: EWC is off
-    fisher_for: Fisher | None = None            # a later stage's ewc: leave a Fisher behind, this big
-    save_total_limit: int | None = None
-    evaluate: model.Evaluate | None = None      # eval steps
-    merge: bool = False                         # export: also merge the adapter into the base
-    recipe: str | None = None                   # the recipe's name (export manifest)
-    inner: model.Inner | None = None            # meta recipes: FOMAML's inner loop
-    outer: model.Outer | None = None            #   its outer loop
-    total_steps: int | None = None              #   meta-training steps
-    few_shot_eval: model.FewShotEval | None = None   # the few-shot evaluation
-
-    def path(self, p: str | Path) -> Path:
-        return (self.base_dir / p).resolve()
-
-    @classmethod
-    def of(cls, params: Mapping[str, Any], base_dir: Path, **more: Any) -> "StageSpec":
-        """From a step's declared parameters (the keys that are fields; the rest is the step's own)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{**{k: v for k, v in params.items() if k in names}, "base_dir": Path(base_dir), **more})
+@dataclass(frozen=True, kw_only=True)
+class EvalSpec(Spec):
+    evaluate: model.Evaluate                    # loss rows, generation prompts and settings
 
 
-def _thaw(spec: StageSpec) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class ExportSpec(Spec):
+    recipe: str                                 # the recipe's name (export manifest)
+    merge: bool = False                         # also merge the adapter into the base
+
+
+@dataclass(frozen=True, kw_only=True)
+class FewShotSpec(Spec):
+    inner: model.Inner                          # FOMAML's inner loop: how each model adapts to k shots
+    few_shot_eval: model.FewShotEval
+
+
+def dump(spec: Spec) -> dict[str, Any]:
+    """JSON data for another process (the launcher's workers); load() rebuilds the same value."""
     def plain(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
             return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
@@ -61,20 +75,16 @@ def _thaw(spec: StageSpec) -> dict[str, Any]:
     return plain(spec)
 
 
-def dump(spec: StageSpec) -> dict[str, Any]:
-    """JSON data for another process (the launcher's workers); load() rebuilds the same value."""
-    return _thaw(spec)
-
-
-def load(data: Mapping[str, Any]) -> StageSpec:
-    return _freeze(StageSpec, data)
+def load(tp: type[S], data: Mapping[str, Any]) -> S:
+    """dump()'s inverse, for a spec of type `tp`."""
+    return _freeze(tp, data)
 
 
 def _freeze(tp: Any, v: Any) -> Any:
     if v is None:
         return None
     origin = typing.get_origin(tp)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", typing.Union)):
+    if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         tp = next((a for a in args if dataclasses.is_dataclass(a)), args[0]) if isinstance(v, dict) else \
             next((a for a in args if typing.get_origin(a) is tuple), args[0]) if isinstance(v, list) else args[0]
@@ -85,8 +95,7 @@ def _freeze(tp: Any, v: Any) -> Any:
     if origin is tuple:
         return tuple(_freeze(typing.get_args(tp)[0], x) for x in v)
     if origin in (Mapping, dict):
-        from types import MappingProxyType
-        return MappingProxyType({k: _freeze(typing.get_args(tp)[1], x) for k, x in v.items()})
+        return types.MappingProxyType({k: _freeze(typing.get_args(tp)[1], x) for k, x in v.items()})
     if tp is Path:
         return Path(v)
     return v

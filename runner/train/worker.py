@@ -1,8 +1,10 @@
 """One training process of a multi-process stage:  python -m runner.train.worker SPEC.json
 
-Every process the launcher starts runs this with the same spec (write_spec) and trains its shard;
-the main process writes final/, log_history.json and metrics.json. The stage travels as its StageSpec
-(what the train step declared), so every process trains exactly what the parent compiled.
+Every process the launcher starts runs this with the same spec file (write_spec) and trains its shard;
+the main process writes final/, log_history.json and metrics.json. The file names the trainer's driver
+module (runner/trainers/<name>/driver.py: it is data here, as a module is to `python -m`, so this layer
+knows no trainer), the spec its step declared (rebuilt as the driver's `Spec`, so every process trains
+exactly what the parent compiled) and the rest of the driver's arguments (`job`).
 
 A value from the environment (a token in template.system) is never written into the spec: the file holds
 a placeholder, and the launcher hands the values to its processes in their environment (RECIPE_SECRETS)."""
@@ -13,12 +15,12 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..errors import RecipeError
 from ..recipe.secrets import MIN_LEN
 from . import spec as specs
-from .spec import StageSpec
+from .spec import Spec
 
 
 SECRETS_ENV = "RECIPE_SECRETS"
@@ -70,32 +72,31 @@ def _show(v: Any, secrets: list[str] | None) -> Any:
     return v
 
 
-def write_spec(path: str | Path, spec: StageSpec, train_rows_path: str | Path, out_dir: str | Path, *,
-               init_from: str | Path | None = None, ewc_state: str | Path | None = None,
-               resume: bool = True, trust: bool = False, secrets: tuple[str, ...] = ()) -> Path:
-    """The JSON spec for train_stage's arguments, `secrets` (the recipe's values from the environment)
-    left out: pass the same to launch()."""
-    data = {"spec": _hide(specs.dump(spec), tuple(secrets)), "train_rows": str(train_rows_path),
-            "out_dir": str(out_dir), "init_from": str(init_from) if init_from else None,
-            "ewc_state": str(ewc_state) if ewc_state else None, "resume": resume, "trust": trust}
+def write_spec(path: str | Path, driver: str, spec: Spec, job: Mapping[str, Any], *,
+               secrets: tuple[str, ...] = ()) -> Path:
+    """The JSON file for `driver`.train(spec, **job), `secrets` (the recipe's values from the environment)
+    left out: pass the same to launch(). `job` holds out_dir, where the main process writes metrics.json."""
+    data = {"driver": driver, "spec": _hide(specs.dump(spec), tuple(secrets)), "job": dict(job)}
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, ensure_ascii=False))
     return path
 
 
-def read_spec(spec_path: str | Path) -> StageSpec:
+def read_spec(spec_path: str | Path) -> tuple[Any, Spec, dict[str, Any]]:
+    """(the driver module, its spec, its job) from a spec file."""
+    import importlib
+
     data = json.loads(Path(spec_path).read_text())
+    driver = importlib.import_module(data["driver"])
     passed = os.environ.get(SECRETS_ENV)
-    return specs.load(_show(data["spec"], json.loads(passed) if passed is not None else None))
+    spec = specs.load(driver.Spec, _show(data["spec"], json.loads(passed) if passed is not None else None))
+    return driver, spec, data["job"]
 
 
 def run(spec_path: str | Path) -> dict[str, Any]:
-    from .run_sft import train_stage
-
-    data = json.loads(Path(spec_path).read_text())
-    return train_stage(read_spec(spec_path), data["train_rows"], data["out_dir"],
-                       init_from=data["init_from"], ewc_state=data["ewc_state"], resume=data["resume"],
-                       trust=data["trust"])
+    driver, spec, job = read_spec(spec_path)
+    return driver.train(spec, **job)
 
 
 def main(argv: list[str]) -> int:

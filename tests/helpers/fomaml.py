@@ -50,7 +50,7 @@ def items(task_list: list[dict], per_item: int) -> list[dict]:
 
 
 def config(out: str | Path, **kw):
-    from runner.train.fomaml_config import FOMAMLConfig
+    from runner.trainers.fomaml.fomaml_config import FOMAMLConfig
 
     base = dict(output_dir=str(out), max_steps=1, learning_rate=0.5, optim="sgd", lr_scheduler_type="constant",
                 warmup_steps=0, weight_decay=0.0, max_grad_norm=0.0, per_device_train_batch_size=1,
@@ -63,7 +63,7 @@ def config(out: str | Path, **kw):
 
 def train(model, dataset, out, *, setup=None, peft_config=None, **kw) -> tuple[dict[str, torch.Tensor], object]:
     """(every parameter after training, the trainer); `setup(trainer)` runs before training."""
-    from runner.train.fomaml_trainer import FOMAMLTrainer
+    from runner.trainers.fomaml.fomaml_trainer import FOMAMLTrainer
 
     trainer = FOMAMLTrainer(model=model, args=config(out, **kw), train_dataset=dataset, peft_config=peft_config)
     if setup:

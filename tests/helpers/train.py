@@ -68,11 +68,27 @@ def conversation(i: int, kind: str = "a") -> list[dict]:
     return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
 
 
-def rows(path: Path, n: int = 32, kind: str = "a") -> Path:
+def records(path: Path, n: int = 32, kind: str = "a") -> Path:
     """n records ({id, messages}) as the data steps write them."""
     with open(path, "w", encoding="utf-8") as f:
         for i in range(n):
             f.write(json.dumps({"id": f"{kind}{i}", "messages": conversation(i, kind)}, ensure_ascii=False) + "\n")
+    return path
+
+
+def rows(path: Path, n: int = 32, kind: str = "a") -> Path:
+    """n rows as the render step writes them (the trainers read nothing else): `records` rendered with this
+    recipe's template (chatml, its system prompt, max_length 64) and passed through the render check.
+    The records stay beside them (<name>.records.jsonl)."""
+    from runner.chat import tokenizer_for
+    from runner.chat.templates import RenderCheck
+    from runner.recipe.model import Template
+    from runner.steps.render import _render_file
+
+    src = records(path.with_name(path.stem + ".records.jsonl"), n, kind)
+    tok = tokenizer_for("builtin:tiny-random", REPO, trust_remote_code=False)
+    t = Template(chat="chatml", system="You are terse.", train_on="assistant", max_length=64)
+    _render_file(src, path, tok, t, "chatml", check=RenderCheck(tok, chat="chatml"))
     return path
 
 
@@ -88,13 +104,15 @@ def adapter_weights(final: Path) -> dict:
 
 
 def spec(r, stage: str | None = None, kind: str = "train"):
-    """The StageSpec the `kind` step of `stage` gives the train layer: built from what the step kind
-    declares for this recipe (runner/steps/<kind>.py), as a run would."""
+    """The spec the `kind` step of `stage` gives its trainer (SFTSpec) or the train layer (EvalSpec,
+    ExportSpec): built from what the step kind declares for this recipe (runner/steps/<kind>.py), as a
+    run would."""
     import dataclasses
 
     from runner.dag.compile import compile_recipe
     from runner.steps.base import StepId
-    from runner.train.spec import StageSpec
+    from runner.train.spec import EvalSpec, ExportSpec
+    from runner.trainers.sft.sft_config import SFTSpec
 
     stage = stage or r.stages[0].name
     step = compile_recipe(r)[StepId(kind) if kind == "export" else StepId(kind, stage=stage)]
@@ -103,4 +121,42 @@ def spec(r, stage: str | None = None, kind: str = "train"):
         more["train"] = dataclasses.replace(step.params["train"], report_to=tuple(step.runtime["report_to"]))
     if kind == "export":
         more["merge"] = step.params["output"].merge
-    return StageSpec.of(step.params, r.file.parent, **more)
+    return {"train": SFTSpec, "evaluate": EvalSpec, "export": ExportSpec}[kind].of(step.params, r.file.parent, **more)
+
+
+# a small meta recipe: fomaml_poets on the random tiny model, 6 tasks (2 held out), 3 meta-steps of 4 tasks
+META = ["model.base=builtin:tiny-random", "sources.tang.limit=3000", "meta.tasks.min_rows=30",
+        "meta.tasks.max_tasks=6", "meta.total_steps=3", "meta.few_shot_eval.held_out_tasks=2",
+        "meta.few_shot_eval.shots=[2]", "meta.few_shot_eval.seeds=1", "meta.inner.steps=2",
+        "meta.inner.learning_rate=0.05", "template.max_length=128", "train.logging_steps=1", "train.report_to=[]",
+        "model.adapter.dropout=0.0"]   # dropout draws differ per process: 2 processes = 1 needs none
+
+
+def meta(tmp_path: Path, *overrides: str):
+    """fomaml_poets with META, its data steps run (a dry run): (graph, {step name: artifact})."""
+    import io
+
+    from rich.console import Console
+
+    path = REPO / "recipes" / "fomaml_poets.yaml"
+    _, graph, records, _ = api.run(path, [*META, *overrides], cache_dir=str(tmp_path / "cache"), dry_run=True,
+                                   output=str(tmp_path / "run"), console=Console(file=io.StringIO()))
+    return graph, {r.name: Path(r.artifact) for r in records if r.artifact}
+
+
+def fomaml_spec(graph, role: str = "meta"):
+    """The FOMAMLSpec train.<role> gives the fomaml trainer (as runner/steps/meta_train.py builds it)."""
+    import dataclasses
+
+    from runner.steps.base import StepId
+    from runner.trainers.fomaml.fomaml_config import FOMAMLSpec
+
+    step = graph[StepId("meta_train", stage=role)]
+    return FOMAMLSpec.of(step.params, REPO / "recipes", stage=role, train=dataclasses.replace(
+        step.params["train"], report_to=tuple(step.runtime["report_to"])))
+
+
+def train_tasks(artifacts: dict) -> list[tuple[str, str]]:
+    """(name, rendered folder) of the tasks train.meta trains on, in the plan's order."""
+    plan = json.loads((artifacts["tasks"] / "plan.json").read_text(encoding="utf-8"))
+    return [(t["name"], str(artifacts["render.tasks"] / "tasks" / t["dir"])) for t in plan["train"]]

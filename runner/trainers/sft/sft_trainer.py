@@ -1,10 +1,13 @@
-"""SFT with an elastic-weight-consolidation penalty toward the previous stages' parameters.
-Only `compute_loss` changes; everything else (data, packing, DeepSpeed, checkpoints) is SFTTrainer."""
+"""The SFT trainer: TRL's SFTTrainer, with an elastic-weight-consolidation penalty toward the previous
+stages' parameters (EwcTrainer) and/or the model's own loss when peft wraps the LM head
+(PlainHeadSFTTrainer). Each changes only `compute_loss`; everything else (data, packing, DeepSpeed,
+checkpoints) is SFTTrainer's. `trainer_class` picks the combination a stage needs."""
 from __future__ import annotations
 
+from transformers import Trainer
 from trl import SFTTrainer
 
-from .ewc import EwcState
+from ...train.ewc import EwcState
 
 
 class EwcTrainer(SFTTrainer):
@@ -49,3 +52,22 @@ class EwcTrainer(SFTTrainer):
             scaled = (self.model_accepts_loss_kwargs and num_items_in_batch is not None) \
                 or self.compute_loss_func is not None
         return not scaled
+
+
+class PlainHeadSFTTrainer(SFTTrainer):
+    """SFT whose loss is the model's own, for a model whose LM head peft has wrapped (adapter.trainable_tokens
+    on tied embeddings). TRL's fused LM head reads `lm_head.weight` and `lm_head.bias` directly, which a
+    wrapped head does not offer with its trainable rows applied: the loss would ignore them, or fail. TRL's
+    entropy and token-accuracy metrics, which come from the fused head, are not logged."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
+
+
+def trainer_class(*, ewc: bool, wraps_lm_head: bool) -> type:
+    """SFTTrainer, with EWC's penalty and/or the model's own loss (trainable token rows wrap the LM head)."""
+    bases = ([EwcTrainer] if ewc else []) + ([PlainHeadSFTTrainer] if wraps_lm_head else [])
+    if len(bases) < 2:
+        return bases[0] if bases else SFTTrainer
+    return type("EwcPlainHeadSFTTrainer", tuple(bases), {})

@@ -1,7 +1,8 @@
-"""The one place where the recipe's `train`/`template`/`output` settings become TRL's SFTConfig
-and peft's LoraConfig. Every field is set from the recipe or pinned here on purpose, because the
-SFTConfig defaults differ from what a recipe means (TRL turns on bf16 and activation
-checkpointing by default); nothing from the user's YAML is passed through unread.
+"""The one place where the recipe's `train`/`template`/`output` settings become TRL's SFTConfig (the
+SFT trainer's spec, SFTSpec, is what a train step declared). Every field is set from the recipe or pinned
+here on purpose, because the SFTConfig defaults differ from what a recipe means (TRL turns on bf16 and
+activation checkpointing by default); nothing from the user's YAML is passed through unread. A trainer
+whose config extends SFTConfig (FOMAML's) starts from `fields` and adds its own.
 
 Upstream renames are absorbed here, by looking at the fields SFTConfig actually has (`supported`),
 so every version in pyproject.toml's range gets the same meaning: transformers 5.18 renamed
@@ -9,69 +10,60 @@ gradient_checkpointing to activation_checkpointing, and transformers 5 reads a f
 < 1 as a ratio where 4.x had warmup_ratio."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import RecipeError
-from ..recipe import model
-from .spec import StageSpec
+from trl import SFTConfig
+
+from ...errors import RecipeError
+from ...recipe import model
+from ...train.devices import check_kernels, precision
+from ...train.spec import Fisher, Spec
 
 
-def precision(train: model.Train) -> str:
-    """'bf16', 'fp16' or 'fp32'. `auto` is bf16 where CUDA supports it, else fp32: CPU autocast in
-    bf16 is slower than fp32 and fp16 on CPU is not a thing we run."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    if train.precision == "auto":
-        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    if train.precision == "fp16" and not cuda:
-        raise RecipeError("train.precision fp16 needs a CUDA device; use auto, fp32 or bf16 on CPU")
-    return train.precision
+@dataclass(frozen=True, kw_only=True)
+class SFTSpec(Spec):
+    """One SFT stage, as the train step declared it."""
+    train: model.Train                          # training settings
+    ewc: model.Ewc | None = None                # this stage's EWC anchor; None: EWC is off
+    fisher_for: Fisher | None = None            # a later stage's ewc: leave a Fisher behind, this big
+    save_total_limit: int | None = None
 
 
-def to_sft_config(spec: StageSpec, output_dir: str | Path, *,
+@dataclass
+class EwcConfig(SFTConfig):
+    """SFTConfig for [`EwcTrainer`]. The anchor (Fisher and theta*) is data, not configuration, so it is
+    passed to the trainer, not stored here.
+
+    Parameters:
+        ewc_lambda (`float`, defaults to `0.5`):
+            Strength of the penalty `ewc_lambda / 2 * sum_i F_i (theta_i - theta*_i)^2`, added once per optimizer
+            step. The Fisher is normalised to mean 1, so `ewc_lambda` is the L2 strength on a parameter of average
+            importance.
+    """
+
+    ewc_lambda: float = field(default=0.5, metadata={"help": "Strength of the EWC penalty."})
+
+
+def to_sft_config(spec: SFTSpec, output_dir: str | Path, *,
                   resume: str | Path | None = None,
                   deepspeed_config: dict[str, Any] | None = None):
     """SFTConfig for one stage (an EwcConfig when the stage has `ewc:`). `output_dir` holds the
     resumable checkpoints; `resume` is the checkpoint this run continues from, if any."""
-    from .ewc_config import EwcConfig
-    from trl import SFTConfig
-
-    fields = _fields(spec, output_dir, resume, deepspeed_config)
+    args = fields(spec, output_dir, resume, deepspeed_config)
     if spec.model.adapter.wraps_lm_head:
         # trainable token rows wrap the LM head, which TRL's chunked loss (the default up to TRL 1.15) reads
         # around: the plain loss (and PlainHeadSFTTrainer for the fused head of later versions)
-        fields["loss_type"] = "nll"
+        args["loss_type"] = "nll"
     if spec.ewc is not None:
-        return EwcConfig(ewc_lambda=spec.ewc.lambda_, **fields)
-    return SFTConfig(**fields)
+        return EwcConfig(ewc_lambda=spec.ewc.lambda_, **args)
+    return SFTConfig(**args)
 
 
-def meta_spec(spec: StageSpec, world_size: int) -> StageSpec:
-    """A meta recipe's training with the outer loop's settings: meta.total_steps optimizer steps at
-    meta.outer.learning_rate, one item (a process's share of the meta-batch) per micro-step."""
-    import dataclasses
-
-    return dataclasses.replace(spec, train=dataclasses.replace(
-        spec.train, max_steps=spec.total_steps, learning_rate=spec.outer.learning_rate,
-        micro_batch_size=1, batch_size=world_size, world_size=world_size, packing=False))
-
-
-def to_fomaml_config(spec: StageSpec, output_dir: str | Path, *, world_size: int = 1,
-                     resume: str | Path | None = None, deepspeed_config: dict[str, Any] | None = None):
-    """FOMAMLConfig for a meta recipe: `train:` as for SFT, the outer loop from meta_spec, the inner
-    learning rate from meta.inner."""
-    from .fomaml_config import FOMAMLConfig
-
-    fields = _fields(meta_spec(spec, world_size), output_dir, resume, deepspeed_config)
-    fields.update(padding_free=False, remove_unused_columns=False)
-    return FOMAMLConfig(inner_learning_rate=spec.inner.learning_rate, **fields)
-
-
-def _fields(spec: StageSpec, output_dir, resume, deepspeed_config) -> dict[str, Any]:
+def fields(spec: Spec, output_dir, resume, deepspeed_config) -> dict[str, Any]:
+    """SFTConfig's fields from a spec with `train`, `template`, `seed` and `save_total_limit`."""
     import torch
-    from trl import SFTConfig
 
     train, template = spec.train, spec.template
     if train.micro_batch_size == "auto":
@@ -154,21 +146,6 @@ def _warmup(ratio: float, has: dict[str, Any]) -> dict[str, float]:
     return {"warmup_steps": min(ratio, 0.999999)}
 
 
-def check_kernels(train: model.Train) -> None:
-    """Liger's kernels are Triton kernels: CUDA only, from a package we do not require."""
-    if not train.use_liger_kernel:
-        return
-    import importlib.util
-
-    import torch
-
-    if not torch.cuda.is_available():
-        raise RecipeError("train.use_liger_kernel needs a CUDA device (Liger's kernels are Triton kernels); "
-                          "set it to false on this machine")
-    if importlib.util.find_spec("liger_kernel") is None:
-        raise RecipeError("train.use_liger_kernel needs the liger-kernel package: pip install liger-kernel")
-
-
 def describe(train: model.Train, prec: str, ds_config: dict[str, Any] | None) -> str:
     """One line for the run log: how this stage trains."""
     def on(flag: bool) -> str:
@@ -182,32 +159,3 @@ def describe(train: model.Train, prec: str, ds_config: dict[str, Any] | None) ->
             f"compile {on(train.torch_compile)}, gradient checkpointing {on(train.gradient_checkpointing)}, {zero}")
 
 
-def lora_config(adapter: model.Adapter, tokenizer=None):
-    """peft LoraConfig for `model.adapter` (type lora); `tokenizer` names adapter.trainable_tokens' ids."""
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=adapter.r,
-        lora_alpha=adapter.alpha,
-        lora_dropout=adapter.dropout,
-        target_modules=list(adapter.target_modules),
-        trainable_token_indices=token_ids(adapter.trainable_tokens, tokenizer) or None,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-
-
-def token_ids(tokens, tokenizer) -> list[int]:
-    """Each of `tokens` as the one id the tokenizer has for it; a text that is not one token is an error."""
-    if not tokens:
-        return []
-    from ..recipe.validate import did_you_mean
-
-    vocab = tokenizer.get_vocab()
-    missing = [t for t in tokens if t not in vocab]
-    if missing:
-        specials = [t for t in tokenizer.all_special_tokens]
-        raise RecipeError(f"model.adapter.trainable_tokens: {missing[0]!r} is not one token of the model's tokenizer"
-                          f"{did_you_mean(missing[0], specials)}; name tokens as the tokenizer writes them "
-                          f"(its special tokens: {', '.join(specials)})")
-    return [vocab[t] for t in tokens]

@@ -33,6 +33,7 @@ from torch.utils.data import SequentialSampler
 from transformers import Trainer
 from transformers.utils import is_peft_available
 
+from ...train.inner_loop import adapt, batch_loss, trainable
 from .fomaml_config import FOMAMLConfig
 
 log = logging.getLogger(__name__)
@@ -48,40 +49,6 @@ def collate_item(features: list[dict]) -> dict:
     return {"tasks": item["tasks"],
             "input_ids": torch.cat([b["input_ids"].reshape(-1) for b in batches]),
             "attention_mask": torch.cat([b["attention_mask"].reshape(-1) for b in batches])}
-
-
-def batch_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The model's own causal-LM loss: mean over the batch's label tokens."""
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
-
-
-def trainable(model) -> list[torch.nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def adapt(model, params: list[torch.nn.Parameter], batches: list[dict], lr: float, *,
-          autocast=contextlib.nullcontext) -> tuple[list[float], list[torch.Tensor]]:
-    """The inner loop: one SGD step of size `lr` per support batch, on an fp32 (or wider) copy of
-    `params`, whose rounded values are written into `params` before each forward. Leaves theta' in
-    `params`; returns (support loss before each step, the full-precision theta')."""
-    fast = [p.detach().to(torch.promote_types(p.dtype, torch.float32), copy=True) for p in params]
-    losses = []
-    for batch in batches:
-        with autocast():
-            loss = batch_loss(model, batch)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        if any(g is None for g in grads):
-            missing = sum(g is None for g in grads)
-            raise RuntimeError(f"FOMAML inner loop: the gradient is None for {missing} of {len(grads)} trainable "
-                               "parameters. Reentrant activation checkpointing does this (use "
-                               "use_reentrant=False); otherwise freeze the parameters the loss does not use")
-        with torch.no_grad():
-            for p, f, g in zip(params, fast, grads):
-                if g is not None and lr:
-                    f.sub_(g.to(f.dtype), alpha=lr)
-                    p.copy_(f)
-        losses.append(loss.detach().float().item())
-    return losses, fast
 
 
 class FOMAMLTrainer(Trainer):
