@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-import train_fixtures as F
+from helpers import train as F
 
 from runner.errors import StepError
 
