@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from .options import add_set
 
@@ -18,7 +19,10 @@ def configure(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from .. import api
     from ..dag.plan import render_json, render_mermaid, render_text
+    from ..recipe import secrets
     graph, steps, cache = api.plan(args.recipe, args.overrides, args.cache_dir)
+    recipe = api.load(args.recipe, args.overrides)
+    graph = dataclasses.replace(graph, recipe=secrets.name(recipe))   # the header and JSON's "recipe" show the name
     if args.format == "json":
         print(render_json(steps, graph), end="")
     elif args.format == "mermaid":
@@ -26,5 +30,5 @@ def main(args: argparse.Namespace) -> int:
     else:
         from ..recipe.document import display
         print(render_text(graph, steps, display(cache.root)), end="")
-    api.warn_missing(api.load(args.recipe, args.overrides))   # a fact of this checkout, not of the plan
+    api.warn_missing(recipe)   # a fact of this checkout, not of the plan
     return 0

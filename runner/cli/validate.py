@@ -17,6 +17,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from .. import api
     from ..errors import ValidationError
+    from ..recipe import secrets
     failed = 0
     for r in args.recipes:
         try:
@@ -27,7 +28,7 @@ def main(args: argparse.Namespace) -> int:
             continue
         stages = [s.name for s in rec.active_stages]
         kind = "meta (fomaml)" if rec.meta else f"{len(stages)} stage{'s' * (len(stages) != 1)}"
-        print(f"ok: {r} ({rec.name}: {len(rec.sources)} source{'s' * (len(rec.sources) != 1)}, {kind})")
+        print(f"ok: {r} ({secrets.name(rec)}: {len(rec.sources)} source{'s' * (len(rec.sources) != 1)}, {kind})")
         api.warn_unpinned(rec)
         api.warn_missing(rec)
     return 2 if failed else 0

@@ -9,6 +9,7 @@ import contextlib
 import gc
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ for _cls in {_Loader, _Parser}:
 MAX_BYTES = 10_000_000
 MAX_DEPTH = 64
 MAX_ALIAS_EXPANSION = 10_000     # values beyond 10 per written node; a bomb hits it in microseconds
-MAX_EXTENDS = 32
+MAX_EXTENDS = 32              # files in one `extends` chain
+MAX_EXTENDS_FILES = 256       # distinct files one recipe's `extends` graph may reach
 
 _SCALARS = _Loader("")  # used only for its scalar constructors (int, float, bool, null, str)
 _STR = "tag:yaml.org,2002:str"
@@ -81,10 +83,24 @@ def display(file: Path) -> str:
 
 
 def read_yaml(file: Path) -> Document:
-    """One YAML file -> Document (no extends, no interpolation)."""
+    """One YAML file -> Document (no extends, no interpolation). The file is looked at before it is read:
+    a device (/dev/zero), a FIFO or a folder is refused, and so is a file over MAX_BYTES, without reading
+    it (reading first held a 1 GB file twice over before refusing it, and /dev/zero never ends)."""
     name = display(file)
     try:
-        text = file.read_text(encoding="utf-8")
+        st = os.stat(file)
+        if not stat.S_ISREG(st.st_mode):
+            what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+            raise RecipeError(f"{name} is {what}; a recipe is a .yaml file")
+        _refuse_size(st.st_size, name)
+        # O_NONBLOCK: should a FIFO take the file's place after the stat, opening it does not wait for a writer
+        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise RecipeError(f"{name} is not a regular file; a recipe is a .yaml file")
+            raw = f.read(MAX_BYTES + 1)     # the file may have grown since the stat: never read more
+        _refuse_size(len(raw), name)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise RecipeError(f"recipe file not found: {name}") from None
     except UnicodeDecodeError as e:
@@ -92,6 +108,12 @@ def read_yaml(file: Path) -> Document:
     except OSError as e:
         raise RecipeError(f"cannot read {name}: {e.strerror}") from None
     return parse_yaml(text, name, file)
+
+
+def _refuse_size(size: int, name: str) -> None:
+    if size > MAX_BYTES:
+        raise ValidationError([RecipeError(f"the recipe is {size:,} bytes or more; the limit is {MAX_BYTES:,} "
+                                           "(a recipe names its data, it does not hold it)", Where(name, 1, 1))], name)
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 `--set` overrides and `${...}` interpolation, in that order; every value keeps its position."""
 from __future__ import annotations
 
+import copy
 import os
 import re
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 from ..errors import RecipeError, ValidationError, Where
 from . import secrets
-from .document import MAX_EXTENDS, Document, Path_, display, parse_value, read_yaml
+from .document import MAX_EXTENDS, MAX_EXTENDS_FILES, Document, Path_, display, parse_value, read_yaml
 
 
 # --- extends ---------------------------------------------------------------------------------------
@@ -44,54 +45,94 @@ def _merge(base: Document, over: Document) -> Document:
     return out
 
 
-def load_document(file: Path, overrides: tuple[str, ...] = (), _stack: tuple = ()) -> Document:
-    """Read a recipe with its `extends` chain and `--set` overrides; interpolation is resolved last."""
+def load_document(file: Path, overrides: tuple[str, ...] = ()) -> Document:
+    """Read a recipe with its `extends` graph and `--set` overrides; interpolation is resolved last.
+
+    `--set extends=...` is applied, not ignored: it replaces the recipe file's own `extends:` (a list
+    replaces a list, as every other --set does), with paths relative to the recipe file as if written in
+    it, and the bases are read after it. That is what Hydra users do with a defaults override
+    (`python app.py db=mysql` swaps the composed file) and what an OmegaConf dotlist merge means: the
+    command line wins over the file. Refusing it would leave the one key the command line cannot reach."""
     file = Path(file).resolve()
     doc = read_yaml(file)
-    if _stack:
-        return _with_bases(doc, file, _stack)
-    doc = _with_bases(doc, file, _stack)
-    for text in overrides:
+    mine = [t for t in overrides if _override_root(t) == "extends"]
+    for text in mine:
         _apply_override(doc, text)
+    doc = _Graph().with_bases(doc, file, ())
+    for text in overrides:
+        if text not in mine:
+            _apply_override(doc, text)
     _interpolate(doc)
     return doc
 
 
-def _with_bases(doc: Document, file: Path, stack: tuple) -> Document:
-    ext = doc.data.pop("extends", None)
-    if ext is None:
-        return doc
-    bases = [ext] if isinstance(ext, str) else ext
-    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise ValidationError([RecipeError("`extends` must be a file name or a list of file names",
-                                           doc.where(("extends",)))], display(file))
-    if not bases:
-        return doc   # `extends: []` extends nothing
-    merged: Document | None = None
-    for i, b in enumerate(bases):
-        bfile = (file.parent / b).resolve()
-        where = doc.where(("extends",) if isinstance(ext, str) else ("extends", i))
-        if bfile in stack or bfile == file:
-            chain = " -> ".join(display(f) for f in (*stack, file, bfile))
-            raise ValidationError([RecipeError(f"`extends` cycle: {chain}", where)], display(file))
-        if len(stack) + 1 >= MAX_EXTENDS:
-            raise ValidationError([RecipeError(f"`extends` chain is more than {MAX_EXTENDS} files deep "
-                                               f"({display(stack[0] if stack else file)} -> ... -> {display(bfile)}); "
-                                               "flatten it", where)], display(file))
-        if bfile.is_dir():
-            raise ValidationError([RecipeError(f"`extends` names a folder, not a recipe file: {b}", where)],
-                                  display(file))
-        if bfile.exists() and not bfile.is_file():
-            raise ValidationError([RecipeError(f"`extends` names {display(bfile)}, which is not a regular file; "
-                                               "name a .yaml recipe", where)], display(file))
-        if not bfile.is_file():
-            raise ValidationError([RecipeError(f"`extends` base not found: {b} (looked for {display(bfile)})",
-                                               where)], display(file))
-        base = load_document(bfile, (), _stack=(*stack, file))
-        if bfile.parent != file.parent:
-            _rebase(base.data, bfile.parent, file.parent)
-        merged = base if merged is None else _merge(merged, base)
-    return _merge(merged, doc)
+def _override_root(text: str) -> str:
+    key = text.partition("=")[0].strip()
+    return re.split(r"[.\[]", key, maxsplit=1)[0]
+
+
+class _Graph:
+    """One load's `extends` graph. Each file is read and merged with its bases once, however many paths
+    lead to it: a diamond of 49 files (each extending the two files of the level below) has 2^24 paths
+    and took hours when every path re-read its files. The number of distinct files is bounded too."""
+
+    def __init__(self) -> None:
+        self.done: dict[Path, Document] = {}   # resolved path -> that file merged with its bases
+        self.seen: set[Path] = set()           # every base reached so far, finished or being read
+
+    def base(self, bfile: Path, stack: tuple, where, top: Path) -> Document:
+        if bfile not in self.done:
+            self.seen.add(bfile)
+            if len(self.seen - {top}) + 1 > MAX_EXTENDS_FILES:   # + 1: the recipe itself
+                raise ValidationError([RecipeError(f"`extends` reaches more than {MAX_EXTENDS_FILES} files "
+                                                   f"from {display(top)}; the limit is {MAX_EXTENDS_FILES}: "
+                                                   "merge some bases into one", where)], display(top))
+            self.done[bfile] = self.with_bases(read_yaml(bfile), bfile, stack)
+        return _copy_document(self.done[bfile])   # the caller rebases paths in place: never share the data
+
+    def with_bases(self, doc: Document, file: Path, stack: tuple) -> Document:
+        ext = doc.data.pop("extends", None)
+        if ext is None:
+            return doc
+        bases = [ext] if isinstance(ext, str) else ext
+        if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+            raise ValidationError([RecipeError("`extends` must be a file name or a list of file names",
+                                               doc.where(("extends",)))], display(file))
+        merged: Document | None = None
+        for i, b in enumerate(bases):     # `extends: []` extends nothing
+            bfile = (file.parent / b).resolve()
+            where = doc.where(("extends",) if isinstance(ext, str) else ("extends", i))
+            _check_base(b, bfile, file, stack, where)
+            base = self.base(bfile, (*stack, file), where, (*stack, file)[0])
+            if bfile.parent != file.parent:
+                _rebase(base.data, bfile.parent, file.parent)
+            merged = base if merged is None else _merge(merged, base)
+        return doc if merged is None else _merge(merged, doc)
+
+
+def _copy_document(doc: Document) -> Document:
+    return Document(data=copy.deepcopy(doc.data), values=dict(doc.values), keys=dict(doc.keys),
+                    files=list(doc.files), secrets=set(doc.secrets))
+
+
+def _check_base(b: str, bfile: Path, file: Path, stack: tuple, where) -> None:
+    """A base that is the recipe itself, one below it, too deep, or not a recipe file: one line at `extends`."""
+    if bfile in stack or bfile == file:
+        chain = " -> ".join(display(f) for f in (*stack, file, bfile))
+        raise ValidationError([RecipeError(f"`extends` cycle: {chain}", where)], display(file))
+    if len(stack) + 1 >= MAX_EXTENDS:
+        raise ValidationError([RecipeError(f"`extends` chain is more than {MAX_EXTENDS} files deep "
+                                           f"({display(stack[0] if stack else file)} -> ... -> {display(bfile)}); "
+                                           "flatten it", where)], display(file))
+    if bfile.is_dir():
+        raise ValidationError([RecipeError(f"`extends` names a folder, not a recipe file: {b}", where)],
+                              display(file))
+    if bfile.exists() and not bfile.is_file():
+        raise ValidationError([RecipeError(f"`extends` names {display(bfile)}, which is not a regular file; "
+                                           "name a .yaml recipe", where)], display(file))
+    if not bfile.is_file():
+        raise ValidationError([RecipeError(f"`extends` base not found: {b} (looked for {display(bfile)})",
+                                           where)], display(file))
 
 
 # Keys that hold paths. A base recipe in another folder wrote them relative to itself; after the

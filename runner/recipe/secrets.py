@@ -129,6 +129,11 @@ def redact(value: Any, secret_texts: list[str] | tuple[str, ...], numbers: bool 
     return out, hashlib.sha256("\0".join(found).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
+def name(recipe) -> str:
+    """The recipe's name as a screen shows it: *** when it came from the environment (`recipe: ${oc.env:X}`)."""
+    return MASK if any(p[:1] == ("recipe",) for p in recipe.secrets) else recipe.name
+
+
 def scrub(text: str, secret_texts: list[str] | tuple[str, ...]) -> str:
     """Free text (a message) with every secret text in it as ***."""
     for t in secret_texts:

@@ -42,7 +42,7 @@ def _check_tasks(sources: dict, m: dict, doc_dir: Path, out: Problems) -> None:
         if t["source"] not in sources:
             out.add(("meta", "tasks", "source"), f"meta.tasks.source: unknown source '{t['source']}'{did_you_mean(t['source'], sources)}")
         return
-    bad = False
+    bad = _duplicates(t, doc_dir, out)
     for i, task in enumerate(t):
         for part in ("support", "query", "test"):
             for j, f in enumerate(task[part]):
@@ -52,6 +52,28 @@ def _check_tasks(sources: dict, m: dict, doc_dir: Path, out: Problems) -> None:
                     out.add(("meta", "tasks", i, part, j), f"meta.tasks[{i}].{part}: {problem}")
     if not bad:
         _explicit_layout(doc_dir, m, out)
+
+
+def _duplicates(tasks: list, doc_dir: Path, out: Problems) -> bool:
+    """Two tasks of one name (the second replaced the first's rows, silently), or one file listed twice in a
+    part of a task (its rows counted twice): each an error at the second occurrence."""
+    bad = False
+    names: dict[str, int] = {}
+    for i, task in enumerate(tasks):
+        first = names.setdefault(task["name"], i)
+        if first != i:
+            bad = True
+            out.add(("meta", "tasks", i, "name"), f"meta.tasks[{i}].name: '{task['name']}' is already the name of "
+                    f"meta.tasks[{first}]; task names must be unique: rename one", key=False)
+        for part in ("support", "query", "test"):
+            files: dict[Path, int] = {}
+            for j, f in enumerate(task[part]):
+                k = files.setdefault((doc_dir / f).resolve(), j)
+                if k != j:
+                    bad = True
+                    out.add(("meta", "tasks", i, part, j), f"meta.tasks[{i}].{part}[{j}]: {f} is already listed as "
+                            f"meta.tasks[{i}].{part}[{k}]; its rows would count twice: remove one", key=False)
+    return bad
 
 
 def _explicit_layout(doc_dir: Path, m: dict, out: Problems) -> None:
