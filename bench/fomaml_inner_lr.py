@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         records = plan.cache.object_dir(fp["split"]) / "tasks"
         tasks_dir = plan.cache.object_dir(fp["render.tasks"]) / "tasks"
         step = next(s for s in plan.graph.steps if s.id == StepId("few_shot"))
-        base = FewShotSpec.of(step.params, Path(args.recipe).resolve().parent, stage="few_shot")
+        base = FewShotSpec.of(step.params, Path(args.recipe).resolve().parent)
         r = base.few_shot_eval
         print(f"{Path(args.recipe).name} on {base.model.base}: {len(held)} held-out tasks "
               f"({', '.join(t['name'] for t in held)}), shots {list(r.shots)}, {r.seeds} seeds, "

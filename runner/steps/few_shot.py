@@ -78,7 +78,7 @@ def run(ctx) -> dict:
     if control in ctx.step.inputs:
         models["sft_control"] = ctx.input(control) / "final"
     models["fomaml"] = ctx.input(StepId("meta_train", stage="meta")) / "final"
-    spec = FewShotSpec.of(ctx.params, ctx.base_dir, stage="few_shot")
+    spec = FewShotSpec.of(ctx.params, ctx.base_dir)
     rows = evaluate(spec, models, plan["held_out"], ctx.input(StepId("render_tasks")) / "tasks",
                     ctx.input(StepId("split")) / "tasks", trust=ctx.options.trust, log=ctx.log)
     summary = summarise(rows)

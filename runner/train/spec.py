@@ -21,10 +21,11 @@ S = TypeVar("S", bound="Spec")
 
 @dataclass(frozen=True, kw_only=True)
 class Spec:
-    stage: str                                  # the stage's name (or the step's role: meta, control, few_shot)
     model: model.Model                          # model.init_from as the step decided it
     seed: int
     base_dir: Path                              # the recipe's folder: relative paths resolve against it
+    stage: str | None = None                    # the stage's name (a meta recipe's training: its role);
+    #                                             None for a step of no stage (eval.few_shot)
     template: model.Template | None = None      # rendering prompts (and max_length for training)
 
     def path(self, p: str | Path) -> Path:
