@@ -57,7 +57,7 @@ test: install
 tiny-model: install
 	OMP_NUM_THREADS=2 $(BIN)/python -m runner.tools.make_tiny
 
-# the recipe fuzzer (tests/test_fuzz.py) at length: `make test` runs 40 derandomized examples per property,
+# the fuzzer (tests/test_fuzz.py: recipes, data files, templates) at length: `make test` runs a few derandomized examples per property,
 # this runs FUZZ_EXAMPLES fresh ones (about 20 per second per core); a failure prints the recipe that broke it
 FUZZ_EXAMPLES ?= 5000
 fuzz: install
