@@ -83,8 +83,8 @@ def run(ctx) -> dict:
             src = d / f"{part}.jsonl"
             if not src.exists():
                 continue
-            n = _render_file(src, ctx.out / "tasks" / d.name / src.name, tok, t, chat,
-                             check=check if part in CHECKED else None)
+            n = _render_file(src, ctx.store.path(f"tasks/{d.name}/{src.name}"), tok, t, chat,
+                             check=check if part in CHECKED else None, executor=ctx.executor)
             rows[part] += n["rows"]
             total.update({k: n[k] for k in ("tokens", "trained_tokens", "truncated", "checked")})
     check.done()
