@@ -62,7 +62,7 @@ def _artifacts(cache: Path) -> dict[str, dict]:
     # every data step kind: load, filter, dedup (exact + MinHash), split, mix, render
     ("poetry_lora", ["model.base=builtin:tiny", "size=2000"], {"filter", "dedup", "split", "render"}),
     # a meta recipe: its split writes through the Store (task files, quarantine), render.tasks on the executor
-    ("fomaml_explicit", ["model.base=builtin:tiny"], {"render"}),
+    ("fomaml_explicit", ["model.base=builtin:tiny", "template.max_length=256"], {"render"}),
 ])
 def test_a_test_executor_writes_the_local_executors_bytes(tmp_path, monkeypatch, name, overrides, kinds):
     monkeypatch.chdir(tmp_path)
