@@ -50,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         overrides += ["model.base=builtin:tiny-random", "sources.tang.limit=1500", "meta.tasks.min_rows=30",
                       "meta.tasks.max_tasks=4", "meta.few_shot_eval.held_out_tasks=2", "meta.few_shot_eval.seeds=1",
-                      "meta.few_shot_eval.shots=[5]", "meta.inner.steps=2", "template.max_length=64"]
+                      "meta.few_shot_eval.shots=[5]", "meta.inner.steps=2", "template.max_length=128"]
         lrs = lrs[:2]
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache_dir or str(Path(tmp) / "cache")
-        api.run(args.recipe, overrides, cache_dir=cache, output=str(Path(tmp) / "run"), only="render.tasks",
+        api.run(args.recipe, overrides, cache_dir=cache, output=str(Path(tmp) / "run"), dry_run=True,
                 console=Console(file=io.StringIO()))   # the bench prints its own table
         plan = api.plan(args.recipe, overrides, cache_dir=cache)
         fp = {s.name: s.fingerprint for s in plan.steps}
