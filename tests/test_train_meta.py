@@ -102,3 +102,22 @@ def test_the_sft_control_trains_on_the_rendered_rows_through_the_registry(meta, 
     assert spec.train.batch_size == 4 * (2 * 4 + 4) and spec.train.max_steps == 3 and spec.stage == "control"
     metrics = run("sft", spec, {"train_rows": rows, "out_dir": str(tmp_path / "control"), "resume": False})
     assert metrics["steps"] == 3 and (tmp_path / "control" / "final" / "adapter_model.safetensors").is_file()
+
+
+@F.cuda_procs(2)
+def test_recipe_run_trains_a_meta_recipe_under_the_launcher(meta, tmp_path):
+    """`recipe run --launcher torchrun --num-procs 2` on a meta recipe: train.meta through the one worker
+    (meta recipes refused any launcher before)."""
+    import io
+
+    from rich.console import Console
+
+    graph, art = meta
+    out = io.StringIO()
+    run = F.api.run(F.REPO / "recipes" / "fomaml_poets.yaml", F.META, cache_dir=str(art["render.tasks"].parents[1]),
+                    only="train.meta", launcher="torchrun", num_procs=2, output=str(tmp_path / "run"),
+                    console=Console(file=out, width=400))
+    (meta_rec,) = [r for r in run.records if r.name == "train.meta"]
+    assert meta_rec.status == "ran" and meta_rec.stats["metrics"]["steps"] == 3
+    assert (tmp_path / "run" / "meta" / "final" / "adapter_model.safetensors").is_file()
+    assert "torch.distributed.run" in out.getvalue() and "--nproc-per-node=2 " in out.getvalue()

@@ -59,8 +59,8 @@ def _train(spec: SFTSpec, train_rows, out_dir, *, init_from, ewc_state, resume, 
     from ...train import loading
     from ...train.batch import resolve
     from ...train.distributed import deepspeed_config
-    from ...train.ewc import EWC_FILE, EwcState, consolidate, estimate_fisher
     from ...train.devices import check_kernels, precision
+    from ...train.ewc import EWC_FILE, consolidate, estimate_fisher
     from ...train.rows import dataset, pairs
     from .sft_config import describe, to_sft_config
     from .sft_trainer import trainer_class
@@ -68,15 +68,7 @@ def _train(spec: SFTSpec, train_rows, out_dir, *, init_from, ewc_state, resume, 
     out_dir = Path(out_dir)
     checkpoints = out_dir / "checkpoints"
     is_main = int(os.environ.get("RANK", "0")) == 0
-
-    anchor = None
-    if spec.ewc is not None:
-        path = ewc_state or (Path(init_from) / EWC_FILE if init_from else None)
-        if path is None or not Path(path).is_file():
-            raise RecipeError(f"stage {spec.stage} has ewc: but no earlier stage's Fisher was found "
-                              f"({path or 'no init_from'}); ewc needs a stage to start from")
-        anchor = EwcState.load(path)
-
+    anchor = _anchor(spec, init_from, ewc_state)
     last = last_checkpoint(checkpoints, clean=is_main) if resume else None
     if not resume and is_main and checkpoints.exists():
         shutil.rmtree(checkpoints)
@@ -143,3 +135,16 @@ def _train(spec: SFTSpec, train_rows, out_dir, *, init_from, ewc_state, resume, 
         (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def _anchor(spec: SFTSpec, init_from, ewc_state):
+    """The EwcState this stage's penalty pulls toward (None without `ewc:`): the previous stage's Fisher."""
+    from ...train.ewc import EWC_FILE, EwcState
+
+    if spec.ewc is None:
+        return None
+    path = ewc_state or (Path(init_from) / EWC_FILE if init_from else None)
+    if path is None or not Path(path).is_file():
+        raise RecipeError(f"stage {spec.stage} has ewc: but no earlier stage's Fisher was found "
+                          f"({path or 'no init_from'}); ewc needs a stage to start from")
+    return EwcState.load(path)
