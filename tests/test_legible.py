@@ -8,9 +8,6 @@ from pathlib import Path
 RUNNER = Path(__file__).resolve().parents[1] / "runner"
 MAX_MODULE, MAX_FUNCTION = 450, 80
 
-# being split in issue 21 by other work (the lead empties these lists as the splits land)
-KNOWN_LONG_MODULES: set[str] = set()
-KNOWN_LONG_FUNCTIONS = {"runner/trainers/sft/driver.py:_train"}
 
 
 def _sources() -> dict[str, str]:
@@ -32,22 +29,13 @@ def _function_lengths() -> dict[str, int]:
 
 
 def test_no_module_over_450_lines():
-    long = {m: n for m, n in _module_lengths().items() if n > MAX_MODULE and m not in KNOWN_LONG_MODULES}
+    long = {m: n for m, n in _module_lengths().items() if n > MAX_MODULE}
     assert not long, f"modules over {MAX_MODULE} lines (split them by what they do): {long}"
 
 
 def test_no_function_over_80_lines():
-    long = {f: n for f, n in _function_lengths().items() if n > MAX_FUNCTION and f not in KNOWN_LONG_FUNCTIONS}
+    long = {f: n for f, n in _function_lengths().items() if n > MAX_FUNCTION}
     assert not long, f"functions over {MAX_FUNCTION} lines: {long}"
-
-
-def test_the_known_offenders_are_still_offenders():
-    """An entry that has been split leaves the list, so the list only ever shrinks to empty."""
-    modules, functions = _module_lengths(), _function_lengths()
-    assert all(modules.get(m, 0) > MAX_MODULE for m in KNOWN_LONG_MODULES), \
-        [m for m in KNOWN_LONG_MODULES if modules.get(m, 0) <= MAX_MODULE]
-    assert all(functions.get(f, 0) > MAX_FUNCTION for f in KNOWN_LONG_FUNCTIONS), \
-        [f for f in KNOWN_LONG_FUNCTIONS if functions.get(f, 0) <= MAX_FUNCTION]
 
 
 def test_the_counter_counts_what_it_says():
