@@ -11,7 +11,6 @@ RUNNER = Path(__file__).resolve().parents[1] / "runner"
 LAYERS = ["runner", "runner.errors", "runner.paths",
           "runner.sources",   # source kinds: identity and raw rows; validation reads the hub cache's layout
           "runner.recipe", "runner.builtin", "runner.chat",
-          "runner.executors.base",   # the Job a data function hands an executor: no import of its own
           "runner.data", "runner.executors",
           "runner.train", "runner.trainers", "runner.steps", "runner.dag", "runner.diff", "runner.api", "runner.cli",
           "runner.__main__",
@@ -19,9 +18,7 @@ LAYERS = ["runner", "runner.errors", "runner.paths",
 
 
 # A layer is a whole package: a module placed apart from its package is an exemption.
-# runner.executors.base holds the Job a data function hands an executor (a pure batch function and a
-# reducer): data/ builds Jobs, the executors package above it runs them
-MODULES_APART = {"runner.executors.base"}
+MODULES_APART: set[str] = set()   # none: every layer is a whole package
 
 
 def _module(path: Path) -> str:

@@ -41,7 +41,7 @@ from collections import defaultdict
 from functools import lru_cache
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from ..executors.base import Job, serial
+from .job import Job, serial
 from ..recipe.model import DedupFilter
 from .common import without_gc
 from .stats import Stats

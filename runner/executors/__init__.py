@@ -8,7 +8,7 @@ import re
 from typing import Callable
 
 from ..errors import RecipeError
-from .base import Executor, Job, serial
+from ..data.job import Executor, Job, serial
 from .local import LocalExecutor
 
 __all__ = ["Executor", "Job", "get", "names", "register", "serial"]
@@ -27,7 +27,7 @@ def names() -> list[str]:
 
 def get(name: str = DEFAULT) -> Executor:
     """The executor registered as `name`, importing runner/executors/<name>.py when none is yet."""
-    if name not in _FACTORIES and re.fullmatch(r"[a-z][a-z0-9_]*", name or "") and name not in ("base",):
+    if name not in _FACTORIES and re.fullmatch(r"[a-z][a-z0-9_]*", name or "") and name not in ("store",):
         try:
             importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as e:

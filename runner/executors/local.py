@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from ..data.parallel import cpus, ordered_map
-from .base import Job
+from ..data.job import Job
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""The executor seam: a data step says WHAT to compute, an executor decides WHERE.
+"""The executor seam: a data step says WHAT to compute (a Job), an executor (runner/executors/) decides WHERE.
 
 A data step's work has two parts:
 
