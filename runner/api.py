@@ -70,7 +70,7 @@ def plan(path: str | Path, overrides=(), cache_dir: str | None = None) -> Plan:
     fps = fingerprint_graph(graph, recipe.file.parent, versions(), cache.digests)
     # what a source kind knows beyond the recipe (the commit an unpinned hub source stands for, a remote
     # file whose server says nothing that follows its bytes) is a fact of the cache or the server
-    graph = dataclasses.replace(graph, notes=graph.notes + tuple(_source_notes(recipe, graph, fps)))
+    graph = dataclasses.replace(graph, notes=graph.notes + tuple(shown(recipe, n) for n in _source_notes(recipe, graph, fps)))
     return Plan(graph, make_plan(graph, fps, cache), cache)
 
 
@@ -92,13 +92,19 @@ def warn_unpinned(recipe: model.Recipe) -> None:
 
     from . import sources
     for n in sources.notes(recipe.sources):
-        print(f"warning: {n}", file=sys.stderr)
+        print(f"warning: {shown(recipe, n)}", file=sys.stderr)
 
 
 def warn_missing(recipe: model.Recipe) -> None:
     import sys
     for n in missing(recipe):
-        print(f"warning: {n}", file=sys.stderr)
+        print(f"warning: {shown(recipe, n)}", file=sys.stderr)
+
+
+def shown(recipe: model.Recipe, text: str) -> str:
+    """A message about a recipe as the screen shows it: its values from the environment as ***."""
+    from .recipe import secrets
+    return secrets.scrub(text, secrets.texts(recipe.document, recipe.secrets))
 
 
 def missing(recipe: model.Recipe) -> list[str]:

@@ -210,3 +210,26 @@ def test_the_spec_file_round_trips_whatever_the_values_from_the_environment(valu
         (isinstance(value, (int, float)) and not isinstance(value, bool) and str(value) in secrets)
     if exact:   # a value that is exactly one from the environment never stays in the file
         assert hidden != value
+
+
+def test_a_prompt_from_the_environment_reaches_no_log_line_and_no_file(tmp_path, monkeypatch):
+    """A generation prompt from the environment: the model is asked it, and every sample echoes it; the run's
+    log (stdout and stderr), eval.json in the cache, report.json/report.md and every other file show ***."""
+    import subprocess
+    import sys
+    secret = "Sekret-Prompt-Xq7"
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "poetry_lora.yaml"
+    args = ["run", str(recipe), "--set", "model.base=builtin:tiny-random", "--set", "sources.tang.limit=200",
+            "--set", "size=40", "--set", "train.max_steps=1", "--set", "train.deepspeed=null",
+            "--set", "evaluate.max_rows=4", "--set", "evaluate.generate.max_new_tokens=4",
+            "--set", 'evaluate.generate.prompts=["${oc.env:SEC_PR}"]',
+            "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "run")]
+    p = subprocess.run([sys.executable, "-m", "runner", *args], capture_output=True, text=True, timeout=900,
+                       env={**__import__("os").environ, "SEC_PR": secret})
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "sample: '***'" in p.stderr, p.stderr[-2000:]          # the model was asked; the line masks it
+    assert secret not in p.stdout + p.stderr
+    stored = _all_text(tmp_path / "cache") + _all_text(tmp_path / "run")
+    assert secret not in stored
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert any(s["prompt"] == "***" for s in report["stages"][0]["metrics"]["eval"]["samples"])

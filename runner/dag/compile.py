@@ -105,4 +105,6 @@ def compile_recipe(r: model.Recipe) -> Graph:
             notes[sid] = tuple(d.notes)
             steps.append(Step(sid, d.params, tuple(d.inputs), tuple(d.files), d.runtime))
     ordered = _run_order(r, steps)
-    return Graph(r.name, tuple(ordered), tuple(n for s in ordered for n in notes[s.id]), _secret_texts(r))
+    hidden = _secret_texts(r)
+    from ..recipe.secrets import scrub   # a note may quote a setting: never one from the environment
+    return Graph(r.name, tuple(ordered), tuple(scrub(n, hidden) for s in ordered for n in notes[s.id]), hidden)

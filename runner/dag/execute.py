@@ -13,7 +13,7 @@ from typing import Callable
 
 from ..errors import RecipeError, StepError
 from ..paths import under
-from ..recipe.secrets import redact
+from ..recipe.secrets import redact, scrub
 from ..recipe.model import Recipe
 from ..steps import STEPS, versions
 from ..steps.base import NamedByStepId, RunOptions, Step, StepContext, StepId, kind_of, parse_step
@@ -152,7 +152,9 @@ def _run(step: Step, fp, kind, forced: bool, done: dict, records: list, r: _Run)
     tmp = cache.begin(fp.value)
     ctx = StepContext(step=step, fingerprint=fp.value, out=tmp, inputs={i: done[i] for i in step.inputs},
                       base_dir=r.recipe.file.parent, run_dir=r.run_dir, partial=cache.partial_dir(fp.value),
-                      options=r.options, secrets=r.graph.secrets, log=r.ui.log, progress=r.ui.progress)
+                      options=r.options, secrets=r.graph.secrets, progress=r.ui.progress,
+                      # a step's lines go through one place, which never shows a value from the environment
+                      log=lambda msg: r.ui.log(scrub(msg, r.graph.secrets)))
     start = time.perf_counter()
     r.ui.started(step)
     try:
@@ -174,7 +176,7 @@ def _run(step: Step, fp, kind, forced: bool, done: dict, records: list, r: _Run)
         records.append(StepRecord(step.id, "failed", fp.value, time.perf_counter() - start))
         r.ui.failed(name)
         write_report(r.recipe, r.graph, records, r.run_dir, cache)
-        raise StepError(name, e.message if not e.where else str(e),
+        raise StepError(name, scrub(e.message if not e.where else str(e), r.graph.secrets),
                         resume_command(r.recipe, name, r.argv, r.overrides)) from None
     except BaseException:
         cache.abort(tmp)

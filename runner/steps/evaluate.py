@@ -122,7 +122,10 @@ def run(ctx) -> dict:
     result = evaluate_stage(EvalSpec.of(p, ctx.base_dir, stage=step.stage), model_dir, evals,
                             eval_records=records, batch_size=ctx.step.runtime["batch_size"],
                             trust=ctx.options.trust, name=BEFORE if before else None)
-    (ctx.out / "eval.json").write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    from ..recipe.secrets import redact
+    # a sample echoes its prompt, which may be a value from the environment: stored as *** (numbers as they are)
+    stored = redact(result, ctx.secrets, numbers=False)[0]
+    (ctx.out / "eval.json").write_text(json.dumps(stored, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     loss = {s: v["loss"] for s, v in result["loss"].items()}
     for src, v in sorted(loss.items()):
         ctx.log(f"eval {src}: loss {v:.4f}")

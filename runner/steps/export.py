@@ -46,7 +46,7 @@ def run(ctx) -> dict:
     data_fp = components["inputs"].get(str(StepId("render", stage=train_step.stage)))
     spec = ExportSpec.of(p, ctx.base_dir, stage=train_step.stage, merge=p["output"].merge)
     manifest = export(spec, art / "final", ctx.out, fingerprint=data_fp, stage=train_step.stage,
-                      trust=ctx.options.trust)
+                      trust=ctx.options.trust, secrets=ctx.secrets)
     ctx.log(f"exported {', '.join(manifest['exported'])} to {ctx.run_dir / 'export'}")
     return {"exported": manifest["exported"], "data_fingerprint": data_fp}
 

@@ -21,7 +21,8 @@ _SKIP = {"training_args.bin", "ewc_state.safetensors", "README.md"}
 
 
 def export(spec: ExportSpec, final_dir: str | Path, out_dir: str | Path, *, fingerprint: str,
-           stage: str | None = None, merge: bool | None = None, trust: bool = False) -> dict[str, Any]:
+           stage: str | None = None, merge: bool | None = None, trust: bool = False,
+           secrets: tuple[str, ...] = ()) -> dict[str, Any]:
     """Export a stage's final/ directory into out_dir; returns the manifest. `fingerprint` names
     the data that trained it; `merge` defaults to output.merge."""
     from .loading import for_inference, is_adapter
@@ -52,6 +53,8 @@ def export(spec: ExportSpec, final_dir: str | Path, out_dir: str | Path, *, fing
         "data_fingerprint": fingerprint,
         "versions": _versions(),
     }
+    from ..recipe.secrets import redact
+    manifest = redact(manifest, secrets, numbers=False)[0]   # a base named by a value from the environment: ***
     (out_dir / "export_manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
     return manifest
 
