@@ -2,7 +2,8 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch first and pinned: an unpinned torch pulls GBs of CUDA wheels (override for a GPU box: make TORCH=torch)
+# torch first and pinned: an unpinned torch pulls GBs of CUDA wheels (override for a GPU box: make TORCH=torch);
+# numpy with it, so its import check does not warn "Failed to initialize NumPy"
 TORCH ?= torch==2.13.0
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 # The quickstart caps training: the recipe's 5 epochs are ~15,600 optimizer steps (~50 min on 2 CPU cores).
@@ -23,7 +24,7 @@ MIN_TESTS ?= tests/test_train_config.py tests/test_train_sft.py tests/test_train
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(PIP) install "$(TORCH)" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP) install "$(TORCH)" numpy 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import torch" 
 	$(PIP) install -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import runner, trl, peft, deepspeed, datasketch"
@@ -34,7 +35,7 @@ install: $(VENV)/.installed
 $(VENV_MIN)/.installed: pyproject.toml .ci/min_constraints.py
 	test -x $(BIN_MIN)/python || $(PY) -m venv $(VENV_MIN)
 	$(PIP_MIN) install --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(PIP_MIN) install "$(TORCH)" 2>&1 | grep -v "^WARNING: Location" || true
+	$(PIP_MIN) install "$(TORCH)" numpy 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN_MIN)/python .ci/min_constraints.py > $(VENV_MIN)/constraints.txt
 	$(PIP_MIN) install -e ".[test]" -c $(VENV_MIN)/constraints.txt 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN_MIN)/python .ci/min_constraints.py --check
