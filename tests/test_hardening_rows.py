@@ -183,3 +183,21 @@ def test_the_default_mix_survives_a_filter_that_empties_a_source(tmp_path):
     stats = done["mix.main"][1]
     assert stats["mix"]["requested"] == {"general": 1.0}
     assert stats["rows_out"] == stats["mix"]["available"]["general"] > 0 == stats["mix"]["available"]["identity"]
+
+
+# --- a row nested deeper than any reader allows (issue 26 D10): parquet and saved datasets bypass the
+# readers' MAX_DEPTH, so the null check and the null wrapper of `fields` must not recurse ---------------------
+
+def test_a_fields_row_nested_100000_levels_beside_a_null_renders_or_names_the_null():
+    from runner.data.fields import Fields
+    from runner.data.mapped import MapError
+    from runner.recipe import model
+    deep = 1
+    for i in range(100_000):
+        deep = [deep] if i % 2 else {"k": deep}
+    row = {"q": None, "a": "y", "deep": deep}
+    fields = lambda user: Fields("s", model.Fields(system=None, user=user, assistant="{{ a }}", id=None, meta={}))
+    assert fields("{{ q or 'none' }}").render(row) == {"user": "none", "assistant": "y"}
+    with pytest.raises(MapError) as e:
+        fields("{{ q }}").render(row)
+    assert e.value.code == "null_field" and "'q' is null" in e.value.detail

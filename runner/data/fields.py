@@ -75,12 +75,16 @@ class Fields:
 
 
 def _has_null(v: Any) -> bool:
-    if v is None:
-        return True
-    if type(v) is dict:
-        return any(_has_null(x) for x in v.values())
-    if type(v) is list:
-        return any(_has_null(x) for x in v)
+    """Whether a null is anywhere in v; a loop, not recursion: a row may nest as deep as readers allow."""
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if x is None:
+            return True
+        if type(x) is dict:
+            stack.extend(x.values())
+        elif type(x) is list:
+            stack.extend(x)
     return False
 
 
@@ -101,10 +105,19 @@ class _Null(StrictUndefined):
 
 
 def _nulls(v: Any, where: str) -> Any:
-    if v is None:
-        return _Null(hint=f"'{where}' is null", name=where, exc=_NullError)
-    if type(v) is dict:
-        return {k: _nulls(x, f"{where}.{k}") for k, x in v.items()}
-    if type(v) is list:
-        return [_nulls(x, f"{where}[{i}]") for i, x in enumerate(v)]
-    return v
+    """v with each null replaced by a _Null that names its place ("xs[2].author"); a loop, like _has_null."""
+    root = [None]
+    stack: list[tuple[Any, Any, Any, str]] = [(v, root, 0, where)]
+    while stack:
+        x, into, key, at = stack.pop()
+        if x is None:
+            into[key] = _Null(hint=f"'{at}' is null", name=at, exc=_NullError)
+        elif type(x) is dict:
+            into[key] = copy = dict.fromkeys(x)
+            stack.extend((y, copy, k, f"{at}.{k}") for k, y in x.items())
+        elif type(x) is list:
+            into[key] = copy = [None] * len(x)
+            stack.extend((y, copy, i, f"{at}[{i}]") for i, y in enumerate(x))
+        else:
+            into[key] = x
+    return root[0]
