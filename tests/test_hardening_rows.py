@@ -201,3 +201,40 @@ def test_a_fields_row_nested_100000_levels_beside_a_null_renders_or_names_the_nu
     with pytest.raises(MapError) as e:
         fields("{{ q }}").render(row)
     assert e.value.code == "null_field" and "'q' is null" in e.value.detail
+
+
+# --- D15: bad rows of explicit task files are quarantined like a source's -------------------------------------
+
+def test_bad_rows_of_explicit_task_files_are_in_the_report_and_the_run_quarantine(tmp_path, capsys):
+    from helpers.cli import cli
+    from helpers.data import REPO
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "data").symlink_to(REPO / "data")
+    for name in ("base_lora.yaml", "fomaml_explicit.yaml"):
+        (tmp_path / "recipes" / name).write_text((REPO / "recipes" / name).read_text(encoding="utf-8"), encoding="utf-8")
+    huge = "9" * 5_000     # metadata holding an integer past Python's digit limit: was an AttributeError
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": null, "response": "r"}\n{"prompt": "p", "response": "r", "metadata": "{x"}\n'
+                   + json.dumps({"prompt": "p2", "response": "r2", "metadata": huge}) + "\n", encoding="utf-8")
+    query = "meta.tasks[0].query=[../data/meta_tasks/math_2step/query.parquet, ../bad.jsonl]"
+    argv = ["run", str(tmp_path / "recipes" / "fomaml_explicit.yaml"), "--set", "model.base=builtin:tiny",
+            "--set", "template.max_length=256", "--set", query, "--dry-run",
+            "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "out")]
+    code, out, err = cli(capsys, *argv)
+    assert code == 0, err
+    q = tmp_path / "out" / "quarantine" / "meta.tasks.jsonl"
+    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    assert report["quarantine"] == {"meta.tasks": {"count": 3, "file": str(q)}}
+    rows = [json.loads(x) for x in q.read_text(encoding="utf-8").splitlines()]
+    assert [(r["source"], r["file"], r["line"], r["code"]) for r in rows] == [
+        ("math_2step", "../bad.jsonl", 1, "null_field"), ("math_2step", "../bad.jsonl", 2, "bad_metadata"),
+        ("math_2step", "../bad.jsonl", 3, "bad_metadata")]
+    assert "4300 digits" in rows[2]["reason"]
+    assert f"task files: 3 rows quarantined (bad_metadata 2, null_field 1): see {q}" in out + err
+    assert "| meta.tasks | 3 |" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    # fixed: the run directory and the report say so
+    bad.write_text('{"prompt": "p", "response": "r"}\n', encoding="utf-8")
+    code, out, err = cli(capsys, *argv)
+    assert code == 0, err
+    assert json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))["quarantine"] == {}
+    assert not q.exists()

@@ -132,13 +132,19 @@ def _jsonl(lines: Iterator[str], rel: str) -> Iterator[Raw]:
                       _printable(line))
             continue
         try:
-            if _brackets(line, 0, len(line)) > MAX_DEPTH:
-                _check_depth(line, _WS.match(line).end())
-            obj = json.loads(line)
+            obj = loads(line)
         except ValueError as e:
-            yield Raw(rel, lineno, row, None, ("invalid_json", _value_problem(e, line=False)), line)
+            yield Raw(rel, lineno, row, None, ("invalid_json", value_problem(e, line=False)), line)
             continue
         yield _object(obj, rel, lineno, row)
+
+
+def loads(text: str) -> Any:
+    """json.loads within the readers' bounds: a value nested deeper than MAX_DEPTH, or an integer past
+    Python's digit limit, raises ValueError like a syntax error does (value_problem says which)."""
+    if _brackets(text, 0, len(text)) > MAX_DEPTH:
+        _check_depth(text, _WS.match(text).end())
+    return json.loads(text)
 
 
 def _brackets(text: str, start: int, end: int) -> int:
@@ -187,7 +193,7 @@ class _Unreadable(ValueError):
         self.end = end
 
 
-def _value_problem(e: ValueError, line: bool = True) -> str:
+def value_problem(e: ValueError, line: bool = True) -> str:
     """json's syntax errors say where; a deep row or a huge integer says what."""
     if isinstance(e, json.JSONDecodeError):
         return json_problem(e, line)
@@ -236,7 +242,7 @@ def _json(text: str, rel: str) -> Iterator[Raw]:
         yield Raw(rel, 1, None, None, ("not_rows", str(e)))
         return
     except (ValueError, RecursionError) as e:   # a value beside the rows' list: too deep, or a huge number
-        why = "nested too deep to read" if isinstance(e, RecursionError) else _value_problem(e)
+        why = "nested too deep to read" if isinstance(e, RecursionError) else value_problem(e)
         yield Raw(rel, 1, None, None, ("invalid_json", f"{why}; the file could not be read"))
         return
     yield from _json_items(items, text, rel, lines)
@@ -307,7 +313,7 @@ def _decode(text: str, i: int, dec: json.JSONDecoder) -> tuple[Any, int]:
             except _Deep as deep:
                 e = deep
         end = e.end if isinstance(e, _Deep) else _closing(text, i, 0) if text[i] in "[{" else _NUMBER.match(text, i).end()
-        raise _Unreadable(_value_problem(e) if isinstance(e, ValueError) else "nested too deep to read", end) from None
+        raise _Unreadable(value_problem(e) if isinstance(e, ValueError) else "nested too deep to read", end) from None
 
 
 def _scan_object(text: str, i: int, dec: json.JSONDecoder) -> tuple[list[tuple[int, int, Any]], int]:
