@@ -238,3 +238,67 @@ def test_bad_rows_of_explicit_task_files_are_in_the_report_and_the_run_quarantin
     assert code == 0, err
     assert json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))["quarantine"] == {}
     assert not q.exists()
+
+
+# --- D7: a null inside a list or dict is null, or the row is null_field; never the text "Undefined" ------------
+
+NULL_FILTERS = ["{{ v }}", "{{ v | list }}", "{{ v | pprint }}", "{{ v | string }}", "{{ v | dictsort }}",
+                "{{ v | tojson }}", "{{ v is none }}", "{{ v | join(',') }}", "{{ v | first is none }}",
+                "{{ v | map('string') | join }}", "{{ v | select | list }}", "{{ v | length }}",
+                "{% for x in v %}{{ x is none }}{% endfor %}", "{{ v | default('d') }}", "{{ v or 'd' }}"]
+
+
+def _render_v(template: str, v):
+    """-> ("text", output) or ("quarantined", code) for a `fields` row {"q": "q", "v": v}."""
+    from runner.data.fields import Fields
+    from runner.data.mapped import MapError
+    from runner.recipe import model
+    f = Fields("s", model.Fields(system=None, user="{{ q }}", assistant=template, id=None, meta={}))
+    try:
+        return "text", f.render({"q": "q", "v": v})["assistant"]
+    except MapError as e:
+        return "quarantined", e.code
+
+
+def test_a_null_inside_a_list_or_dict_is_null_to_tests_and_tojson_and_never_printed():
+    printed = ("{{ v }}", "{{ v | pprint }}", "{{ v | string }}")
+    for v, more in (([None, "p1"], ("{{ v | list }}", "{{ v | join(',') }}")), ({"a": None, "b": 1}, ("{{ v | dictsort }}",))):
+        for t in printed + more:
+            assert _render_v(t, v) == ("quarantined", "null_field"), (t, v)
+        assert json.loads(_render_v("{{ v | tojson }}", v)[1]) == v
+    assert _render_v("{{ v | list }}", {"a": None}) == ("text", "['a']")      # a dict's keys: no null printed
+    assert _render_v("{{ v[0] is none }}", [None]) == ("text", "True")
+    assert _render_v("{{ v is none }}", None) == ("text", "True")
+    assert _render_v("{{ v[0] or 'none' }}", [None]) == ("text", "none")
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_LEAF = st.one_of(st.none(), st.integers(-5, 5), st.text("abc ", max_size=3), st.booleans())
+_NESTED = st.recursive(_LEAF, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                      st.dictionaries(st.text("xyz", min_size=1, max_size=2), inner, max_size=3)),
+                       max_leaves=8)
+
+
+def _has_none(v) -> bool:
+    return v is None or any(map(_has_none, v.values() if isinstance(v, dict) else v if isinstance(v, list) else ()))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(v=_NESTED, template=st.sampled_from(NULL_FILTERS))
+def test_generated_nested_rows_with_nulls_through_every_filter(v, template):
+    """Property: a row's nulls never reach the text as "Undefined" or "None"; tojson writes them as null;
+    a row without nulls renders as plain Jinja renders it."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    got = _render_v(template, v)
+    if got[0] == "quarantined":
+        assert got[1] in ("null_field", "template_error"), (template, v, got)
+        assert _has_none(v) or got[1] == "template_error", (template, v, got)
+        return
+    assert "Undefined" not in got[1] and ("None" not in got[1] or not _has_none(v)), (template, v, got)
+    if template == "{{ v | tojson }}":
+        assert json.loads(got[1]) == v
+    if not _has_none(v):
+        plain = ImmutableSandboxedEnvironment().from_string(template)
+        assert got[1] == plain.render(q="q", v=v), (template, v)

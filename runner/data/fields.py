@@ -26,6 +26,9 @@ class Fields:
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         env = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
+        # a null of the row is null to `is none` and `tojson` (_Null below); Jinja's own would say False / fail
+        env.tests["none"] = _is_none
+        env.policies["json.dumps_kwargs"] = {**env.policies["json.dumps_kwargs"], "default": _json_null}
         srcs = {"system": fields.system, "user": fields.user, "assistant": fields.assistant, "id": fields.id}
         srcs.update({f"meta.{k}": v for k, v in fields.meta.items()})
         self.names = [k for k, v in srcs.items() if v is not None]
@@ -95,13 +98,29 @@ class _NullError(MapError):
 
 class _Null(StrictUndefined):
     """A null of the raw row inside a `fields` template. Jinja would write a null as the text "None"
-    (`{{ author }}`, `paragraphs | join`) straight into the training data; this refuses to print
-    (the row is quarantined as null_field) but is falsy, so `{% if x %}`, `x or '...'` and
-    `x | default('...')` still choose what to write."""
+    (`{{ author }}`, `paragraphs | join`) straight into the training data; this refuses to print, alone
+    or inside a list or dict (the row is quarantined as null_field), but is falsy, so `{% if x %}`,
+    `x or '...'` and `x | default('...')` still choose what to write; `x is none` is true and `tojson`
+    writes null."""
     __slots__ = ()
 
     def __bool__(self) -> bool:
         return False
+
+    def __repr__(self) -> str:
+        # a container prints its items' repr: `{{ xs }}`, `xs | list`, `pprint`, `string`, `dictsort` would
+        # write "Undefined" into the text, so a null inside one is the row's null_field too
+        self._fail_with_undefined_error()
+
+
+def _is_none(v: Any) -> bool:
+    return v is None or isinstance(v, _Null)
+
+
+def _json_null(o: Any) -> None:
+    if isinstance(o, _Null):
+        return None
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
 
 
 def _nulls(v: Any, where: str) -> Any:
