@@ -328,5 +328,6 @@ def test_a_deep_or_huge_row_is_one_invalid_json_entry_with_its_place(tmp_path, s
         return
     assert [m["messages"][0]["content"] for m in records] == ["a", "c"], records
     line = 2 if suffix == "jsonl" else 3       # the .json file opens with "[" on a line of its own
-    assert [(q["code"], q["file"], q["line"]) for q in quarantine] == [("invalid_json", f"rows.{suffix}", line)], quarantine
+    got = [(q["code"], q["file"], q["line"]) for q in quarantine]
+    assert got == [("invalid_json", f"rows.{suffix}", line)], quarantine
     assert ("nested deeper than 500" if finding == "D10" else "4300 digits") in quarantine[0]["reason"]

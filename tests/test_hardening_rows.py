@@ -262,7 +262,8 @@ def _render_v(template: str, v):
 
 def test_a_null_inside_a_list_or_dict_is_null_to_tests_and_tojson_and_never_printed():
     printed = ("{{ v }}", "{{ v | pprint }}", "{{ v | string }}")
-    for v, more in (([None, "p1"], ("{{ v | list }}", "{{ v | join(',') }}")), ({"a": None, "b": 1}, ("{{ v | dictsort }}",))):
+    for v, more in (([None, "p1"], ("{{ v | list }}", "{{ v | join(',') }}")),
+                    ({"a": None, "b": 1}, ("{{ v | dictsort }}",))):
         for t in printed + more:
             assert _render_v(t, v) == ("quarantined", "null_field"), (t, v)
         assert json.loads(_render_v("{{ v | tojson }}", v)[1]) == v
@@ -276,9 +277,13 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 _LEAF = st.one_of(st.none(), st.integers(-5, 5), st.text("abc ", max_size=3), st.booleans())
-_NESTED = st.recursive(_LEAF, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                      st.dictionaries(st.text("xyz", min_size=1, max_size=2), inner, max_size=3)),
-                       max_leaves=8)
+
+
+def _containers(inner):
+    return st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text("xyz", min_size=1, max_size=2), inner, max_size=3))
+
+
+_NESTED = st.recursive(_LEAF, _containers, max_leaves=8)
 
 
 def _has_none(v) -> bool:

@@ -301,19 +301,25 @@ def _decode(text: str, i: int, dec: json.JSONDecoder) -> tuple[Any, int]:
     raised as _Unreadable with the index after it, so the rows after it still load."""
     try:
         obj, end = dec.raw_decode(text, i)
-        if _brackets(text, i, end) > MAX_DEPTH:
-            _check_depth(text, i)
-        return obj, end
+    except RecursionError:    # far past MAX_DEPTH: _check_depth below says so
+        obj, end = None, None
     except json.JSONDecodeError:
         raise
-    except (ValueError, RecursionError) as e:
-        if isinstance(e, RecursionError):
-            try:
-                _check_depth(text, i)
-            except _Deep as deep:
-                e = deep
-        end = e.end if isinstance(e, _Deep) else _closing(text, i, 0) if text[i] in "[{" else _NUMBER.match(text, i).end()
-        raise _Unreadable(value_problem(e) if isinstance(e, ValueError) else "nested too deep to read", end) from None
+    except ValueError as e:   # an integer past the digit limit
+        raise _Unreadable(value_problem(e), _value_end(text, i)) from None
+    if end is None or _brackets(text, i, end) > MAX_DEPTH:
+        try:
+            _check_depth(text, i)
+        except _Deep as e:
+            raise _Unreadable(str(e), e.end) from None
+        if end is None:
+            raise _Unreadable("nested too deep to read", _value_end(text, i))
+    return obj, end
+
+
+def _value_end(text: str, i: int) -> int:
+    """The index after the container or number at text[i], found without parsing it."""
+    return _closing(text, i, 0) if text[i] in "[{" else _NUMBER.match(text, i).end()
 
 
 def _scan_object(text: str, i: int, dec: json.JSONDecoder) -> tuple[list[tuple[int, int, Any]], int]:
