@@ -185,14 +185,10 @@ def test_a_single_override_never_crashes(tree, value, key):
 # loading gives records and quarantine entries that account for every row, or one RecipeError line
 # ("none of its rows could be used"). Never a traceback.
 #
-# Open findings, each with a strict xfail below (it turns into a failure once fixed, so the bound is lifted):
-#   D10  a row nested more than ~350 levels: RecursionError (data/formats.py `_has_null`, then json's own
-#        limit near 1000 levels in .jsonl and .json files)
-#   D11  an integer of more than 4,300 digits: AttributeError ('ValueError' has no 'colno') in .jsonl,
-#        ValueError in a .json array
-# `make test` keeps the generated rows inside both bounds; `make fuzz` crosses them, so it finds them.
+# Rows past the readers' bounds (nested deeper than MAX_DEPTH, an integer past Python's 4,300 digits; issue 26
+# D10/D11) are generated in `make test` too: each is one invalid_json quarantine entry, its neighbours load.
 # A template loop is bounded here (D23, no render budget yet, would make a generated loop hang the fuzzer).
-DEPTH_OK, DIGITS_OK = 300, 4_000        # below the open findings above
+DEPTH_OK, DIGITS_OK = 1_200, 6_000      # past readers.MAX_DEPTH (500) and the 4,300-digit limit
 DEPTH_FUZZ, DIGITS_FUZZ = 2_000, 20_000
 
 
@@ -301,18 +297,37 @@ def test_a_data_file_and_its_templates_load_or_are_refused_never_a_traceback(tmp
             assert q["code"] and q["reason"] and "Traceback" not in q["reason"], q
 
 
+def _nested_text(depth: int) -> str:
+    """`{"k": [{"k": [... 1 ...]}]}` as text: json.dumps cannot write 100,000 levels."""
+    opens = "".join('{"k": ' if i % 2 else "[" for i in range(depth))
+    closes = "".join("}" if i % 2 else "]" for i in reversed(range(depth)))
+    return opens + "1" + closes
+
+
 @pytest.mark.parametrize("suffix", ["jsonl", "json"])
-@pytest.mark.parametrize("finding,row", [
-    ("D10", {"q": "a", "a": "b", "x": _nested(400, 1)}),
-    ("D10", {"q": "a", "a": "b", "x": _nested(2_000, 1)}),
-    ("D11", {"q": "a", "a": "b", "n": 10 ** 5_000 - 1}),
+@pytest.mark.parametrize("finding,value,quarantined", [
+    ("D10", _nested_text(400), False),         # inside readers.MAX_DEPTH: an ordinary row
+    ("D10", _nested_text(501), True),
+    ("D10", _nested_text(2_000), True),        # past json's own recursion limit
+    ("D10", _nested_text(100_000), True),
+    ("D11", "9" * 5_000, True),
+    ("D11", "-" + "9" * 100_000, True),
 ])
-@pytest.mark.xfail(strict=True, reason="issue 26 D10/D11 (data/ is not this branch's to fix): "
-                                       "the row should be one invalid_json quarantine entry")
-def test_open_findings_a_deep_or_huge_row_is_a_quarantine_entry(tmp_path, suffix, finding, row):
-    _write_rows(tmp_path / f"rows.{suffix}", [row, {"q": "c", "a": "d"}])
+def test_a_deep_or_huge_row_is_one_invalid_json_entry_with_its_place(tmp_path, suffix, finding, value, quarantined):
+    rows = ['{"q": "a", "a": "b"}', '{"q": "a", "a": "b", "x": %s}' % value, '{"q": "c", "a": "d"}']
+    text = "\n".join(rows) + "\n" if suffix == "jsonl" else "[\n" + ",\n".join(rows) + "\n]\n"
+    (tmp_path / f"rows.{suffix}").write_text(text, encoding="utf-8")
     r = tmp_path / "r.yaml"
     r.write_text(f"recipe: r\nmodel: {{base: builtin:tiny}}\nsources:\n  s:\n    path: rows.{suffix}\n"
                  "    format: fields\n    fields: {user: '{{ q }}', assistant: '{{ a }}'}\n", encoding="utf-8")
     got = _load_or_refuse(r)
-    assert got[0] == "loaded" and len(got[1]) == 1 and [q["code"] for q in got[2]] == ["invalid_json"], got
+    assert got[0] == "loaded", got
+    records, quarantine = got[1], got[2]
+    if not quarantined:
+        assert len(records) == 3 and quarantine == [], quarantine
+        return
+    assert [m["messages"][0]["content"] for m in records] == ["a", "c"], records
+    line = 2 if suffix == "jsonl" else 3       # the .json file opens with "[" on a line of its own
+    got = [(q["code"], q["file"], q["line"]) for q in quarantine]
+    assert got == [("invalid_json", f"rows.{suffix}", line)], quarantine
+    assert ("nested deeper than 500" if finding == "D10" else "4300 digits") in quarantine[0]["reason"]

@@ -183,3 +183,127 @@ def test_the_default_mix_survives_a_filter_that_empties_a_source(tmp_path):
     stats = done["mix.main"][1]
     assert stats["mix"]["requested"] == {"general": 1.0}
     assert stats["rows_out"] == stats["mix"]["available"]["general"] > 0 == stats["mix"]["available"]["identity"]
+
+
+# --- a row nested deeper than any reader allows (issue 26 D10): parquet and saved datasets bypass the
+# readers' MAX_DEPTH, so the null check and the null wrapper of `fields` must not recurse ---------------------
+
+def test_a_fields_row_nested_100000_levels_beside_a_null_renders_or_names_the_null():
+    from runner.data.fields import Fields
+    from runner.data.mapped import MapError
+    from runner.recipe import model
+    deep = 1
+    for i in range(100_000):
+        deep = [deep] if i % 2 else {"k": deep}
+    row = {"q": None, "a": "y", "deep": deep}
+    fields = lambda user: Fields("s", model.Fields(system=None, user=user, assistant="{{ a }}", id=None, meta={}))
+    assert fields("{{ q or 'none' }}").render(row) == {"user": "none", "assistant": "y"}
+    with pytest.raises(MapError) as e:
+        fields("{{ q }}").render(row)
+    assert e.value.code == "null_field" and "'q' is null" in e.value.detail
+
+
+# --- D15: bad rows of explicit task files are quarantined like a source's -------------------------------------
+
+def test_bad_rows_of_explicit_task_files_are_in_the_report_and_the_run_quarantine(tmp_path, capsys):
+    from helpers.cli import cli
+    from helpers.data import REPO
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "data").symlink_to(REPO / "data")
+    for name in ("base_lora.yaml", "fomaml_explicit.yaml"):
+        (tmp_path / "recipes" / name).write_text((REPO / "recipes" / name).read_text(encoding="utf-8"), encoding="utf-8")
+    huge = "9" * 5_000     # metadata holding an integer past Python's digit limit: was an AttributeError
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": null, "response": "r"}\n{"prompt": "p", "response": "r", "metadata": "{x"}\n'
+                   + json.dumps({"prompt": "p2", "response": "r2", "metadata": huge}) + "\n", encoding="utf-8")
+    query = "meta.tasks[0].query=[../data/meta_tasks/math_2step/query.parquet, ../bad.jsonl]"
+    argv = ["run", str(tmp_path / "recipes" / "fomaml_explicit.yaml"), "--set", "model.base=builtin:tiny",
+            "--set", "template.max_length=256", "--set", query, "--dry-run",
+            "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "out")]
+    code, out, err = cli(capsys, *argv)
+    assert code == 0, err
+    q = tmp_path / "out" / "quarantine" / "meta.tasks.jsonl"
+    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    assert report["quarantine"] == {"meta.tasks": {"count": 3, "file": str(q)}}
+    rows = [json.loads(x) for x in q.read_text(encoding="utf-8").splitlines()]
+    assert [(r["source"], r["file"], r["line"], r["code"]) for r in rows] == [
+        ("math_2step", "../bad.jsonl", 1, "null_field"), ("math_2step", "../bad.jsonl", 2, "bad_metadata"),
+        ("math_2step", "../bad.jsonl", 3, "bad_metadata")]
+    assert "4300 digits" in rows[2]["reason"]
+    assert f"task files: 3 rows quarantined (bad_metadata 2, null_field 1): see {q}" in out + err
+    assert "| meta.tasks | 3 |" in (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    # fixed: the run directory and the report say so
+    bad.write_text('{"prompt": "p", "response": "r"}\n', encoding="utf-8")
+    code, out, err = cli(capsys, *argv)
+    assert code == 0, err
+    assert json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))["quarantine"] == {}
+    assert not q.exists()
+
+
+# --- D7: a null inside a list or dict is null, or the row is null_field; never the text "Undefined" ------------
+
+NULL_FILTERS = ["{{ v }}", "{{ v | list }}", "{{ v | pprint }}", "{{ v | string }}", "{{ v | dictsort }}",
+                "{{ v | tojson }}", "{{ v is none }}", "{{ v | join(',') }}", "{{ v | first is none }}",
+                "{{ v | map('string') | join }}", "{{ v | select | list }}", "{{ v | length }}",
+                "{% for x in v %}{{ x is none }}{% endfor %}", "{{ v | default('d') }}", "{{ v or 'd' }}"]
+
+
+def _render_v(template: str, v):
+    """-> ("text", output) or ("quarantined", code) for a `fields` row {"q": "q", "v": v}."""
+    from runner.data.fields import Fields
+    from runner.data.mapped import MapError
+    from runner.recipe import model
+    f = Fields("s", model.Fields(system=None, user="{{ q }}", assistant=template, id=None, meta={}))
+    try:
+        return "text", f.render({"q": "q", "v": v})["assistant"]
+    except MapError as e:
+        return "quarantined", e.code
+
+
+def test_a_null_inside_a_list_or_dict_is_null_to_tests_and_tojson_and_never_printed():
+    printed = ("{{ v }}", "{{ v | pprint }}", "{{ v | string }}")
+    for v, more in (([None, "p1"], ("{{ v | list }}", "{{ v | join(',') }}")),
+                    ({"a": None, "b": 1}, ("{{ v | dictsort }}",))):
+        for t in printed + more:
+            assert _render_v(t, v) == ("quarantined", "null_field"), (t, v)
+        assert json.loads(_render_v("{{ v | tojson }}", v)[1]) == v
+    assert _render_v("{{ v | list }}", {"a": None}) == ("text", "['a']")      # a dict's keys: no null printed
+    assert _render_v("{{ v[0] is none }}", [None]) == ("text", "True")
+    assert _render_v("{{ v is none }}", None) == ("text", "True")
+    assert _render_v("{{ v[0] or 'none' }}", [None]) == ("text", "none")
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_LEAF = st.one_of(st.none(), st.integers(-5, 5), st.text("abc ", max_size=3), st.booleans())
+
+
+def _containers(inner):
+    return st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text("xyz", min_size=1, max_size=2), inner, max_size=3))
+
+
+_NESTED = st.recursive(_LEAF, _containers, max_leaves=8)
+
+
+def _has_none(v) -> bool:
+    return v is None or any(map(_has_none, v.values() if isinstance(v, dict) else v if isinstance(v, list) else ()))
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(v=_NESTED, template=st.sampled_from(NULL_FILTERS))
+def test_generated_nested_rows_with_nulls_through_every_filter(v, template):
+    """Property: a row's nulls never reach the text as "Undefined" or "None"; tojson writes them as null;
+    a row without nulls renders as plain Jinja renders it."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    got = _render_v(template, v)
+    if got[0] == "quarantined":
+        assert got[1] in ("null_field", "template_error"), (template, v, got)
+        assert _has_none(v) or got[1] == "template_error", (template, v, got)
+        return
+    assert "Undefined" not in got[1] and ("None" not in got[1] or not _has_none(v)), (template, v, got)
+    if template == "{{ v | tojson }}":
+        assert json.loads(got[1]) == v
+    if not _has_none(v):
+        plain = ImmutableSandboxedEnvironment().from_string(template)
+        assert got[1] == plain.render(q="q", v=v), (template, v)

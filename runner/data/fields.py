@@ -26,6 +26,9 @@ class Fields:
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
         env = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
+        # a null of the row is null to `is none` and `tojson` (_Null below); Jinja's own would say False / fail
+        env.tests["none"] = _is_none
+        env.policies["json.dumps_kwargs"] = {**env.policies["json.dumps_kwargs"], "default": _json_null}
         srcs = {"system": fields.system, "user": fields.user, "assistant": fields.assistant, "id": fields.id}
         srcs.update({f"meta.{k}": v for k, v in fields.meta.items()})
         self.names = [k for k, v in srcs.items() if v is not None]
@@ -75,12 +78,16 @@ class Fields:
 
 
 def _has_null(v: Any) -> bool:
-    if v is None:
-        return True
-    if type(v) is dict:
-        return any(_has_null(x) for x in v.values())
-    if type(v) is list:
-        return any(_has_null(x) for x in v)
+    """Whether a null is anywhere in v; a loop, not recursion: a row may nest as deep as readers allow."""
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if x is None:
+            return True
+        if type(x) is dict:
+            stack.extend(x.values())
+        elif type(x) is list:
+            stack.extend(x)
     return False
 
 
@@ -91,20 +98,45 @@ class _NullError(MapError):
 
 class _Null(StrictUndefined):
     """A null of the raw row inside a `fields` template. Jinja would write a null as the text "None"
-    (`{{ author }}`, `paragraphs | join`) straight into the training data; this refuses to print
-    (the row is quarantined as null_field) but is falsy, so `{% if x %}`, `x or '...'` and
-    `x | default('...')` still choose what to write."""
+    (`{{ author }}`, `paragraphs | join`) straight into the training data; this refuses to print, alone
+    or inside a list or dict (the row is quarantined as null_field), but is falsy, so `{% if x %}`,
+    `x or '...'` and `x | default('...')` still choose what to write; `x is none` is true and `tojson`
+    writes null."""
     __slots__ = ()
 
     def __bool__(self) -> bool:
         return False
 
+    def __repr__(self) -> str:
+        # a container prints its items' repr: `{{ xs }}`, `xs | list`, `pprint`, `string`, `dictsort` would
+        # write "Undefined" into the text, so a null inside one is the row's null_field too
+        self._fail_with_undefined_error()
+
+
+def _is_none(v: Any) -> bool:
+    return v is None or isinstance(v, _Null)
+
+
+def _json_null(o: Any) -> None:
+    if isinstance(o, _Null):
+        return None
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
 
 def _nulls(v: Any, where: str) -> Any:
-    if v is None:
-        return _Null(hint=f"'{where}' is null", name=where, exc=_NullError)
-    if type(v) is dict:
-        return {k: _nulls(x, f"{where}.{k}") for k, x in v.items()}
-    if type(v) is list:
-        return [_nulls(x, f"{where}[{i}]") for i, x in enumerate(v)]
-    return v
+    """v with each null replaced by a _Null that names its place ("xs[2].author"); a loop, like _has_null."""
+    root = [None]
+    stack: list[tuple[Any, Any, Any, str]] = [(v, root, 0, where)]
+    while stack:
+        x, into, key, at = stack.pop()
+        if x is None:
+            into[key] = _Null(hint=f"'{at}' is null", name=at, exc=_NullError)
+        elif type(x) is dict:
+            into[key] = copy = dict.fromkeys(x)
+            stack.extend((y, copy, k, f"{at}.{k}") for k, y in x.items())
+        elif type(x) is list:
+            into[key] = copy = [None] * len(x)
+            stack.extend((y, copy, i, f"{at}[{i}]") for i, y in enumerate(x))
+        else:
+            into[key] = x
+    return root[0]

@@ -31,7 +31,7 @@ from .. import sources
 from ..errors import RecipeError, Where
 from ..recipe import model
 from ..recipe.model import ROLES
-from ..sources.readers import Raw, iter_rows, json_problem
+from ..sources.readers import Raw, iter_rows, loads, value_problem
 from .common import without_gc
 from .fields import Fields
 from .mapped import MapError, Mapper, Messages, msg as _msg
@@ -169,9 +169,9 @@ def _prompt_response(row: dict[str, Any]) -> tuple[Messages, dict[str, Any], Non
     meta = row.get("metadata")
     if isinstance(meta, str):
         try:
-            meta = json.loads(meta) if meta.strip() else {}
+            meta = loads(meta) if meta.strip() else {}
         except ValueError as e:
-            raise MapError("bad_metadata", f"'metadata' is not valid JSON: {json_problem(e, line=False)}") from None
+            raise MapError("bad_metadata", f"'metadata' is not valid JSON: {value_problem(e, line=False)}") from None
     if meta is None:
         meta = {}
     if not isinstance(meta, dict):

@@ -6,7 +6,11 @@ and are skipped, and so are hidden files and folders (".cache/", ".ipynb_checkpo
 source folder.
 
 Invalid UTF-8 is found per row: files are decoded with `surrogateescape`, which turns each bad byte
-into a lone surrogate, and a row whose text holds one is quarantined while its neighbours load."""
+into a lone surrogate, and a row whose text holds one is quarantined while its neighbours load.
+
+A row nested deeper than MAX_DEPTH, or holding an integer past Python's digit limit, is an `invalid_json`
+entry too: json would raise RecursionError or a bare ValueError for it, and every later consumer of a
+row (null checks, templates, the quarantine writer) may recurse, so the bound is set here, once."""
 from __future__ import annotations
 
 import csv
@@ -21,6 +25,9 @@ from ..paths import READABLE, data_files
 
 _BAD_BYTE = re.compile("[\udc80-\udcff]")   # what surrogateescape makes of a byte that is not UTF-8
 _WS = re.compile(r"[ \t\n\r]*")
+_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')   # a JSON string (skipped whole) or a bracket
+_NUMBER = re.compile(r"-?[0-9]*(?:\.[0-9]*)?(?:[eE][-+]?[0-9]*)?")
+MAX_DEPTH = 500   # deepest row read; json's own limit (~1000, less when called deep) is not deterministic
 
 
 class Raw(NamedTuple):   # a NamedTuple: built once per row, and 5x cheaper than a frozen dataclass
@@ -125,11 +132,74 @@ def _jsonl(lines: Iterator[str], rel: str) -> Iterator[Raw]:
                       _printable(line))
             continue
         try:
-            obj = json.loads(line)
+            obj = loads(line)
         except ValueError as e:
-            yield Raw(rel, lineno, row, None, ("invalid_json", json_problem(e, line=False)), line)
+            yield Raw(rel, lineno, row, None, ("invalid_json", value_problem(e, line=False)), line)
             continue
         yield _object(obj, rel, lineno, row)
+
+
+def loads(text: str) -> Any:
+    """json.loads within the readers' bounds: a value nested deeper than MAX_DEPTH, or an integer past
+    Python's digit limit, raises ValueError like a syntax error does (value_problem says which)."""
+    if _brackets(text, 0, len(text)) > MAX_DEPTH:
+        _check_depth(text, _WS.match(text).end())
+    return json.loads(text)
+
+
+def _brackets(text: str, start: int, end: int) -> int:
+    """How many brackets text[start:end] holds: a value cannot nest deeper than that (a cheap first check)."""
+    return text.count("[", start, end) + text.count("{", start, end)
+
+
+def _check_depth(text: str, start: int) -> None:
+    """Raise _Deep when the value at text[start] nests more than MAX_DEPTH levels."""
+    depth = 0
+    for m in _TOKENS.finditer(text, start):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _Deep(m.start() - start, _closing(text, m.end(), depth))
+        elif c in "]}":
+            depth -= 1
+            if depth <= 0:
+                return
+
+
+def _closing(text: str, i: int, depth: int) -> int:
+    """The index after the bracket that brings `depth` back to 0 (the end of the text if none does)."""
+    for m in _TOKENS.finditer(text, i):
+        c = m.group()
+        depth += 1 if c in "[{" else -1 if c in "]}" else 0
+        if depth == 0:
+            return m.end()
+    return len(text)
+
+
+class _Deep(ValueError):
+    """A value nested deeper than MAX_DEPTH; `end`: the index after it."""
+
+    def __init__(self, pos: int, end: int):
+        super().__init__(f"nested deeper than {MAX_DEPTH} levels (from column {pos + 1} of the row)")
+        self.end = end
+
+
+class _Unreadable(ValueError):
+    """A value json refused without a place (an integer past the digit limit), or too deep: one row."""
+
+    def __init__(self, detail: str, end: int):
+        super().__init__(detail)
+        self.end = end
+
+
+def value_problem(e: ValueError, line: bool = True) -> str:
+    """json's syntax errors say where; a deep row or a huge integer says what."""
+    if isinstance(e, json.JSONDecodeError):
+        return json_problem(e, line)
+    if isinstance(e, _Deep) or isinstance(e, _Unreadable):
+        return str(e)
+    return f"a number too long to read: {str(e).split(';')[0]}"   # "Exceeds the limit (4300 digits)..."
 
 
 def json_problem(e: json.JSONDecodeError, line: bool = True) -> str:
@@ -171,6 +241,10 @@ def _json(text: str, rel: str) -> Iterator[Raw]:
     except _NotRows as e:
         yield Raw(rel, 1, None, None, ("not_rows", str(e)))
         return
+    except (ValueError, RecursionError) as e:   # a value beside the rows' list: too deep, or a huge number
+        why = "nested too deep to read" if isinstance(e, RecursionError) else value_problem(e)
+        yield Raw(rel, 1, None, None, ("invalid_json", f"{why}; the file could not be read"))
+        return
     yield from _json_items(items, text, rel, lines)
 
 
@@ -178,7 +252,9 @@ def _json_items(items: list[tuple[int, int, Any]], text: str, rel: str, lines: "
     for row, (start, end, obj) in enumerate(items, 1):
         line = lines.at(start)
         bad = _BAD_BYTE.search(text, start, end)
-        if bad:
+        if isinstance(obj, _Unreadable):
+            yield Raw(rel, line, row, None, ("invalid_json", str(obj)), _printable(text[start:min(end, start + 200)]))
+        elif bad:
             yield Raw(rel, line, row, None, ("invalid_utf8", f"byte {bad.start() - start + 1} of the row is not UTF-8"),
                       _printable(text[start:end]))
         else:
@@ -204,7 +280,10 @@ def _scan_array(text: str, i: int, dec: json.JSONDecoder) -> tuple[list[tuple[in
         return items, i + 1
     try:
         while True:
-            obj, end = dec.raw_decode(text, i)
+            try:
+                obj, end = _decode(text, i, dec)
+            except _Unreadable as bad:
+                obj, end = bad, bad.end
             items.append((i, end, obj))
             i = _WS.match(text, end).end()
             if text.startswith(",", i):
@@ -215,6 +294,32 @@ def _scan_array(text: str, i: int, dec: json.JSONDecoder) -> tuple[list[tuple[in
                 raise json.JSONDecodeError("Expecting ',' or ']'", text, i)
     except json.JSONDecodeError as e:
         raise _Partial(items, e) from None
+
+
+def _decode(text: str, i: int, dec: json.JSONDecoder) -> tuple[Any, int]:
+    """One element of a .json array, as raw_decode gives it; a value too deep or a number too long is
+    raised as _Unreadable with the index after it, so the rows after it still load."""
+    try:
+        obj, end = dec.raw_decode(text, i)
+    except RecursionError:    # far past MAX_DEPTH: _check_depth below says so
+        obj, end = None, None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as e:   # an integer past the digit limit
+        raise _Unreadable(value_problem(e), _value_end(text, i)) from None
+    if end is None or _brackets(text, i, end) > MAX_DEPTH:
+        try:
+            _check_depth(text, i)
+        except _Deep as e:
+            raise _Unreadable(str(e), e.end) from None
+        if end is None:
+            raise _Unreadable("nested too deep to read", _value_end(text, i))
+    return obj, end
+
+
+def _value_end(text: str, i: int) -> int:
+    """The index after the container or number at text[i], found without parsing it."""
+    return _closing(text, i, 0) if text[i] in "[{" else _NUMBER.match(text, i).end()
 
 
 def _scan_object(text: str, i: int, dec: json.JSONDecoder) -> tuple[list[tuple[int, int, Any]], int]:

@@ -9,6 +9,7 @@ import hashlib
 import re
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
 
 from . import dedup, filter
@@ -16,6 +17,9 @@ from .base import Declared, Kind, StepId
 from .result import Result
 
 VERSION = 1
+# report.json's `quarantine` key (and runs/<recipe>/quarantine/<key>.jsonl) for the bad rows of explicit task
+# files: a source name cannot hold a dot, so it never meets a source's key
+QUARANTINE = "meta.tasks"
 
 
 @dataclass(frozen=True)
@@ -23,6 +27,19 @@ class SplitResult(Result):
     train: Mapping[str, int] = field(default_factory=dict)   # rows per source on each side
     eval: Mapping[str, int] = field(default_factory=dict)
     tasks: list[dict[str, Any]] = field(default_factory=list)   # a meta recipe's tasks: name, folder, rows
+
+    @property
+    def quarantined(self) -> int:
+        """Rows of explicit task files that could not be read or mapped: the row accounting holds them
+        already (dropped "quarantine"), so the cached stats need no new key."""
+        return self.dropped.get("quarantine", 0)
+
+    def contribute(self, step, record, report: dict, run_dir: Path) -> None:
+        # like a load step's: the entry the run directory's quarantine/ folder is made from (LoadResult.finish)
+        if record is None or not record.artifact or not self.quarantined:
+            return
+        report.setdefault("quarantine", {})[QUARANTINE] = {
+            "count": self.quarantined, "file": str(Path(record.artifact) / "quarantine.jsonl")}
 
     def source_rows(self, step, source: str) -> int | None:
         return self.eval.get(source)   # the dry run's column: what each source gives the eval side
@@ -143,10 +160,18 @@ def _meta(ctx, records: dict[str, list[dict]]) -> dict:
     ctx.store.write_jsonl("tasks.jsonl", index)
     if quarantine:
         ctx.store.write_jsonl("quarantine.jsonl", quarantine)
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(_codes(quarantine).items()))
+        ctx.log(f"task files: {len(quarantine):,} rows quarantined ({reasons}): "
+                f"see {ctx.run_dir / 'quarantine' / (QUARANTINE + '.jsonl')}")
     stats.assert_balanced()
     ctx.log(f"{len(tasks)} tasks: " + ", ".join(f"{t['name']} ({sum(t['rows'].values())})" for t in index[:8])
             + (" ..." if len(index) > 8 else ""))
     return {**stats.to_json(), "tasks": index}
+
+
+def _codes(quarantine: list[dict]) -> dict[str, int]:
+    from collections import Counter
+    return dict(Counter(q["code"] for q in quarantine))
 
 
 def _derived_tasks(ctx, records: dict[str, list[dict]], stats) -> dict[str, dict[str, list]]:
