@@ -191,3 +191,31 @@ def test_generated_user_files_survive_every_command(warm, tmp_path_factory, file
         argv = [a.format(recipe=META, run=run, cache=warm) for a in COMMANDS[i]]
         assert cli(argv) in (0, 1), argv      # diff/plan may say "stale"; none may raise
         assert {p: p.read_bytes() for p in mine} == mine, argv
+
+
+# --- gc in a shared cache says how much of what it removes another recipe's last run used -------------
+
+GC_RECIPE = """recipe: {name}
+model: {{base: builtin:tiny}}
+sources: {{tang: {{path: {data}/tang_poems.jsonl, format: fields, limit: 60,
+          fields: {{user: "{{{{ paragraphs[0] }}}}", assistant: "{{{{ paragraphs[1:] | join('\\\\n') }}}}"}}}}}}
+filters: [{{kind: length, field: assistant, min_chars: 10, max_chars: {max_chars}}}]
+template: {{chat: chatml, max_length: 128}}
+"""
+
+
+def test_gc_says_how_many_removed_artifacts_other_recipes_last_used(tmp_path, capsys):
+    cache = tmp_path / "shared"
+    for name, chars in (("mine", 400), ("theirs", 300)):
+        (tmp_path / name).mkdir()
+        path = tmp_path / name / f"{name}.yaml"
+        path.write_text(GC_RECIPE.format(name=name, data=F.REPO / "data", max_chars=chars), encoding="utf-8")
+        assert cli(["run", str(path), "--dry-run", "--cache-dir", str(cache), "--output", str(tmp_path / "runs")]) == 0
+    capsys.readouterr()
+    assert cli(["gc", str(tmp_path / "mine"), "--dry-run", "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    n = int(out.split("would free")[1].split("(")[1].split(" ")[0])
+    assert n > 0 and f"{n} of them are used by the last run of 1 other recipe sharing this cache" in out, out
+    assert cli(["gc", str(tmp_path / "mine"), str(tmp_path / "theirs"), "--dry-run", "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "other recipe" not in out and "(0 to remove)" in out, out
