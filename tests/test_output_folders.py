@@ -108,9 +108,13 @@ def test_a_link_inside_the_run_dir_at_a_file_we_write_is_replaced_not_followed(t
     (run / "sft").mkdir(parents=True)
     (run / "notes.txt").write_text("mine")
     os.symlink(run / "notes.txt", run / "sft" / "data_fingerprint.txt")
-    train_step.publish(_Step(), _train_artifact(tmp_path), run, _Result())
+    os.symlink(run / "notes.txt", run / "loss_sft.png")
+    result = _Result()
+    result.history = [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}]
+    train_step.publish(_Step(), _train_artifact(tmp_path), run, result)
     assert (run / "notes.txt").read_text() == "mine"
-    assert not (run / "sft" / "data_fingerprint.txt").is_symlink()
+    assert not (run / "sft" / "data_fingerprint.txt").is_symlink() and not (run / "loss_sft.png").is_symlink()
+    assert (run / "loss_sft.png").read_bytes().startswith(b"\x89PNG")
     assert (run / "sft" / "data_fingerprint.txt").read_text() == "f" * 64 + "\n"
     assert (run / "sft" / "final" / "adapter_model.safetensors").read_bytes() == b"weights"
 
