@@ -219,8 +219,14 @@ def _read_written(run_dir: Path) -> dict[str, list[str]]:
     except (OSError, ValueError):
         data = {}
     units = data.get("units") if isinstance(data, dict) else None
-    return {k: [f for f in v if isinstance(f, str)] for k, v in units.items()
-            if isinstance(k, str) and isinstance(v, list)} if isinstance(units, dict) else {}
+    if not isinstance(units, dict):
+        return {}
+    # an entry edited to leave the run directory is dropped: the record can never make us remove a user's file
+    return {k: [f for f in v if _plain(f)] for k, v in units.items() if isinstance(k, str) and isinstance(v, list)}
+
+
+def _plain(rel) -> bool:
+    return isinstance(rel, str) and bool(rel) and not os.path.isabs(rel) and ".." not in rel.split("/")
 
 
 def _write_written(run_dir: Path, record: dict[str, list[str]]) -> None:

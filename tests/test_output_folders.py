@@ -223,3 +223,13 @@ def test_gc_says_how_many_removed_artifacts_other_recipes_last_used(tmp_path, ca
     assert cli(["gc", str(tmp_path / "mine"), str(tmp_path / "theirs"), "--dry-run", "--cache-dir", str(cache)]) == 0
     out = capsys.readouterr().out
     assert "other recipe" not in out and "(0 to remove)" in out, out
+
+
+def test_an_edited_record_cannot_make_publish_remove_a_users_file(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (tmp_path / "precious.txt").write_text("mine")
+    (run / "mine.txt").write_text("mine")
+    (run / WRITTEN).write_text(json.dumps({"units": {"out": ["../precious.txt", str(tmp_path / "precious.txt")]}}))
+    publish_files(run, "out", {"out/a.txt": b"a"})
+    assert (tmp_path / "precious.txt").read_text() == "mine" and (run / "out" / "a.txt").read_bytes() == b"a"
