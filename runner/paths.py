@@ -182,12 +182,13 @@ WRITTEN = ".recipe-written.json"
 def publish_files(run_dir: Path, unit: str, files: dict[str, Path | bytes]) -> dict[str, Path]:
     """Write `files` ({path under run_dir: a source file to copy, or bytes}) as publish unit `unit`;
     remove what this unit wrote last time and does not write now. -> {path: where it was written}."""
-    import json
     run_dir = Path(run_dir)
     record = _read_written(run_dir)
     old = set(record.get(unit, ()))
     for rel in sorted(old | set(files)):
         _refuse_links(run_dir, rel)
+    for rel in files:
+        _in_the_way(run_dir, rel, old)
     record[unit] = sorted(old | set(files))        # a crash half-way leaves nothing of ours unrecorded
     _write_written(run_dir, record)
     for rel in sorted(old - set(files), reverse=True):
@@ -237,7 +238,7 @@ def _write_written(run_dir: Path, record: dict[str, list[str]]) -> None:
 
 
 def _refuse_links(run_dir: Path, rel: str) -> None:
-    """A symlink (or a file) where we need a folder is the user's: refuse in one line, never follow it."""
+    """A symlink where we need a folder is the user's: refuse in one line, never follow it."""
     if ".." in rel.split("/") or os.path.isabs(rel):
         under(run_dir, rel)                              # raises: not a plain relative name
     p = Path(run_dir)
@@ -246,11 +247,22 @@ def _refuse_links(run_dir: Path, rel: str) -> None:
         if p.is_symlink():
             raise UnsafePath(f"{p} is a symlink; recipe writes its own folder there and will not write through "
                              "a link: remove the link (or name another --output) and rerun")
-        if p.exists() and not p.is_dir():
-            raise UnsafePath(f"{p} is a file, but recipe writes a folder there: move it away and rerun")
-    if (Path(run_dir) / rel).is_dir() and not (Path(run_dir) / rel).is_symlink():
-        raise UnsafePath(f"{Path(run_dir) / rel} is a folder, but recipe writes a file there: move it away and rerun")
     under(run_dir, rel)                                  # and nothing else leads out of the run directory
+
+
+def _in_the_way(run_dir: Path, rel: str, ours: set[str]) -> None:
+    """A user's file where we need a folder, or a user's folder where we write a file: refuse before removing
+    anything (what we wrote there ourselves is removed first, so it is never in the way)."""
+    run_dir = Path(run_dir)
+    p = run_dir
+    for part in rel.split("/")[:-1]:
+        p = p / part
+        if p.exists() and not p.is_dir() and p.relative_to(run_dir).as_posix() not in ours:
+            raise UnsafePath(f"{p} is a file, but recipe writes a folder there: move it away and rerun")
+    target = run_dir / rel
+    if target.is_dir() and not target.is_symlink() and any(
+            f.relative_to(run_dir).as_posix() not in ours for f in target.rglob("*") if not f.is_dir()):
+        raise UnsafePath(f"{target} is a folder, but recipe writes a file there: move it away and rerun")
 
 
 def _remove_ours(run_dir: Path, rel: str) -> None:

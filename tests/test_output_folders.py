@@ -233,3 +233,43 @@ def test_an_edited_record_cannot_make_publish_remove_a_users_file(tmp_path):
     (run / WRITTEN).write_text(json.dumps({"units": {"out": ["../precious.txt", str(tmp_path / "precious.txt")]}}))
     publish_files(run, "out", {"out/a.txt": b"a"})
     assert (tmp_path / "precious.txt").read_text() == "mine" and (run / "out" / "a.txt").read_bytes() == b"a"
+
+
+TOOL_TREE = st.dictionaries(st.lists(NAME.map(lambda s: "t" + s), min_size=1, max_size=3).map("/".join),
+                            st.binary(max_size=16), max_size=5)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(user=USER_FILES, publishes=st.lists(st.tuples(st.sampled_from(["tasks", "export", "sft/final"]), TOOL_TREE),
+                                           min_size=1, max_size=4))
+def test_generated_user_files_survive_any_sequence_of_publishes(tmp_path_factory, user, publishes):
+    """Whatever the tool publishes, in any order and shape, the user's files stay and each unit holds exactly
+    its last publish (nothing stale of ours)."""
+    run = tmp_path_factory.mktemp("run")
+    mine = {}
+    for (place, name), data in user.items():
+        (run / place).mkdir(parents=True, exist_ok=True)
+        if (run / place).is_dir():
+            (run / place / name).write_bytes(data)
+            mine[run / place / name] = data
+    last: dict[str, dict[str, bytes]] = {}
+    for unit, tree in publishes:
+        tree = {k: v for k, v in tree.items() if not any(k.startswith(o + "/") for o in tree if o != k)}
+        publish_files(run, unit, {f"{unit}/{k}": v for k, v in tree.items()})
+        last[unit] = {f"{unit}/{k}": v for k, v in tree.items()}
+    assert {p: p.read_bytes() for p in mine} == mine
+    ours = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file() and p not in mine
+            and p.name != WRITTEN}
+    assert ours == {k: v for files in last.values() for k, v in files.items()}
+
+
+def test_a_file_of_ours_can_become_a_folder_of_ours_and_back(tmp_path):
+    publish_files(tmp_path, "u", {"u/a": b"1"})
+    publish_files(tmp_path, "u", {"u/a/b": b"2"})
+    assert (tmp_path / "u" / "a" / "b").read_bytes() == b"2"
+    publish_files(tmp_path, "u", {"u/a": b"3"})
+    assert (tmp_path / "u" / "a").read_bytes() == b"3"
+    (tmp_path / "u" / "mine").write_text("mine")
+    with pytest.raises(UnsafePath, match="is a file"):
+        publish_files(tmp_path, "u", {"u/mine/x": b"4"})
+    assert (tmp_path / "u" / "mine").read_text() == "mine" and (tmp_path / "u" / "a").read_bytes() == b"3"
