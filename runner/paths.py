@@ -168,3 +168,135 @@ def _walk(root: Path, match: Callable[[str], bool] | None, prune_hidden: bool, d
     visit(root, "")
     files.sort(key=lambda p: p.as_posix())
     return files, skipped
+
+
+# --- publishing into the run directory ---------------------------------------------------------------
+# The run directory (--output) may hold the user's own files next to ours (notes in tasks/, a hand-made
+# quarantine/manual.jsonl). So we never remove a folder: each publish names its unit (e.g. "tasks",
+# "sft/final") and the files it writes, WRITTEN records them, and the next publish of that unit removes only
+# the files its last one wrote and this one does not. Nothing is written or removed through a symlink.
+
+WRITTEN = ".recipe-written.json"
+
+
+def publish_files(run_dir: Path, unit: str, files: dict[str, Path | bytes]) -> dict[str, Path]:
+    """Write `files` ({path under run_dir: a source file to copy, or bytes}) as publish unit `unit`;
+    remove what this unit wrote last time and does not write now. -> {path: where it was written}."""
+    run_dir = Path(run_dir)
+    record = _read_written(run_dir)
+    old = set(record.get(unit, ()))
+    for rel in sorted(old | set(files)):
+        _refuse_links(run_dir, rel)
+    for rel in files:
+        _in_the_way(run_dir, rel, old)
+    record[unit] = sorted(old | set(files))        # a crash half-way leaves nothing of ours unrecorded
+    _write_written(run_dir, record)
+    for rel in sorted(old - set(files), reverse=True):
+        _remove_ours(run_dir, rel)
+    out = {rel: _write_one(run_dir, rel, src) for rel, src in sorted(files.items())}
+    record[unit] = sorted(files)
+    if not files:
+        del record[unit]
+    _write_written(run_dir, record)
+    return out
+
+
+def publish_tree(run_dir: Path, unit: str, src: Path | None, skip: tuple[str, ...] = ()) -> None:
+    """Publish every file under folder `src` (names in `skip` left out, at any depth) as run_dir/unit/...;
+    src None or missing: unit is emptied of what we wrote."""
+    files: dict[str, Path | bytes] = {}
+    if src is not None and Path(src).is_dir():
+        for f in sorted(Path(src).rglob("*")):
+            if f.is_file() and f.name not in skip:
+                files[f"{unit}/{f.relative_to(src).as_posix()}"] = f
+    publish_files(run_dir, unit, files)
+
+
+def _read_written(run_dir: Path) -> dict[str, list[str]]:
+    import json
+    p = run_dir / WRITTEN
+    try:
+        data = json.loads(p.read_text(encoding="utf-8")) if p.is_file() and not p.is_symlink() else {}
+    except (OSError, ValueError):
+        data = {}
+    units = data.get("units") if isinstance(data, dict) else None
+    if not isinstance(units, dict):
+        return {}
+    # an entry edited to leave the run directory is dropped: the record can never make us remove a user's file
+    return {k: [f for f in v if _plain(f)] for k, v in units.items() if isinstance(k, str) and isinstance(v, list)}
+
+
+def _plain(rel) -> bool:
+    return isinstance(rel, str) and bool(rel) and not os.path.isabs(rel) and ".." not in rel.split("/")
+
+
+def _write_written(run_dir: Path, record: dict[str, list[str]]) -> None:
+    import json
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"about": "files recipe wrote here; it removes only these", "units": record}, indent=1)
+    _write_one(run_dir, WRITTEN, text.encode() + b"\n")
+
+
+def _refuse_links(run_dir: Path, rel: str) -> None:
+    """A symlink where we need a folder is the user's: refuse in one line, never follow it."""
+    if ".." in rel.split("/") or os.path.isabs(rel):
+        under(run_dir, rel)                              # raises: not a plain relative name
+    p = Path(run_dir)
+    for part in rel.split("/")[:-1]:
+        p = p / part
+        if p.is_symlink():
+            raise UnsafePath(f"{p} is a symlink; recipe writes its own folder there and will not write through "
+                             "a link: remove the link (or name another --output) and rerun")
+    under(run_dir, rel)                                  # and nothing else leads out of the run directory
+
+
+def _in_the_way(run_dir: Path, rel: str, ours: set[str]) -> None:
+    """A user's file where we need a folder, or a user's folder where we write a file: refuse before removing
+    anything (what we wrote there ourselves is removed first, so it is never in the way)."""
+    run_dir = Path(run_dir)
+    p = run_dir
+    for part in rel.split("/")[:-1]:
+        p = p / part
+        if p.exists() and not p.is_dir() and p.relative_to(run_dir).as_posix() not in ours:
+            raise UnsafePath(f"{p} is a file, but recipe writes a folder there: move it away and rerun")
+    target = run_dir / rel
+    if target.is_dir() and not target.is_symlink() and any(
+            f.relative_to(run_dir).as_posix() not in ours for f in target.rglob("*") if not f.is_dir()):
+        raise UnsafePath(f"{target} is a folder, but recipe writes a file there: move it away and rerun")
+
+
+def _remove_ours(run_dir: Path, rel: str) -> None:
+    """Remove a file we wrote (not a link or folder someone put in its place), then its folders if empty."""
+    p = Path(run_dir) / rel
+    if p.is_file() and not p.is_symlink():
+        p.unlink()
+    for parent in p.parents:
+        if parent == Path(run_dir) or Path(run_dir) not in parent.parents:
+            break
+        try:
+            parent.rmdir()                               # only if empty: a user's file keeps its folder
+        except OSError:
+            break
+
+
+def _write_one(run_dir: Path, rel: str, src: Path | bytes) -> Path:
+    """Copy (or write) to a temp file beside the target, then rename over it: a symlink at the target is
+    replaced, never followed, and a reader never sees half a file."""
+    import shutil
+    import tempfile
+    target = under(run_dir, rel)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=target.name[-20:])
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if isinstance(src, bytes):
+                out.write(src)
+        if isinstance(src, bytes):
+            os.chmod(tmp, 0o644)                         # as write_text would (mkstemp makes it 0600)
+        else:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

@@ -33,6 +33,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"{display(s.root)}: kept {len(s.kept)} artifacts ({_mb(sum(b for _, b in s.kept))}) that "
               f"{', '.join(s.recipes) or 'no recipe'} reference; {verb} {_mb(freed)} "
               f"({len(s.removed)} {'to remove' if args.dry_run else 'removed'})")
+        if s.others:   # a shared cache: gc keeps only what the recipes named here use
+            k = len(s.other_recipes)
+            print(f"  {s.others} of them {'are' if args.dry_run else 'were'} used by the last run of {k} other "
+                  f"recipe{'s' if k > 1 else ''} sharing this cache (not given to gc); pass those recipes too "
+                  "to keep them")
     if not sweeps:
         print("no recipes found, nothing to do")
     return 0

@@ -18,6 +18,8 @@ class Sweep:
     recipes: list[str] = field(default_factory=list)      # recipe names whose artifacts are kept
     kept: list[tuple[str, int]] = field(default_factory=list)       # (fingerprint, bytes)
     removed: list[tuple[str, int]] = field(default_factory=list)    # (objects/<fp> or partial/<fp>, bytes)
+    others: int = 0                       # of `removed`: objects another recipe's last run used ...
+    other_recipes: set[str] = field(default_factory=set)   # ... recipes not given to gc, sharing this cache
 
 
 def find_recipes(paths: list[str]) -> list[Path]:
@@ -82,13 +84,34 @@ def plan_sweep(paths: list[str], overrides=(), cache_dir: str | None = None) -> 
                 except (OSError, ValueError, KeyError, TypeError):
                     pass
         s = Sweep(root, sorted(names.get(root, ())))
+        owners = _last_runs(root, exclude=names.get(root, set()))
         for obj in _children(root / "objects"):
             (s.kept if obj.name in keep else s.removed).append((f"objects/{obj.name}", _size(obj)))
+            if obj.name not in keep and obj.name in owners:
+                s.others += 1
+                s.other_recipes |= owners[obj.name]
         for part in _children(root / "partial"):     # resumable training state of a step no one runs now
             if part.name not in keep:
                 s.removed.append((f"partial/{part.name}", _size(part)))
         sweeps.append(s)
     return sweeps, notes
+
+
+def _last_runs(root: Path, exclude: set[str]) -> dict[str, set[str]]:
+    """fingerprint -> the other recipes (not among those given) whose last run in this cache used it: a
+    shared cache holds them too, and gc removes them, so it says how many."""
+    out: dict[str, set[str]] = {}
+    for folder in _children(root / "index"):
+        if folder.name in exclude:
+            continue
+        for idx in folder.glob("*.json"):
+            try:
+                fp = json.loads(idx.read_text(encoding="utf-8"))["fingerprint"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if isinstance(fp, str):
+                out.setdefault(fp, set()).add(folder.name)
+    return out
 
 
 def _children(d: Path) -> list[Path]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 
 from dataclasses import dataclass, field
 
@@ -53,8 +52,5 @@ def run(ctx) -> dict:
 
 def publish(step, artifact, run_dir, result) -> None:
     """runs/<recipe>/export, for a cached step too."""
-    from ..paths import under
-    user = under(run_dir, "export")
-    if user.exists():
-        shutil.rmtree(user)
-    shutil.copytree(artifact, user, ignore=shutil.ignore_patterns("manifest.json"))
+    from ..paths import publish_tree
+    publish_tree(run_dir, "export", artifact, skip=("manifest.json",))

@@ -42,24 +42,15 @@ class LoadResult(Result):
 
     @classmethod
     def finish(cls, report: dict, run_dir: Path) -> None:
-        """runs/<recipe>/quarantine/ holds this run's bad rows only: a file left by an earlier run for a source
+        """runs/<recipe>/quarantine/ holds this run's bad rows only: a file an earlier run wrote for a source
         that is clean now (or gone) is removed, so the folder and report.json always agree."""
-        import shutil
-
-        from ..paths import under
-        qdir = under(run_dir, "quarantine")
-        keep = set()
+        from ..paths import publish_files
+        files = {f"quarantine/{src}.jsonl": Path(q["file"]) for src, q in report["quarantine"].items()
+                 if q["count"] and Path(q["file"]).is_file()}
+        written = publish_files(run_dir, "quarantine", files)   # a user's own file there stays
         for src, q in report["quarantine"].items():
-            if q["count"] and Path(q["file"]).is_file():
-                qdir.mkdir(exist_ok=True)
-                target = under(qdir, f"{src}.jsonl")
-                shutil.copyfile(q["file"], target)
-                q["file"] = str(target)
-                keep.add(target.name)
-        if qdir.is_dir():
-            for old in qdir.glob("*.jsonl"):
-                if old.name not in keep:
-                    old.unlink()
+            if f"quarantine/{src}.jsonl" in written:
+                q["file"] = str(written[f"quarantine/{src}.jsonl"])
 
     @classmethod
     def markdown_head(cls, report: dict, run_dir: Path) -> list[str]:

@@ -11,7 +11,6 @@ recipe at them."""
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,8 +93,6 @@ def run(ctx) -> dict:
 
 
 def publish(step, artifact, run_dir, result) -> None:
-    for folder in ("tasks", "few_shot"):
-        if (run_dir / folder).exists():
-            shutil.rmtree(run_dir / folder)
-        if (artifact / folder).exists():
-            shutil.copytree(artifact / folder, run_dir / folder)
+    from ..paths import publish_tree
+    for folder in ("tasks", "few_shot"):   # only what we wrote there is replaced: a user's notes stay
+        publish_tree(run_dir, folder, artifact / folder)

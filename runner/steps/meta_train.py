@@ -116,12 +116,8 @@ def run(ctx) -> dict:
 
 
 def publish(step, artifact, run_dir, result) -> None:
+    from ..paths import publish_tree, safe_name
     from ..train.plot import plot_losses
-
-    from ..paths import under
-    name = step.id.stage   # the role: meta or control
-    under(run_dir, name)   # refuse anything that would leave the run dir
-    if (run_dir / name / "final").exists():
-        shutil.rmtree(run_dir / name / "final")
-    shutil.copytree(artifact / "final", run_dir / name / "final")
+    name = safe_name(step.id.stage)   # the role: meta or control
+    publish_tree(run_dir, f"{name}/final", artifact / "final")
     plot_losses(run_dir, name, result.history)

@@ -149,12 +149,11 @@ def run(ctx) -> dict:
 def publish(step, artifact: Path, run_dir: Path, result: TrainResult) -> None:
     """What the user (and a later recipe's model.init_from) points at: runs/<recipe>/<stage>/final, the
     data fingerprint that trained it, and the loss curve. Also for a cached step, so every run dir is whole."""
+    from ..paths import publish_files, publish_tree
     from ..train.plot import plot_losses
-    from ..paths import under
-    stage_dir = under(run_dir, step.stage)
-    if (stage_dir / "final").exists():
-        shutil.rmtree(stage_dir / "final")
-    shutil.copytree(artifact / "final", stage_dir / "final")
+    publish_tree(run_dir, f"{step.stage}/final", artifact / "final")
     components = json.loads((artifact / "manifest.json").read_text())["components"]
-    (stage_dir / "data_fingerprint.txt").write_text(components["inputs"][str(StepId("render", stage=step.stage))] + "\n")
+    fp = components["inputs"][str(StepId("render", stage=step.stage))]
+    publish_files(run_dir, f"{step.stage}/data_fingerprint.txt",
+                  {f"{step.stage}/data_fingerprint.txt": (fp + "\n").encode()})
     plot_losses(run_dir, step.stage, result.history)

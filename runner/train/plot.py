@@ -1,9 +1,10 @@
 """The loss curve of a trained stage, as a PNG next to the run report (matplotlib, headless)."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
-from ..paths import under
+from ..paths import publish_files
 
 
 def plot_losses(run_dir: Path, stage: str, history: list[dict]) -> Path | None:
@@ -20,7 +21,8 @@ def plot_losses(run_dir: Path, stage: str, history: list[dict]) -> Path | None:
     ax.set_ylabel("train loss")
     ax.set_title(f"stage {stage}")
     fig.tight_layout()
-    out = under(run_dir, f"loss_{stage}.png")
-    fig.savefig(out, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    return out
+    name = f"loss_{stage}.png"          # written as every published file is: never through a symlink
+    return publish_files(run_dir, name, {name: buf.getvalue()})[name]
