@@ -61,16 +61,22 @@ class FOMAMLConfig(SFTConfig):
         super().__post_init__()
         if self.inner_learning_rate < 0:
             raise ValueError("FOMAMLConfig: inner_learning_rate must be >= 0")
-        if self.activation_checkpointing:
+        name = checkpointing_field(self)
+        if getattr(self, name):
             # Reentrant checkpointing hides the parameters from `torch.autograd.grad`: the inner
             # gradients come back as None and the inner loop would silently do nothing.
-            kwargs = dict(self.activation_checkpointing_kwargs or {})
+            kwargs = dict(getattr(self, f"{name}_kwargs") or {})
             if kwargs.get("use_reentrant"):
                 raise ValueError("FOMAMLConfig: activation checkpointing must be non-reentrant "
                                  "(use_reentrant=False): with reentrant checkpointing the inner-loop "
                                  "gradients are None")
             kwargs["use_reentrant"] = False
-            self.activation_checkpointing_kwargs = kwargs
+            setattr(self, f"{name}_kwargs", kwargs)
+
+
+def checkpointing_field(config) -> str:
+    """transformers 5.x calls it activation_checkpointing; the declared floor still gradient_checkpointing."""
+    return "activation_checkpointing" if hasattr(config, "activation_checkpointing") else "gradient_checkpointing"
 
 
 def meta_spec(spec: FOMAMLSpec, world_size: int) -> FOMAMLSpec:

@@ -34,7 +34,7 @@ from transformers import Trainer
 from transformers.utils import is_peft_available
 
 from ...train.inner_loop import adapt, batch_loss, trainable
-from .fomaml_config import FOMAMLConfig
+from .fomaml_config import FOMAMLConfig, checkpointing_field
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class FOMAMLTrainer(Trainer):
         if peft_config is not None:
             from peft import get_peft_model
             model = get_peft_model(model, peft_config)
-        if args.activation_checkpointing and is_peft_available():
+        if getattr(args, checkpointing_field(args)) and is_peft_available():
             from peft import PeftModel
             if isinstance(model, PeftModel):
                 model.enable_input_require_grads()   # frozen embeddings: checkpoint inputs need grad
