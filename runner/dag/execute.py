@@ -6,7 +6,7 @@ import importlib.util
 import os
 import shlex
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -117,7 +117,7 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
             cache.remember(graph.recipe, step.name, fp, stats=rec.stats)   # "stale" is then explained against this run
         else:
             # one run at a time trains a step: a second would resume from the first's checkpoints
-            with _exclusive(cache, fp.value, step.name) if kind.trains else _nothing():
+            with _exclusive(cache, fp.value, step.name) if kind.trains else nullcontext():
                 rec = _run(step, fp, kind, sid in forced, done, records,
                            _Run(recipe, graph, cache, run_dir, options, overrides, argv, ui))
             done[sid] = Path(rec.artifact)
@@ -158,7 +158,7 @@ def _run(step: Step, fp, kind, forced: bool, done: dict, records: list, r: _Run)
     start = time.perf_counter()
     r.ui.started(step)
     try:
-        with _training(step, r.run_dir) if kind.trains else _nothing():
+        with _training(step, r.run_dir) if kind.trains else nullcontext():
             result = result_of(step.kind, STEPS[step.kind].run(ctx))
         seconds = time.perf_counter() - start
         # between the step's files and its manifest any fault (a full disk) leaves nothing half-committed
@@ -214,11 +214,6 @@ def _publish(step, artifact: Path, run_dir: Path, result: Result) -> None:
     publish = getattr(STEPS[step.kind], "publish", None)
     if publish is not None:
         publish(step, artifact, run_dir, result)
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 @contextmanager
