@@ -11,6 +11,7 @@ import yaml
 from .recipe import model
 from .recipe.canonical import canonical
 from .recipe.load import load_document
+from .recipe import secrets
 from .recipe.secrets import mask  # noqa: F401  (the library API)
 from .recipe.validate import validate
 
@@ -152,7 +153,7 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
     # which commit each hub source's branch names now, before anything is fingerprinted
     sources.refresh(recipe.sources, lambda m: print(f"note: {m}", file=sys.stderr))
     graph = compile_recipe(recipe)
-    run_dir = folder_option(output, "--output") if output else under("runs", recipe.name)
+    run_dir = folder_option(output, "--output") if output else under("runs", secrets.folder(recipe))
     cache_root = default_dir(recipe.file, cache_dir)
     folder_option(cache_root, "--cache-dir" if cache_dir else "the cache folder")
     run_dir.mkdir(parents=True, exist_ok=True)

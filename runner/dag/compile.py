@@ -106,5 +106,5 @@ def compile_recipe(r: model.Recipe) -> Graph:
             steps.append(Step(sid, d.params, tuple(d.inputs), tuple(d.files), d.runtime))
     ordered = _run_order(r, steps)
     hidden = _secret_texts(r)
-    from ..recipe.secrets import scrub   # a note may quote a setting: never one from the environment
-    return Graph(r.name, tuple(ordered), tuple(scrub(n, hidden) for s in ordered for n in notes[s.id]), hidden)
+    from ..recipe.secrets import folder, scrub   # a note may quote a setting: never one from the environment
+    return Graph(folder(r), tuple(ordered), tuple(scrub(n, hidden) for s in ordered for n in notes[s.id]), hidden)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from pathlib import Path
 from typing import Any
 
 MASK = "***"
@@ -134,8 +135,24 @@ def name(recipe) -> str:
     return MASK if any(p[:1] == ("recipe",) for p in recipe.secrets) else recipe.name
 
 
+def folder(recipe) -> str:
+    """The run directory's name (`runs/<name>`), which every screen shows: the recipe's name, or its file's name
+    when the recipe's name came from the environment."""
+    if name(recipe) != MASK:
+        return recipe.name
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(recipe.file).stem).lstrip(".-") or "recipe"
+
+
 def scrub(text: str, secret_texts: list[str] | tuple[str, ...]) -> str:
-    """Free text (a message) with every secret text in it as ***."""
+    """Free text (a message) with every secret text in it as ***, also where the message quoted it as Python
+    (`{prompt!r}`) or JSON does, which escape what they cannot print."""
     for t in secret_texts:
-        text = text.replace(t, MASK)
+        for form in sorted(_quoted(t), key=len, reverse=True):
+            text = text.replace(form, MASK)
     return text
+
+
+def _quoted(t: str) -> set[str]:
+    import json
+    forms = {t, repr(t)[1:-1], json.dumps(t)[1:-1], json.dumps(t, ensure_ascii=False)[1:-1]}
+    return {f for f in forms if f}
