@@ -129,7 +129,7 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
     from .dag.compile import compile_recipe
     from .dag.execute import Selection, execute
     from .errors import RecipeError
-    from .paths import folder_option, under
+    from .paths import folder_option, publish_files, under
     from .steps.base import RunOptions
     from .train.launch import check as check_launcher
     overrides = tuple(overrides) + ((f"train.world_size={num_procs}",) if num_procs else ())
@@ -156,8 +156,7 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
     run_dir = folder_option(output, "--output") if output else under("runs", secrets.folder(recipe))
     cache_root = default_dir(recipe.file, cache_dir)
     folder_option(cache_root, "--cache-dir" if cache_dir else "the cache folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    under(run_dir, "recipe.yaml").write_text(show(recipe), encoding="utf-8")
+    publish_files(run_dir, "recipe.yaml", {"recipe.yaml": show(recipe).encode("utf-8")})
     options = RunOptions(dry_run=dry_run, force=force, trust=trust, launcher=launcher, num_procs=num_procs or 1,
                          hostfile=hostfile, executor=executor)
     records = execute(recipe, graph, cache=Cache(cache_root), run_dir=run_dir,

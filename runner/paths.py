@@ -13,6 +13,7 @@ fingerprint enumerates a declared path with the same walk (every file, not only 
 read is always part of what is hashed."""
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import re
@@ -183,6 +184,35 @@ def publish_files(run_dir: Path, unit: str, files: dict[str, Path | bytes]) -> d
     """Write `files` ({path under run_dir: a source file to copy, or bytes}) as publish unit `unit`;
     remove what this unit wrote last time and does not write now. -> {path: where it was written}."""
     run_dir = Path(run_dir)
+    with _one_writer(run_dir):                   # two runs publishing into one --output: one record, both units
+        return _publish(run_dir, unit, files)
+
+
+def own_folder(run_dir: Path, rel: str) -> Path:
+    """A folder of ours under run_dir that a library writes into itself (TensorBoard's event files): made here,
+    never through a symlink, refused in one line where a user's file is in the way."""
+    run_dir = Path(run_dir)
+    _refuse_links(run_dir, f"{rel}/x")
+    target = under(run_dir, rel)
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise UnsafePath(f"{target} is not a folder recipe made; move it away (or name another --output) and rerun")
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+@contextlib.contextmanager
+def _one_writer(run_dir: Path):
+    import fcntl
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY)    # a lock on the folder itself: no file of ours to leave
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _publish(run_dir: Path, unit: str, files: dict[str, Path | bytes]) -> dict[str, Path]:
     record = _read_written(run_dir)
     old = set(record.get(unit, ()))
     for rel in sorted(old | set(files)):

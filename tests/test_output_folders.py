@@ -273,3 +273,43 @@ def test_a_file_of_ours_can_become_a_folder_of_ours_and_back(tmp_path):
     with pytest.raises(UnsafePath, match="is a file"):
         publish_files(tmp_path, "u", {"u/mine/x": b"4"})
     assert (tmp_path / "u" / "mine").read_text() == "mine" and (tmp_path / "u" / "a").read_bytes() == b"3"
+
+
+def test_two_runs_publishing_into_one_folder_at_once_lose_no_unit(tmp_path):
+    """Each publish reads, changes and writes the record of what recipe wrote: two at once (two runs with
+    one --output) must not lose either's entry, or a later run would leave that file behind as the user's."""
+    import threading
+    from runner.paths import WRITTEN, publish_files
+    errors: list[BaseException] = []
+
+    def publish(i: int) -> None:
+        try:
+            for n in range(15):
+                publish_files(tmp_path, f"unit{i}", {f"u{i}/f{n % 3}.txt": f"{i} {n}".encode()})
+        except BaseException as e:         # noqa: BLE001 (reported below)
+            errors.append(e)
+    threads = [threading.Thread(target=publish, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    record = json.loads((tmp_path / WRITTEN).read_text())["units"]
+    assert sorted(record) == [f"unit{i}" for i in range(6)], record
+    assert all(record[f"unit{i}"] == [f"u{i}/f2.txt"] for i in range(6)), record
+
+
+def test_tensorboard_and_the_run_report_are_never_written_through_a_link(tmp_path):
+    from runner.paths import UnsafePath, own_folder, publish_files
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    run = tmp_path / "run"
+    (run / "sft").mkdir(parents=True)
+    (run / "sft" / "tensorboard").symlink_to(outside)
+    with pytest.raises(UnsafePath):
+        own_folder(run, "sft/tensorboard")
+    (run / "report.md").symlink_to(outside / "report.md")
+    with pytest.raises(UnsafePath):
+        publish_files(run, "report.md", {"report.md": b"# report\n"})
+    assert not (outside / "report.md").exists()
+    assert own_folder(run, "main/tensorboard").is_dir()

@@ -227,7 +227,9 @@ def _training(step: Step, run_dir: Path):
                               "from report_to (the run report always gets the losses)")
     tb = "tensorboard" in report_to and "TENSORBOARD_LOGGING_DIR" not in os.environ
     if tb:
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str((run_dir / (step.id.stage or step.name) / "tensorboard").resolve())
+        from ..paths import own_folder
+        folder = own_folder(run_dir, f"{step.id.stage or step.name}/tensorboard")
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(folder.resolve())
     try:
         yield
     finally:

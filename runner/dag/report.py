@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..paths import under
+from ..paths import publish_files
 from ..recipe.model import Recipe
 from ..steps import STEPS
 from ..steps.base import kind_of, recipe_stage
@@ -65,7 +65,7 @@ def write_markdown(report: dict, run_dir: Path) -> None:
         lines += res.markdown_tail(report, run_dir)
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
-    under(run_dir, "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    publish_files(run_dir, "report.md", {"report.md": ("\n".join(lines) + "\n").encode("utf-8")})
 
 
 def _unique(types: list) -> list:
@@ -74,4 +74,5 @@ def _unique(types: list) -> list:
 
 
 def write_json(report: dict, run_dir: Path) -> None:
-    under(run_dir, "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(report, ensure_ascii=False, indent=2) + "\n"
+    publish_files(run_dir, "report.json", {"report.json": text.encode("utf-8")})
