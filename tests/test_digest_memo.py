@@ -23,6 +23,10 @@ def _setup(tmp_path):
     return tmp_path / "r.yaml"
 
 
+def weights_of(tmp_path):
+    return tmp_path / "model" / "model.safetensors"
+
+
 def _plan(path):
     _, steps, _ = api.plan(path)
     return {s.name: s.fingerprint for s in steps}
@@ -38,6 +42,9 @@ def test_big_files_are_hashed_once_and_changes_are_seen(tmp_path, monkeypatch):
     assert not (tmp_path / ".recipe").exists(), "plan creates no cache"
     (tmp_path / ".recipe" / "cache").mkdir(parents=True)
     _plan(path)                                   # fills digests.json
+    kept = (tmp_path / ".recipe" / "cache" / "digests.json").read_text()
+    assert "model" in str(weights_of(tmp_path)) and str(tmp_path) not in kept and "safetensors" not in kept, \
+        "paths are no names in the cache (a model.base from the environment would be shown by them)"
     hashed.clear()
     assert _plan(path) == first and "model.safetensors" not in hashed
     assert "tokenizer.json" in hashed                 # small files are simply hashed

@@ -41,7 +41,8 @@ NAMES = {       # the value names something else in the recipe, the model or the
        ("length", "repetition", "incomplete", "refusal", "regex", "pii", "toxicity", "exclude", "dedup")},
 }
 UNPLACED = {    # not yet in a generated run (each in the closing note of issue 26): the reason
-    "model.base": "the exported adapter's adapter_config.json names its base model, which loading it reads",
+    "model.base": "a local model folder's path: peft writes it into every adapter's adapter_config.json and "
+                  "model card (base_model_name_or_path); digests.json no longer names it (test_digest_memo)",
     "model.init_from": "needs a trained adapter first (a second run)", "#train.deepspeed": "a DeepSpeed run",
     "#filter_toxicity.model_path": "detoxify weights",
     "#source.data_files.[].[]": "a data_files mapping's list (data_files.[] is placed: the same code path)",

@@ -6,7 +6,7 @@ a run killed at any point never leaves a half artifact that a later run would tr
     <cache>/tmp/<fp>.<pid>/          being written (removed on the next run when its process is gone)
     <cache>/partial/<fp>/            resumable work of an unfinished step (training checkpoints)
     <cache>/index/<recipe>/<step>.json   the last fingerprint components, for "why is this stale"
-    <cache>/digests.json             digests of big input files by path, size, mtime, ctime, inode (fingerprint.py)
+    <cache>/digests.json             digests of big input files by (a digest of) path, size, mtime, ctime, inode
 """
 from __future__ import annotations
 

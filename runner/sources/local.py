@@ -65,7 +65,9 @@ class Digests:
         if key not in self._seen:
             st = os.stat(path) if self.kept is not None else None
             if st is not None and st.st_size >= MEMO_BYTES:
-                full, stamp = str(Path(path).resolve()), [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+                # keyed by a digest of the path: a path from the environment is no name in the cache
+                full = hashlib.sha256(str(Path(path).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:32]
+                stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
                 old = self.kept.get(full)
                 if old and old[:4] == stamp:
                     self._seen[key] = old[4]
