@@ -197,23 +197,26 @@ def follow(nodes: Nodes, hello: dict, cache_root: Path, *, secrets: tuple[str, .
 
     k = nodes.node_rank
     store = _store(nodes, leader=False)
-    run = json.loads(_wait(store, "run", "node 0's run", log, limit=JOIN_S))
-    problem = _differs(nodes, hello, run, Path(cache_root))
-    store.set(f"hello/{k}", problem)
-    if problem:
-        raise RecipeError(f"node {k}: {problem}")
-    log(f"node {k} of {nodes.nnodes}: joined node 0 at {nodes.rdzv_endpoint}; it runs the data steps, this node "
-        "trains its share of each training step")
-    i = 0
-    while True:
-        ticket = json.loads(_wait(store, f"launch/{i}", "node 0's next training step", log))
-        if "end" in ticket:
+    try:
+        run = json.loads(_wait(store, "run", "node 0's run", log, limit=JOIN_S))
+        problem = _differs(nodes, hello, run, Path(cache_root))
+        store.set(f"hello/{k}", problem)
+        if problem:
+            raise RecipeError(f"node {k}: {problem}")
+        log(f"node {k} of {nodes.nnodes}: joined node 0 at {nodes.rdzv_endpoint}; it runs the steps, this node "
+            "trains its share of each training step")
+        i = 0
+        while "end" not in (ticket := json.loads(_wait(store, f"launch/{i}", "node 0's next training step", log))):
+            _train_share(nodes, ticket, hello["num_procs"], secrets, log, command, environment)
+            i += 1
+        if ticket["end"]:
+            raise RecipeError(f"node {k}: node 0's run failed: {ticket['end']}")
+        return i
+    finally:
+        try:   # node 0 may close the store: this node needs nothing more from it
             store.set(f"ack/{k}", "")
-            if ticket["end"]:
-                raise RecipeError(f"node {k}: node 0's run failed: {ticket['end']}")
-            return i
-        _train_share(nodes, ticket, hello["num_procs"], secrets, log, command, environment)
-        i += 1
+        except Exception:
+            pass
 
 
 def _differs(nodes: Nodes, mine: dict, theirs: dict, cache_root: Path) -> str:
