@@ -187,7 +187,7 @@ def _follow(recipe: model.Recipe, nodes, cache_dir: str | None, num_procs: int |
 
     from .dag.cache import default_dir
     from .recipe import secrets
-    from .train.nodes import follow
+    from .train.launch import follow
     follow(nodes, _hello(recipe, nodes, num_procs), default_dir(recipe.file, cache_dir),
            secrets=tuple(secrets.texts(recipe.document, recipe.secrets)),
            log=lambda m: print(f"note: {m}", file=sys.stderr))

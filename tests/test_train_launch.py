@@ -19,8 +19,9 @@ def test_commands(tmp_path):
     ds = command(spec, launcher="deepspeed", num_procs=2, master_port=29555)
     assert ds == [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", "29555",
                   "--module", "runner.train.worker", str(spec)]
-    hosts = command(spec, launcher="deepspeed", num_procs=2, hostfile="hosts", master_port=1)
-    assert hosts[3:5] == ["--hostfile", "hosts"]
+    (tmp_path / "hosts").write_text("worker-0 slots=1\nworker-1 slots=1\n")
+    hosts = command(spec, launcher="deepspeed", num_procs=2, hostfile=tmp_path / "hosts", master_port=1)
+    assert hosts[3:5] == ["--hostfile", str(tmp_path / "hosts")]
     with pytest.raises(RecipeError, match="--hostfile is read by the DeepSpeed launcher"):
         command(spec, launcher="torchrun", num_procs=2, hostfile="hosts")
 

@@ -150,7 +150,8 @@ def _lead_and_follow(tmp_path, mine: dict, follower_cache):
 
     def node1():
         try:
-            N.follow(N.Nodes(2, 1, nodes.rdzv_endpoint), {**hello, **mine}, follower_cache, log=lambda _: None)
+            N.follow(N.Nodes(2, 1, nodes.rdzv_endpoint), {**hello, **mine}, follower_cache, train=failed.append,
+                     log=lambda _: None)
         except RecipeError as e:
             failed.append(str(e))
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import RecipeError
 from .distributed import free_port
+from . import nodes as multinode
 from .nodes import Nodes, leader
 from .nodes import check as check_nodes
 
@@ -132,3 +133,22 @@ def launch(spec_path: str | Path, *, launcher: str, num_procs: int, hostfile: st
         raise RecipeError(f"{launcher} training of {spec['spec']['stage']} failed (exit {done.returncode}); "
                           "see the processes' output above")
     return json.loads((Path(spec["job"]["out_dir"]) / "metrics.json").read_text())
+
+
+def follow(nodes: Nodes, hello: dict, cache_root: Path, *, secrets: tuple[str, ...] = (), log=print) -> int:
+    """A node other than 0 of a run (nodes.follow): this node's torchrun agent on each spec node 0 announces."""
+    num_procs = hello["num_procs"]
+
+    def train(ticket: dict) -> None:
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix="recipe-node-") as tmp:   # node 0's spec, in a folder of this node
+            spec = Path(tmp) / ticket["spec_name"]
+            spec.write_text(ticket["spec"])
+            cmd = command(spec, launcher="torchrun", num_procs=num_procs, nodes=nodes, master_addr=ticket["addr"],
+                          master_port=ticket["port"])
+            log(" ".join(cmd))
+            done = subprocess.run(cmd, env=environment(num_procs // nodes.nnodes, secrets))
+        if done.returncode != 0:
+            raise RecipeError(f"node {nodes.node_rank}: its training processes failed (exit {done.returncode}); "
+                              "see their output above and node 0's")
+    return multinode.follow(nodes, hello, cache_root, train, log=log)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets as random_tokens
-import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -189,12 +188,11 @@ def leading(nodes: Nodes, hello: dict, cache_root: Path, log: Callable[[str], No
         _leader = None
 
 
-def follow(nodes: Nodes, hello: dict, cache_root: Path, *, secrets: tuple[str, ...] = (),
+def follow(nodes: Nodes, hello: dict, cache_root: Path, train: Callable[[dict], None],
            log: Callable[[str], None] = print) -> int:
-    """Node K > 0 for the length of a run: join node 0, train this node's share of each launch it announces,
-    until node 0's run ends. Returns the number of launches."""
-    from .launch import command, environment
-
+    """Node K > 0 for the length of a run: join node 0, `train` this node's share of each launch it announces
+    (its ticket: the spec file's name and text, the rendezvous address and port), until node 0's run ends.
+    Returns the number of launches."""
     k = nodes.node_rank
     store = _store(nodes, leader=False)
     try:
@@ -207,7 +205,7 @@ def follow(nodes: Nodes, hello: dict, cache_root: Path, *, secrets: tuple[str, .
             "trains its share of each training step")
         i = 0
         while "end" not in (ticket := json.loads(_wait(store, f"launch/{i}", "node 0's next training step", log))):
-            _train_share(nodes, ticket, hello["num_procs"], secrets, log, command, environment)
+            train(ticket)
             i += 1
         if ticket["end"]:
             raise RecipeError(f"node {k}: node 0's run failed: {ticket['end']}")
@@ -233,20 +231,3 @@ def _differs(nodes: Nodes, mine: dict, theirs: dict, cache_root: Path) -> str:
         return (f"node 0's cache folder {theirs['cache']} is not this node's ({cache_root}) or not shared with it; "
                 "every node needs --cache-dir on a filesystem all of them mount at the same path")
     return ""
-
-
-def _train_share(nodes, ticket: dict, num_procs: int, secrets, log, command, environment) -> None:
-    """Run this node's torchrun agent on node 0's spec (written to a folder of this node's own)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="recipe-node-") as tmp:
-        spec = Path(tmp) / ticket["spec_name"]
-        spec.write_text(ticket["spec"])
-        cmd = command(spec, launcher="torchrun", num_procs=num_procs, nodes=nodes, master_addr=ticket["addr"],
-                      master_port=ticket["port"])
-        log(" ".join(cmd))
-        done = subprocess.run(cmd, env=environment(num_procs // nodes.nnodes, secrets))
-    if done.returncode != 0:
-        raise RecipeError(f"node {nodes.node_rank}: its training processes failed (exit {done.returncode}); see "
-                          "their output above and node 0's")
-
