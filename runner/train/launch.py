@@ -142,7 +142,7 @@ def follow(nodes: Nodes, hello: dict, cache_root: Path, *, secrets: tuple[str, .
     def train(ticket: dict) -> None:
         import tempfile
         with tempfile.TemporaryDirectory(prefix="recipe-node-") as tmp:   # node 0's spec, in a folder of this node
-            spec = Path(tmp) / ticket["spec_name"]
+            spec = Path(tmp) / Path(ticket["spec_name"]).name   # a file name, never a path out of tmp
             spec.write_text(ticket["spec"])
             cmd = command(spec, launcher="torchrun", num_procs=num_procs, nodes=nodes, master_addr=ticket["addr"],
                           master_port=ticket["port"])

@@ -117,7 +117,8 @@ def _wait(store, key: str, what: str, log: Callable[[str], None], limit: float |
     except RecipeError:
         raise
     except Exception:   # the store lives in node 0's `recipe run`: gone means that run ended or died
-        raise RecipeError(f"{what}: node 0's `recipe run` went away (it failed or was stopped; see its output)") from None
+        raise RecipeError(f"{what}: node 0's `recipe run` went away (it failed or was stopped; see its output)") \
+            from None
 
 
 class Leader:
