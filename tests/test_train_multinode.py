@@ -176,3 +176,45 @@ def test_a_node_of_another_recipe_or_cache_is_refused(tmp_path):
     assert failed and failed[0].startswith("node 1: its recipe (after --set) differs")
     said, failed = _lead_and_follow(tmp_path, {}, tmp_path / "elsewhere")
     assert "not shared with it; every node needs --cache-dir on a filesystem" in said
+
+
+def _follower(endpoint, cache, got: list, failed: list) -> threading.Thread:
+    hello = {"recipe": "r", "num_procs": 2, "nnodes": 2}
+
+    def node1():
+        try:
+            got.append(N.follow(N.Nodes(2, 1, endpoint), hello, cache, train=got.append, log=lambda _: None))
+        except RecipeError as e:
+            failed.append(str(e))
+    t = threading.Thread(target=node1)
+    t.start()
+    return t
+
+
+def test_a_node_follows_each_launch_until_node_0_ends(tmp_path):
+    """The tickets node 1 trains from (node 0's spec text, the rendezvous port), then node 0's end: a failure
+    there is node 1's one line too; node 0 gone without an end is one line as well."""
+    for end in ("", "train.first: out of memory"):
+        nodes = N.Nodes(2, 0, f"127.0.0.1:{free_port()}")
+        lead = N.Leader(nodes, {"recipe": "r", "num_procs": 2, "nnodes": 2}, tmp_path / "cache", log=lambda _: None)
+        got, failed = [], []
+        t = _follower(nodes.rdzv_endpoint, tmp_path / "cache", got, failed)
+        (tmp_path / "spec.json").write_text('{"spec": {"stage": "first"}}')
+        lead.announce(tmp_path / "spec.json", 4321)
+        lead.announce(tmp_path / "spec.json", 4322)
+        lead.end(end)
+        t.join(60)
+        assert [g["port"] for g in got[:2]] == [4321, 4322]
+        assert got[0] == {"spec": '{"spec": {"stage": "first"}}', "spec_name": "spec.json", "addr": "127.0.0.1",
+                          "port": 4321}
+        assert (got[2:], failed) == (([2], []) if not end else
+                                     ([], ["node 1: node 0's run failed: train.first: out of memory"]))
+    nodes = N.Nodes(2, 0, f"127.0.0.1:{free_port()}")
+    lead = N.Leader(nodes, {"recipe": "r", "num_procs": 2, "nnodes": 2}, tmp_path / "cache", log=lambda _: None)
+    got, failed = [], []
+    t = _follower(nodes.rdzv_endpoint, tmp_path / "cache", got, failed)
+    lead.announce(tmp_path / "spec.json", 4321)   # after node 1 joined
+    del lead   # node 0's process ends without a word
+    t.join(60)
+    assert failed == ["node 0's next training step: node 0's `recipe run` went away (it failed or was stopped; "
+                      "see its output)"]
