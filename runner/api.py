@@ -122,9 +122,12 @@ def missing(recipe: model.Recipe) -> list[str]:
 def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output: str | None = None,
         only: str | None = None, from_step: str | None = None, force: bool = False, dry_run: bool = False,
         trust: bool = False, launcher: str = "none", num_procs: int | None = None, hostfile: str | None = None,
-        console=None, argv: tuple[str, ...] | None = None, executor: str = "local") -> Run:
+        console=None, argv: tuple[str, ...] | None = None, executor: str = "local", nnodes: int = 1,
+        node_rank: int = 0, rdzv_endpoint: str | None = None) -> Run:
     """Execute a recipe (cached steps are reused); writes the run directory's recipe.yaml and report.
-    `executor` (runner/executors/) is where the data steps' batches run: no part of any fingerprint."""
+    `executor` (runner/executors/) is where the data steps' batches run: no part of any fingerprint.
+    With nnodes > 1 (torchrun), node 0 does all that and a node of node_rank > 0 only trains its share of
+    node 0's training steps (runner/train/nodes.py): its Run has no graph, records or run directory."""
     from .dag.cache import Cache, default_dir
     from .dag.compile import compile_recipe
     from .dag.execute import Selection, execute
@@ -139,7 +142,9 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
                           "--trust on the command line")
     if num_procs is not None and num_procs < 1:
         raise RecipeError(f"--num-procs {num_procs}: it must be at least 1")
-    check_launcher(launcher, num_procs, hostfile)
+    from .train.nodes import Nodes
+    nodes = Nodes(nnodes, node_rank, rdzv_endpoint)
+    check_launcher(launcher, num_procs, hostfile, nodes)
     from .executors import get as get_executor
     get_executor(executor)     # an unknown executor is one line before anything runs
     if only and from_step:
@@ -149,6 +154,8 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
     check_versions()   # a library outside the declared range is one line now, not a traceback mid-training
     import sys
 
+    if nodes.follower:
+        return _follow(recipe, nodes, cache_dir, num_procs)
     from . import sources
     # which commit each hub source's branch names now, before anything is fingerprinted
     sources.refresh(recipe.sources, lambda m: print(f"note: {m}", file=sys.stderr))
@@ -159,7 +166,29 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
     publish_files(run_dir, "recipe.yaml", {"recipe.yaml": show(recipe).encode("utf-8")})
     options = RunOptions(dry_run=dry_run, force=force, trust=trust, launcher=launcher, num_procs=num_procs or 1,
                          hostfile=hostfile, executor=executor)
-    records = execute(recipe, graph, cache=Cache(cache_root), run_dir=run_dir,
-                      options=options, sel=Selection(only=only, from_step=from_step), overrides=overrides,
-                      argv=argv, console=console)
+    from .train.nodes import leading
+    with leading(nodes, _hello(recipe, nodes, num_procs), cache_root,
+                 log=lambda m: print(f"note: {m}", file=sys.stderr)):
+        records = execute(recipe, graph, cache=Cache(cache_root), run_dir=run_dir,
+                          options=options, sel=Selection(only=only, from_step=from_step), overrides=overrides,
+                          argv=argv, console=console)
     return Run(recipe, graph, records, run_dir)
+
+
+def _hello(recipe: model.Recipe, nodes, num_procs: int | None) -> dict:
+    """What every node of a run must agree on (runner/train/nodes.py compares it when a node joins)."""
+    from .train.nodes import digest
+    return {"recipe": digest(show(recipe)), "num_procs": num_procs, "nnodes": nodes.nnodes}
+
+
+def _follow(recipe: model.Recipe, nodes, cache_dir: str | None, num_procs: int | None) -> Run:
+    """A node other than 0: no step runs here (node 0 runs them once); this node trains its share."""
+    import sys
+
+    from .dag.cache import default_dir
+    from .recipe import secrets
+    from .train.launch import follow
+    follow(nodes, _hello(recipe, nodes, num_procs), default_dir(recipe.file, cache_dir),
+           secrets=tuple(secrets.texts(recipe.document, recipe.secrets)),
+           log=lambda m: print(f"note: {m}", file=sys.stderr))
+    return Run(recipe, None, [], None)

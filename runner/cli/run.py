@@ -26,6 +26,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="run training in N processes through a launcher")
     p.add_argument("--num-procs", type=positive_int, default=None, help="processes for --launcher (sets train.world_size)")
     p.add_argument("--hostfile", help="multi-node: passed to the deepspeed launcher")
+    p.add_argument("--nnodes", type=int, default=1, help="torchrun over several machines: how many (run this on each)")
+    p.add_argument("--node-rank", type=int, default=0, help="with --nnodes: this machine's number, 0 for the one that runs the data steps")
+    p.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="with --nnodes: node 0's address and a free port there")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -33,7 +36,11 @@ def main(args: argparse.Namespace) -> int:
     recipe, graph, records, run_dir = api.run(
         args.recipe, args.overrides, cache_dir=args.cache_dir, output=args.output, only=args.only,
         from_step=args.from_step, force=args.force, dry_run=args.dry_run, trust=args.trust,
-        launcher=args.launcher, num_procs=args.num_procs, hostfile=args.hostfile, argv=tuple(args.argv))
+        launcher=args.launcher, num_procs=args.num_procs, hostfile=args.hostfile, argv=tuple(args.argv),
+        nnodes=args.nnodes, node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint)
+    if run_dir is None:   # a node other than 0 of several: node 0 ran the steps and writes the report
+        print(f"node {args.node_rank}: trained its share; the report is node 0's", file=sys.stderr)
+        return 0
     if args.dry_run:
         print(summary(recipe, records), end="")
     for n in graph.notes:

@@ -100,9 +100,10 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def free_port() -> int:
+def free_port(everywhere: bool = False) -> int:
+    """A port free on this machine's loopback, or on all its addresses (one other nodes will connect to)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("" if everywhere else "127.0.0.1", 0))
         return s.getsockname()[1]
 
 
