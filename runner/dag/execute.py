@@ -124,6 +124,8 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
         records.append(rec)
         _publish(step, done[sid], run_dir, rec.result)
         ui.finished(rec)
+        if recipe.evaluate.gates:
+            _check_gates(recipe, graph, records, run_dir, cache, step.name)
     write_report(recipe, graph, records, run_dir, cache)
     return records
 
@@ -248,6 +250,16 @@ def _guard_resume(cache: Cache, recipe: str, name: str, fp, force: bool) -> None
                               f"({why}); refusing to resume it on different data. Rerun with --force to start "
                               "this stage over")
     cache.drop_partial(prev["fingerprint"])
+
+
+def _check_gates(recipe: Recipe, graph: Graph, records: list[StepRecord], run_dir: Path, cache: Cache, step: str) -> None:
+    """evaluate.gates after each step (runner/dag/gates.py): a breach writes the report and stops the run."""
+    from .gates import FAIL, failure
+    from .report import build_report
+    gates = build_report(recipe, graph, records, run_dir)["gates"]
+    if gates["status"] == FAIL:
+        write_report(recipe, graph, records, run_dir, cache)
+        raise failure(gates, step, run_dir)
 
 
 # --- report ------------------------------------------------------------------------------------------
