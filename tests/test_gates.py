@@ -135,3 +135,15 @@ def test_a_breached_gate_stops_the_run_and_a_changed_gate_reruns_nothing(tmp_pat
     assert {s["status"] for s in report["steps"]} == {"cached"}
     assert report["gates"]["status"] == "pass" and [c["metric"] for c in report["gates"]["checks"]] == [
         "eval_loss.a", "eval_loss.b", "stop_rate"]
+
+
+def test_few_shot_gain_is_the_models_smallest_mean_gain_over_shot_counts(tmp_path):
+    from helpers.cli import REPO
+    r = api.load(REPO / "recipes" / "fomaml_poets.yaml",
+                 ["evaluate.gates=[{metric: few_shot_gain, min: 0.1}, {metric: few_shot_gain.start, min: 0}]"])
+    assert check(r, {"stages": [], "few_shot_summary": None})["status"] == "pending"
+    table = [{"model": "fomaml", "shots": 1, "gain": 0.05}, {"model": "fomaml", "shots": 4, "gain": 0.3},
+             {"model": "start", "shots": 1, "gain": 0.2}, {"model": "start", "shots": 4, "gain": 0.25}]
+    g = check(r, {"stages": [], "few_shot_summary": {"table": table}})
+    assert [(c["metric"], c["stage"], c["value"], c["status"]) for c in g["checks"]] == [
+        ("few_shot_gain.fomaml", None, 0.05, "fail"), ("few_shot_gain.start", None, 0.2, "pass")]

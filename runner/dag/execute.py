@@ -271,4 +271,6 @@ def write_report(recipe: Recipe, graph: Graph, records: list[StepRecord], run_di
     finish(report, run_dir)
     write_json(report, run_dir)
     write_markdown(report, run_dir)
+    from .report_html import write_html
+    write_html(report, recipe, records, run_dir, graph.secrets)
     return report
