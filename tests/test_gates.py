@@ -127,6 +127,8 @@ def test_a_breached_gate_stops_the_run_and_a_changed_gate_reruns_nothing(tmp_pat
     assert "eval.main" in names and "export" not in names
     md = (tmp_path / "runs" / "gated" / "report.md").read_text()
     assert "## Gates: fail" in md and f"| eval_loss.a | main | {loss:.4g} | <= 0.01 | **FAIL** |" in md
+    page = (tmp_path / "runs" / "gated" / "report.html").read_text()
+    assert '"gates": {"status": "fail", "passed": 1, "failed": 1, "pending": 0' in page
 
     code, _, err = cli(capsys, "run", str(path), "--cache-dir", str(tmp_path / "cache"), "--only", "eval.main",
                        "--set", "evaluate.gates=[{metric: eval_loss, max: 100}, {metric: stop_rate, min: 0}]")

@@ -191,7 +191,13 @@ def trained_rows(recipe, records: list, secrets: tuple[str, ...]) -> dict:
     if recipe.model.trust_remote_code:
         return {"rows": [], "why": "model.trust_remote_code: the report does not load the model's own tokenizer code"}
     from ..chat import tokenizer_for
-    tok = tokenizer_for(recipe.model.base, recipe.file.parent, trust_remote_code=False)
+    from ..errors import RecipeError
+    try:
+        tok = tokenizer_for(recipe.model.base, recipe.file.parent, trust_remote_code=False)
+    except (RecipeError, OSError, ValueError) as e:
+        # the rows are cached but the tokenizer is gone (an offline machine): the report loses one section, the
+        # run does not fail over it
+        return {"rows": [], "why": scrub(f"the tokenizer could not be loaded: {e}", secrets)[:300]}
     return {"rows": [_spans(tok, r, secrets) for r in rows]}
 
 
