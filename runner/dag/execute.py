@@ -124,6 +124,8 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
         records.append(rec)
         _publish(step, done[sid], run_dir, rec.result)
         ui.finished(rec)
+        if recipe.evaluate.gates:
+            _check_gates(recipe, graph, records, run_dir, cache, step.name)
     write_report(recipe, graph, records, run_dir, cache)
     return records
 
@@ -252,6 +254,16 @@ def _guard_resume(cache: Cache, recipe: str, name: str, fp, force: bool) -> None
     cache.drop_partial(prev["fingerprint"])
 
 
+def _check_gates(recipe: Recipe, graph: Graph, records: list[StepRecord], run_dir: Path, cache: Cache, step: str) -> None:
+    """evaluate.gates after each step (runner/dag/gates.py): a breach writes the report and stops the run."""
+    from .gates import FAIL, failure
+    from .report import build_report
+    gates = build_report(recipe, graph, records, run_dir)["gates"]
+    if gates["status"] == FAIL:
+        write_report(recipe, graph, records, run_dir, cache)
+        raise failure(gates, step, run_dir)
+
+
 # --- report ------------------------------------------------------------------------------------------
 
 def write_report(recipe: Recipe, graph: Graph, records: list[StepRecord], run_dir: Path, cache: Cache) -> dict:
@@ -261,4 +273,6 @@ def write_report(recipe: Recipe, graph: Graph, records: list[StepRecord], run_di
     finish(report, run_dir)
     write_json(report, run_dir)
     write_markdown(report, run_dir)
+    from .report_html import write_html
+    write_html(report, recipe, records, run_dir, graph.secrets)
     return report

@@ -37,6 +37,8 @@ def build_report(recipe: Recipe, graph: Graph, records: list, run_dir: Path) -> 
         rec = by.get(step.id)
         result = rec.result if rec is not None else kind_of(step.id).result()
         result.contribute(step, rec if rec is not None and rec.status != "failed" else None, report, run_dir)
+    from .gates import check
+    report["gates"] = check(recipe, report)     # evaluate.gates: pass/fail/pending per check, None without gates
     report["notes"] = list(graph.notes)
     return report
 
@@ -63,6 +65,8 @@ def write_markdown(report: dict, run_dir: Path) -> None:
             lines += res.stage_markdown(entry, run_dir)
     for res in _unique(results):
         lines += res.markdown_tail(report, run_dir)
+    from .gates import markdown
+    lines += markdown(report)
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     publish_files(run_dir, "report.md", {"report.md": ("\n".join(lines) + "\n").encode("utf-8")})

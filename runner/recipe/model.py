@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping, Union
@@ -230,11 +230,23 @@ class Generate:
 
 
 @dataclass(frozen=True)
+class Gate:
+    """evaluate.gates[i]: a metric (runner/recipe/validate/gates.py names them) and its bounds."""
+    metric: str
+    min_: float | None = None
+    max_: float | None = None
+    stage: str | None = None
+
+
+@dataclass(frozen=True)
 class Evaluate:
     every_stage: bool
     before: bool
     max_rows: int | None
     generate: Generate
+    # Checked by the engine on the run report (runner/dag/gates.py), read by no step: no artifact depends on
+    # it, so it is no part of any fingerprint (steps/base.py: plain) and changing a gate reruns nothing.
+    gates: tuple[Gate, ...] = field(default=(), metadata={"fingerprint": False})
 
 
 @dataclass(frozen=True)
@@ -298,7 +310,7 @@ class Recipe:
 
 # --- construction from the validated document -------------------------------------------------
 
-_RENAMES = {"from": "from_", "lambda": "lambda_"}
+_RENAMES = {"from": "from_", "lambda": "lambda_", "min": "min_", "max": "max_"}
 
 
 def _freeze(tp: Any, value: Any) -> Any:

@@ -9,6 +9,7 @@ from .. import model, schema as sch
 from ..document import Document, display, gc_paused
 from .chat_model import check_template_and_model
 from .filters import check_filters
+from .gates import check_gates
 from .meta import check_meta
 from .problems import MAX_SHOWN, Problems, did_you_mean, dotted
 from .shape import nonfinite, schema_errors
@@ -53,6 +54,7 @@ def _semantic(d: dict, doc: Document, out: Problems) -> None:
     check_stages(d, doc_dir, out)
     check_template_and_model(d, doc_dir, out)
     check_meta(d, doc_dir, out)
+    check_gates(d, out)
 
 
 def _canonical(full: dict) -> dict:
