@@ -121,7 +121,7 @@ def missing(recipe: model.Recipe) -> list[str]:
 def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output: str | None = None,
         only: str | None = None, from_step: str | None = None, force: bool = False, dry_run: bool = False,
         trust: bool = False, launcher: str = "none", num_procs: int | None = None, hostfile: str | None = None,
-        console=None, argv: tuple[str, ...] | None = None, executor: str = "local") -> Run:
+        console=None, argv: tuple[str, ...] | None = None, executor: str = "local", locked: bool = False) -> Run:
     """Execute a recipe (cached steps are reused); writes the run directory's recipe.yaml and report.
     `executor` (runner/executors/) is where the data steps' batches run: no part of any fingerprint."""
     from .dag.cache import Cache, default_dir
@@ -154,6 +154,9 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
     graph = compile_recipe(recipe)
     run_dir = folder_option(output, "--output") if output else under("runs", recipe.name)
     cache_root = default_dir(recipe.file, cache_dir)
+    if locked:   # every difference from R.lock, one line each, before anything runs
+        from .lock import check as check_lock
+        check_lock(path, overrides, Cache(cache_root).digests)
     folder_option(cache_root, "--cache-dir" if cache_dir else "the cache folder")
     run_dir.mkdir(parents=True, exist_ok=True)
     under(run_dir, "recipe.yaml").write_text(show(recipe), encoding="utf-8")

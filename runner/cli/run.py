@@ -26,6 +26,7 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="run training in N processes through a launcher")
     p.add_argument("--num-procs", type=positive_int, default=None, help="processes for --launcher (sets train.world_size)")
     p.add_argument("--hostfile", help="multi-node: passed to the deepspeed launcher")
+    p.add_argument("--locked", action="store_true", help="refuse to run when anything differs from R.lock (`recipe lock R`)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -33,7 +34,8 @@ def main(args: argparse.Namespace) -> int:
     recipe, graph, records, run_dir = api.run(
         args.recipe, args.overrides, cache_dir=args.cache_dir, output=args.output, only=args.only,
         from_step=args.from_step, force=args.force, dry_run=args.dry_run, trust=args.trust,
-        launcher=args.launcher, num_procs=args.num_procs, hostfile=args.hostfile, argv=tuple(args.argv))
+        launcher=args.launcher, num_procs=args.num_procs, hostfile=args.hostfile, argv=tuple(args.argv),
+        locked=args.locked)
     if args.dry_run:
         print(summary(recipe, records), end="")
     for n in graph.notes:

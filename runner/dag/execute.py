@@ -99,7 +99,9 @@ def resume_command(recipe: Recipe, step: str, argv: tuple[str, ...] | None, over
 def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, options: RunOptions,
             sel: Selection = Selection(), overrides: tuple[str, ...] = (), argv: tuple[str, ...] | None = None,
             console=None) -> list[StepRecord]:
+    from . import runindex
     from .ui import StepUI
+    started = runindex.now()
     ui = StepUI(console)
     cache.root.mkdir(parents=True, exist_ok=True)
     fps = fingerprint_graph(graph, recipe.file.parent, versions(), cache.digests)
@@ -124,7 +126,10 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
         records.append(rec)
         _publish(step, done[sid], run_dir, rec.result)
         ui.finished(rec)
-    write_report(recipe, graph, records, run_dir, cache)
+    report = write_report(recipe, graph, records, run_dir, cache)
+    # the run index (runner/dag/runindex.py): what `recipe runs`, `compare` and `diff` read
+    selection = {"only": sel.only, "from": sel.from_step, "dry_run": options.dry_run}
+    runindex.append(cache.root, runindex.entry(recipe, graph, records, report, started=started, selection=selection))
     return records
 
 
