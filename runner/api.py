@@ -155,7 +155,7 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
     run_dir = folder_option(output, "--output") if output else under("runs", recipe.name)
     cache_root = default_dir(recipe.file, cache_dir)
     if locked:   # every difference from R.lock, one line each, before anything runs
-        from .lock import check as check_lock
+        from .dag.lock import check as check_lock
         check_lock(path, overrides, Cache(cache_root).digests)
     folder_option(cache_root, "--cache-dir" if cache_dir else "the cache folder")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""`recipe lock R`: write R.lock next to the recipe (runner/lock.py); `recipe run --locked` checks it."""
+"""`recipe lock R`: write R.lock next to the recipe (runner/dag/lock.py); `recipe run --locked` checks it."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +16,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .. import lock
+    from ..dag import lock
     from ..api import load
     from ..sources import refresh
     # which commit each hub source's branch names now, as `recipe run` resolves it before fingerprinting

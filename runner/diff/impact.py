@@ -24,7 +24,7 @@ from ..steps import STEPS
 from ..steps.base import StepId, kind_of, parse_step
 from ..steps.result import Result
 from ..recipe.compare import Change, by_section, compare
-from ..lock import changes_between
+from ..dag.lock import changes_between
 from .metrics import Metrics, for_sides
 
 # --- one side of the comparison --------------------------------------------------------------------
@@ -162,7 +162,7 @@ class RecipeDiff:
     notes: list[str]
     problems: list[str]          # a side that does not load or validate while the other does: a difference
     metrics: Metrics | None = None   # each side's latest run in the run index and the deltas (diff/metrics.py)
-    lock: list[str] = dataclasses.field(default_factory=list)   # how the sides' R.lock files differ (runner/lock.py)
+    lock: list[str] = dataclasses.field(default_factory=list)   # how the sides' R.lock files differ (runner/dag/lock.py)
 
     @property
     def differs(self) -> bool:

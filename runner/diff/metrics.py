@@ -109,6 +109,8 @@ def for_sides(a, b) -> Metrics | None:
         runs.append(runindex.latest(runindex.read(side.cache.root), fps))
     if runs == [None, None]:
         return None
+    if runs[1] is None:   # the new side has not run: a diff says so, without the old side's numbers alone
+        return Metrics(RunRef.of(runs[0]), None, ())
     return compare_runs(*runs)
 
 

@@ -13,7 +13,7 @@ import os
 from importlib import metadata
 from pathlib import Path
 
-from .errors import RecipeError
+from ..errors import RecipeError
 
 LOCK_VERSION = 1
 LIBRARIES = ("accelerate", "datasets", "deepspeed", "peft", "torch", "transformers", "trl")
@@ -49,14 +49,14 @@ def libraries() -> dict[str, str | None]:
 
 
 def _model(recipe, base_dir: Path, digests) -> dict:
-    from . import sources
-    from .builtin import weights_digest
-    from .sources.hub import cache_root
-    from .steps.base import model_files
+    from .. import sources
+    from ..builtin import weights_digest
+    from ..sources.hub import cache_root
+    from ..steps.base import model_files
     base = recipe.model.base
     out: dict = {"base": base}
     if base.startswith("builtin:"):
-        from . import __version__
+        from .. import __version__
         out["package"] = __version__
         out["weights"] = weights_digest(base)
     elif model_files(recipe, weights=True):
@@ -70,8 +70,8 @@ def _model(recipe, base_dir: Path, digests) -> dict:
 
 
 def _template(recipe, base_dir: Path, digests) -> dict:
-    from . import __version__, sources
-    from .steps.base import template_files
+    from .. import __version__, sources
+    from ..steps.base import template_files
     files = template_files(recipe)
     if files:
         return {"chat": recipe.template.chat,
@@ -81,14 +81,14 @@ def _template(recipe, base_dir: Path, digests) -> dict:
 
 def build(path: str | Path, overrides: tuple[str, ...] = (), digests_file: Path | None = None) -> dict:
     """The lock of a recipe as resolved now (with --set overrides, which change its digest)."""
-    from . import sources
-    from .dag.compile import compile_recipe
-    from .dag.fingerprint import fingerprint_graph
-    from .dag.runindex import digest
-    from .recipe.canonical import canonical
-    from .recipe.load import load_document
-    from .recipe.validate import validate
-    from .steps import versions
+    from .. import sources
+    from .compile import compile_recipe
+    from .fingerprint import fingerprint_graph
+    from .runindex import digest
+    from ..recipe.canonical import canonical
+    from ..recipe.load import load_document
+    from ..recipe.validate import validate
+    from ..steps import versions
     doc = load_document(Path(path), tuple(overrides))
     recipe = validate(doc)
     base = recipe.file.parent
