@@ -108,7 +108,8 @@ def append(cache_root: Path, line: dict) -> None:
     """One write of one whole line under an exclusive lock: concurrent runs never interleave or tear a line."""
     p = path(cache_root)
     p.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(line, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n").encode()
+    # keys in the order written: metrics go stage by stage as the recipe runs them
+    data = (json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
     fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -119,10 +119,12 @@ def show(v: float | None) -> str:
 
 
 def delta_text(d: MetricDelta) -> str:
-    """"5.78 → 5.71 (-0.07, -1.2%)", with "inside the noise (±0.06)" where a spread says so."""
+    """"5.78 → 5.71 (-0.07, -1.21%)", with "inside the noise (±0.06)" where a spread says so."""
     if d.delta is None:
         return f"{show(d.before)} → {show(d.after)}"
-    rel = f", {d.delta / d.before:+.1%}" if d.before else ""
+    if d.delta == 0:
+        return f"{show(d.after)} (unchanged)"
+    rel = f", {d.delta / d.before:+.2%}" if d.before else ""
     text = f"{show(d.before)} → {show(d.after)} ({d.delta:+.4g}{rel})"
     if d.inside_noise is not None:
         text += f" {'inside' if d.inside_noise else 'outside'} the noise (±{d.noise:.2g})"
