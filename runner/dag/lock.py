@@ -82,6 +82,7 @@ def _template(recipe, base_dir: Path, digests) -> dict:
 def build(path: str | Path, overrides: tuple[str, ...] = (), digests_file: Path | None = None) -> dict:
     """The lock of a recipe as resolved now (with --set overrides, which change its digest)."""
     from .. import sources
+    from .cache import default_dir
     from .compile import compile_recipe
     from .fingerprint import fingerprint_graph
     from .runindex import digest
@@ -93,7 +94,8 @@ def build(path: str | Path, overrides: tuple[str, ...] = (), digests_file: Path 
     recipe = validate(doc)
     base = recipe.file.parent
     graph = compile_recipe(recipe)
-    fps = fingerprint_graph(graph, base, versions(), digests_file)
+    # big files' digests kept by earlier runs (the recipe's default cache) spare hashing them again
+    fps = fingerprint_graph(graph, base, versions(), digests_file or default_dir(recipe.file) / "digests.json")
     inputs = {k: v for fp in fps.values() for k, v in sorted(fp.components["files"].items())}
     memo = sources.Digests({})
     return {"lock_version": LOCK_VERSION,
