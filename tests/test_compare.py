@@ -133,3 +133,13 @@ def test_a_delta_inside_the_few_shot_spread_is_marked_as_noise():
     assert gain.noise == pytest.approx(noise) and gain.inside_noise is True       # |0.1| < 0.28
     assert loss.inside_noise is False and "outside the noise" in delta_text(loss)  # |-0.5| > 0.28
     assert d["few_shot.fomaml.k4.loss_before"].noise is None and gain.label == "few-shot gain fomaml k=4"
+
+
+def test_a_long_metric_table_is_folded_in_markdown_and_cells_are_escaped():
+    from runner.diff.output import FOLD, metrics_markdown
+    metrics = {f"eval.main.loss.s|{i}": float(i) for i in range(FOLD + 1)}
+    a = {"id": "a", "recipe": "r", "ended": "t", "metrics": metrics}
+    md = "\n".join(metrics_markdown(compare_runs(a, {**a, "id": "b"})))
+    assert md.count("<details>") == 1 and "| eval loss s\\|0 (main) | 0 | 0 | +0 |" in md
+    small = [{**a, "metrics": {"x": v}} for v in (1.0, 2.0)]
+    assert "<details>" not in "\n".join(metrics_markdown(compare_runs(*small)))

@@ -262,7 +262,7 @@ def diff_sides(a: Side | None, b: Side | None, title: str) -> RecipeDiff:
         old = set(av.graph.notes) if av else set()
         notes += [f"after: {n}" for n in bv.graph.notes if n not in old]
     return RecipeDiff(title, a.label if a else None, b.label if b else None, by_section(changes), steps, stages,
-                      sources, notes, problems, for_sides(av, bv) if changes or steps else None,
+                      sources, notes, problems, for_sides(av, bv) if bv and (changes or steps) else None,
                       changes_between(av.recipe.file if av else None, bv.recipe.file if bv else None))
 
 

@@ -154,19 +154,24 @@ def metrics_text(m: Metrics | None) -> list[tuple[str, str]]:
     return lines + ([("", f"  note: {m.note}")] if m.note else [])
 
 
+FOLD = 16   # metric rows shown unfolded in markdown
+
+
 def metrics_markdown(m: Metrics | None) -> list[str]:
     if m is None:
         return []
     sides = " → ".join(_md(r.text()) if r else "not run" for r in (m.before, m.after))
     lines = [f"**metrics**: {sides}", ""]
     if m.deltas:
+        folded = len(m.deltas) > FOLD   # a long table (stages x sources) stays one click away in a PR comment
+        lines += [f"<details><summary>{len(m.deltas)} metrics</summary>", ""] if folded else []
         lines += ["| metric | before | after | change |", "|---|---:|---:|---|"]
         for d in m.deltas:
             change = "" if d.delta is None else f"{d.delta:+.4g}"
             if d.inside_noise is not None:
                 change += f" ({'inside' if d.inside_noise else 'outside'} the noise ±{d.noise:.2g})"
             lines.append(f"| {_md(d.label)} | {show(d.before)} | {show(d.after)} | {change} |")
-        lines.append("")
+        lines += ["", "</details>", ""] if folded else [""]
     return lines + ([f"> {_md(m.note)}", ""] if m.note else [])
 
 
