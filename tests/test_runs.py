@@ -123,3 +123,12 @@ def test_review_commands_import_nothing_heavy(small):
                          env={**__import__("os").environ, "PYTHONPATH": __import__("os").pathsep.join(sys.path)})
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stderr.rsplit("HEAVY: ", 1)[1].strip() == "[]"
+
+
+def test_runs_show_the_gates_pass_fail_from_the_report():
+    from runner.diff.runs import render_runs
+    gates = {"status": "fail", "passed": 4, "failed": 1, "pending": 0, "checks": []}
+    lines = [{"id": "a" * 10, "recipe": "r", "ended": "t", "steps": {}, "gates": gates},
+             {"id": "b" * 10, "recipe": "r", "ended": "t", "steps": {}, "gates": None}]
+    rows = render_runs(lines, set(), "text").splitlines()
+    assert "fail 4/5" in rows[1] and rows[2].split()[-2:] == ["-", "-"]

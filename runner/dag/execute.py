@@ -126,11 +126,16 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
         records.append(rec)
         _publish(step, done[sid], run_dir, rec.result)
         ui.finished(rec)
-    report = write_report(recipe, graph, records, run_dir, cache)
-    # the run index (runner/dag/runindex.py): what `recipe runs`, `compare` and `diff` read
+    _index_run(recipe, graph, records, write_report(recipe, graph, records, run_dir, cache), cache, started, sel, options)
+    return records
+
+
+def _index_run(recipe: Recipe, graph: Graph, records: list, report: dict, cache: Cache, started: str, sel: Selection,
+               options: RunOptions) -> None:
+    """The run's line in the run index (runner/dag/runindex.py), which `recipe runs`, `compare` and `diff` read."""
+    from . import runindex
     selection = {"only": sel.only, "from": sel.from_step, "dry_run": options.dry_run}
     runindex.append(cache.root, runindex.entry(recipe, graph, records, report, started=started, selection=selection))
-    return records
 
 
 @dataclass(frozen=True)

@@ -133,12 +133,12 @@ def _headline(line: dict) -> str:
 
 
 def _gates(line: dict) -> str:
+    """report.json's "gates" ({status, passed, failed, pending, checks}; None without gates): "pass 5/5"."""
     gates = line.get("gates")
-    if gates is None:
+    if not isinstance(gates, dict):
         return "-"
-    if isinstance(gates, dict) and "passed" in gates:
-        return "pass" if gates["passed"] else "FAIL"
-    return str(gates)
+    total = sum(gates.get(k) or 0 for k in ("passed", "failed", "pending"))
+    return f"{gates.get('status', '?')} {gates.get('passed') or 0}/{total}"
 
 
 def _row(line: dict, current: set[str]) -> list[str]:
