@@ -123,7 +123,7 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
         only: str | None = None, from_step: str | None = None, force: bool = False, dry_run: bool = False,
         trust: bool = False, launcher: str = "none", num_procs: int | None = None, hostfile: str | None = None,
         console=None, argv: tuple[str, ...] | None = None, executor: str = "local", nnodes: int = 1,
-        node_rank: int = 0, rdzv_endpoint: str | None = None) -> Run:
+        node_rank: int = 0, rdzv_endpoint: str | None = None, locked: bool = False) -> Run:
     """Execute a recipe (cached steps are reused); writes the run directory's recipe.yaml and report.
     `executor` (runner/executors/) is where the data steps' batches run: no part of any fingerprint.
     With nnodes > 1 (torchrun), node 0 does all that and a node of node_rank > 0 only trains its share of
@@ -162,6 +162,9 @@ def run(path: str | Path, overrides=(), *, cache_dir: str | None = None, output:
     graph = compile_recipe(recipe)
     run_dir = folder_option(output, "--output") if output else under("runs", secrets.folder(recipe))
     cache_root = default_dir(recipe.file, cache_dir)
+    if locked:   # every difference from R.lock, one line each, before anything runs
+        from .dag.lock import check as check_lock
+        check_lock(path, overrides, Cache(cache_root).digests)
     folder_option(cache_root, "--cache-dir" if cache_dir else "the cache folder")
     publish_files(run_dir, "recipe.yaml", {"recipe.yaml": show(recipe).encode("utf-8")})
     options = RunOptions(dry_run=dry_run, force=force, trust=trust, launcher=launcher, num_procs=num_procs or 1,

@@ -10,7 +10,7 @@ import errno
 import sys
 
 from ..errors import RecipeError, ValidationError
-from . import diff, gc, inspect, plan, run, schema, show, validate
+from . import compare, diff, gc, inspect, lock, plan, run, runs, schema, show, validate
 
 HELP = """\
 recipe: declarative fine-tuning recipes
@@ -23,10 +23,13 @@ recipe: declarative fine-tuning recipes
   recipe inspect R              rendered examples with trained tokens highlighted
   recipe diff A B | --git REV   what a recipe change means: settings, rows, steps to rerun
   recipe gc [PATH ...]          remove cached artifacts the recipes under PATH no longer reference
+  recipe runs [R]               finished runs (the run index in the cache) and their metrics
+  recipe compare A B            two runs (ids or recipes): settings diff and metric deltas
+  recipe lock R                 write R.lock: every input's digest and the training libraries' versions
 """
 
 COMMANDS = {"validate": validate, "show": show, "schema": schema, "plan": plan, "run": run, "inspect": inspect,
-            "diff": diff, "gc": gc}
+            "diff": diff, "gc": gc, "runs": runs, "compare": compare, "lock": lock}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nnodes", type=int, default=1, help="torchrun over several machines: how many (run this on each)")
     p.add_argument("--node-rank", type=int, default=0, help="with --nnodes: this machine's number, 0 for the one that runs the data steps")
     p.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="with --nnodes: node 0's address and a free port there")
+    p.add_argument("--locked", action="store_true", help="refuse to run when anything differs from R.lock (`recipe lock R`)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -37,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
         args.recipe, args.overrides, cache_dir=args.cache_dir, output=args.output, only=args.only,
         from_step=args.from_step, force=args.force, dry_run=args.dry_run, trust=args.trust,
         launcher=args.launcher, num_procs=args.num_procs, hostfile=args.hostfile, argv=tuple(args.argv),
-        nnodes=args.nnodes, node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint)
+        nnodes=args.nnodes, node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, locked=args.locked)
     if run_dir is None:   # a node other than 0 of several: node 0 ran the steps and writes the report
         print(f"node {args.node_rank}: trained its share; the report is node 0's", file=sys.stderr)
         return 0

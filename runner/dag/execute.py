@@ -99,7 +99,9 @@ def resume_command(recipe: Recipe, step: str, argv: tuple[str, ...] | None, over
 def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, options: RunOptions,
             sel: Selection = Selection(), overrides: tuple[str, ...] = (), argv: tuple[str, ...] | None = None,
             console=None) -> list[StepRecord]:
+    from . import runindex
     from .ui import StepUI
+    started = runindex.now()
     ui = StepUI(console)
     cache.root.mkdir(parents=True, exist_ok=True)
     fps = fingerprint_graph(graph, recipe.file.parent, versions(), cache.digests)
@@ -125,9 +127,18 @@ def execute(recipe: Recipe, graph: Graph, *, cache: Cache, run_dir: Path, option
         _publish(step, done[sid], run_dir, rec.result)
         ui.finished(rec)
         if recipe.evaluate.gates:
-            _check_gates(recipe, graph, records, run_dir, cache, step.name)
-    write_report(recipe, graph, records, run_dir, cache)
+            _check_gates(recipe, graph, records, run_dir, cache, step.name,
+                         index=lambda report: _index_run(recipe, graph, records, report, cache, started, sel, options))
+    _index_run(recipe, graph, records, write_report(recipe, graph, records, run_dir, cache), cache, started, sel, options)
     return records
+
+
+def _index_run(recipe: Recipe, graph: Graph, records: list, report: dict, cache: Cache, started: str, sel: Selection,
+               options: RunOptions) -> None:
+    """The run's line in the run index (runner/dag/runindex.py), which `recipe runs`, `compare` and `diff` read."""
+    from . import runindex
+    selection = {"only": sel.only, "from": sel.from_step, "dry_run": options.dry_run}
+    runindex.append(cache.root, runindex.entry(recipe, graph, records, report, started=started, selection=selection))
 
 
 @dataclass(frozen=True)
@@ -254,13 +265,15 @@ def _guard_resume(cache: Cache, recipe: str, name: str, fp, force: bool) -> None
     cache.drop_partial(prev["fingerprint"])
 
 
-def _check_gates(recipe: Recipe, graph: Graph, records: list[StepRecord], run_dir: Path, cache: Cache, step: str) -> None:
-    """evaluate.gates after each step (runner/dag/gates.py): a breach writes the report and stops the run."""
+def _check_gates(recipe: Recipe, graph: Graph, records: list[StepRecord], run_dir: Path, cache: Cache, step: str,
+                 index) -> None:
+    """evaluate.gates after each step (runner/dag/gates.py): a breach writes the report, puts the run in the run
+    index (with its failed gates) and stops the run."""
     from .gates import FAIL, failure
     from .report import build_report
     gates = build_report(recipe, graph, records, run_dir)["gates"]
     if gates["status"] == FAIL:
-        write_report(recipe, graph, records, run_dir, cache)
+        index(write_report(recipe, graph, records, run_dir, cache))
         raise failure(gates, step, run_dir)
 
 

@@ -24,6 +24,8 @@ from ..steps import STEPS
 from ..steps.base import StepId, kind_of, parse_step
 from ..steps.result import Result
 from ..recipe.compare import Change, by_section, compare
+from ..dag.lock import changes_between
+from .metrics import Metrics, for_sides
 
 # --- one side of the comparison --------------------------------------------------------------------
 
@@ -159,10 +161,12 @@ class RecipeDiff:
     sources: dict[str, tuple[int | None, int | None]]   # rows each source brings to the split, before/after
     notes: list[str]
     problems: list[str]          # a side that does not load or validate while the other does: a difference
+    metrics: Metrics | None = None   # each side's latest run in the run index and the deltas (diff/metrics.py)
+    lock: list[str] = dataclasses.field(default_factory=list)   # how the sides' R.lock files differ (runner/dag/lock.py)
 
     @property
     def differs(self) -> bool:
-        return bool(self.changes or self.steps or self.problems or self.before is None or self.after is None)
+        return bool(self.changes or self.steps or self.problems or self.lock or self.before is None or self.after is None)
 
 
 def _split_rows(side: Side, caches: list[Cache]) -> tuple[dict[str, int | None], dict[str, int] | None]:
@@ -258,7 +262,8 @@ def diff_sides(a: Side | None, b: Side | None, title: str) -> RecipeDiff:
         old = set(av.graph.notes) if av else set()
         notes += [f"after: {n}" for n in bv.graph.notes if n not in old]
     return RecipeDiff(title, a.label if a else None, b.label if b else None, by_section(changes), steps, stages,
-                      sources, notes, problems)
+                      sources, notes, problems, for_sides(av, bv) if bv and (changes or steps) else None,
+                      changes_between(av.recipe.file if av else None, bv.recipe.file if bv else None))
 
 
 def diff_files(a: str, b: str, overrides_a: tuple[str, ...] = (), overrides_b: tuple[str, ...] = (),

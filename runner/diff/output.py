@@ -8,6 +8,8 @@ from typing import Any
 from ..recipe.compare import MARK, Change, change_text, show_value
 from ..steps.base import kind_of
 from .impact import RecipeDiff, Rows, StageImpact, StageView, StepChange
+from .metrics import Metrics, delta_text, show
+from .metrics import to_json as metrics_json
 
 
 def _arrow(a: Any, b: Any, fmt=show_value) -> str:
@@ -91,6 +93,8 @@ def summary(d: RecipeDiff) -> str:
         parts += [f"{_n(rerun, 'step')} to run"] + ([f"{removed} removed"] if removed else [])
     if d.changes:
         parts.append(f"{_n(len(d.changes), 'setting')} changed")
+    if d.lock:
+        parts.append(f"lock file: {_n(len(d.lock), 'difference')}")
     return " · ".join(parts) or "does not load"
 
 
@@ -132,9 +136,43 @@ def _text_lines(diffs: list[RecipeDiff], header: str | None) -> list[tuple[str, 
             for s in d.steps:
                 mark = "!" if _trains(s) else MARK.get(s.change, "+")
                 lines.append((mark, f"    {mark} {s.name:<18} {_step_text(s)}"))
+        lines += metrics_text(d.metrics)
+        lines += [("~", f"  lock: {x}") for x in d.lock]
         lines += [("-", f"  problem: {n}") for n in d.problems] + [("", f"  note: {n}") for n in d.notes]
         lines.append(("", ""))
     return lines
+
+
+def metrics_text(m: Metrics | None) -> list[tuple[str, str]]:
+    """The metric deltas as text lines ("eval loss tang (main)  5.78 → 5.71 (-0.07, -1.2%)")."""
+    if m is None:
+        return []
+    sides = " → ".join(r.text() if r else "not run" for r in (m.before, m.after))
+    lines = [("", f"  metrics: {sides}")]
+    width = max((len(d.label) for d in m.deltas), default=0)
+    lines += [("~" if d.delta else "", f"    {d.label:<{width}}  {delta_text(d)}") for d in m.deltas]
+    return lines + ([("", f"  note: {m.note}")] if m.note else [])
+
+
+FOLD = 16   # metric rows shown unfolded in markdown
+
+
+def metrics_markdown(m: Metrics | None) -> list[str]:
+    if m is None:
+        return []
+    sides = " → ".join(_md(r.text()) if r else "not run" for r in (m.before, m.after))
+    lines = [f"**metrics**: {sides}", ""]
+    if m.deltas:
+        folded = len(m.deltas) > FOLD   # a long table (stages x sources) stays one click away in a PR comment
+        lines += [f"<details><summary>{len(m.deltas)} metrics</summary>", ""] if folded else []
+        lines += ["| metric | before | after | change |", "|---|---:|---:|---|"]
+        for d in m.deltas:
+            change = "" if d.delta is None else f"{d.delta:+.4g}"
+            if d.inside_noise is not None:
+                change += f" ({'inside' if d.inside_noise else 'outside'} the noise ±{d.noise:.2g})"
+            lines.append(f"| {_md(d.label)} | {show(d.before)} | {show(d.after)} | {change} |")
+        lines += ["", "</details>", ""] if folded else [""]
+    return lines + ([f"> {_md(m.note)}", ""] if m.note else [])
 
 
 def render_text(diffs: list[RecipeDiff], header: str | None = None) -> str:
@@ -203,6 +241,9 @@ def render_markdown(diffs: list[RecipeDiff], header: str | None = None) -> str:
                 what, _, why = _step_text(s).partition(": ")
                 lines.append(f"| {_md(s.name)} | {_md(what)} | {_md(why)} |")
             lines += ["", "</details>", ""]
+        lines += metrics_markdown(d.metrics)
+        if d.lock:
+            lines += ["**lock file**", ""] + [f"- {_md(x)}" for x in d.lock] + [""]
         lines += [f"> **{_md(n)}**" for n in d.problems] + [f"> {_md(n)}" for n in d.notes]
         lines += [""] if d.problems or d.notes else []
     if diffs and any(d.stages for d in diffs):
@@ -218,6 +259,7 @@ def to_json(diffs: list[RecipeDiff]) -> dict:
                          else "changed" if d.differs else "unchanged")
         out["changes"] = [{"section": c.section, **asdict(c)} for c in d.changes]
         out["sources"] = {s: {"before": a, "after": b} for s, (a, b) in d.sources.items()}
+        out["metrics"] = metrics_json(d.metrics)
         for st, raw in zip(d.stages, out["stages"]):
             for side in ("before", "after"):
                 view = getattr(st, side)
