@@ -34,7 +34,8 @@ NAMES = {       # the value names something else in the recipe, the model or the
     "#source.fields.user": "a template over the row's fields (fields.system is placed: the same code path)",
     "#source.fields.assistant": "as fields.user", "#source.fields.id": "as fields.user",
     "#source.fields.meta.[]": "as fields.user", "#filter_length.max_tokens": "the word max_length",
-    "#train.micro_batch_size": "the word auto",
+    "#train.micro_batch_size": "the word auto", "evaluate.gates.[].metric": "a metric the run produces",
+    "evaluate.gates.[].stage": "a stage name",
     "extends": "read before interpolation: `${...}` there is a file's name", "extends.[]": "as extends",
     "#task.name": "a task's name, as a source's",
     **{f"#filter_{k}.sources.[]": "source names" for k in
