@@ -105,6 +105,9 @@ def quiet_environment() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        # accelerate sets the CPU threads itself when this is unset, and warns on every run that it did; say
+        # what torch already uses (what accelerate would pick for one process)
+        os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 
 
 def quiet_progress(trainer) -> None:
