@@ -44,24 +44,25 @@ def pools(n_eval: int) -> tuple[list[dict], list[tuple[str, str]]]:
     tang = _jsonl("tang_poems.jsonl")
     evals: list[dict] = gsm[:n_eval]
     evals += tang[:max(0, n_eval - len(evals))]
-    train = [(f"{p['title']} {p['author']}", "\n".join(p["paragraphs"])) for p in tang[max(0, n_eval - len(gsm)):]]
-    train += [(g["question"], g["answer"]) for g in gsm[n_eval:]]
+    train = [(*_eval_pair(p), "tang") for p in tang[max(0, n_eval - len(gsm)):]]
+    train += [(g["question"], g["answer"], "gsm8k") for g in gsm[n_eval:]]
     for name in ("alpaca_en_demo.json", "alpaca_zh_demo.json", "identity.json"):
-        train += [(r["instruction"] + "\n" + r.get("input", ""), r["output"])
+        train += [(r["instruction"] + "\n" + r.get("input", ""), r["output"], name.split(".")[0])
                   for r in json.loads(_data(name).read_text(encoding="utf-8"))]
     for r in json.loads(_data("glaive_toolcall_en_demo.json").read_text(encoding="utf-8")):
         turns = [t["value"] for t in r["conversations"]]
-        train.append((turns[0], "\n".join(turns[1:])))
+        train.append((turns[0], "\n".join(turns[1:]), "glaive"))
     return evals, train
 
 
 def _eval_pair(row: dict) -> tuple[str, str]:
+    """(user, assistant) in the order the evaluation file holds them (author, then the poem's lines)."""
     if "question" in row:
         return row["question"], row["answer"]
-    return f"{row['title']} {row['author']}", "\n".join(row["paragraphs"])
+    return row["author"], "\n".join(row["paragraphs"])
 
 
-def planted(row: dict, how: str, rng: random.Random, clean: tuple[str, str]) -> tuple[str, str]:
+def planted(row: dict, how: str, rng: random.Random, clean: tuple) -> tuple[str, str]:
     q, a = _eval_pair(row)
     if how == "case/space":
         return "   ".join(q.upper().split()), " \n ".join(a.upper().split(" "))
@@ -77,18 +78,18 @@ def planted(row: dict, how: str, rng: random.Random, clean: tuple[str, str]) -> 
 def build(rows: int, n_eval: int, n_planted: int, seed: int = 0):
     rng = random.Random(seed)
     evals, train = pools(n_eval)
-    records, is_planted = [], []
+    records = []
     kinds = ("case/space", "punct", "embedded")
     for i in range(n_planted):
         u, a = planted(evals[rng.randrange(len(evals))], kinds[i % 3], rng, train[rng.randrange(len(train))])
         records.append((u, a, kinds[i % 3]))
-    for i in range(rows - n_planted):
-        (u1, a1), (u2, a2) = train[i % len(train)], train[rng.randrange(len(train))]
-        records.append((u1 if i < len(train) else f"{u1}\n{u2}", a1 if i < len(train) else f"{a1}\n{a2}", None))
+    for i in range(rows - n_planted):   # each real row once, then two joined (both clean, so the row is)
+        (u1, a1, s1), (u2, a2, s2) = train[i % len(train)], train[rng.randrange(len(train))]
+        records.append((u1, a1, f"clean {s1}") if i < len(train) else (f"{u1}\n{u2}", f"{a1}\n{a2}", "clean joined"))
     rng.shuffle(records)
     out = [{"id": str(i), "messages": [{"role": "user", "content": u}, {"role": "assistant", "content": a}]}
            for i, (u, a, _) in enumerate(records)]
-    return evals, out, [k for _, _, k in records]
+    return evals, out, [k for _, _, k in records]   # kind: how planted, or "clean <origin>"
 
 
 def main() -> None:
@@ -117,14 +118,17 @@ def main() -> None:
         t0 = time.perf_counter()
         verdicts = [check(r)[0] for r in records]
         t_filter = time.perf_counter() - t0
-    print(f"{len(records):,} training rows against {len(evals):,} evaluation rows ({len(idx.first):,} distinct "
+    print(f"{len(records):,} training rows against {len(evals):,} evaluation rows ({len(idx):,} distinct "
           f"13-grams); index {t_index:.2f} s, filter {t_filter:.2f} s = {len(records) / t_filter:,.0f} rows/s")
     for kind in ("case/space", "punct", "embedded"):
         hit = [v is not None for v, k in zip(verdicts, kinds) if k == kind]
         print(f"  planted {kind:<11} recall {sum(hit) / len(hit):6.1%} ({sum(hit)}/{len(hit)})")
-    hit = [v is not None for v, k in zip(verdicts, kinds) if k]
-    clean = [v is not None for v, k in zip(verdicts, kinds) if not k]
-    print(f"  all planted       recall {sum(hit) / len(hit):6.1%}; clean rows flagged: {sum(clean):,} of {len(clean):,}")
+    hit = [v is not None for v, k in zip(verdicts, kinds) if not k.startswith("clean")]
+    print(f"  all planted       recall {sum(hit) / len(hit):6.1%}")
+    origins = sorted({k for k in kinds if k.startswith("clean")})
+    for k in origins:
+        flagged = [v is not None for v, o in zip(verdicts, kinds) if o == k]
+        print(f"  {k + ' rows':<24} flagged {sum(flagged):6,} of {len(flagged):7,}")
 
 
 if __name__ == "__main__":

@@ -30,23 +30,36 @@ from .context import FilterContext, RowFilter
 
 _VOCAB: dict[str, int] = {}
 _VOCAB_MAX = 2_000_000   # words remembered per process; past it the table starts over (a cache only)
+_MUL = 0x100000001B3     # odd: the rolling key below mixes every word of an n-gram
 
 
-def _word_id(w: str) -> int:
-    """A stable 63-bit id per word: the n-gram keys built from them hash the same in every process."""
-    got = _VOCAB.get(w)
-    if got is None:
+def _word_ids(ws: list[str]) -> list[int]:
+    """A stable 63-bit id per word: the n-gram keys built from them are the same in every process."""
+    ids = [*map(_VOCAB.get, ws)]
+    if None in ids:
         if len(_VOCAB) >= _VOCAB_MAX:
             _VOCAB.clear()
-        got = _VOCAB[w] = int.from_bytes(hashlib.blake2b(w.encode("utf-8"), digest_size=8).digest(), "big") >> 1
-    return got
+        for k, w in enumerate(ws):
+            if ids[k] is None:
+                ids[k] = _VOCAB[w] = int.from_bytes(hashlib.blake2b(w.encode("utf-8"), digest_size=8).digest(), "big") >> 1
+    return ids
 
 
-def grams(s: str, n: int) -> Iterator[int]:
-    """Keys of the word n-grams of `s`, in order (a text shorter than n words has none)."""
-    ids = tuple(_word_id(w) for w in words(normalize(s)))
-    for i in range(len(ids) - n + 1):
-        yield hash(ids[i:i + n])   # a tuple of ints hashes alike in every process (no salt)
+def grams(s: str, n: int):
+    """Keys of the word n-grams of `s`, in order, as a uint64 array (empty for fewer than n words):
+    sum of id(word i+j) * _MUL^(n-1-j), mod 2^64, over the whole text at once."""
+    import numpy as np
+
+    ids = np.array(_word_ids(words(normalize(s))), dtype=np.uint64)
+    k = len(ids) - n + 1
+    if k <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    mul = np.uint64(_MUL)
+    out = ids[:k].copy()
+    for j in range(1, n):
+        out *= mul           # wraps mod 2^64, as meant
+        out += ids[j:j + k]
+    return out
 
 
 def _strings(value: Any, out: list[str]) -> list[str]:
@@ -95,17 +108,36 @@ def _rows(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 class Index:
-    """Every n-gram of the evaluation files -> where it first occurs ("file:line")."""
+    """Every n-gram of the evaluation files, sorted (`keys`), with where it first occurs (`where[row[i]]`,
+    "file:line")."""
 
     def __init__(self, names: tuple[str, ...], base_dir: Path, n: int, fields: tuple[str, ...] | None):
+        import numpy as np
+
         self.where: list[str] = []
-        self.first: dict[int, int] = {}    # n-gram key -> index into `where`
+        parts = []
         for name in names:
             for line, row in _rows(base_dir / name):
-                k = len(self.where)
                 self.where.append(f"{name}:{line}")
-                for g in grams(eval_text(row, fields), n):
-                    self.first.setdefault(g, k)
+                parts.append(grams(eval_text(row, fields), n))
+        keys = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+        owner = np.repeat(np.arange(len(parts), dtype=np.int64), [len(p) for p in parts])
+        self.keys, first = np.unique(keys, return_index=True)    # first: the earliest row that has it
+        self.row = owner[first]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def find(self, keys) -> tuple[int, str | None]:
+        """(how many of `keys` are evaluation n-grams, where the first of them occurs)."""
+        import numpy as np
+
+        if not len(keys) or not len(self.keys):
+            return 0, None
+        pos = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        hit = self.keys[pos] == keys
+        found = int(hit.sum())
+        return found, (self.where[self.row[pos[int(hit.argmax())]]] if found else None)
 
 
 @lru_cache(maxsize=2)
@@ -136,13 +168,7 @@ def measure(f: DecontaminateFilter, ctx: FilterContext) -> Callable[[dict], dict
     (name,) = measures(f)
 
     def m(record: dict) -> dict[str, Any]:
-        found, where = 0, None
-        for g in grams(text(record, f.field), f.ngram):
-            k = idx.first.get(g)
-            if k is not None:
-                found += 1
-                if where is None:
-                    where = idx.where[k]
+        found, where = idx.find(grams(text(record, f.field), f.ngram))
         return {name: found, "match": where}    # "match" names the place in the drop reason; it is not kept
     return m
 
