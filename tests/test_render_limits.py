@@ -84,3 +84,84 @@ def test_a_30_mb_row_renders_in_bounded_memory():
     for chat, got in json.loads(proc.stdout).items():
         assert got["tokens"] == 512 and got["truncated"], chat
         assert got["rise_mb"] < 250, (chat, got)
+
+
+# --- a budget for rendering: nested loops stop, naming the row and the template ---------------------------
+
+LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{{ '' }}{% endfor %}{% endfor %}"
+
+
+def test_a_fields_template_that_loops_quarantines_its_row_in_bounded_time(tmp_path, monkeypatch):
+    """The budget counts loop steps (deterministic): the looping row is quarantined as template_budget
+    with its file and line; the other rows load; `validate` does not render, so it returns at once."""
+    import time
+
+    from runner import api
+    from runner.data import jinja_budget
+    from helpers.data import run_data_steps
+
+    monkeypatch.setattr(jinja_budget, "LOOP_STEPS", 20_000)     # the same check, sooner
+
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps({"q": f"q{i}", "a": f"a{i}", "big": i == 1}) + "\n"
+                                                 for i in range(3)), encoding="utf-8")
+    user = "{% if big %}" + LOOPS + "{% endif %}{{ q }}"
+    (tmp_path / "r.yaml").write_text(f"""recipe: loops
+model: {{base: builtin:tiny-random}}
+sources:
+  s:
+    path: rows.jsonl
+    format: fields
+    fields: {{user: "{user}", assistant: "{{{{ a }}}}"}}
+""", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, "-m", "runner", "validate", str(tmp_path / "r.yaml")], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    t0 = time.perf_counter()
+    done = run_data_steps(api.load(tmp_path / "r.yaml"), tmp_path / "run", kinds=("load",))
+    assert time.perf_counter() - t0 < 60
+    out, stats = done["load.s"]
+    assert stats["rows_out"] == 2
+    (q,) = [json.loads(x) for x in (out / "quarantine.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert q["code"] == "template_budget" and "fields.user" in q["reason"] and "loop steps" in q["reason"], q
+    assert "rows.jsonl" in json.dumps(q) and q.get("line") == 2, q
+
+
+def test_string_repetition_past_the_budget_is_refused():
+    from runner.data.fields import Fields
+    from runner.data.mapped import MapError
+    from runner.recipe.model import Fields as F
+
+    fields = Fields("s", F(system=None, user="{{ 'x' * n }}", assistant="{{ a }}", id=None, meta={}))
+    assert fields({"n": 3, "a": "y"})[0][0]["content"] == "xxx"
+    with pytest.raises(MapError, match="template_budget|more than"):
+        fields({"n": 10**12, "a": "y"})
+
+
+def test_a_chat_template_that_loops_fails_the_run_naming_row_and_template(tmp_path, monkeypatch):
+    """transformers renders chat templates, so the budget there is time (the run fails: no verdict that
+    depends on the machine's speed decides what is in the data)."""
+    import time
+
+    from runner.chat import jinja
+    from runner.errors import RecipeError
+    from runner.steps.render import RenderBatch
+    from runner.recipe.model import Template
+
+    monkeypatch.setattr(jinja, "RENDER_SECONDS", 1.0)
+    path = tmp_path / "loops.jinja"
+    path.write_text("{% for m in messages %}{% if 'LOOP' in m['content'] %}" + LOOPS + "{% endif %}"
+                    "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+                    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}", encoding="utf-8")
+    rows = [{"id": f"r{i}", "source": "s", "messages": [{"role": "user", "content": "LOOP" if i == 2 else "hi"},
+                                                        {"role": "assistant", "content": "yo"}]} for i in range(4)]
+    t = Template(chat=str(path), system=None, train_on="assistant", max_length=64)
+    batch = RenderBatch(TOK, t, str(path))
+    t0 = time.perf_counter()
+    with pytest.raises(RecipeError, match=r"row 'r2' of source 's': template.chat .*loops.jinja: rendering one "
+                                          r"conversation took more than 1 s"):
+        batch((0, [json.dumps(r) for r in rows]))
+    assert time.perf_counter() - t0 < 30
+    # and without the loop the same template renders
+    assert batch((0, [json.dumps(r) for r in rows[:2]]))[1]["rows"] == 2
+

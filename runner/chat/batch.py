@@ -10,6 +10,7 @@ import re
 from itertools import islice
 from typing import Any, Callable, Sequence
 
+from .jinja import TemplateBudget
 from .templates import IGNORE, Rendered, _merge, _segments, _with_system, capped, char_budget
 
 Encode = Callable[[list[str]], list[list[int]]]
@@ -141,7 +142,13 @@ def render_many(conversations: Sequence[list[dict]], tokenizer: Any, *, chat: st
         raise ValueError(f"train_on must be assistant, last or all, not {train_on!r}")
     encode = encode or encoder(tokenizer)
     budget = char_budget(tokenizer, max_length)
-    convs = [_merge(_segments(_with_system(m, system), tokenizer, chat)) for m in conversations]
+    convs = []
+    for k, m in enumerate(conversations):
+        try:
+            convs.append(_merge(_segments(_with_system(m, system), tokenizer, chat)))
+        except TemplateBudget as e:
+            e.index = k        # which row: the caller knows its id
+            raise
     # trained() of templates.render: the last answer of the whole conversation, also when it is cut off
     lasts = [max((k for _, k in segs if k is not None), default=None) for segs in convs]
     convs = [capped(segs, budget) for segs in convs]

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import RecipeError
 from ..recipe.model import ROLES
-from .jinja import eot_for_source, segments as jinja_segments, template_source
+from .jinja import TemplateBudget, eot_for_source, segments as jinja_segments, template_source
 from .tokens import Segment, eos, special_tokens, token_id
 
 IGNORE = -100  # the label value the loss skips
@@ -233,7 +233,10 @@ def _segments(messages: list[dict[str, str]], tokenizer: Any, chat: str) -> list
         return _alpaca(messages, eos(tokenizer, chat))
     if chat == "text":
         return _text(messages, eos(tokenizer, chat))
-    return jinja_segments(messages, tokenizer, template_source(chat, tokenizer))
+    try:
+        return jinja_segments(messages, tokenizer, template_source(chat, tokenizer))
+    except TemplateBudget as e:
+        raise TemplateBudget(f"template.chat {chat}: {e}") from None
 
 
 def _chatml(messages) -> list[Segment]:
