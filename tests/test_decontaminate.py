@@ -129,7 +129,8 @@ def test_ngram_keys_do_not_depend_on_the_hash_seed():
 
 
 def test_validation_names_the_missing_file_with_its_line(tmp_path):
-    text = (RECIPE % (DATA / "gsm8k_train.jsonl", "")).replace("[test.jsonl]", "\n      [test.jsonl,\n       missing.jsonl]")
+    text = (RECIPE % (DATA / "gsm8k_train.jsonl", "")).replace("[test.jsonl]",
+                                                              "\n      [test.jsonl,\n       missing.jsonl]")
     (tmp_path / "r.yaml").write_text(text, encoding="utf-8")
     write_jsonl(tmp_path / "test.jsonl", GSM8K[:2])
     proc = subprocess.run([sys.executable, "-m", "runner", "validate", str(tmp_path / "r.yaml")], capture_output=True,

@@ -15,9 +15,9 @@ class Fields:
     """format: fields. Each key of `fields:` is a Jinja template over the raw row, rendered in an
     ImmutableSandboxedEnvironment (no attribute tricks, no mutation) with StrictUndefined (a missing
     field is an error, not an empty string) and a budget of work per row (jinja_budget: a row whose
-    render would loop without end is quarantined as template_budget). All templates of a source are also compiled into one,
-    each part in its own {% with %} scope, and rendered once per row: a quarter of the cost of four
-    renders. When that fails, or the separator turns up in the data, the parts are rendered one by
+    render would loop without end is quarantined as template_budget). All templates of a source are
+    also compiled into one, each part in its own {% with %} scope, and rendered once per row: a quarter
+    of the cost of four renders. When that fails, or the separator turns up in the data, the parts are rendered one by
     one, which names the field that failed and gives the same output."""
 
     SEP = "\x00\ufdd0\x00"   # NUL and a Unicode noncharacter: not in real text, and checked anyway

@@ -41,7 +41,8 @@ def _word_ids(ws: list[str]) -> list[int]:
             _VOCAB.clear()
         for k, w in enumerate(ws):
             if ids[k] is None:
-                ids[k] = _VOCAB[w] = int.from_bytes(hashlib.blake2b(w.encode("utf-8"), digest_size=8).digest(), "big") >> 1
+                digest = hashlib.blake2b(w.encode("utf-8"), digest_size=8).digest()
+                ids[k] = _VOCAB[w] = int.from_bytes(digest, "big") >> 1
     return ids
 
 
@@ -152,7 +153,8 @@ def index(f: DecontaminateFilter, base_dir: Path) -> Index:
         try:
             st = os.stat(base_dir / name)
         except OSError as e:
-            raise RecipeError(f"decontaminate filter: cannot read {name} (relative to the recipe): {e.strerror}") from None
+            raise RecipeError(f"decontaminate filter: cannot read {name} (relative to the recipe): "
+                              f"{e.strerror}") from None
         stamp.append((st.st_size, st.st_mtime_ns))
     return _index(tuple(f.against), Path(base_dir).resolve(), f.ngram, f.fields, tuple(stamp))
 
