@@ -3,8 +3,9 @@ nested `range(100000)` loops validate fine and would render for hours.
 
 The budget counts work, not time, so the same rows are refused on any machine and the artifacts stay
 deterministic: every loop iteration of one render costs a step (each `{% for %}`'s iterable is wrapped
-at compile time), and `*` may not build a string or list longer than MAX_ITEMS. Past either, the
-render raises RenderBudget, which the caller turns into the row's quarantine."""
+at compile time), `*` may not build a string or list longer than MAX_ITEMS, and `**` may not raise an
+integer past MAX_EXPONENT (10 ** 10000000000 would compute for hours in one C call, which no step count
+can interrupt). Past any, the render raises RenderBudget, which the caller turns into the row's quarantine."""
 from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
@@ -14,6 +15,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 LOOP_STEPS = 1_000_000     # loop iterations per render: a real template takes a few hundred
 MAX_ITEMS = 100_000_000    # characters (or items) a `*` may produce
+MAX_EXPONENT = 10_000      # `**` on integers (a float overflows at once)
 _COUNTER = "__loop_budget__"
 
 
@@ -22,7 +24,7 @@ class RenderBudget(Exception):
 
 
 class BudgetedEnvironment(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset(["*"])
+    intercepted_binops = frozenset(["*", "**"])   # also keeps them from being folded at compile time
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -51,4 +53,7 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
             seq, n = (left, right) if isinstance(right, int) else (right, left)
             if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_ITEMS:
                 raise RenderBudget(f"`*` would make {len(seq) * n:,} items, more than {MAX_ITEMS:,}")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1 \
+                and right > MAX_EXPONENT:
+            raise RenderBudget(f"`**` with an exponent of {right:,}, more than {MAX_EXPONENT:,}")
         return super().call_binop(context, operator, left, right)
