@@ -53,7 +53,8 @@ def verdict(f, text, ctx=CTX, **kw):
 
 
 def test_registry_is_one_dict_with_every_row_filter():
-    assert set(FILTERS) == {"length", "repetition", "incomplete", "refusal", "regex", "pii", "toxicity", "exclude"}
+    assert set(FILTERS) == {"length", "repetition", "incomplete", "refusal", "regex", "pii", "toxicity", "exclude",
+                            "decontaminate"}
 
 
 def test_length_chars_words_and_tokens():

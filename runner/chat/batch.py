@@ -10,7 +10,8 @@ import re
 from itertools import islice
 from typing import Any, Callable, Sequence
 
-from .templates import IGNORE, Rendered, _merge, _segments, _with_system
+from .jinja import TemplateBudget
+from .templates import IGNORE, Rendered, _merge, _segments, _with_system, capped, char_budget
 
 Encode = Callable[[list[str]], list[list[int]]]
 
@@ -140,16 +141,24 @@ def render_many(conversations: Sequence[list[dict]], tokenizer: Any, *, chat: st
     if train_on not in ("assistant", "last", "all"):
         raise ValueError(f"train_on must be assistant, last or all, not {train_on!r}")
     encode = encode or encoder(tokenizer)
-    convs = [_merge(_segments(_with_system(m, system), tokenizer, chat)) for m in conversations]
+    budget = char_budget(tokenizer, max_length)
+    convs = []
+    for k, m in enumerate(conversations):
+        try:
+            convs.append(_merge(_segments(_with_system(m, system), tokenizer, chat)))
+        except TemplateBudget as e:
+            e.index = k        # which row: the caller knows its id
+            raise
+    # trained() of templates.render: the last answer of the whole conversation, also when it is cut off
+    lasts = [max((k for _, k in segs if k is not None), default=None) for segs in convs]
+    convs = [capped(segs, budget) for segs in convs]
     index: dict[str, int] = {}
     for segs in convs:
         for text, _ in segs:
             index.setdefault(text, len(index))
     pieces = encode(list(index))
     out = []
-    for segs in convs:
-        # trained() of templates.render
-        last = max((k for _, k in segs if k is not None), default=None) if train_on == "last" else None
+    for segs, last in zip(convs, lasts):
         ids: list[int] = []
         labels: list[int] = []
         for text, answer in segs:

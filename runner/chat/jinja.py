@@ -4,9 +4,12 @@ the text before an assistant turn is the render of the turns before it plus the 
 from __future__ import annotations
 
 import re
+import signal
+import threading
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import RecipeError
 from .tokens import Segment, eos, special_tokens
@@ -15,10 +18,49 @@ _START, _END = "\ue000", "\ue001"  # private-use characters: never in real data
 _GENERATION = re.compile(r"\{%(-?)\s*(end)?generation\s*(-?)%\}")
 
 
+# A chat template is rendered by transformers' own sandbox, whose loops we cannot count, so one
+# conversation gets a time budget instead (a real template takes milliseconds). Past it the run fails
+# (TemplateBudget, naming the row and the template) rather than quarantining the row: a verdict that
+# depends on the machine's speed must not decide what is in the data.
+RENDER_SECONDS = 30.0
+
+
+class TemplateBudget(RecipeError):
+    """A chat template took longer than RENDER_SECONDS for one conversation; `index` is its place in the batch."""
+    index: int | None = None
+
+
+class _Overtime(BaseException):   # a BaseException: neither Jinja nor transformers may catch it on the way
+    pass
+
+
+@contextmanager
+def _time_budget(seconds: float) -> Iterator[None]:
+    """Raise TemplateBudget from the body after `seconds`; a timer signal, so only in the main thread
+    (elsewhere, e.g. an executor's worker thread, the body runs unbounded)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getitimer(signal.ITIMER_REAL)[0]:
+        yield
+        return
+
+    def overtime(signum, frame):
+        raise _Overtime()
+    previous = signal.signal(signal.SIGALRM, overtime)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _Overtime:
+        raise TemplateBudget(f"rendering one conversation took more than {seconds:g} s "
+                             "(a loop that does not end?)") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def segments(messages, tokenizer: Any, source: str) -> list[Segment]:
-    if _GENERATION.search(source):
-        return _marked(messages, tokenizer, source)
-    return _by_prefix(messages, tokenizer, source)
+    with _time_budget(RENDER_SECONDS):
+        if _GENERATION.search(source):
+            return _marked(messages, tokenizer, source)
+        return _by_prefix(messages, tokenizer, source)
 
 
 def _marked(messages, tokenizer: Any, source: str) -> list[Segment]:

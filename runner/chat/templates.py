@@ -21,12 +21,14 @@ assistant turn is the render of the turns before it plus the generation prompt.
 """
 from __future__ import annotations
 
+import json
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import RecipeError
 from ..recipe.model import ROLES
-from .jinja import eot_for_source, segments as jinja_segments, template_source
+from .jinja import TemplateBudget, eot_for_source, segments as jinja_segments, template_source
 from .tokens import Segment, eos, special_tokens, token_id
 
 IGNORE = -100  # the label value the loss skips
@@ -63,7 +65,7 @@ def render(
             return True
         return answer is not None and (train_on == "assistant" or answer == last)
 
-    ids, labels = _encode(segments, tokenizer, trained)
+    ids, labels = _encode(capped(_merge(segments), char_budget(tokenizer, max_length)), tokenizer, trained)
     return Rendered(ids[:max_length], labels[:max_length], truncated=len(ids) > max_length)
 
 
@@ -231,7 +233,10 @@ def _segments(messages: list[dict[str, str]], tokenizer: Any, chat: str) -> list
         return _alpaca(messages, eos(tokenizer, chat))
     if chat == "text":
         return _text(messages, eos(tokenizer, chat))
-    return jinja_segments(messages, tokenizer, template_source(chat, tokenizer))
+    try:
+        return jinja_segments(messages, tokenizer, template_source(chat, tokenizer))
+    except TemplateBudget as e:
+        raise TemplateBudget(f"template.chat {chat}: {e}") from None
 
 
 def _chatml(messages) -> list[Segment]:
@@ -303,6 +308,60 @@ def _encode(segments: list[Segment], tokenizer: Any, trained) -> tuple[list[int]
         ids += piece
         labels += piece if trained(answer) else [IGNORE] * len(piece)
     return ids, labels
+
+
+# Only max_length tokens are kept, so the text past what they can cover is never tokenized: a 20 MB row
+# would take ~100x its size in the tokenizer (ids, offsets, token strings) and a 50 MB one can make its
+# regex engine panic. A token covers at most as many characters as the longest vocabulary entry has
+# (byte-level vocabularies spell a byte per character, and a character is at least one byte), so the
+# kept tokens lie within max_length x that; the budget is twice it plus a margin, so the cut is far
+# past them and they come out the same (tests/test_render_limits.py checks that property). Text cut
+# off would have made more than max_length tokens anyway, so `truncated` is unchanged too.
+_KEEPS_CHARS = {"NFC", "NFKC", "NFD", "NFKD", "Lowercase", "Prepend"}   # normalizers that delete no character
+_LONGEST: "weakref.WeakKeyDictionary[Any, int | None]" = weakref.WeakKeyDictionary()
+
+
+def char_budget(tokenizer: Any, max_length: int) -> int | None:
+    """Characters of a conversation's text worth tokenizing for max_length tokens; None: all of it
+    (a tokenizer whose normalizer may delete characters, or a slow one we cannot inspect)."""
+    try:
+        longest = _LONGEST[tokenizer]
+    except (KeyError, TypeError):
+        longest = _longest_token(tokenizer)
+        try:
+            _LONGEST[tokenizer] = longest
+        except TypeError:
+            pass
+    return None if longest is None else 2 * max_length * longest + 4096
+
+
+def _longest_token(tokenizer: Any) -> int | None:
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is None or not getattr(tokenizer, "is_fast", False):
+        return None
+    norm = json.loads(backend.normalizer.__getstate__()) if backend.normalizer is not None else None
+    stack = [norm] if norm else []
+    while stack:
+        n = stack.pop()
+        if n.get("type") == "Sequence":
+            stack.extend(n["normalizers"])
+        elif n.get("type") not in _KEEPS_CHARS and not (n.get("type") == "Replace" and n.get("content")):
+            return None
+    return max(map(len, tokenizer.get_vocab()), default=1)
+
+
+def capped(segments: list[Segment], budget: int | None) -> list[Segment]:
+    """The merged segments cut after `budget` characters in all (char_budget)."""
+    if budget is None or sum(len(t) for t, _ in segments) <= budget:
+        return segments
+    out: list[Segment] = []
+    for text, k in segments:
+        if len(text) >= budget:
+            out.append((text[:budget], k))
+            break
+        out.append((text, k))
+        budget -= len(text)
+    return out
 
 
 def _merge(segments: list[Segment]) -> list[Segment]:

@@ -14,18 +14,20 @@ from .mapped import MapError, Messages, msg
 class Fields:
     """format: fields. Each key of `fields:` is a Jinja template over the raw row, rendered in an
     ImmutableSandboxedEnvironment (no attribute tricks, no mutation) with StrictUndefined (a missing
-    field is an error, not an empty string). All templates of a source are also compiled into one,
-    each part in its own {% with %} scope, and rendered once per row: a quarter of the cost of four
-    renders. When that fails, or the separator turns up in the data, the parts are rendered one by
+    field is an error, not an empty string) and a budget of work per row (jinja_budget: a row whose
+    render would loop without end is quarantined as template_budget). All templates of a source are
+    also compiled into one, each part in its own {% with %} scope, and rendered once per row: a quarter
+    of the cost of four renders. When that fails, or the separator turns up in the data, the parts are rendered one by
     one, which names the field that failed and gives the same output."""
 
     SEP = "\x00\ufdd0\x00"   # NUL and a Unicode noncharacter: not in real text, and checked anyway
 
     def __init__(self, name: str, fields: model.Fields):
         from jinja2 import StrictUndefined, TemplateSyntaxError
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        env = ImmutableSandboxedEnvironment(undefined=StrictUndefined)
+        from .jinja_budget import BudgetedEnvironment
+
+        self.env = env = BudgetedEnvironment(undefined=StrictUndefined)   # sandboxed, with a budget per row
         # a null of the row is null to `is none` and `tojson` (_Null below); Jinja's own would say False / fail
         env.tests["none"] = _is_none
         env.policies["json.dumps_kwargs"] = {**env.policies["json.dumps_kwargs"], "default": _json_null}
@@ -46,6 +48,7 @@ class Fields:
         if _has_null(row):
             row = {k: _nulls(v, k) for k, v in row.items()}
         try:
+            self.env.reset()
             out = self.combined.render(row).split(self.SEP)
             if len(out) == len(self.names):
                 return dict(zip(self.names, out))
@@ -53,14 +56,18 @@ class Fields:
             pass
         return {k: self._one(k, t, row) for k, t in zip(self.names, self.parts)}
 
-    @staticmethod
-    def _one(key: str, template: Any, row: dict[str, Any]) -> str:
+    def _one(self, key: str, template: Any, row: dict[str, Any]) -> str:
         from jinja2 import UndefinedError
 
+        from .jinja_budget import RenderBudget
+
         try:
+            self.env.reset()
             return template.render(row)
         except MapError:
             raise
+        except RenderBudget as e:
+            raise MapError("template_budget", f"fields.{key}: {e}") from None
         except UndefinedError as e:
             raise MapError("missing_field", f"fields.{key}: {e.message}") from None
         except Exception as e:   # the user's template raised: TypeError, SecurityError, ZeroDivisionError...

@@ -98,10 +98,21 @@ class DedupFilter:
     sources: tuple[str, ...] | None
 
 
+@dataclass(frozen=True)
+class DecontaminateFilter:
+    kind: str
+    field: str
+    against: tuple[str, ...]
+    ngram: int
+    fields: tuple[str, ...] | None
+    min_matches: int
+    sources: tuple[str, ...] | None
+
+
 Filter = Union[LengthFilter, RepetitionFilter, IncompleteFilter, RefusalFilter, RegexFilter,
-               PiiFilter, ToxicityFilter, ExcludeFilter, DedupFilter]
+               PiiFilter, ToxicityFilter, ExcludeFilter, DedupFilter, DecontaminateFilter]
 FILTER_TYPES: dict[str, type] = {
     "length": LengthFilter, "repetition": RepetitionFilter, "incomplete": IncompleteFilter,
     "refusal": RefusalFilter, "regex": RegexFilter, "pii": PiiFilter, "toxicity": ToxicityFilter,
-    "exclude": ExcludeFilter, "dedup": DedupFilter,
+    "exclude": ExcludeFilter, "dedup": DedupFilter, "decontaminate": DecontaminateFilter,
 }

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Union
 
 from ..errors import RecipeError
 # the row filters live in their own module; a Recipe holds them, and they are reached as model.<Filter> too
-from .filters import (FILTER_TYPES, DedupFilter, ExcludeFilter, Filter, IncompleteFilter,  # noqa: F401
+from .filters import (FILTER_TYPES, DecontaminateFilter, DedupFilter, ExcludeFilter, Filter, IncompleteFilter,  # noqa: F401
                       LengthFilter, PiiFilter, RefusalFilter, RegexFilter, RepetitionFilter, ToxicityFilter)
 
 

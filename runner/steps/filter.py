@@ -30,6 +30,7 @@ def declare(recipe, step: StepId) -> Declared:
     params: dict = {"filters": row}
     files: tuple[str, ...] = tuple(f.model_path for f in row if f.kind == "toxicity")
     files += tuple(f.file for f in row if f.kind == "exclude")   # the held-out list's bytes
+    files += tuple(a for f in row if f.kind == "decontaminate" for a in f.against)   # the eval sets' bytes
     counted = [f for f in row if f.kind == "length" and f.max_tokens is not None]
     if counted:
         # only what changes a token count: not train_on, and max_length only when it is the limit

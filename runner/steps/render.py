@@ -87,7 +87,9 @@ class RenderBatch:
     @without_gc
     def __call__(self, chunk: tuple[int, list[str]]) -> tuple[str, dict, list]:
         from ..chat.batch import encoder, render_many
+        from ..chat.jinja import TemplateBudget
         from ..chat.templates import IGNORE
+        from ..errors import RecipeError
 
         if self._encode is None:
             self._encode = encoder(self.tok)
@@ -95,8 +97,12 @@ class RenderBatch:
         t, check, digit = self.t, self.check, self._digits.__getitem__
         value = _VALUE
         rows = [json.loads(line) for line in lines]
-        rendered = render_many([row["messages"] for row in rows], self.tok, chat=self.chat, system=t.system,
-                               train_on=t.train_on, max_length=t.max_length, encode=self._encode)
+        try:
+            rendered = render_many([row["messages"] for row in rows], self.tok, chat=self.chat, system=t.system,
+                                   train_on=t.train_on, max_length=t.max_length, encode=self._encode)
+        except TemplateBudget as e:
+            row = rows[e.index or 0]
+            raise RecipeError(f"row {row['id']!r} of source {row.get('source')!r}: {e}; fix the template") from None
         out, flagged = [], []
         tokens = trained = truncated = eot_rows = 0
         by_source: Counter = Counter()

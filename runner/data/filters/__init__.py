@@ -2,7 +2,7 @@
 callable record -> (drop reason or None, record), the record possibly modified (pii masking).
 Dedup is not here: it compares rows across sources (runner/data/dedup.py).
 
-Scored kinds (SCORED: length, repetition) decide by `rules` on numbers `measure` records per row. The
+Scored kinds (SCORED: length, repetition, decontaminate) decide by `rules` on numbers `measure` records per row. The
 filter step keeps those numbers for every row (also rows an earlier filter dropped) and every other
 filter's verdict where it ran (Scores), so `whatif` can say exactly what other thresholds would keep,
 from the cache, without reading a row."""
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..stats import Stats
-from . import exclude, incomplete, length, pii, refusal, regex, repetition, toxicity
+from . import decontaminate, exclude, incomplete, length, pii, refusal, regex, repetition, toxicity
 from .context import FilterContext, RowFilter, Verdict
 
 FILTERS = {
@@ -24,12 +24,13 @@ FILTERS = {
     "pii": pii.make,
     "toxicity": toxicity.make,
     "exclude": exclude.make,
+    "decontaminate": decontaminate.make,
 }
 
 __all__ = ["FILTERS", "FilterContext", "RowFilter", "Verdict", "filter_rows", "run_filters"]
 
 
-SCORED = {"length": length, "repetition": repetition}
+SCORED = {"length": length, "repetition": repetition, "decontaminate": decontaminate}
 NOT_RUN, KEPT, DROPPED = -1, 0, 1      # a verdict per row of an unscored filter
 
 
@@ -100,7 +101,7 @@ def filter_rows(source: str, records: Iterable[dict], filters: Sequence[Any], ct
                 break
         if reason:
             drop({**record, "reason": reason})
-            stats.dropped(source, reason)
+            stats.dropped(source, reason.split(" ", 1)[0])   # a reason's detail (where) is the row's, not a count
         else:
             keep(record)
             stats.kept(source)

@@ -1,10 +1,10 @@
 """`filters:`: each names known sources, its regular expressions compile, and the files it reads
-(a detoxify checkpoint, an exclude list) exist."""
+(a detoxify checkpoint, an exclude list, decontamination's evaluation files) exist."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from .problems import Problems, check_regex, did_you_mean
+from .problems import Problems, check_regex, did_you_mean, dotted
 
 
 def check_filters(d: dict, doc_dir: Path, out: Problems) -> None:
@@ -24,3 +24,15 @@ def check_filters(d: dict, doc_dir: Path, out: Problems) -> None:
         if f["kind"] == "exclude" and not (doc_dir / f["file"]).is_file():
             out.add(("filters", i, "file"), f"filters[{i}].file: no file at {f['file']} (relative to the recipe); "
                     "it lists the texts to keep out of training, one JSON object per line")
+        if f["kind"] == "decontaminate":
+            for j, name in enumerate(f["against"]):
+                _check_against(name, ("filters", i, "against", j), doc_dir, out)
+
+
+def _check_against(name: str, path: tuple, doc_dir: Path, out: Problems) -> None:
+    where = f"{dotted(path)}: {name}"
+    if not (doc_dir / name).is_file():
+        out.add(path, f"{where}: no such file (relative to the recipe); name the evaluation rows to keep out of "
+                "training: a JSON-lines, JSON or parquet file", key=False)
+    elif Path(name).suffix not in (".jsonl", ".json", ".parquet"):
+        out.add(path, f"{where}: expected a .jsonl, .json or .parquet file of evaluation rows", key=False)
