@@ -21,7 +21,7 @@ PLACED = {
     "#source.path": "S_PATH", "#source.placeholders.[]": "S_PLACEHOLDER", "#source.fields.system": "S_FSYSTEM",
     "#filter_incomplete.bad_endings.[]": "S_ENDING", "#filter_refusal.patterns.[]": "S_REFUSAL",
     "#filter_refusal.extra_patterns.[]": "S_REFUSAL2", "#filter_regex.pattern": "S_REGEX",
-    "#filter_exclude.file": "S_EXCLUDE", "#task.support.[]": "M_SUPPORT", "#task.query.[]": "M_QUERY",
+    "#filter_exclude.file": "S_EXCLUDE", "#filter_decontaminate.against.[]": "S_AGAINST", "#task.support.[]": "M_SUPPORT", "#task.query.[]": "M_QUERY",
     "#task.test.[]": "M_TEST", "meta.few_shot_eval.answer_pattern": "M_ANSWER", "#source.dataset": "H_DATASET",
     "#source.revision": "H_REV", "#source.data_files": "H_FILES", "#source.data_files.[]": "H_FILES_LIST",
 }
@@ -39,7 +39,9 @@ NAMES = {       # the value names something else in the recipe, the model or the
     "extends": "read before interpolation: `${...}` there is a file's name", "extends.[]": "as extends",
     "#task.name": "a task's name, as a source's",
     **{f"#filter_{k}.sources.[]": "source names" for k in
-       ("length", "repetition", "incomplete", "refusal", "regex", "pii", "toxicity", "exclude", "dedup")},
+       ("length", "repetition", "incomplete", "refusal", "regex", "pii", "toxicity", "exclude", "dedup",
+        "decontaminate")},
+    "#filter_decontaminate.fields.[]": "keys of the evaluation rows",
 }
 UNPLACED = {    # not yet in a generated run (each in the closing note of issue 26): the reason
     "model.base": "a local model folder's path: peft writes it into every adapter's adapter_config.json and "
@@ -97,6 +99,9 @@ def _recipe(tmp: Path, env: dict[str, str]) -> Path:
     (tmp / Path(env["S_PATH"]).name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                                                 encoding="utf-8")
     (tmp / Path(env["S_EXCLUDE"]).name).write_text(json.dumps({"text": "no row says this"}) + "\n")
+    # an evaluation set sharing a line with the 7th poem: one row dropped, its reason naming the file
+    (tmp / Path(env["S_AGAINST"]).name).write_text(json.dumps({"question": rows[6]["paragraphs"][1]},
+                                                              ensure_ascii=False) + "\n")
     r = tmp / "r.yaml"
     r.write_text("""recipe: ${oc.env:S_NAME}
 model: {base: builtin:tiny-random, adapter: {type: lora, r: 4, alpha: 8, target_modules: [q_proj, v_proj]}}
@@ -115,6 +120,7 @@ filters:
   - {kind: refusal, patterns: ["${oc.env:S_REFUSAL}"], extra_patterns: ["${oc.env:S_REFUSAL2}"]}
   - {kind: regex, pattern: "${oc.env:S_REGEX}", action: drop}
   - {kind: exclude, file: "${oc.env:S_EXCLUDE}"}
+  - {kind: decontaminate, against: ["${oc.env:S_AGAINST}"], ngram: 8}
 split: {strategy: random, eval: 0.2}
 template: {chat: chatml, system: "${oc.env:S_SYSTEM}", max_length: 96}
 train: {max_steps: 2, micro_batch_size: 2, batch_size: 2, deepspeed: null}
@@ -146,7 +152,8 @@ def test_a_value_from_the_environment_reaches_no_screen_and_no_record(tmp_path_f
     import re
     tmp = tmp_path_factory.mktemp("sec")
     env = {"S_NAME": f"{MARK}n{safe[0]}", "S_PATH": str(tmp / f"{MARK}p{safe[1]}.jsonl"),
-           "S_EXCLUDE": str(tmp / f"{MARK}x{safe[2]}.jsonl"), "S_SYSTEM": f"{MARK}s {free[0]}",
+           "S_EXCLUDE": str(tmp / f"{MARK}x{safe[2]}.jsonl"), "S_AGAINST": str(tmp / f"{MARK}c{safe[1]}.jsonl"),
+           "S_SYSTEM": f"{MARK}s {free[0]}",
            "S_PROMPT": f"{MARK}g {free[1]}", "S_PLACEHOLDER": f"{MARK}h {free[2]}",
            "S_ENDING": f"{MARK}e{free[3]}", "S_REFUSAL": re.escape(f"{MARK}r {free[3]}"),
            "S_REFUSAL2": re.escape(f"{MARK}q {free[2]}"), "S_FSYSTEM": f"{MARK}f {free[1]}",
