@@ -181,6 +181,9 @@ def _check(tmp: Path, env: dict[str, str]) -> None:
         *[["plan", str(r), "--cache-dir", str(cache), "--format", f] for f in ("text", "mermaid", "json")],
         *[["diff", str(r), "--set-b", "template.max_length=112", "--cache-dir", str(cache), "--format", f]
           for f in ("text", "markdown", "json")]])
+    report = json.loads((tmp / "runs" / "r" / "report.json").read_text())   # named from the file: `r.yaml`
+    dropped = next(st["dropped"] for st in report["steps"] if st["name"] == "filter.tang")
+    assert dropped.get("decontaminate") == 1, dropped           # the filters ran on the secrets, as a user's would
 
 
 def _commands_and_files(tmp: Path, env: dict[str, str], commands: list[list[str]], process_env=None,
