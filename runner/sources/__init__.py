@@ -32,7 +32,7 @@ from .readers import Raw
 KINDS = {"hub": hub, "remote": remote, "local": local}   # local last: it owns any path the others do not
 
 __all__ = ["KINDS", "Digests", "kind_of", "declare", "restore", "seeded", "origin", "rows", "key", "digest",
-           "changed", "note", "notes", "refresh"]
+           "changed", "note", "notes", "refresh", "unchanged"]
 
 
 def kind_of(source) -> Any:
@@ -69,6 +69,17 @@ def origin(source) -> dict | None:
 
 def rows(name: str, source, base_dir: Path, seed: int) -> Iterator[Raw]:
     return kind_of(source).rows(name, source, base_dir, seed)
+
+
+def unchanged(files: tuple[str, ...], base_dir: Path) -> str | None:
+    """After the load step read its rows: why they may not be the content its fingerprint names (a local
+    file written since it was hashed), or None. A kind whose identity cannot move under a run (a hub
+    commit) has nothing to say."""
+    for entry in files:
+        problem = getattr(_owner(entry), "unchanged", lambda e, b: None)(entry, base_dir)
+        if problem:
+            return problem
+    return None
 
 
 # --- any step's files: the fingerprint and `plan` ----------------------------------------------------
