@@ -2,6 +2,7 @@
 `data_files` kept inside the pinned snapshot (D22)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -18,7 +19,6 @@ from runner.dag import execute
 from runner.data import loading
 from runner.data.formats import load_source
 from runner.errors import StepError
-from runner.recipe import load_recipe
 
 # every kind of line a JSON Lines file holds: good rows, a row the mapper refuses, bad JSON, bad UTF-8,
 # a blank line, a line of spaces, a non-object, a row with a placeholder
@@ -43,8 +43,8 @@ def test_ranges_of_any_size_read_the_rows_one_pass_reads(tmp_path_factory, picks
     tmp = tmp_path_factory.mktemp("r")
     body = b"\n".join(LINES[i] for i in picks + [0]) + (b"\n" if last_newline else b"")
     (tmp / "x.jsonl").write_bytes((b"\xef\xbb\xbf" if bom else b"") + body)
-    r = load_recipe(_recipe(tmp, "  s: {path: x.jsonl, format: alpaca}\n"))
-    one = load_source("s", r.sources["s"].__class__(**{**r.sources["s"].__dict__, "limit": 10 ** 9}), tmp)
+    r = api.load(_recipe(tmp, "  s: {path: x.jsonl, format: alpaca}\n"))
+    one = load_source("s", dataclasses.replace(r.sources["s"], limit=10 ** 9), tmp)
     old = loading.RANGE_BYTES
     loading.RANGE_BYTES = size
     try:
@@ -58,7 +58,7 @@ def test_ranges_of_any_size_read_the_rows_one_pass_reads(tmp_path_factory, picks
 def test_quarantine_keeps_file_line_and_row_across_batches(tmp_path, monkeypatch):
     lines = [LINES[0]] * 5 + [LINES[3], LINES[5]] + [LINES[0]] * 5 + [LINES[2]]
     (tmp_path / "x.jsonl").write_bytes(b"\n".join(lines) + b"\n")
-    r = load_recipe(_recipe(tmp_path, "  s: {path: x.jsonl, format: alpaca}\n"))
+    r = api.load(_recipe(tmp_path, "  s: {path: x.jsonl, format: alpaca}\n"))
     monkeypatch.setattr(loading, "RANGE_BYTES", 40)   # about one line a batch
     records, quarantine, stats = load_source("s", r.sources["s"], tmp_path)
     assert len(records) == 10 and stats["rows_in"] == 12

@@ -17,6 +17,8 @@ and optionally
   note(entry, digest) -> str|None   what `plan` should say about a digest (one that cannot follow the bytes)
   notes(name, source) -> [str]      warnings about the source itself (validate, plan, run)
   refresh(sources, log)             before a run is fingerprinted: bring the identity up to date
+  unchanged(entry, base_dir) -> str|None   after the load step read it: why the rows may not be what the
+                                    fingerprint named (a local file written since it was hashed)
 
 The engine (runner.dag) asks this registry and never a kind. Kinds read files and caches only when
 asked; importing them stays light (datasets and fsspec are imported inside the functions that read)."""
