@@ -34,7 +34,7 @@ from .fields import Fields
 from .mapped import MapError, Mapper, Messages, msg as _msg
 from .io import dumps
 from .job import serial
-from .loading import load_job
+from .loading import RowRules, load_job
 
 RAW_CHARS = 2000   # how much of a bad row the quarantine keeps
 # A lone surrogate: JSON can spell one ("\ud800"), but it is not text and cannot be written as UTF-8
@@ -242,11 +242,14 @@ def place(q: dict[str, Any]) -> str:
     return f"{q['file']} row {q['row']}" if q["row"] is not None else q["file"]
 
 
+_RULES = RowRules(mapper_for, to_record, quarantine_entry, place)
+
+
 def _listed(name: str, source: model.Source, specs: list[str], base_dir: Path, seed: int
             ) -> tuple[list[dict], list[dict], dict[str, Any]]:
     records: list[dict] = []
     quarantine: list[dict] = []
-    job = load_job(name, source, specs, Path(base_dir), seed, fill=False, put_aside=quarantine.append,
+    job = load_job(name, source, specs, Path(base_dir), seed, _RULES, fill=False, put_aside=quarantine.append,
                    write=lambda text: records.extend(json.loads(x) for x in text.split("\n")[:-1]))
     return records, quarantine, serial(job)
 
@@ -256,7 +259,7 @@ def stream_source(name: str, source: model.Source, base_dir: Path, seed: int, *,
     """Load one source on an executor (runner/data/loading.py): record lines, `{{name}}` placeholders
     filled, to write() in input order, quarantine entries to put_aside(); -> stats. The source's kind
     (runner.sources) reads its raw rows, `limit` applied."""
-    job = load_job(name, source, [source.path or source.dataset], Path(base_dir), seed, fill=True,
+    job = load_job(name, source, [source.path or source.dataset], Path(base_dir), seed, _RULES, fill=True,
                    write=write, put_aside=put_aside)
     return executor.run(job) if executor is not None else serial(job)
 

@@ -20,7 +20,7 @@ import dataclasses
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 from .. import sources
 from ..errors import RecipeError, Where
@@ -36,6 +36,15 @@ RANGE_BYTES = 1 << 20   # a JSON Lines batch: ~1 MiB of whole lines (2-4k rows o
 RAW_ROWS = 2048         # a batch of rows read here
 BIG_BYTES = 4 << 20     # less than this loads in this process: starting workers costs more than it saves
 _IN_DRIVER = (".parquet",)   # read here: pyarrow's thread pool does not survive a fork
+
+
+class RowRules(NamedTuple):
+    """How a raw row becomes a record or a quarantine entry: runner/data/formats.py's business, handed in
+    (module functions, so they pickle by name) rather than imported, as formats runs loads through here."""
+    mapper_for: Callable[..., Any]          # (name, format, fields, roles) -> Mapper
+    to_record: Callable[..., dict]          # (name, row, mapper) -> record, or raises MapError
+    quarantine_entry: Callable[..., dict]   # (name, raw, code, detail) -> entry
+    place: Callable[[dict], str]            # an entry's "file:line", for an error
 
 
 @dataclasses.dataclass
@@ -55,23 +64,22 @@ class LoadBatch:
     """The row-parallel half: one part -> Loaded. Picklable (plain data; the mapper is rebuilt where it
     runs); the mapper is built here once, so a bad `fields:` template is an error before any work."""
 
-    def __init__(self, name: str, source: model.Source, fill: bool):
-        self.name, self.fmt, self.roles = name, source.format, dict(source.roles)
+    def __init__(self, name: str, source: model.Source, fill: bool, rules: RowRules):
+        self.name, self.fmt, self.roles, self.rules = name, source.format, dict(source.roles), rules
         self.fields = source.fields and dataclasses.replace(source.fields, meta=dict(source.fields.meta))
         self.values = dict(source.placeholders) if fill else None
         self._mapper = self._make()
 
     def _make(self):
-        from .formats import mapper_for
-        return mapper_for(self.name, self.fmt, self.fields, self.roles)
+        return self.rules.mapper_for(self.name, self.fmt, self.fields, self.roles)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_mapper": None}
 
     @without_gc
     def __call__(self, part: tuple) -> Loaded:
-        from .formats import quarantine_entry, to_record
         from .placeholders import Filler
+        to_record, quarantine_entry = self.rules.to_record, self.rules.quarantine_entry
         if self._mapper is None:
             self._mapper = self._make()
         fill = Filler(self.values) if self.values is not None else None
@@ -163,9 +171,10 @@ class Reducer:
     """The global half: record lines to write(), quarantine entries to put_aside(), in input order; the
     stats the load step reports. With on_error: fail, the first bad row in input order is the error."""
 
-    def __init__(self, name: str, specs: list[str], on_error: str, write: Callable[[str], Any],
-                 put_aside: Callable[[dict], Any]):
-        self.name, self.specs, self.on_error, self.write, self.put_aside = name, specs, on_error, write, put_aside
+    def __init__(self, name: str, specs: list[str], on_error: str, place: Callable[[dict], str],
+                 write: Callable[[str], Any], put_aside: Callable[[dict], Any]):
+        self.name, self.specs, self.on_error, self.place = name, specs, on_error, place
+        self.write, self.put_aside = write, put_aside
 
     def __call__(self, results: Iterator[Loaded]) -> dict[str, Any]:
         name, stats, ids, codes, first = self.name, Stats([self.name]), Counter(), Counter(), {}
@@ -195,15 +204,13 @@ class Reducer:
 
     def _fail(self, q: dict) -> None:
         if self.on_error == "fail":
-            from .formats import place
             # the place once: as the error's file:line when there is a line, else in the text
-            where = "" if q["line"] else f"{place(q)}: "
+            where = "" if q["line"] else f"{self.place(q)}: "
             raise RecipeError(f"source '{self.name}': {where}{q['reason']} (on_error: fail stops at the "
                               "first bad row; on_error: skip quarantines bad rows and goes on)",
                               Where(q["file"], q["line"]) if q["line"] else None)
 
     def _stats(self, stats: Stats, ids: Counter, codes: Counter, first: dict, found: dict) -> dict[str, Any]:
-        from .formats import place
         quarantined = sum(codes.values())
         if not stats.to_json()["rows_out"]:
             if not quarantined:
@@ -211,7 +218,7 @@ class Reducer:
             common, k = codes.most_common(1)[0]
             q = first[common]
             raise RecipeError(f"source '{self.name}': none of its {quarantined} rows could be used; {k} failed with "
-                              f"{common}, e.g. {place(q)}: {q['reason']} (is the format right?)")
+                              f"{common}, e.g. {self.place(q)}: {q['reason']} (is the format right?)")
         dups = {i: k for i, k in ids.items() if k > 1}
         out = stats.to_json()
         out["quarantined"] = quarantined
@@ -232,8 +239,9 @@ def _merge(found: dict, part: dict) -> None:
             found["example"].setdefault(k, rid)   # the first row in input order that has it
 
 
-def load_job(name: str, source: model.Source, specs: list[str], base_dir: Path, seed: int, *,
+def load_job(name: str, source: model.Source, specs: list[str], base_dir: Path, seed: int, rules: RowRules, *,
              write: Callable[[str], Any], put_aside: Callable[[dict], Any], fill: bool) -> Job:
     batches, size = parts(name, source, specs, Path(base_dir), seed)
-    return Job(LoadBatch(name, source, fill), batches, Reducer(name, specs, source.on_error, write, put_aside),
+    reduce = Reducer(name, specs, source.on_error, rules.place, write, put_aside)
+    return Job(LoadBatch(name, source, fill, rules), batches, reduce,
                big=size >= BIG_BYTES, name=f"load.{name}")
