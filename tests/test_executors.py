@@ -59,8 +59,8 @@ def _artifacts(cache: Path) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("name, overrides, kinds", [
-    # every data step kind: load, filter, dedup (exact + MinHash), split, mix, render
-    ("poetry_lora", ["model.base=builtin:tiny", "size=2000"], {"filter", "dedup", "split", "render"}),
+    # every data step kind: load (in line ranges of its file), filter, dedup (exact + MinHash), split, mix, render
+    ("poetry_lora", ["model.base=builtin:tiny", "size=2000"], {"load", "filter", "dedup", "split", "render"}),
     # a meta recipe: its split writes through the Store (task files, quarantine), render.tasks on the executor
     ("fomaml_explicit", ["model.base=builtin:tiny", "template.max_length=256"], {"render"}),
 ])

@@ -22,21 +22,19 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import Counter
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
-from .. import sources
-from ..errors import RecipeError, Where
+from ..errors import RecipeError
 from ..recipe import model
 from ..recipe.model import ROLES
-from ..sources.readers import Raw, iter_rows, loads, value_problem
-from .common import without_gc
+from ..sources.readers import Raw, loads, value_problem
 from .fields import Fields
 from .mapped import MapError, Mapper, Messages, msg as _msg
 from .io import dumps
-from .stats import Stats
+from .job import serial
+from .loading import RowRules, load_job
 
 RAW_CHARS = 2000   # how much of a bad row the quarantine keeps
 # A lone surrogate: JSON can spell one ("\ud800"), but it is not text and cannot be written as UTF-8
@@ -184,13 +182,16 @@ def _text(row: dict[str, Any]) -> tuple[Messages, dict[str, Any], None]:
 
 
 def make_mapper(name: str, source: model.Source) -> Mapper:
-    fmt = source.format
+    return mapper_for(name, source.format, source.fields, source.roles)
+
+
+def mapper_for(name: str, fmt: str, fields: model.Fields | None, roles: Mapping[str, str]) -> Mapper:
     if fmt == "fields":
-        if source.fields is None:
+        if fields is None:
             raise RecipeError(f"sources.{name}: format 'fields' needs a `fields:` mapping")
-        return Fields(name, source.fields)
+        return Fields(name, fields)
     if fmt == "sharegpt":
-        return _sharegpt(dict(source.roles))
+        return _sharegpt(dict(roles))
     return {"alpaca": _alpaca, "messages": _messages, "prompt_response": _prompt_response, "text": _text}[fmt]
 
 
@@ -223,7 +224,7 @@ def to_record(name: str, row: dict[str, Any], mapper: Mapper) -> dict[str, Any]:
     return {"id": rid if rid is not None else content_id(msgs), "messages": msgs, "meta": meta, "source": name}
 
 
-def _quarantine(name: str, raw: Raw, code: str, detail: str) -> dict[str, Any]:
+def quarantine_entry(name: str, raw: Raw, code: str, detail: str) -> dict[str, Any]:
     if raw.data is not None:
         text = json.dumps(raw.data, ensure_ascii=False, default=str)
     else:
@@ -235,98 +236,40 @@ def _quarantine(name: str, raw: Raw, code: str, detail: str) -> dict[str, Any]:
             "reason": f"{code}: {detail}", "raw": text}
 
 
-def _place(q: dict[str, Any]) -> str:
+def place(q: dict[str, Any]) -> str:
     if q["line"] is not None:
         return f"{q['file']}:{q['line']}"
     return f"{q['file']} row {q['row']}" if q["row"] is not None else q["file"]
 
 
-class _Loaded:
-    """What loading a source keeps besides the rows it hands on: counts, the ids seen (rows sharing an
-    id are counted), and the first quarantine entry of each reason (for the error when none loaded)."""
-    def __init__(self, name: str):
-        self.stats = Stats([name])
-        self.records = self.quarantined = 0
-        self.ids: Counter = Counter()
-        self.codes: Counter = Counter()
-        self.first: dict[str, dict[str, Any]] = {}
+_RULES = RowRules(mapper_for, to_record, quarantine_entry, place)
 
 
-@without_gc
-def _load(name: str, specs: Iterable[str], mapper: Mapper, base_dir: Path, on_error: str,
-          keep: Callable[[dict], Any], put_aside: Callable[[dict], Any],
-          read: Callable[[str, Path], Iterable[Raw]] = iter_rows) -> dict[str, Any]:
-    """Read and map rows one at a time: each record goes to keep(), each quarantine entry to
-    put_aside(), so a source of any size loads in constant memory. -> stats."""
-    specs = list(specs)
-    n = _Loaded(name)
-    stats = n.stats
-    for spec in specs:
-        for raw in read(spec, base_dir):
-            stats.seen(name)
-            code = detail = None
-            if raw.error is not None:
-                code, detail = raw.error
-            else:
-                try:
-                    record = to_record(name, raw.data, mapper)
-                    n.records += 1
-                    n.ids[record["id"]] += 1
-                    keep(record)
-                    stats.kept(name)
-                    continue
-                except MapError as e:
-                    code, detail = e.code, e.detail
-            q = _quarantine(name, raw, code, detail)
-            if on_error == "fail":
-                # the place once: as the error's file:line when there is a line, else in the text
-                place = "" if raw.line else f"{_place(q)}: "
-                raise RecipeError(f"source '{name}': {place}{q['reason']} (on_error: fail stops at the "
-                                  "first bad row; on_error: skip quarantines bad rows and goes on)",
-                                  Where(raw.file, raw.line) if raw.line else None)
-            n.quarantined += 1
-            n.codes[code] += 1
-            n.first.setdefault(code, q)
-            put_aside(q)
-            stats.dropped(name, f"quarantine:{code}")
-    stats.assert_balanced()
-    dups = {i: k for i, k in n.ids.items() if k > 1}
-    if not n.records:
-        if not n.quarantined:
-            raise RecipeError(f"source '{name}': no rows in {', '.join(specs)}")
-        common, k = n.codes.most_common(1)[0]
-        first = n.first[common]
-        raise RecipeError(f"source '{name}': none of its {n.quarantined} rows could be used; {k} failed with "
-                          f"{common}, e.g. {_place(first)}: {first['reason']} (is the format right?)")
-    out = stats.to_json()
-    out["quarantined"] = n.quarantined
-    # rows that share an id are kept (the split keeps them on one side), but counted: often a data bug
-    out["duplicate_ids"] = {"rows": sum(dups.values()) - len(dups), "ids": len(dups),
-                            "examples": sorted(dups, key=lambda i: (-dups[i], i))[:5]}
-    return out
-
-
-def _listed(load: Callable[..., dict[str, Any]], *args: Any) -> tuple[list[dict], list[dict], dict[str, Any]]:
+def _listed(name: str, source: model.Source, specs: list[str], base_dir: Path, seed: int
+            ) -> tuple[list[dict], list[dict], dict[str, Any]]:
     records: list[dict] = []
     quarantine: list[dict] = []
-    stats = load(*args, records.append, quarantine.append)
-    return records, quarantine, stats
+    job = load_job(name, source, specs, Path(base_dir), seed, _RULES, fill=False, put_aside=quarantine.append,
+                   write=lambda text: records.extend(json.loads(x) for x in text.split("\n")[:-1]))
+    return records, quarantine, serial(job)
 
 
-def stream_source(name: str, source: model.Source, base_dir: Path, seed: int,
-                  keep: Callable[[dict], Any], put_aside: Callable[[dict], Any]) -> dict[str, Any]:
-    """load_source, one row at a time: records to keep(), quarantine entries to put_aside(); -> stats.
-    The source's kind (runner.sources) reads its raw rows, `limit` applied."""
-    return _load(name, [source.path or source.dataset], make_mapper(name, source), Path(base_dir), source.on_error,
-                 keep, put_aside, read=lambda spec, base: sources.rows(name, source, base, seed))
+def stream_source(name: str, source: model.Source, base_dir: Path, seed: int, *, write: Callable[[str], Any],
+                  put_aside: Callable[[dict], Any], executor: Any = None) -> dict[str, Any]:
+    """Load one source on an executor (runner/data/loading.py): record lines, `{{name}}` placeholders
+    filled, to write() in input order, quarantine entries to put_aside(); -> stats. The source's kind
+    (runner.sources) reads its raw rows, `limit` applied."""
+    job = load_job(name, source, [source.path or source.dataset], Path(base_dir), seed, _RULES, fill=True,
+                   write=write, put_aside=put_aside)
+    return executor.run(job) if executor is not None else serial(job)
 
 
 def load_source(name: str, source: model.Source, base_dir: Path, seed: int = 0
                 ) -> tuple[list[dict], list[dict], dict[str, Any]]:
-    """Read and map one source -> (records, quarantine entries, stats). Paths resolve against
-    base_dir (the recipe's folder); quarantine entries are {source, file, line, row, code, reason, raw}.
-    A hub `dataset` is read by runner.sources.hub (`seed` draws its `shuffle` sample)."""
-    return _listed(stream_source, name, source, base_dir, seed)
+    """Read and map one source -> (records, quarantine entries, stats), placeholders as written. Paths
+    resolve against base_dir (the recipe's folder); quarantine entries are {source, file, line, row,
+    code, reason, raw}. A hub `dataset` is read by runner.sources.hub (`seed` draws its `shuffle` sample)."""
+    return _listed(name, source, [source.path or source.dataset], base_dir, seed)
 
 
 def load_paths(name: str, paths: Iterable[str], fmt: str, base_dir: Path) -> tuple[list[dict], list[dict], dict[str, Any]]:
@@ -335,7 +278,7 @@ def load_paths(name: str, paths: Iterable[str], fmt: str, base_dir: Path) -> tup
     src = model.Source(path="", dataset=None, config=None, split="train", revision=None, data_files=None,
                        streaming=False, shuffle=None, format=fmt, fields=None, roles=roles, on_error="skip",
                        priority=0, limit=None, placeholders=MappingProxyType({}))
-    return _listed(_load, name, list(paths), make_mapper(name, src), Path(base_dir), "skip")
+    return _listed(name, src, list(paths), base_dir, 0)
 
 
 _DEFAULT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",

@@ -17,6 +17,8 @@ and optionally
   note(entry, digest) -> str|None   what `plan` should say about a digest (one that cannot follow the bytes)
   notes(name, source) -> [str]      warnings about the source itself (validate, plan, run)
   refresh(sources, log)             before a run is fingerprinted: bring the identity up to date
+  unchanged(entry, base_dir) -> str|None   after the load step read it: why the rows may not be what the
+                                    fingerprint named (a local file written since it was hashed)
 
 The engine (runner.dag) asks this registry and never a kind. Kinds read files and caches only when
 asked; importing them stays light (datasets and fsspec are imported inside the functions that read)."""
@@ -32,7 +34,7 @@ from .readers import Raw
 KINDS = {"hub": hub, "remote": remote, "local": local}   # local last: it owns any path the others do not
 
 __all__ = ["KINDS", "Digests", "kind_of", "declare", "restore", "seeded", "origin", "rows", "key", "digest",
-           "changed", "note", "notes", "refresh"]
+           "changed", "note", "notes", "refresh", "unchanged"]
 
 
 def kind_of(source) -> Any:
@@ -69,6 +71,17 @@ def origin(source) -> dict | None:
 
 def rows(name: str, source, base_dir: Path, seed: int) -> Iterator[Raw]:
     return kind_of(source).rows(name, source, base_dir, seed)
+
+
+def unchanged(files: tuple[str, ...], base_dir: Path) -> str | None:
+    """After the load step read its rows: why they may not be the content its fingerprint names (a local
+    file written since it was hashed), or None. A kind whose identity cannot move under a run (a hub
+    commit) has nothing to say."""
+    for entry in files:
+        problem = getattr(_owner(entry), "unchanged", lambda e, b: None)(entry, base_dir)
+        if problem:
+            return problem
+    return None
 
 
 # --- any step's files: the fingerprint and `plan` ----------------------------------------------------

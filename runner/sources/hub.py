@@ -109,6 +109,25 @@ def revision_problem(revision: str) -> str | None:
     return None
 
 
+def data_files_problem(data_files) -> str | None:
+    """Why `data_files` may reach outside the pinned snapshot, or None. Its globs are read relative to the
+    repository at the pinned commit, and the commit is all the fingerprint holds: a path out of it (`..`,
+    an absolute path, a URL, another repository's hf:// path) would be read unfingerprinted, so appending
+    to that file would change no step."""
+    if isinstance(data_files, str):
+        globs = [data_files]
+    elif hasattr(data_files, "values"):   # {split: a glob or a list of globs}
+        globs = [g for v in data_files.values() for g in ([v] if isinstance(v, str) else v)]
+    else:
+        globs = list(data_files)
+    for g in globs:
+        norm = g.replace("\\", "/")
+        if norm.startswith(("/", "~")) or "://" in norm or re.match(r"[A-Za-z]:", norm) or ".." in norm.split("/"):
+            return (f"'{g}' leaves the dataset's repository; `data_files` are globs relative to it "
+                    "(e.g. data/train-*.parquet), read at the pinned commit")
+    return None
+
+
 def split_problem(split: str) -> str | None:
     if not _SPLIT.fullmatch(split):
         return f"'{split}' is not a split name (letters, digits, '_' and '.'; use `limit` rather than a slice)"
@@ -215,6 +234,8 @@ def shape_problems(source) -> list[tuple[str, str]]:
         return [("dataset", bad)]
     if source.revision is not None and revision_problem(source.revision):
         return [("revision", revision_problem(source.revision))]
+    if source.data_files is not None and data_files_problem(source.data_files):
+        return [("data_files", data_files_problem(source.data_files))]
     for s in source.splits:
         if split_problem(s):
             problems.append(("split", split_problem(s)))
@@ -330,6 +351,8 @@ def _open(name: str, source, sha: str, seed: int) -> list[tuple[str, Any]]:
 
     snap = snapshot(source.dataset, sha)
     kwargs: dict[str, Any] = {"name": source.config, "streaming": source.streaming}
+    if source.data_files is not None and data_files_problem(source.data_files):   # validation refused it
+        raise RecipeError(f"sources.{name}.data_files: {data_files_problem(source.data_files)}")
     if source.data_files is not None:
         kwargs["data_files"] = _plain(source.data_files)
     splits = list(source.splits)

@@ -53,6 +53,17 @@ def hash_file(path: Path) -> str:
     return h.hexdigest()
 
 
+# What each file was when its digest was taken (size, mtime, ctime, inode), and which files a folder or
+# glob held: the load step checks them once it has read the rows (unchanged(), D13)
+_STAMPS: dict[str, tuple[int, int, int, int]] = {}
+_LISTED: dict[str, tuple[str, ...]] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
 class Digests:
     """Files' digests within one fingerprinting pass; `kept` (path -> [size, mtime, ctime, inode, digest],
     or None) holds big files' digests between passes, and `dirty` says whether it changed."""
@@ -63,6 +74,7 @@ class Digests:
     def file(self, path: Path) -> str:
         key = str(path)
         if key not in self._seen:
+            _STAMPS[key] = _stamp(path)   # before the bytes are read: a write while hashing changes it
             st = os.stat(path) if self.kept is not None else None
             if st is not None and st.st_size >= MEMO_BYTES:
                 # keyed by a digest of the path: a path from the environment is no name in the cache
@@ -90,7 +102,33 @@ def digest(rel: str, base: Path, digests: Digests) -> str:
     found, _ = data_files(rel, base, suffixes=None)
     # a checkpoint folder inside a model folder is a trainer's resumable state, not the model
     paths = sorted(x for x in found if not (p.is_dir() and "checkpoint-" in x.parent.name))
+    _LISTED[str(p)] = tuple(map(str, paths))
     h = hashlib.sha256()
     for x in paths:
         h.update(os.path.relpath(x, p if p.is_dir() else base).encode() + b"\0" + digests.file(x).encode())
     return h.hexdigest()
+
+
+def unchanged(rel: str, base: Path) -> str | None:
+    """After a step read `rel`: why what it read may not be what its fingerprint hashed (a file written,
+    added or removed since the digest was taken), or None. Stamps, not bytes: any write changes a file's
+    ctime, which no tool sets back, so a file shortened and restored while the rows were read is caught
+    too. Nothing to say about a path this process did not fingerprint."""
+    p = base / rel
+    key = str(p)
+    if key in _LISTED:
+        found, _ = data_files(rel, base, suffixes=None)
+        now = tuple(sorted(str(x) for x in found if not (p.is_dir() and "checkpoint-" in x.parent.name)))
+        if now != _LISTED[key]:
+            return f"{rel} changed while the run read it (files added or removed); run again"
+        files = now
+    else:
+        files = (key,)
+    for f in files:
+        try:
+            same = f not in _STAMPS or _stamp(Path(f)) == _STAMPS[f]
+        except OSError:
+            same = False
+        if not same:
+            return f"{os.path.relpath(f, base)} changed while the run read it; run again"
+    return None

@@ -47,14 +47,22 @@ def resolve(spec: str, base_dir: Path) -> list[Path]:
 def iter_rows(spec: str, base_dir: Path, limit: int | None = None) -> Iterator[Raw]:
     """Every row of every file `spec` names, then stop after `limit` rows (bad rows count too:
     limit means "read at most this many rows")."""
+    return capped((read_entry(e, base_dir) for e in entries(spec, base_dir)), limit)
+
+
+def entries(spec: str, base_dir: Path) -> list[tuple[Path, Raw | None]]:
+    """What `spec` names, in reading order: (a data file, None), or (a path the walk left out, the one
+    quarantine entry saying why: a dangling link, a file or folder reached twice through symlinks),
+    so nothing is left out silently."""
     found, skipped = data_files(spec, base_dir)
-    # what the walk left out (a dangling link, a file or folder reached twice through symlinks) is one
-    # quarantine entry each: counted, with the reason, never silent
-    entries = [(s.path, iter([Raw(_rel(s.path, base_dir), None, None, None, (s.code, s.detail))]))
-               for s in skipped]
-    entries += [(path, None) for path in found]
-    return capped((rows or _read(path, _rel(path, base_dir)) for path, rows in
-                   sorted(entries, key=lambda e: e[0].as_posix())), limit)
+    out = [(s.path, Raw(rel_path(s.path, base_dir), None, None, None, (s.code, s.detail))) for s in skipped]
+    out += [(path, None) for path in found]
+    return sorted(out, key=lambda e: e[0].as_posix())
+
+
+def read_entry(entry: tuple[Path, Raw | None], base_dir: Path) -> Iterator[Raw]:
+    path, skipped = entry
+    return iter([skipped]) if skipped is not None else _read(path, rel_path(path, base_dir))
 
 
 def capped(files: Iterator[Iterator[Raw]], limit: int | None) -> Iterator[Raw]:
@@ -68,7 +76,7 @@ def capped(files: Iterator[Iterator[Raw]], limit: int | None) -> Iterator[Raw]:
             yield raw
 
 
-def _rel(path: Path, base_dir: Path) -> str:
+def rel_path(path: Path, base_dir: Path) -> str:
     return Path(os.path.relpath(path, base_dir)).as_posix()
 
 
@@ -118,6 +126,22 @@ def _file_lines(f) -> Iterator[str]:
             if first:
                 s, first = s.removeprefix("\ufeff"), False
             yield s[:-1] if s.endswith("\n") else s
+
+
+def jsonl_range(path: Path, rel: str, start: int, end: int) -> tuple[Iterator[Raw], int]:
+    """The rows of bytes [start, end) of a JSON Lines file, a range that starts a line and ends one, as
+    _read gives them but with line and row numbers counted from the range's start (the caller adds the
+    lines and rows before it); and how many lines the range holds."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    text = data.decode("utf-8", "surrogateescape")   # per line as _file_lines: "\n" never ends a bad sequence
+    if start == 0:
+        text = text.removeprefix("\ufeff")
+    lines = text.split("\n")
+    if lines and not lines[-1]:
+        lines.pop()   # the newline that ends the range, not an empty line after it
+    return _jsonl(iter(lines), rel), len(lines)
 
 
 def _jsonl(lines: Iterator[str], rel: str) -> Iterator[Raw]:

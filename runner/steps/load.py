@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..errors import RecipeError
 from .base import Declared, Kind, StepId, plain
 from .result import Result, count
 
@@ -108,21 +109,20 @@ def run(ctx) -> dict:
     from .. import sources
     from ..data.formats import stream_source
     from ..data.io import dumps
-    from ..data.placeholders import Filler, describe
+    from ..data.placeholders import describe
 
     name, source = ctx.params["name"], _source(ctx.params["source"], ctx.step.files)
     seed = ctx.params["seed"] if "seed" in ctx.params else 0   # declared where the kind draws a sample
-    fill = Filler(source.placeholders)
-    ctx.out.mkdir(parents=True, exist_ok=True)
-    # rows stream from the reader to the file: a source of any size loads in constant memory
-    with open(ctx.out / "records.jsonl", "w", encoding="utf-8", newline="\n") as rec, \
-            open(ctx.out / "quarantine.jsonl", "w", encoding="utf-8", newline="\n") as quar:
-        stats = stream_source(name, source, ctx.base_dir, seed,
-                              keep=lambda r: rec.write(dumps(fill(r)) + "\n"),
-                              put_aside=lambda q: quar.write(dumps(q) + "\n"))
-    found = fill.found()
-    if found:
-        stats["placeholders"] = found
+    # rows stream from the reader to the file in input order, in batches on the run's executor: a source
+    # of any size loads in constant memory
+    with ctx.store.open("records.jsonl") as rec, ctx.store.open("quarantine.jsonl") as quar:
+        stats = stream_source(name, source, ctx.base_dir, seed, write=rec.write,
+                              put_aside=lambda q: quar.write(dumps(q) + "\n"), executor=ctx.executor)
+    # a file written since the fingerprint hashed it: these rows are not what the key names (D13)
+    changed = sources.unchanged(ctx.step.files, ctx.base_dir)
+    if changed:
+        raise RecipeError(changed)
+    found = stats.get("placeholders")
     origin = sources.origin(source)
     if origin is not None:
         stats["origin"] = origin   # the commit read: in the manifest and the report
