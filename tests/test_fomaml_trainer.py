@@ -82,6 +82,17 @@ def test_grad_accumulation_equals_a_larger_meta_batch(tmp_path):
     assert _gap(whole, {n: p.detach() for n, p in F.tiny_model().named_parameters()}) > 1e-3
 
 
+def test_unequal_items_weigh_every_task_of_the_meta_batch_alike(tmp_path):
+    """Items of 3 and 1 tasks under accumulation 2: one meta-batch of 4 tasks, 1/4 each (scaling per
+    item would give 1/6, 1/6, 1/6, 1/2)."""
+    model = F.tiny_model()
+    ref = copy.deepcopy(model)
+    tasks = F.tasks(4, inner_steps=2)
+    params, _ = F.train(model, [{"tasks": tasks[:3]}, {"tasks": tasks[3:]}], tmp_path, gradient_accumulation_steps=2)
+    expected = F.reference_step(ref, tasks, 0.3, 0.5)
+    _close(params, expected, 1e-6)
+
+
 def test_closed_form_linear_regression(tmp_path):
     """K=2 inner steps on w -> w - a * 2/n X'(Xw - y), then the query gradient, by hand in numpy."""
     gen = torch.Generator().manual_seed(3)
