@@ -87,7 +87,8 @@ def evaluate(spec: FewShotSpec, models: dict[str, Path | None], held_out: list[d
 def summarise(rows: list[dict]) -> dict[str, Any]:
     """Per model and k: mean and spread (stdev over tasks x seeds) of the loss after adaptation and of
     the gain (before - after); `by_task`: the same per task (spread over seeds); `best` per k: the model
-    with the lowest mean loss after, and a sentence saying so (and whether the margin beats the spread)."""
+    with the lowest mean loss after; `paired`: every other model against it (`paired`); `verdict`: a
+    sentence per k saying which adapts best and whether its margin is outside the paired spread."""
     by: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
         by.setdefault((r["model"], r["shots"]), []).append(r)
@@ -112,17 +113,45 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
         per_task.append({"task": key[0], "shots": key[1], "model": key[2], "seeds": len(rs),
                          "loss_before": rs[0]["loss_before"], "loss_after": statistics.mean(after),
                          "loss_after_sd": _sd(after)})
-    best, sentences = {}, []
+    best, sentences, pairs_ = {}, [], []
     for k in sorted({t["shots"] for t in table}):
         rs = sorted((t for t in table if t["shots"] == k), key=lambda t: t["loss_after"])
         best[str(k)] = rs[0]["model"]
-        margin = rs[1]["loss_after"] - rs[0]["loss_after"] if len(rs) > 1 else 0.0
-        spread = max(rs[0]["loss_after_sd"], rs[1]["loss_after_sd"]) if len(rs) > 1 else 0.0
-        sure = "" if margin > spread else " (within the spread across tasks and seeds: not a clear win)"
-        sentences.append(f"{k}-shot: {rs[0]['model']} adapts best, test loss {rs[0]['loss_after']:.4f} after "
-                         f"adaptation vs {rs[1]['model']} {rs[1]['loss_after']:.4f}{sure}" if len(rs) > 1 else
-                         f"{k}-shot: only {rs[0]['model']} was evaluated")
-    return {"table": table, "by_task": per_task, "best": best, "verdict": sentences}
+        pairs_ += [paired(rows, k, rs[0]["model"], t["model"]) for t in rs[1:]]
+        sentences.append(_verdict(k, rs, pairs_[-len(rs) + 1] if len(rs) > 1 else None))
+    return {"table": table, "by_task": per_task, "best": best, "verdict": sentences, "paired": pairs_}
+
+
+def paired(rows: list[dict], k: int, a: str, b: str) -> dict[str, Any]:
+    """Model a minus model b at k shots, paired by (task, seed): the mean difference of the loss after
+    adaptation (and of the accuracy, where answers are matched) and its standard error. Tasks differ in
+    difficulty far more than models do, so the unpaired spread hides a difference every pair shows."""
+    at = {(r["task"], r["seed"]): r for r in rows if r["model"] == a and r["shots"] == k}
+    bt = {(r["task"], r["seed"]): r for r in rows if r["model"] == b and r["shots"] == k}
+    keys = sorted(at.keys() & bt.keys())
+    out: dict[str, Any] = {"shots": k, "a": a, "b": b, "n": len(keys)}
+    for key in ("loss_after", "accuracy"):
+        d = [at[x][key] - bt[x][key] for x in keys if key in at[x] and key in bt[x]]
+        if d:
+            se = _sd(d) / len(d) ** 0.5
+            out[key] = {"mean_diff": statistics.mean(d), "se": se, "n": len(d),
+                        "clear": abs(statistics.mean(d)) > 2 * se}
+    return out
+
+
+def _verdict(k: int, rs: list[dict], pair: dict | None) -> str:
+    """One sentence: which model adapts best at k and whether the margin over the next is outside the
+    spread (paired by task and seed: more than twice its standard error)."""
+    if pair is None:
+        return f"{k}-shot: only {rs[0]['model']} was evaluated"
+    d = pair["loss_after"]
+    sure = ("outside the spread (paired by task and seed: more than twice its standard error)" if d["clear"] else
+            "within the spread (paired by task and seed: not more than twice its standard error), not a clear win")
+    acc = pair.get("accuracy")
+    acc_text = f"; exact match {acc['mean_diff']:+.1%} ± {acc['se']:.1%}" if acc else ""
+    return (f"{k}-shot: {rs[0]['model']} adapts best, test loss {rs[0]['loss_after']:.4f} after adaptation vs "
+            f"{rs[1]['model']} {rs[1]['loss_after']:.4f}, a difference of {d['mean_diff']:+.4f} ± {d['se']:.4f} "
+            f"over {d['n']} task-seed pairs{acc_text}: {sure}")
 
 
 def answer(text: str, pattern: str) -> str | None:
