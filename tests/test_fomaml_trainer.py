@@ -239,17 +239,28 @@ def test_meta_items_fresh_seeded_and_independent_of_the_split():
         MetaDataset(tasks, slots=3, **kw)
 
 
-def test_few_shot_summary_names_the_best_model_and_says_when_it_is_not_clear():
+def test_few_shot_summary_names_the_best_model_and_pairs_it_by_task_and_seed():
+    """The verdict compares models paired by (task, seed): a small win every pair shows is clear even when
+    the spread across tasks is ten times larger; differences that change sign between pairs are not."""
     from runner.train.few_shot import summarise
 
-    def rows(effect, noise):
+    models = ("start", "sft_control", "fomaml")
+
+    def rows(effect, noise, shuffle=0):
         return [{"task": t, "shots": k, "seed": s, "model": m, "loss_before": 2.0,
-                 "loss_after": 2.0 - effect * (m == "sft_control") - noise * ((s + ord(t)) % 3)}
-                for t in "ab" for k in (5, 10) for s in range(3) for m in ("start", "sft_control", "fomaml")]
+                 "loss_after": 2.0 - effect * (m == "sft_control") - noise * ((s + ord(t) + shuffle * models.index(m)) % 3)}
+                for t in "ab" for k in (5, 10) for s in range(3) for m in models]
     clear = summarise(rows(0.1, 0.001))
     assert clear["best"] == {"5": "sft_control", "10": "sft_control"}          # not FOMAML: said as it is
-    assert clear["verdict"][0].startswith("5-shot: sft_control adapts best") and "not a clear win" not in clear["verdict"][0]
+    assert clear["verdict"][0].startswith("5-shot: sft_control adapts best") and "outside the spread" in clear["verdict"][0]
     row = next(t for t in clear["table"] if t["model"] == "sft_control" and t["shots"] == 5)
     assert row["n"] == 6 and abs(row["gain"] - (0.1 + 0.001)) < 1e-9
     assert len(clear["by_task"]) == 2 * 2 * 3
-    assert "not a clear win" in summarise(rows(0.001, 0.01))["verdict"][0]
+
+    hidden = summarise(rows(0.001, 0.01))        # sd over tasks x seeds ~0.009, the win 0.001 in every pair
+    sd = next(t for t in hidden["table"] if t["model"] == "sft_control" and t["shots"] == 5)["loss_after_sd"]
+    d = next(p for p in hidden["paired"] if p["shots"] == 5 and p["b"] == "fomaml")["loss_after"]
+    assert sd > 5 * 0.001 and abs(d["mean_diff"] + 0.001) < 1e-12 and d["n"] == 6 and d["clear"]
+    assert "outside the spread" in hidden["verdict"][0]
+
+    assert "not a clear win" in summarise(rows(0.0, 0.01, shuffle=1))["verdict"][0]
