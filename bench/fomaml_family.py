@@ -63,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         print(v + ".")
     print(f"{'model':<12}{'k':>3}{'loss before':>13}{'loss after (sd)':>22}{'exact before':>14}{'exact after (sd)':>20}")
     for t in sorted(summary["table"], key=lambda t: (t["shots"], t["loss_after"])):
-        acc = (f"{t['accuracy_before']:>14.1%}{t['accuracy']:>12.1%} ± {t['accuracy_sd']:.1%}" if "accuracy" in t else "")
+        acc = (f"{t['exact_before']:>14.1%}{t['exact_after']:>12.1%} ± {t['exact_after_sd']:.1%}" if "exact_after" in t else "")
         print(f"{t['model']:<12}{t['shots']:>3}{t['loss_before']:>13.4f}{t['loss_after']:>13.4f} ± {t['loss_after_sd']:.4f}{acc}")
     print("paired by task and seed (a − b: mean ± standard error; clear = more than twice it):")
     for d in pairs:
         cells = [f"{key} {d[key]['mean_diff']:+.4f} ± {d[key]['se']:.4f}{' clear' if d[key]['clear'] else ''}"
-                 for key in ("loss_after", "accuracy") if key in d]
+                 for key in ("loss_after", "exact_after", "accuracy") if key in d]
         print(f"  k={d['shots']:<3} {d['a']} − {d['b']} (n={d['n']}): " + "; ".join(cells))
     if args.json:
         Path(args.json).write_text(json.dumps({"overrides": overrides, "wall_s": wall, "train_s": seconds,

@@ -264,3 +264,33 @@ def test_few_shot_summary_names_the_best_model_and_pairs_it_by_task_and_seed():
     assert "outside the spread" in hidden["verdict"][0]
 
     assert "not a clear win" in summarise(rows(0.0, 0.01, shuffle=1))["verdict"][0]
+
+
+def test_few_shot_exact_match_is_the_greedy_answer_word_for_word():
+    """A row counts only if every label token (the last one too) is the most likely next token: a model
+    that gets all but the final token right scores 0 on that row, while its loss barely moves."""
+    from types import SimpleNamespace
+
+    from runner.train.few_shot import _loss
+
+    class Oracle(torch.nn.Module):
+        """Predicts the next token of the rows it knows, except the last label token of `wrong_last`."""
+        def __init__(self, rows, wrong_last):
+            super().__init__()
+            self.rows, self.wrong_last = rows, wrong_last
+
+        def forward(self, input_ids, attention_mask, labels):
+            logits = torch.zeros(*input_ids.shape, F.VOCAB)
+            for i, ids in enumerate(input_ids.tolist()):
+                for t in range(len(ids) - 1):
+                    logits[i, t, ids[t + 1]] = 5.0
+                if ids[:2] == self.wrong_last:
+                    last = max(t for t in range(input_ids.size(1)) if labels[i, t] != -100)
+                    logits[i, last - 1, (ids[last] + 1) % F.VOCAB] = 10.0
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, F.VOCAB), labels[:, 1:].reshape(-1))
+            return SimpleNamespace(loss=loss, logits=logits)
+    rows = [([3, 4, 5, 6, 7], [-100, -100, 5, 6, 7]), ([8, 9, 10, 11], [-100, -100, 10, 11]), ([1, 2, 3], [-100, -100, 3])]
+    _, exact = _loss(Oracle(rows, wrong_last=[8, 9]), rows, 0, "cpu", batch_size=2)
+    assert exact == pytest.approx(2 / 3)
+    _, exact = _loss(Oracle(rows, wrong_last=[0, 0]), rows, 0, "cpu")
+    assert exact == 1.0

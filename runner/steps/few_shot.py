@@ -33,23 +33,26 @@ class FewShotResult(Result):
         if not summary:
             return []
         acc = any("accuracy" in t for t in summary["table"])
+        exact = all("exact_after" in t for t in summary["table"])
         lines = ["", "## Few-shot adaptation on held-out tasks", "",
                  "Test loss on each held-out task's whole test file, before and after adapting with k shots "
                  "(FOMAML's inner loop; mean ± sd over tasks x seeds; gain = before - after).", ""]
         lines += [f"**{v}.**" for v in summary["verdict"]] + [""]
-        lines += ["| model | shots | n | loss before | loss after | gain |" + (" accuracy before | accuracy after |" if acc else ""),
-                 "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if acc else "")]
+        lines += ["| model | shots | n | loss before | loss after | gain |" + (" exact before | exact after |" if exact else "")
+                  + (" accuracy before | accuracy after |" if acc else ""),
+                  "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if exact else "") + ("---:|---:|" if acc else "")]
         for t in sorted(summary["table"], key=lambda t: (t["shots"], t["loss_after"])):
             lines.append(f"| {t['model']} | {t['shots']} | {t['n']} | {t['loss_before']:.4f} | "
                          f"{t['loss_after']:.4f} ± {t['loss_after_sd']:.4f} | {t['gain']:.4f} ± {t['gain_sd']:.4f} |"
+                         + (f" {t['exact_before']:.1%} | {t['exact_after']:.1%} ± {t['exact_after_sd']:.1%} |" if exact else "")
                          + ((f" {t['accuracy_before']:.1%} | {t['accuracy']:.1%} ± {t['accuracy_sd']:.1%} |"
                              if "accuracy" in t else " — | — |") if acc else ""))
         if summary.get("paired"):
             lines += ["", "Paired by task and seed against the best model at each k (mean difference ± its standard "
                       "error; clear: more than twice it):", "",
-                      "| shots | model − best | loss after | exact match |", "|---:|---|---:|---:|"]
+                      "| shots | model − best | loss after | exact match | accuracy |", "|---:|---|---:|---:|---:|"]
             lines += [f"| {p['shots']} | {p['b']} − {p['a']} | {_diff(p.get('loss_after'), '.4f')} | "
-                      f"{_diff(p.get('accuracy'), '.1%')} |" for p in summary["paired"]]
+                      f"{_diff(p.get('exact_after'), '.1%')} | {_diff(p.get('accuracy'), '.1%')} |" for p in summary["paired"]]
         if summary.get("by_task"):
             lines += ["", "Per held-out task (mean ± sd over seeds):", "",
                       "| task | shots | model | loss before | loss after |", "|---|---:|---|---:|---:|"]
