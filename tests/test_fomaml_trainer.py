@@ -294,3 +294,17 @@ def test_few_shot_exact_match_is_the_greedy_answer_word_for_word():
     assert exact == pytest.approx(2 / 3)
     _, exact = _loss(Oracle(rows, wrong_last=[0, 0]), rows, 0, "cpu")
     assert exact == 1.0
+
+
+def test_few_shot_report_says_who_adapts_best_above_the_table_with_the_paired_figures():
+    from runner.steps.few_shot import FewShotResult
+    from runner.train.few_shot import summarise
+
+    rows = [{"task": t, "shots": k, "seed": s, "model": m, "loss_before": 2.0, "exact_before": 0.0,
+             "loss_after": 1.0 + 0.1 * (m != "fomaml") + 0.01 * s + 0.2 * (t == "b"), "exact_after": 0.5 * (m == "fomaml")}
+            for t in "ab" for k in (5, 10) for s in range(3) for m in ("start", "sft_control", "fomaml")]
+    lines = FewShotResult.markdown_tail({"few_shot_summary": summarise(rows)}, Path("."))
+    verdict = next(i for i, x in enumerate(lines) if x.startswith("**5-shot: fomaml adapts best"))
+    assert "outside the spread" in lines[verdict] and "exact match +50.0%" in lines[verdict]
+    assert verdict < next(i for i, x in enumerate(lines) if x.startswith("| model | shots |"))
+    assert "| 5 | sft_control − fomaml | +0.1000 ± 0.0000 (clear) | -50.0% ± 0.0% (clear) | — |" in lines
