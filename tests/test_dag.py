@@ -16,7 +16,7 @@ from runner.errors import RecipeError
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "golden" / "plan"
-SHIPPED = ["poetry_lora", "curriculum_3stage", "fomaml_poets", "fomaml_explicit", "stage2_correction"]
+SHIPPED = ["poetry_lora", "curriculum_3stage", "fomaml_poets", "fomaml_explicit", "stage2_correction", "verse_rules"]
 
 SMALL = """\
 recipe: small

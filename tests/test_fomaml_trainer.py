@@ -82,6 +82,17 @@ def test_grad_accumulation_equals_a_larger_meta_batch(tmp_path):
     assert _gap(whole, {n: p.detach() for n, p in F.tiny_model().named_parameters()}) > 1e-3
 
 
+def test_unequal_items_weigh_every_task_of_the_meta_batch_alike(tmp_path):
+    """Items of 3 and 1 tasks under accumulation 2: one meta-batch of 4 tasks, 1/4 each (scaling per
+    item would give 1/6, 1/6, 1/6, 1/2)."""
+    model = F.tiny_model()
+    ref = copy.deepcopy(model)
+    tasks = F.tasks(4, inner_steps=2)
+    params, _ = F.train(model, [{"tasks": tasks[:3]}, {"tasks": tasks[3:]}], tmp_path, gradient_accumulation_steps=2)
+    expected = F.reference_step(ref, tasks, 0.3, 0.5)
+    _close(params, expected, 1e-6)
+
+
 def test_closed_form_linear_regression(tmp_path):
     """K=2 inner steps on w -> w - a * 2/n X'(Xw - y), then the query gradient, by hand in numpy."""
     gen = torch.Generator().manual_seed(3)
@@ -228,17 +239,72 @@ def test_meta_items_fresh_seeded_and_independent_of_the_split():
         MetaDataset(tasks, slots=3, **kw)
 
 
-def test_few_shot_summary_names_the_best_model_and_says_when_it_is_not_clear():
+def test_few_shot_summary_names_the_best_model_and_pairs_it_by_task_and_seed():
+    """The verdict compares models paired by (task, seed): a small win every pair shows is clear even when
+    the spread across tasks is ten times larger; differences that change sign between pairs are not."""
     from runner.train.few_shot import summarise
 
-    def rows(effect, noise):
+    models = ("start", "sft_control", "fomaml")
+
+    def rows(effect, noise, shuffle=0):
         return [{"task": t, "shots": k, "seed": s, "model": m, "loss_before": 2.0,
-                 "loss_after": 2.0 - effect * (m == "sft_control") - noise * ((s + ord(t)) % 3)}
-                for t in "ab" for k in (5, 10) for s in range(3) for m in ("start", "sft_control", "fomaml")]
+                 "loss_after": 2.0 - effect * (m == "sft_control") - noise * ((s + ord(t) + shuffle * models.index(m)) % 3)}
+                for t in "ab" for k in (5, 10) for s in range(3) for m in models]
     clear = summarise(rows(0.1, 0.001))
     assert clear["best"] == {"5": "sft_control", "10": "sft_control"}          # not FOMAML: said as it is
-    assert clear["verdict"][0].startswith("5-shot: sft_control adapts best") and "not a clear win" not in clear["verdict"][0]
+    assert clear["verdict"][0].startswith("5-shot: sft_control adapts best") and "outside the spread" in clear["verdict"][0]
     row = next(t for t in clear["table"] if t["model"] == "sft_control" and t["shots"] == 5)
     assert row["n"] == 6 and abs(row["gain"] - (0.1 + 0.001)) < 1e-9
     assert len(clear["by_task"]) == 2 * 2 * 3
-    assert "not a clear win" in summarise(rows(0.001, 0.01))["verdict"][0]
+
+    hidden = summarise(rows(0.001, 0.01))        # sd over tasks x seeds ~0.009, the win 0.001 in every pair
+    sd = next(t for t in hidden["table"] if t["model"] == "sft_control" and t["shots"] == 5)["loss_after_sd"]
+    d = next(p for p in hidden["paired"] if p["shots"] == 5 and p["b"] == "fomaml")["loss_after"]
+    assert sd > 5 * 0.001 and abs(d["mean_diff"] + 0.001) < 1e-12 and d["n"] == 6 and d["clear"]
+    assert "outside the spread" in hidden["verdict"][0]
+
+    assert "not a clear win" in summarise(rows(0.0, 0.01, shuffle=1))["verdict"][0]
+
+
+def test_few_shot_exact_match_is_the_greedy_answer_word_for_word():
+    """A row counts only if every label token (the last one too) is the most likely next token: a model
+    that gets all but the final token right scores 0 on that row, while its loss barely moves."""
+    from types import SimpleNamespace
+
+    from runner.train.few_shot import _loss
+
+    class Oracle(torch.nn.Module):
+        """Predicts the next token of the rows it knows, except the last label token of `wrong_last`."""
+        def __init__(self, rows, wrong_last):
+            super().__init__()
+            self.rows, self.wrong_last = rows, wrong_last
+
+        def forward(self, input_ids, attention_mask, labels):
+            logits = torch.zeros(*input_ids.shape, F.VOCAB)
+            for i, ids in enumerate(input_ids.tolist()):
+                for t in range(len(ids) - 1):
+                    logits[i, t, ids[t + 1]] = 5.0
+                if ids[:2] == self.wrong_last:
+                    last = max(t for t in range(input_ids.size(1)) if labels[i, t] != -100)
+                    logits[i, last - 1, (ids[last] + 1) % F.VOCAB] = 10.0
+            loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, F.VOCAB), labels[:, 1:].reshape(-1))
+            return SimpleNamespace(loss=loss, logits=logits)
+    rows = [([3, 4, 5, 6, 7], [-100, -100, 5, 6, 7]), ([8, 9, 10, 11], [-100, -100, 10, 11]), ([1, 2, 3], [-100, -100, 3])]
+    _, exact = _loss(Oracle(rows, wrong_last=[8, 9]), rows, 0, "cpu", batch_size=2)
+    assert exact == pytest.approx(2 / 3)
+    _, exact = _loss(Oracle(rows, wrong_last=[0, 0]), rows, 0, "cpu")
+    assert exact == 1.0
+
+
+def test_few_shot_report_says_who_adapts_best_above_the_table_with_the_paired_figures():
+    from runner.steps.few_shot import FewShotResult
+    from runner.train.few_shot import summarise
+
+    rows = [{"task": t, "shots": k, "seed": s, "model": m, "loss_before": 2.0, "exact_before": 0.0,
+             "loss_after": 1.0 + 0.1 * (m != "fomaml") + 0.01 * s + 0.2 * (t == "b"), "exact_after": 0.5 * (m == "fomaml")}
+            for t in "ab" for k in (5, 10) for s in range(3) for m in ("start", "sft_control", "fomaml")]
+    lines = FewShotResult.markdown_tail({"few_shot_summary": summarise(rows)}, Path("."))
+    verdict = next(i for i, x in enumerate(lines) if x.startswith("**5-shot: fomaml adapts best"))
+    assert "outside the spread" in lines[verdict] and "exact match +50.0%" in lines[verdict]
+    assert verdict < next(i for i, x in enumerate(lines) if x.startswith("| model | shots |"))
+    assert "| 5 | sft_control − fomaml | +0.1000 ± 0.0000 (clear) | -50.0% ± 0.0% (clear) | — |" in lines

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from .base import Declared, Kind, StepId, builtin_weights, model_files
 from .result import Result
 
-VERSION = 2
+VERSION = 3   # 3: the summary pairs the models by task and seed (paired, verdict)
 
 
 @dataclass(frozen=True)
@@ -33,23 +33,39 @@ class FewShotResult(Result):
         if not summary:
             return []
         acc = any("accuracy" in t for t in summary["table"])
+        exact = all("exact_after" in t for t in summary["table"])
         lines = ["", "## Few-shot adaptation on held-out tasks", "",
                  "Test loss on each held-out task's whole test file, before and after adapting with k shots "
-                 "(FOMAML's inner loop; mean ± sd over tasks x seeds; gain = before - after).", "",
-                 "| model | shots | n | loss before | loss after | gain |" + (" accuracy before | accuracy after |" if acc else ""),
-                 "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if acc else "")]
+                 "(FOMAML's inner loop; mean ± sd over tasks x seeds; gain = before - after).", ""]
+        lines += [f"**{v}.**" for v in summary["verdict"]] + [""]
+        lines += ["| model | shots | n | loss before | loss after | gain |" + (" exact before | exact after |" if exact else "")
+                  + (" accuracy before | accuracy after |" if acc else ""),
+                  "|---|---:|---:|---:|---:|---:|" + ("---:|---:|" if exact else "") + ("---:|---:|" if acc else "")]
         for t in sorted(summary["table"], key=lambda t: (t["shots"], t["loss_after"])):
             lines.append(f"| {t['model']} | {t['shots']} | {t['n']} | {t['loss_before']:.4f} | "
                          f"{t['loss_after']:.4f} ± {t['loss_after_sd']:.4f} | {t['gain']:.4f} ± {t['gain_sd']:.4f} |"
+                         + (f" {t['exact_before']:.1%} | {t['exact_after']:.1%} ± {t['exact_after_sd']:.1%} |" if exact else "")
                          + ((f" {t['accuracy_before']:.1%} | {t['accuracy']:.1%} ± {t['accuracy_sd']:.1%} |"
                              if "accuracy" in t else " — | — |") if acc else ""))
-        lines += [""] + [f"**{v}.**" for v in summary["verdict"]]
+        if summary.get("paired"):
+            lines += ["", "Paired by task and seed against the best model at each k (mean difference ± its standard "
+                      "error; clear: more than twice it):", "",
+                      "| shots | model − best | loss after | exact match | accuracy |", "|---:|---|---:|---:|---:|"]
+            lines += [f"| {p['shots']} | {p['b']} − {p['a']} | {_diff(p.get('loss_after'), '.4f')} | "
+                      f"{_diff(p.get('exact_after'), '.1%')} | {_diff(p.get('accuracy'), '.1%')} |" for p in summary["paired"]]
         if summary.get("by_task"):
             lines += ["", "Per held-out task (mean ± sd over seeds):", "",
                       "| task | shots | model | loss before | loss after |", "|---|---:|---|---:|---:|"]
             lines += [f"| {t['task']} | {t['shots']} | {t['model']} | {t['loss_before']:.4f} | "
                       f"{t['loss_after']:.4f} ± {t['loss_after_sd']:.4f} |" for t in summary["by_task"]]
         return lines
+
+
+def _diff(d: dict | None, fmt: str) -> str:
+    """b − a (the table's order: positive when the other model is worse on loss)."""
+    if not d:
+        return "—"
+    return f"{-d['mean_diff']:+{fmt}} ± {d['se']:{fmt}}" + (" (clear)" if d["clear"] else "")
 
 
 KIND = Kind("eval.few_shot", result=FewShotResult)

@@ -3,8 +3,10 @@
 For each model (the starting model, the SFT control, FOMAML), each held-out task, each k and seed:
 start from the model's snapshot, adapt its trainable (LoRA) parameters with FOMAML's inner loop
 (`inner_loop.adapt`: meta.inner.steps SGD steps of meta.inner.learning_rate on batches of the
-k shots), and measure the token-mean loss on the task's whole test file before and after. The
-snapshot is restored after every adaptation, so no measurement sees another's shots.
+k shots), and measure on the task's whole test file before and after: the token-mean loss, and the
+exact match (the share of test rows whose greedy answer is the reference response word for word, read off
+the loss's own forward). The snapshot is restored after every adaptation, so no measurement sees
+another's shots.
 
 With `few_shot_eval.answer_pattern` (GSM8K: `#### (\\S+)`), each test prompt is also answered by greedy
 generation, and the answer the pattern finds is compared with the one in the reference response:
@@ -21,7 +23,7 @@ from .spec import FewShotSpec
 
 def evaluate(spec: FewShotSpec, models: dict[str, Path | None], held_out: list[dict], rendered: Path,
              records: Path, *, trust: bool = False, log=print) -> list[dict[str, Any]]:
-    """Rows {task, shots, seed, model, loss_before, loss_after}. `models`: name -> final/ folder (None
+    """Rows {task, shots, seed, model, loss_before, loss_after, exact_before, exact_after}. `models`: name -> final/ folder (None
     for the starting model: the base with a fresh adapter, as training starts). `held_out`: the tasks
     step's plan entries ({name, dir, order: {seed: [pool index]}}). `rendered`: the render.tasks step's
     tasks/ folder (the rows every loss and adaptation reads); `records`: the split step's (the test
@@ -52,7 +54,7 @@ def evaluate(spec: FewShotSpec, models: dict[str, Path | None], held_out: list[d
             d = rendered / task["dir"]
             test = pairs(d / "test.jsonl")
             pool = pairs(d / "support.jsonl") + pairs(d / "query.jsonl")
-            before = _loss(net, test, pad, device)
+            before, exact_before = _loss(net, test, pad, device)
             questions = _questions(records / task["dir"] / "test.jsonl", fs.answer_pattern, spec, tok) \
                 if fs.answer_pattern else None
             answerable = questions is not None and bool(questions[0])
@@ -65,9 +67,10 @@ def evaluate(spec: FewShotSpec, models: dict[str, Path | None], held_out: list[d
                                for b in draw_batches(rng, len(shots), inner.steps, inner.batch_size)]
                     torch.manual_seed(spec.seed)
                     adapt(net, params, batches, inner.learning_rate)
-                    after = _loss(net, test, pad, device)
+                    after, exact_after = _loss(net, test, pad, device)
                     row = {"task": task["name"], "shots": k, "seed": int(seed), "model": name,
-                           "loss_before": before, "loss_after": after}
+                           "loss_before": before, "loss_after": after, "exact_before": exact_before,
+                           "exact_after": exact_after}
                     if answerable:
                         row.update(accuracy_before=acc_before, accuracy=_accuracy(net, tok, questions, spec),
                                    answered_rows=len(questions[1]))
@@ -87,7 +90,8 @@ def evaluate(spec: FewShotSpec, models: dict[str, Path | None], held_out: list[d
 def summarise(rows: list[dict]) -> dict[str, Any]:
     """Per model and k: mean and spread (stdev over tasks x seeds) of the loss after adaptation and of
     the gain (before - after); `by_task`: the same per task (spread over seeds); `best` per k: the model
-    with the lowest mean loss after, and a sentence saying so (and whether the margin beats the spread)."""
+    with the lowest mean loss after; `paired`: every other model against it (`paired`); `verdict`: a
+    sentence per k saying which adapts best and whether its margin is outside the paired spread."""
     by: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
         by.setdefault((r["model"], r["shots"]), []).append(r)
@@ -99,6 +103,10 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
                  "loss_before": statistics.mean(r["loss_before"] for r in rs),
                  "loss_after": statistics.mean(after), "loss_after_sd": _sd(after),
                  "gain": statistics.mean(gain), "gain_sd": _sd(gain)}
+        if all("exact_after" in r for r in rs):
+            exact = [r["exact_after"] for r in rs]
+            entry.update(exact_before=statistics.mean(r["exact_before"] for r in rs),
+                         exact_after=statistics.mean(exact), exact_after_sd=_sd(exact))
         answered = [r for r in rs if "accuracy" in r]     # tasks whose test rows have answers to match
         if answered:
             acc = [r["accuracy"] for r in answered]
@@ -112,17 +120,45 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
         per_task.append({"task": key[0], "shots": key[1], "model": key[2], "seeds": len(rs),
                          "loss_before": rs[0]["loss_before"], "loss_after": statistics.mean(after),
                          "loss_after_sd": _sd(after)})
-    best, sentences = {}, []
+    best, sentences, pairs_ = {}, [], []
     for k in sorted({t["shots"] for t in table}):
         rs = sorted((t for t in table if t["shots"] == k), key=lambda t: t["loss_after"])
         best[str(k)] = rs[0]["model"]
-        margin = rs[1]["loss_after"] - rs[0]["loss_after"] if len(rs) > 1 else 0.0
-        spread = max(rs[0]["loss_after_sd"], rs[1]["loss_after_sd"]) if len(rs) > 1 else 0.0
-        sure = "" if margin > spread else " (within the spread across tasks and seeds: not a clear win)"
-        sentences.append(f"{k}-shot: {rs[0]['model']} adapts best, test loss {rs[0]['loss_after']:.4f} after "
-                         f"adaptation vs {rs[1]['model']} {rs[1]['loss_after']:.4f}{sure}" if len(rs) > 1 else
-                         f"{k}-shot: only {rs[0]['model']} was evaluated")
-    return {"table": table, "by_task": per_task, "best": best, "verdict": sentences}
+        pairs_ += [paired(rows, k, rs[0]["model"], t["model"]) for t in rs[1:]]
+        sentences.append(_verdict(k, rs, pairs_[-len(rs) + 1] if len(rs) > 1 else None))
+    return {"table": table, "by_task": per_task, "best": best, "verdict": sentences, "paired": pairs_}
+
+
+def paired(rows: list[dict], k: int, a: str, b: str) -> dict[str, Any]:
+    """Model a minus model b at k shots, paired by (task, seed): the mean difference of the loss after
+    adaptation (and of the accuracy, where answers are matched) and its standard error. Tasks differ in
+    difficulty far more than models do, so the unpaired spread hides a difference every pair shows."""
+    at = {(r["task"], r["seed"]): r for r in rows if r["model"] == a and r["shots"] == k}
+    bt = {(r["task"], r["seed"]): r for r in rows if r["model"] == b and r["shots"] == k}
+    keys = sorted(at.keys() & bt.keys())
+    out: dict[str, Any] = {"shots": k, "a": a, "b": b, "n": len(keys)}
+    for key in ("loss_after", "exact_after", "accuracy"):
+        d = [at[x][key] - bt[x][key] for x in keys if key in at[x] and key in bt[x]]
+        if d:
+            se = _sd(d) / len(d) ** 0.5
+            out[key] = {"mean_diff": statistics.mean(d), "se": se, "n": len(d),
+                        "clear": abs(statistics.mean(d)) > 2 * se}
+    return out
+
+
+def _verdict(k: int, rs: list[dict], pair: dict | None) -> str:
+    """One sentence: which model adapts best at k and whether the margin over the next is outside the
+    spread (paired by task and seed: more than twice its standard error)."""
+    if pair is None:
+        return f"{k}-shot: only {rs[0]['model']} was evaluated"
+    d = pair["loss_after"]
+    sure = ("outside the spread (paired by task and seed: more than twice its standard error)" if d["clear"] else
+            "within the spread (paired by task and seed: not more than twice its standard error), not a clear win")
+    acc = pair.get("exact_after")
+    acc_text = f"; exact match {acc['mean_diff']:+.1%} ± {acc['se']:.1%}" if acc else ""
+    return (f"{k}-shot: {rs[0]['model']} adapts best, test loss {rs[0]['loss_after']:.4f} after adaptation vs "
+            f"{rs[1]['model']} {rs[1]['loss_after']:.4f}, a difference of {d['mean_diff']:+.4f} ± {d['se']:.4f} "
+            f"over {d['n']} task-seed pairs{acc_text}: {sure}")
 
 
 def answer(text: str, pattern: str) -> str | None:
@@ -186,20 +222,29 @@ def _to(batch: dict, device) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def _loss(net, rows, pad: int, device, batch_size: int = 8) -> float:
-    """Token-mean loss over all rows (each batch's mean weighted by its label tokens)."""
+def _loss(net, rows, pad: int, device, batch_size: int = 8) -> tuple[float, float]:
+    """(token-mean loss over all rows (each batch's mean weighted by its label tokens), exact match: the
+    share of rows whose every label token, the end of the turn included, is the model's most likely next
+    token given the reference before it, i.e. whose greedy answer is the reference, word for word, and
+    stops there; from the same forward, so it costs nothing beside the loss)."""
     import torch
 
     from .meta_data import collate
 
-    total, tokens = 0.0, 0
+    total, tokens, exact, counted = 0.0, 0, 0, 0
     net.eval()   # no dropout in the measurement
     with torch.no_grad():
         for i in range(0, len(rows), batch_size):
             b = _to(collate(rows[i:i + batch_size], pad), device)
-            n = int((b["labels"][:, 1:] != -100).sum())
+            labels = b["labels"][:, 1:]
+            n = int((labels != -100).sum())
             if n:
-                total += float(net(**b).loss) * n
+                out = net(**b)
+                total += float(out.loss) * n
                 tokens += n
+                hit = (out.logits[:, :-1].argmax(-1) == labels) | (labels == -100)
+                has = (labels != -100).any(-1)
+                exact += int((hit.all(-1) & has).sum())
+                counted += int(has.sum())
     net.train()
-    return total / max(tokens, 1)
+    return total / max(tokens, 1), exact / max(counted, 1)

@@ -92,6 +92,15 @@ class FOMAMLTrainer(Trainer):
         # items are consumed as they are (accelerate deals them out round-robin across processes)
         return SequentialSampler(train_dataset if train_dataset is not None else self.train_dataset)
 
+    def get_batch_samples(self, epoch_iterator, num_batches, *args, **kwargs):
+        # An item's share of the mean is its tasks over the meta-batch's tasks, which only the whole
+        # optimizer step knows: items of 3 and 1 tasks scaled per item would weigh 1/6 and 1/2, not 1/4
+        batches, _ = super().get_batch_samples(epoch_iterator, num_batches, *args, **kwargs)
+        count = torch.tensor(sum(len(b["tasks"]) for b in batches), device=self.args.device)
+        if self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return batches, count
+
     def training_step(self, model, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
         model.train()
         tasks = self._prepare_inputs(inputs)["tasks"]
@@ -100,8 +109,12 @@ class FOMAMLTrainer(Trainer):
         theta = [p.detach().clone() for p in params]
         deepspeed = self.is_deepspeed_enabled
         boundary = self.accelerator.sync_gradients
-        # the item's share of the mean over the meta-batch (DDP averages over processes)
-        scale = len(tasks) * self.current_gradient_accumulation_steps
+        # each task's share of the mean over the meta-batch's tasks (all processes: DDP and DeepSpeed
+        # average over processes); called outside Trainer's loop, an item of the usual size is assumed
+        if num_items_in_batch is not None:
+            scale = float(num_items_in_batch) / self.args.world_size
+        else:
+            scale = len(tasks) * self.current_gradient_accumulation_steps
         kwargs = {"scale_wrt_gas": False} if deepspeed else {}
         every = self.args.adaptation_log_steps or self.args.logging_steps
         measure_gain = every > 0 and self.state.global_step % every == 0
