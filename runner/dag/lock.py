@@ -51,7 +51,6 @@ def libraries() -> dict[str, str | None]:
 def _model(recipe, base_dir: Path, digests) -> dict:
     from .. import sources
     from ..builtin import weights_digest
-    from ..sources.hub import cache_root
     from ..steps.base import model_files
     base = recipe.model.base
     out: dict = {"base": base}
@@ -62,8 +61,7 @@ def _model(recipe, base_dir: Path, digests) -> dict:
     elif model_files(recipe, weights=True):
         out["files"] = {sources.key(f): sources.digest(f, base_dir, digests) for f in model_files(recipe, weights=True)}
     else:   # a hub id: the commit its main branch last resolved to in the local hub cache
-        ref = cache_root() / ("models--" + base.replace("/", "--")) / "refs" / "main"
-        out["revision"] = ref.read_text(encoding="utf-8").strip() if ref.is_file() else "unresolved main"
+        out["revision"] = sources.model_revision(base)
     if recipe.model.init_from:
         out["init_from"] = recipe.model.init_from
     return out

@@ -34,7 +34,7 @@ from .readers import Raw
 KINDS = {"hub": hub, "remote": remote, "local": local}   # local last: it owns any path the others do not
 
 __all__ = ["KINDS", "Digests", "kind_of", "declare", "restore", "seeded", "origin", "rows", "key", "digest",
-           "changed", "note", "notes", "refresh", "unchanged"]
+           "changed", "note", "notes", "refresh", "unchanged", "model_revision"]
 
 
 def kind_of(source) -> Any:
@@ -117,3 +117,10 @@ def refresh(sources: Mapping[str, Any], log: Callable[[str], None]) -> None:
         mine = {name: s for name, s in sources.items() if kind.claims(s)}
         if mine and hasattr(kind, "refresh"):
             kind.refresh(mine, log)
+
+
+def model_revision(model_id: str) -> str:
+    """The commit a hub model's main branch last resolved to in the local hub cache (what `recipe lock` pins),
+    or "unresolved main" when it was never downloaded."""
+    ref = hub.cache_root() / ("models--" + model_id.replace("/", "--")) / "refs" / "main"
+    return ref.read_text(encoding="utf-8").strip() if ref.is_file() else "unresolved main"
