@@ -26,14 +26,26 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="run training in N processes through a launcher")
     p.add_argument("--num-procs", type=positive_int, default=None, help="processes for --launcher (sets train.world_size)")
     p.add_argument("--hostfile", help="multi-node: passed to the deepspeed launcher")
+    p.add_argument("--executor", default="local", metavar="NAME",
+                   help="where the data steps run: local (worker processes on this machine) or ray; never part of a fingerprint")
+    p.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="with --executor ray: join this Ray cluster (default: RAY_ADDRESS, else a local Ray runtime)")
 
 
 def main(args: argparse.Namespace) -> int:
+    import os
+
     from .. import api
+    from ..errors import RecipeError
+    if args.ray_address:
+        if args.executor != "ray":
+            raise RecipeError(f"--ray-address {args.ray_address}: it needs --executor ray")
+        os.environ["RAY_ADDRESS"] = args.ray_address    # Ray's own variable: what the executor joins
     recipe, graph, records, run_dir = api.run(
         args.recipe, args.overrides, cache_dir=args.cache_dir, output=args.output, only=args.only,
         from_step=args.from_step, force=args.force, dry_run=args.dry_run, trust=args.trust,
-        launcher=args.launcher, num_procs=args.num_procs, hostfile=args.hostfile, argv=tuple(args.argv))
+        launcher=args.launcher, num_procs=args.num_procs, hostfile=args.hostfile, argv=tuple(args.argv),
+        executor=args.executor)
     if args.dry_run:
         print(summary(recipe, records), end="")
     for n in graph.notes:
