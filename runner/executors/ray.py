@@ -12,6 +12,7 @@ the recipe's folder at the same paths: checked once per folder, one line when a 
 from __future__ import annotations
 
 import os
+import socket
 from collections import Counter, deque
 from pathlib import Path
 from typing import Any, Iterator, TypeVar
@@ -76,13 +77,24 @@ def connect() -> None:
         return
     where = address()
     try:
+        _reachable(where)
         ray.init(address=where, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
                  configure_logging=True)
-    except (ConnectionError, RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RecipeError(f"--ray-address {where}: no Ray cluster answers there ({first}); start one with "
-                          "`ray start --head --port PORT` or leave --ray-address and RAY_ADDRESS unset to run "
-                          "on a local Ray runtime") from None
+    except Exception as e:      # Ray raises bare Exceptions too ("node timed out during startup")
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if where and where != "local":
+            raise RecipeError(f"--ray-address {where}: no Ray cluster answers there ({first}); start one with "
+                              "`ray start --head --port PORT` or leave --ray-address and RAY_ADDRESS unset to run "
+                              "on a local Ray runtime") from None
+        raise RecipeError(f"--executor ray: a local Ray runtime did not start ({first}); see /tmp/ray/session_latest/logs, "
+                          "or run with --executor local") from None
+
+
+def _reachable(where: str | None) -> None:
+    """A HOST:PORT where nothing listens fails now, not after Ray's minute of retries."""
+    host, _, port = (where or "").rpartition(":")
+    if host and port.isdigit() and "://" not in where:
+        socket.create_connection((host, int(port)), timeout=10).close()
 
 
 def check_nodes_see(path: Path) -> None:
