@@ -4,6 +4,7 @@ killed in the middle of a step retried with the same bytes; without Ray installe
 install it; and validate/plan/diff/show never import ray. The real two-node cluster: test_executor_ray_cluster.py."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -136,3 +137,41 @@ def test_validate_plan_diff_show_never_import_ray(tmp_path):
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "HEAVY: []" in out.stdout, out.stdout[-500:]
+
+
+class KillAlways:
+    """A batch function whose worker dies every time: Ray gives up after its retries, as when nodes are gone."""
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, batch):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_cluster_that_fails_mid_step_is_one_line_and_commits_nothing_of_it(tmp_path, local_ray, synthetic,
+                                                                             local_cache, monkeypatch, capsys):
+    from ray import cloudpickle
+
+    from runner.executors.ray import RayExecutor
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+    class Dying(RayExecutor):
+        def run(self, job):
+            return super().run(replace(job, batch=KillAlways(job.batch)) if job.name == "dedup" else job)
+
+    monkeypatch.setattr(executors, "_FACTORIES", {**executors._FACTORIES, "dying": Dying})
+    cache = tmp_path / "cache"
+    rc = main(["run", str(synthetic), "--dry-run", "--cache-dir", str(cache), "--output", str(tmp_path / "run"),
+               "--executor", "dying"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+    assert "ray: the cluster failed during dedup (WorkerCrashedError" in line and "nothing of this step" in line, line
+    steps = {json.loads((d / "manifest.json").read_text())["step"] for d in (cache / "objects").iterdir()}
+    assert "dedup" not in steps and {"load.tang", "filter.tang"} <= steps, steps
+    assert not any((cache / "tmp").iterdir()) if (cache / "tmp").exists() else True
+    # the rerun (here: on the local executor) resumes from what was committed and writes the same bytes
+    records = _run(synthetic, cache, "local").records
+    status = {r.name: r.status for r in records}
+    assert status["load.tang"] == status["filter.tang"] == "cached" and status["dedup"] == "ran", status
+    assert _artifacts(cache) == _artifacts(local_cache)
