@@ -61,6 +61,13 @@ def _run_batch(fn_ref: list, batch: Any) -> tuple[str, Any]:
         return node, _UserError(str(e))
 
 
+@ray.remote(num_cpus=1, scheduling_strategy="SPREAD")
+def _warm() -> None:
+    """Start a worker and import what the batch functions use while the driver loads the sources."""
+    from ..chat import batch  # noqa: F401
+    from ..data import dedup, filters  # noqa: F401
+
+
 @ray.remote(num_cpus=0)
 def _sees(path: str) -> bool:
     return os.path.exists(path)
@@ -80,6 +87,8 @@ def connect() -> None:
         _reachable(where)
         ray.init(address=where, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
                  configure_logging=True)
+        for _ in range(int(ray.cluster_resources().get("CPU", 1))):
+            _warm.remote()      # not waited for: the first step's tasks find their workers started
     except Exception as e:      # Ray raises bare Exceptions too ("node timed out during startup")
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         if where and where != "local":
