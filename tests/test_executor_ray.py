@@ -18,6 +18,7 @@ ray = pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'"
 
 from runner import api, executors  # noqa: E402
 from runner.cli import main  # noqa: E402
+from runner.errors import RecipeError  # noqa: E402
 from test_executors import _artifacts  # noqa: E402
 from test_foundation import LIGHT  # noqa: E402
 
@@ -175,3 +176,11 @@ def test_a_cluster_that_fails_mid_step_is_one_line_and_commits_nothing_of_it(tmp
     status = {r.name: r.status for r in records}
     assert status["load.tang"] == status["filter.tang"] == "cached" and status["dedup"] == "ran", status
     assert _artifacts(cache) == _artifacts(local_cache)
+
+
+def test_a_node_that_does_not_see_the_cache_is_one_line(tmp_path, local_ray):
+    from runner.executors.ray import RayExecutor, check_nodes_see
+    RayExecutor()
+    check_nodes_see(tmp_path / "seen.jsonl")          # a folder this machine sees: every node of it does
+    with pytest.raises(RecipeError, match=r"^ray: node \S+ does not see /nowhere/cache/objects: the cache root"):
+        check_nodes_see(Path("/nowhere/cache/objects/records.jsonl"))
