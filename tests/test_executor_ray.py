@@ -182,5 +182,5 @@ def test_a_node_that_does_not_see_the_cache_is_one_line(tmp_path, local_ray):
     from runner.executors.ray import RayExecutor, check_nodes_see
     RayExecutor()
     check_nodes_see(tmp_path / "seen.jsonl")          # a folder this machine sees: every node of it does
-    with pytest.raises(RecipeError, match=r"^ray: node \S+ does not see /nowhere/cache/objects: the cache root"):
-        check_nodes_see(Path("/nowhere/cache/objects/records.jsonl"))
+    with pytest.raises(RecipeError, match=r"^ray: node \S+ does not see /nowhere/cache: the cache root"):
+        check_nodes_see(Path("/nowhere/cache/objects/0a1b/records.jsonl"))

@@ -109,7 +109,9 @@ def _reachable(where: str | None) -> None:
 def check_nodes_see(path: Path) -> None:
     """One task pinned to every live node: does it see `path`'s folder? The batches and model files are
     read by path, so a node that does not see the cache root would fail (or worse, read another file)."""
-    folder = str(Path(path).resolve().parent)
+    here = Path(path).resolve()
+    # the cache root once (an artifact's file is <root>/objects/<fp>/...), any other file's folder
+    folder = str(next((p.parent for p in here.parents if p.name == "objects"), here.parent))
     if folder in _SEEN:
         return
     nodes = [n for n in ray.nodes() if n.get("Alive")]
