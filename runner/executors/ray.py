@@ -8,7 +8,7 @@ local executor's, a task Ray retries (its worker died) computes the same result 
 half-way commits nothing of the step. The batch function goes to the object store once per job and is
 unpickled once per worker (a tokenizer is not rebuilt for every batch). Workers load model and tokenizer
 files by the recipe's paths and the batches come from the cache, so every node must see the cache root and
-the recipe's folder at the same paths: checked once per folder, one line when a node cannot."""
+the recipe's folder at the same paths: checked once per cache root, one line when a node cannot."""
 from __future__ import annotations
 
 import os
@@ -32,7 +32,7 @@ except ModuleNotFoundError as e:
 
 T = TypeVar("T")
 
-# Tasks run per (job name, node id) in this process: where the work ran, for the tests and `recipe` logs.
+# Tasks run per (job name, node id) in this process: where the work ran (the cluster test asserts both nodes).
 PLACED: Counter = Counter()
 _SEEN: set[str] = set()          # folders every node was checked to see
 _FNS: dict[str, Any] = {}        # in a worker: the last jobs' batch functions, unpickled once
