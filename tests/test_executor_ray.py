@@ -65,24 +65,6 @@ def _run(recipe: Path, cache: Path, executor: str, overrides=()):
                    executor=executor)
 
 
-def test_ray_writes_the_local_executors_bytes_and_shares_its_cache(tmp_path, local_ray, synthetic, local_cache):
-    from runner.executors import ray as ray_executor
-    ray_executor.PLACED.clear()
-    _run(synthetic, tmp_path / "ray", "ray")
-    on_ray, local = _artifacts(tmp_path / "ray"), _artifacts(local_cache)
-    assert sorted(on_ray) == sorted(local), "the executor moved a fingerprint"
-    for fp, art in local.items():
-        assert on_ray[fp] == art, f"{art['step']}: other bytes or stats on Ray"
-    ran = {job.split(" ")[0].split(".")[0] for job, _ in ray_executor.PLACED}
-    assert {"filter", "dedup", "split", "render"} <= ran, ran
-    node = ray.get_runtime_context().get_node_id()
-    assert {n for _, n in ray_executor.PLACED} == {node}      # the one local node, not this process's imagination
-    # where the work ran is not what the recipe means: each cache serves the other executor
-    for cache, other in ((tmp_path / "ray", "local"), (local_cache, "ray")):
-        records = _run(synthetic, cache, other).records
-        assert {r.status for r in records} == {"cached"}, [(r.id, r.status) for r in records]
-
-
 class KillOnce:
     """A batch function that kills its own Ray worker the first time (a marker file says it happened)."""
     def __init__(self, fn, marker: str):
@@ -95,23 +77,35 @@ class KillOnce:
         return self.fn(batch)
 
 
-def test_a_worker_killed_mid_step_is_retried_with_the_same_bytes(tmp_path, local_ray, synthetic, local_cache,
-                                                                  monkeypatch):
+def test_ray_writes_the_local_executors_bytes_even_when_a_worker_dies_and_shares_its_cache(
+        tmp_path, local_ray, synthetic, local_cache, monkeypatch):
+    """One Ray run: every data step kind on Ray, the first dedup task's worker killed (Ray retries it)."""
     from ray import cloudpickle
 
-    from runner.executors.ray import RayExecutor
+    from runner.executors import ray as ray_executor
     cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the workers cannot import this test module
     marker = tmp_path / "killed"
 
-    class Killing(RayExecutor):
+    class Killing(ray_executor.RayExecutor):
         def run(self, job):
             return super().run(replace(job, batch=KillOnce(job.batch, str(marker))) if job.name == "dedup" else job)
 
     monkeypatch.setattr(executors, "_FACTORIES", {**executors._FACTORIES, "killing": Killing})
-    _run(synthetic, tmp_path / "killing", "killing")
-    assert marker.exists(), "no worker was killed: the test tested nothing"
-    assert int(marker.read_text()) != os.getpid()
-    assert _artifacts(tmp_path / "killing") == _artifacts(local_cache)
+    ray_executor.PLACED.clear()
+    _run(synthetic, tmp_path / "ray", "killing")
+    assert marker.exists() and int(marker.read_text()) != os.getpid(), "no worker was killed: nothing was tested"
+    on_ray, local = _artifacts(tmp_path / "ray"), _artifacts(local_cache)
+    assert sorted(on_ray) == sorted(local), "the executor moved a fingerprint"
+    for fp, art in local.items():
+        assert on_ray[fp] == art, f"{art['step']}: other bytes or stats on Ray"
+    ran = {job.split(" ")[0].split(".")[0] for job, _ in ray_executor.PLACED}
+    assert {"filter", "dedup", "split", "render"} <= ran, ran
+    node = ray.get_runtime_context().get_node_id()
+    assert {n for _, n in ray_executor.PLACED} == {node}      # the one local node, not this process's imagination
+    # where the work ran is not what the recipe means: each cache serves the other executor
+    for cache, other in ((tmp_path / "ray", "local"), (local_cache, "ray")):
+        records = _run(synthetic, cache, other).records
+        assert {r.status for r in records} == {"cached"}, [(r.id, r.status) for r in records]
 
 
 def test_without_ray_installed_the_executor_is_one_line(tmp_path, monkeypatch, capsys):
