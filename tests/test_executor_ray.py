@@ -29,6 +29,19 @@ from data_scale import RECIPE, write_poems  # noqa: E402
 ROWS = 5000   # the bench's synthetic poetry recipe (every data step kind); docs/ray.md: 100k checked by hand
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _registry():
+    """Importing runner.executors.ray registers "ray": undone after this module, for the tests that list
+    the known executors (tests/test_executors.py) and a later import that registers it again."""
+    from runner import executors
+    saved = dict(executors._FACTORIES)
+    yield
+    executors._FACTORIES.clear()
+    executors._FACTORIES.update(saved)
+    sys.modules.pop("runner.executors.ray", None)
+    vars(executors).pop("ray", None)       # else `from runner.executors import ray` finds the old module
+
+
 @pytest.fixture(scope="module")
 def local_ray():
     """A local Ray runtime of this test module's own (RAY_ADDRESS=local: never another running cluster)."""

@@ -61,6 +61,19 @@ def _stop(temp_dir: str) -> None:
         psutil.wait_procs(procs, timeout=10)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _registry():
+    """Importing runner.executors.ray registers "ray": undone after this module, for the tests that list
+    the known executors (tests/test_executors.py) and a later import that registers it again."""
+    from runner import executors
+    saved = dict(executors._FACTORIES)
+    yield
+    executors._FACTORIES.clear()
+    executors._FACTORIES.update(saved)
+    sys.modules.pop("runner.executors.ray", None)
+    vars(executors).pop("ray", None)       # else `from runner.executors import ray` finds the old module
+
+
 @pytest.fixture
 def cluster():
     """HOST:PORT of a two-node cluster, stopped (its processes killed by id) whatever the test does."""
