@@ -5,6 +5,7 @@ where no cluster answers is one line. Every process the cluster started is kille
 ends, passed or failed, and the test checks that none is left."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -77,6 +78,12 @@ def _registry():
 @pytest.fixture
 def cluster():
     """HOST:PORT of a two-node cluster, stopped (its processes killed by id) whatever the test does."""
+    # A local runtime an earlier test of this process started: gone first (its raylet on this IP confuses a
+    # driver joining the new cluster: "the object's owner has exited")
+    ray.shutdown()
+    _, alive = psutil.wait_procs(psutil.Process().children(recursive=True), timeout=30)
+    for p in alive:
+        p.kill()
     temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")   # short: Ray's socket paths must fit 107 bytes
     port = _free_port()
     # Ray 2.60's `ray start --head` turns token authentication on, which a driver reads when it imports ray:
@@ -99,22 +106,36 @@ def cluster():
         assert not left, f"cluster processes left running: {left}"
 
 
-def test_a_two_node_cluster_runs_the_recipe_on_both_nodes_with_local_bytes(tmp_path, cluster, monkeypatch, capsys):
-    from runner.executors import ray as ray_executor
+# The driver as a user runs it: a process of its own (a driver that ran a local runtime before cannot be trusted
+# to own objects on another cluster), which says where the tasks ran.
+DRIVER = """
+import json, sys
+import ray
+from runner.cli import main
+from runner.executors import ray as on_ray
+rc = main(sys.argv[1:])
+nodes = {n["NodeID"]: sorted(n["Resources"]) for n in ray.nodes() if n["Alive"]}
+print("RESULT " + json.dumps({"rc": rc, "used": sorted({n for _, n in on_ray.PLACED}), "nodes": nodes}))
+"""
+
+
+def test_a_two_node_cluster_runs_the_recipe_on_both_nodes_with_local_bytes(tmp_path, cluster, monkeypatch):
     write_poems(tmp_path / "poems.jsonl", ROWS)
     (tmp_path / "r.yaml").write_text(RECIPE, encoding="utf-8")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.chdir(tmp_path)
-    ray_executor.PLACED.clear()
     args = ["run", "r.yaml", "--dry-run"]
-    assert main([*args, "--cache-dir", "ray", "--output", "run-ray", "--executor", "ray", "--ray-address", cluster]) == 0
-    nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
-    assert len(nodes) == 2 and sum("node2" in r for r in nodes.values()) == 1
-    used = {node for _, node in ray_executor.PLACED}
-    assert used == set(nodes), f"tasks ran on {len(used)} of the cluster's 2 nodes: {dict(ray_executor.PLACED)}"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("RAY_ADDRESS", None)
+    p = subprocess.run([sys.executable, "-c", DRIVER, *args, "--cache-dir", "ray", "--output", "run-ray",
+                        "--executor", "ray", "--ray-address", cluster], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert "RESULT " in p.stdout, p.stderr[-3000:]
+    out = json.loads(p.stdout.split("RESULT ", 1)[1])
+    assert out["rc"] == 0, p.stderr[-3000:]
+    assert len(out["nodes"]) == 2 and sum("node2" in r for r in out["nodes"].values()) == 1, out["nodes"]
+    assert out["used"] == sorted(out["nodes"]), f"tasks ran on {len(out['used'])} of the cluster's 2 nodes"
     assert main([*args, "--cache-dir", "local", "--output", "run-local"]) == 0
-    on_ray, local = _artifacts(tmp_path / "ray"), _artifacts(tmp_path / "local")
-    assert on_ray == local
+    assert _artifacts(tmp_path / "ray") == _artifacts(tmp_path / "local")
 
 
 def test_an_address_where_no_cluster_answers_is_one_line(tmp_path, monkeypatch, capsys):
