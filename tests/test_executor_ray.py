@@ -1,7 +1,7 @@
 """The Ray executor (runner/executors/ray.py) on a local Ray runtime: the same artifacts, byte for byte, as the
 local executor, under the same fingerprints; a cache filled by one executor reused by the other; a Ray worker
 killed in the middle of a step retried with the same bytes; without Ray installed, one line saying how to
-install it; and validate/plan/diff/show never import ray. The real two-node cluster: test_executor_ray_cluster.py."""
+install it; and validate/plan/diff/show never import ray. The real two-node cluster: test_executor_cluster_ray.py."""
 from __future__ import annotations
 
 import json
