@@ -26,8 +26,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(PIP) install "$(TORCH)" numpy 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import torch" 
-	$(PIP) install -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -c "import runner, trl, peft, deepspeed, datasketch"
+	$(PIP) install -e ".[test,ray]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import runner, trl, peft, deepspeed, datasketch, ray"
 	touch $@
 
 install: $(VENV)/.installed

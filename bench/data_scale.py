@@ -6,7 +6,9 @@ is visible (goal: 1M rows in <= 3 min, peak RSS < 2 GB, on 2 cores); then the ti
 to say what a changed length threshold keeps, from the filter step's cached scores (goal: well under a
 second at 300k rows).
 
-    python bench/data_scale.py [--sizes 100000,300000,1000000] [--smoke]
+    python bench/data_scale.py [--sizes 100000,300000,1000000] [--smoke] [--executor local,ray]
+
+--executor local,ray runs each size on each executor in turn, in the same run (docs/ray.md).
 """
 from __future__ import annotations
 
@@ -54,12 +56,13 @@ def write_poems(path: Path, n: int) -> None:
                                ensure_ascii=False) + "\n")
 
 
-def run_size(n: int, work: Path) -> dict:
-    d = work / str(n)
+def run_size(n: int, work: Path, executor: str = "local") -> dict:
+    d = work / f"{n}-{executor}"
     d.mkdir()
     write_poems(d / "poems.jsonl", n)
     (d / "r.yaml").write_text(RECIPE, encoding="utf-8")
-    cmd = [sys.executable, "-m", "runner", "run", str(d / "r.yaml"), "--dry-run", "--output", str(d / "run")]
+    cmd = [sys.executable, "-m", "runner", "run", str(d / "r.yaml"), "--dry-run", "--output", str(d / "run"),
+           "--executor", executor]
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -78,7 +81,8 @@ def run_size(n: int, work: Path) -> dict:
     line = next((x for x in plan.stdout.splitlines() if "from the cached scores" in x), None)
     if line is None:
         sys.exit(f"size {n}: plan gave no what-if line\n{plan.stdout}{plan.stderr[-2000:]}")
-    return {"rows": n, "wall": wall, "rss_gb": usage.ru_maxrss / 1e6, "steps": steps, "plan_s": plan_s,
+    return {"rows": n, "executor": executor, "wall": wall, "rss_gb": usage.ru_maxrss / 1e6, "steps": steps,
+            "plan_s": plan_s,
             "whatif": line.split("from the cached scores: ")[1]}
 
 
@@ -86,19 +90,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,300000,1000000")
     ap.add_argument("--smoke", action="store_true", help="2,000 rows (CI)")
+    ap.add_argument("--executor", default="local", help="local, ray, or local,ray: each size on each, in turn")
     a = ap.parse_args()
     sizes = [2000] if a.smoke else [int(x) for x in a.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        results = [run_size(n, Path(tmp)) for n in sizes]
+        results = [run_size(n, Path(tmp), ex) for n in sizes for ex in a.executor.split(",")]
     names = list(results[0]["steps"])
     print(f"recipe run --dry-run, poetry-style recipe; cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'rows':>10}{'wall s':>9}{'peak RSS':>10}  " + "".join(f"{k:>14}" for k in names))
+    print(f"{'rows':>10}{'executor':>9}{'wall s':>9}{'peak RSS':>10}  " + "".join(f"{k:>14}" for k in names))
     for r in results:
         cells = []
         for k in names:
             s = r["steps"].get(k)
             cells.append(f"{s['rows_in'] / max(s['seconds'], 1e-9):>9,.0f} r/s" if s else f"{'':>14}")
-        print(f"{r['rows']:>10,}{r['wall']:>9.1f}{r['rss_gb']:>8.2f}GB  " + "".join(f"{c:>14}" for c in cells))
+        print(f"{r['rows']:>10,}{r['executor']:>9}{r['wall']:>9.1f}{r['rss_gb']:>8.2f}GB  " + "".join(f"{c:>14}" for c in cells))
+    for r in results:   # the per-core rates a projection to N nodes starts from (docs/ray.md)
+        print(f"{r['rows']:,} rows, {r['executor']}: rows/s per core " + ", ".join(
+            f"{k} {s['rows_in'] / max(s['seconds'], 1e-9) / (os.cpu_count() or 1):,.0f}" for k, s in r["steps"].items()))
     for r in results:
         print(f"{r['rows']:,} rows: `recipe plan --set filters[0].max_chars={WHATIF}` {r['plan_s']:.2f} s "
               f"(process start included): filter.tang {r['whatif']}")

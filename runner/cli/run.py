@@ -30,15 +30,27 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-rank", type=int, default=0, help="with --nnodes: this machine's number, 0 for the one that runs the data steps")
     p.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="with --nnodes: node 0's address and a free port there")
     p.add_argument("--locked", action="store_true", help="refuse to run when anything differs from R.lock (`recipe lock R`)")
+    p.add_argument("--executor", default="local", metavar="NAME",
+                   help="where the data steps run: local (worker processes on this machine) or ray; never part of a fingerprint")
+    p.add_argument("--ray-address", metavar="HOST:PORT",
+                   help="with --executor ray: join this Ray cluster (default: RAY_ADDRESS, else a local Ray runtime)")
 
 
 def main(args: argparse.Namespace) -> int:
+    import os
+
     from .. import api
+    from ..errors import RecipeError
+    if args.ray_address:
+        if args.executor != "ray":
+            raise RecipeError(f"--ray-address {args.ray_address}: it needs --executor ray")
+        os.environ["RAY_ADDRESS"] = args.ray_address    # Ray's own variable: what the executor joins
     recipe, graph, records, run_dir = api.run(
         args.recipe, args.overrides, cache_dir=args.cache_dir, output=args.output, only=args.only,
         from_step=args.from_step, force=args.force, dry_run=args.dry_run, trust=args.trust,
         launcher=args.launcher, num_procs=args.num_procs, hostfile=args.hostfile, argv=tuple(args.argv),
-        nnodes=args.nnodes, node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, locked=args.locked)
+        nnodes=args.nnodes, node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, locked=args.locked,
+        executor=args.executor)
     if run_dir is None:   # a node other than 0 of several: node 0 ran the steps and writes the report
         print(f"node {args.node_rank}: trained its share; the report is node 0's", file=sys.stderr)
         return 0

@@ -1,0 +1,193 @@
+"""The Ray executor (runner/executors/ray.py) on a local Ray runtime: the same artifacts, byte for byte, as the
+local executor, under the same fingerprints; a cache filled by one executor reused by the other; a Ray worker
+killed in the middle of a step retried with the same bytes; without Ray installed, one line saying how to
+install it; and validate/plan/diff/show never import ray. The real two-node cluster: test_executor_cluster_ray.py."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'")
+
+from runner import api, executors  # noqa: E402
+from runner.cli import main  # noqa: E402
+from runner.errors import RecipeError  # noqa: E402
+from test_executors import _artifacts  # noqa: E402
+from test_foundation import LIGHT  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from data_scale import RECIPE, write_poems  # noqa: E402
+
+ROWS = 5000   # the bench's synthetic poetry recipe (every data step kind); docs/ray.md: 100k checked by hand
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _registry():
+    """Importing runner.executors.ray registers "ray": undone after this module, for the tests that list
+    the known executors (tests/test_executors.py) and a later import that registers it again."""
+    from runner import executors
+    saved = dict(executors._FACTORIES)
+    yield
+    executors._FACTORIES.clear()
+    executors._FACTORIES.update(saved)
+    sys.modules.pop("runner.executors.ray", None)
+    vars(executors).pop("ray", None)       # else `from runner.executors import ray` finds the old module
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray runtime of this test module's own (RAY_ADDRESS=local: never another running cluster)."""
+    saved = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = "local"
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = saved
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    d = tmp_path_factory.mktemp("synthetic")
+    write_poems(d / "poems.jsonl", ROWS)
+    (d / "r.yaml").write_text(RECIPE, encoding="utf-8")
+    return d / "r.yaml"
+
+
+@pytest.fixture(scope="module")
+def local_cache(tmp_path_factory, synthetic):
+    """The synthetic recipe's dry run on the local executor: the bytes every Ray run must write."""
+    cache = tmp_path_factory.mktemp("local") / "cache"
+    _run(synthetic, cache, "local")
+    return cache
+
+
+def _run(recipe: Path, cache: Path, executor: str, overrides=()):
+    return api.run(recipe, overrides, dry_run=True, cache_dir=str(cache), output=str(cache.parent / f"run-{cache.name}"),
+                   executor=executor)
+
+
+class KillOnce:
+    """A batch function that kills its own Ray worker the first time (a marker file says it happened)."""
+    def __init__(self, fn, marker: str):
+        self.fn, self.marker = fn, marker
+
+    def __call__(self, batch):
+        if not os.path.exists(self.marker):
+            Path(self.marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.fn(batch)
+
+
+def test_ray_writes_the_local_executors_bytes_even_when_a_worker_dies_and_shares_its_cache(
+        tmp_path, local_ray, synthetic, local_cache, monkeypatch):
+    """One Ray run: every data step kind on Ray, the first dedup task's worker killed (Ray retries it)."""
+    from ray import cloudpickle
+
+    from runner.executors import ray as ray_executor
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the workers cannot import this test module
+    marker = tmp_path / "killed"
+
+    class Killing(ray_executor.RayExecutor):
+        def run(self, job):
+            return super().run(replace(job, batch=KillOnce(job.batch, str(marker))) if job.name == "dedup" else job)
+
+    monkeypatch.setattr(executors, "_FACTORIES", {**executors._FACTORIES, "killing": Killing})
+    ray_executor.PLACED.clear()
+    _run(synthetic, tmp_path / "ray", "killing")
+    assert marker.exists() and int(marker.read_text()) != os.getpid(), "no worker was killed: nothing was tested"
+    on_ray, local = _artifacts(tmp_path / "ray"), _artifacts(local_cache)
+    assert sorted(on_ray) == sorted(local), "the executor moved a fingerprint"
+    for fp, art in local.items():
+        assert on_ray[fp] == art, f"{art['step']}: other bytes or stats on Ray"
+    ran = {job.split(" ")[0].split(".")[0] for job, _ in ray_executor.PLACED}
+    assert {"filter", "dedup", "split", "render"} <= ran, ran
+    node = ray.get_runtime_context().get_node_id()
+    assert {n for _, n in ray_executor.PLACED} == {node}      # the one local node, not this process's imagination
+    # where the work ran is not what the recipe means: each cache serves the other executor
+    for cache, other in ((tmp_path / "ray", "local"), (local_cache, "ray")):
+        records = _run(synthetic, cache, other).records
+        assert {r.status for r in records} == {"cached"}, [(r.id, r.status) for r in records]
+
+
+def test_without_ray_installed_the_executor_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)          # `import ray` fails as if it were not installed
+    monkeypatch.delitem(sys.modules, "runner.executors.ray", raising=False)
+    monkeypatch.setattr(executors, "_FACTORIES", {k: v for k, v in executors._FACTORIES.items() if k != "ray"})
+    monkeypatch.chdir(tmp_path)
+    rc = main(["run", str(REPO / "recipes" / "tiny_chat.yaml"), "--dry-run", "--cache-dir", str(tmp_path / "c"),
+               "--executor", "ray"])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0
+    assert err.splitlines() == [err] and "pip install -e '.[ray]'" in err and "Traceback" not in err, err
+    assert not (tmp_path / "c").exists()
+
+
+def test_ray_address_needs_the_ray_executor(tmp_path, capsys):
+    rc = main(["run", str(REPO / "recipes" / "tiny_chat.yaml"), "--dry-run", "--ray-address", "127.0.0.1:1"])
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and "--ray-address 127.0.0.1:1: it needs --executor ray" in err and len(err.splitlines()) == 1
+
+
+def test_validate_plan_diff_show_never_import_ray(tmp_path):
+    out = subprocess.run([sys.executable, "-c", LIGHT.replace("{HEAVY}", repr({"ray"})), str(tmp_path)],
+                         capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "HEAVY: []" in out.stdout, out.stdout[-500:]
+
+
+class KillAlways:
+    """A batch function whose worker dies every time: Ray gives up after its retries, as when nodes are gone."""
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, batch):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_cluster_that_fails_mid_step_is_one_line_and_commits_nothing_of_it(tmp_path, local_ray, synthetic,
+                                                                             local_cache, monkeypatch, capsys):
+    from ray import cloudpickle
+
+    from runner.executors.ray import RayExecutor
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+    class Dying(RayExecutor):
+        def run(self, job):
+            return super().run(replace(job, batch=KillAlways(job.batch)) if job.name == "dedup" else job)
+
+    monkeypatch.setattr(executors, "_FACTORIES", {**executors._FACTORIES, "dying": Dying})
+    cache = tmp_path / "cache"
+    rc = main(["run", str(synthetic), "--dry-run", "--cache-dir", str(cache), "--output", str(tmp_path / "run"),
+               "--executor", "dying"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "Traceback" not in err
+    (line,) = [x for x in err.splitlines() if x.startswith("error:")]
+    assert "ray: the cluster failed during dedup (WorkerCrashedError" in line and "nothing of this step" in line, line
+    steps = {json.loads((d / "manifest.json").read_text())["step"] for d in (cache / "objects").iterdir()}
+    assert "dedup" not in steps and {"load.tang", "filter.tang"} <= steps, steps
+    assert not any((cache / "tmp").iterdir()) if (cache / "tmp").exists() else True
+    # the rerun (here: on the local executor) resumes from what was committed and writes the same bytes
+    records = _run(synthetic, cache, "local").records
+    status = {r.name: r.status for r in records}
+    assert status["load.tang"] == status["filter.tang"] == "cached" and status["dedup"] == "ran", status
+    assert _artifacts(cache) == _artifacts(local_cache)
+
+
+def test_a_node_that_does_not_see_the_cache_is_one_line(tmp_path, local_ray):
+    from runner.executors.ray import RayExecutor, check_nodes_see
+    RayExecutor()
+    check_nodes_see(tmp_path / "seen.jsonl")          # a folder this machine sees: every node of it does
+    with pytest.raises(RecipeError, match=r"^ray: node \S+ does not see /nowhere/cache: the cache root"):
+        check_nodes_see(Path("/nowhere/cache/objects/0a1b/records.jsonl"))
