@@ -129,9 +129,11 @@ def _with(args, **fields):
 def test_run_log_and_report_say_why_a_stage_is_slow(tmp_path, capsys):
     from runner import cli
 
-    r = F.recipe(tmp_path, "train.shapes=bucketed", "train.max_steps=2")
-    code = cli.main(["run", str(r.file), "--output", str(tmp_path / "run"), "--cache", str(tmp_path / "cache")])
-    out = capsys.readouterr().out
+    r = F.recipe(tmp_path)
+    code = cli.main(["run", str(r.file), "--output", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "cache"),
+                     "--set", "train.shapes=bucketed", "--set", "train.max_steps=2"])
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
     assert code == 0, out
     assert "tokens per optimizer step, padding" in out and "shapes bucketed" in out
     report = json.loads((tmp_path / "run" / "report.json").read_text())
