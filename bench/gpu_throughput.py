@@ -20,7 +20,11 @@ seed in this one process:
   auto_pf        auto + padding_free
   liger          auto_pf + train.use_liger_kernel (CUDA with liger-kernel installed; skipped otherwise)
   compile        auto_pf + train.torch_compile
-  all            every lever this machine has
+  all            every lever this machine has (padding-free, dynamic shapes)
+  bucketed       auto + train.shapes bucketed (a few static shapes instead of padding-free)
+  static         bucketed + train.torch_compile (one compiled graph per bucket, no recompiles)
+  graphs         bucketed + train.torch_compile reduce-overhead (CUDA graphs replayed; CUDA only)
+  graphs_liger   graphs + Liger (CUDA with liger-kernel installed)
 
 Per variant: trained (non-padding) tokens per second and seconds per optimizer step, both over the
 steps after --warmup (compilation and CUDA start-up excluded), MFU = 6 x parameters x tokens/s / the
@@ -50,8 +54,7 @@ QWEN2_1_5B = dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28
                   tie_word_embeddings=True, rms_norm_eps=1e-6)
 TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True)
-# dense bf16 peak FLOP/s by card name (what MFU divides by)
-PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
+from runner.train.stats import PEAK  # noqa: E402  (dense bf16 peak FLOP/s by card name: what MFU divides by)
 LEVERS = {
     "plain": [],
     "padding_free": ["train.padding_free=true"],
@@ -61,6 +64,11 @@ LEVERS = {
     "compile": ["train.micro_batch_size=auto", "train.padding_free=true", "train.torch_compile=true"],
     "all": ["train.micro_batch_size=auto", "train.padding_free=true", "train.use_liger_kernel=true",
             "train.torch_compile=true"],
+    "bucketed": ["train.micro_batch_size=auto", "train.shapes=bucketed"],
+    "static": ["train.micro_batch_size=auto", "train.shapes=bucketed", "train.torch_compile=true"],
+    "graphs": ["train.micro_batch_size=auto", "train.shapes=bucketed", "train.torch_compile=reduce-overhead"],
+    "graphs_liger": ["train.micro_batch_size=auto", "train.shapes=bucketed", "train.torch_compile=reduce-overhead",
+                     "train.use_liger_kernel=true"],
 }
 
 _STEPS: list[float] = []
@@ -98,12 +106,14 @@ def build_model(folder: Path, shape: dict, seed: int) -> Path:
 def lever_available(name: str, cuda: bool, smoke: bool = False) -> str | None:
     """None when the lever runs here, else why not."""
     import importlib.util
-    if smoke and name in ("compile", "all") and not cuda:
+    if smoke and name in ("compile", "all", "static") and not cuda:
         # inductor compiles C++ for a CPU for a minute or more; tests/test_train_levers.py covers it
         return "torch.compile on a CPU takes minutes to compile (--smoke stays under one)"
-    if name in ("liger", "all") and not cuda:
+    if name in ("graphs", "graphs_liger") and not cuda:
+        return "CUDA graphs need CUDA"
+    if name in ("liger", "all", "graphs_liger") and not cuda:
         return "Liger needs CUDA"
-    if name in ("liger", "all") and importlib.util.find_spec("liger_kernel") is None:
+    if name in ("liger", "all", "graphs_liger") and importlib.util.find_spec("liger_kernel") is None:
         return "liger-kernel is not installed"
     return None
 
@@ -207,6 +217,8 @@ def main() -> int:
                  "train.logging_steps=1", "train.report_to=[]"]
     if a.deepspeed != "keep":
         overrides.append(f"train.deepspeed={a.deepspeed}")
+    if a.smoke:
+        overrides.append("model.adapter.dropout=0.0")   # dropout draws depend on the batch's shape (bucketed)
     from transformers import AutoModelForCausalLM
     params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
     record_steps()

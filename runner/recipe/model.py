@@ -112,11 +112,14 @@ class Train:
     packing: bool
     padding_free: bool
     use_liger_kernel: bool
-    torch_compile: bool
+    torch_compile: bool | str        # or "reduce-overhead": compiled and replayed as CUDA graphs
     deepspeed: str | None
     logging_steps: int
     save_steps: int
     report_to: tuple[str, ...]
+    # a lever added after recipes were fingerprinted: left out of a step's fingerprint while it has
+    # this value (steps.base.plain), so existing recipes keep their cached steps
+    shapes: str = dataclasses.field(metadata={"fingerprint_omits": "dynamic"})
 
     @property
     def grad_accum(self) -> int | None:

@@ -129,7 +129,9 @@ def plain(obj: Any) -> Any:
     """Typed values -> JSON data: the fingerprinted form of exactly what a step reads."""
     if dataclasses.is_dataclass(obj):
         return {f.name.rstrip("_"): plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                if f.metadata.get("fingerprint", True)}   # evaluate.gates: read by the engine, by no step
+                if f.metadata.get("fingerprint", True)   # evaluate.gates: read by the engine, by no step
+                # a setting added at the value that means what the recipe did before it: old fingerprints hold
+                and ("fingerprint_omits" not in f.metadata or getattr(obj, f.name) != f.metadata["fingerprint_omits"])}
     if isinstance(obj, Mapping):
         return {k: plain(v) for k, v in obj.items()}
     if isinstance(obj, (tuple, list)):

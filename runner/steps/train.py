@@ -143,6 +143,9 @@ def run(ctx) -> dict:
     history = json.loads((ctx.out / "log_history.json").read_text()) if (ctx.out / "log_history.json").exists() else []
     ctx.log(f"train loss {metrics.get('train_loss', float('nan')):.4f} after {metrics.get('steps')} steps, "
             f"{metrics.get('tokens_per_second', 0):,.0f} tokens/s")
+    if "tokens_per_step" in metrics:   # what makes a stage slow (runner/train/stats.py)
+        from ..train.stats import line
+        ctx.log(line(metrics))
     return {"metrics": metrics, "history": [{k: h[k] for k in ("step", "loss") if k in h} for h in history if "loss" in h]}
 
 

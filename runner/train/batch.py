@@ -128,3 +128,62 @@ def _batch(rows, pad_id: int, device, *, padding_free: bool) -> dict[str, Any]:
     mask = [[1] * len(r[0]) + [0] * (width - len(r[0])) for r in rows]
     return {"input_ids": torch.tensor(ids, device=device), "labels": torch.tensor(labels, device=device),
             "attention_mask": torch.tensor(mask, device=device)}
+
+
+# --- batch shapes (train.shapes) -----------------------------------------------------------------------
+
+MIN_BUCKET = 16
+
+
+def buckets(max_length: int) -> tuple[int, ...]:
+    """The lengths a bucketed micro batch is padded to: powers of two from MIN_BUCKET, and max_length
+    itself (the render step cuts every row to it), so a run sees at most ~log2(max_length) shapes."""
+    sizes, n = [], MIN_BUCKET
+    while n < max_length:
+        sizes.append(n)
+        n *= 2
+    return tuple(sizes) + (max_length,)
+
+
+class Batches:
+    """The trainer's collator, wrapped: counts the real and the padded tokens of every micro batch it
+    builds (the run's padding share), and with `micro` set (train.shapes: bucketed) pads each micro
+    batch to its bucket and to `micro` rows. Filler rows have labels -100 and an attention mask of
+    zeros: no loss, no gradient and no counted tokens, so every step trains exactly what it did
+    unbucketed (Trainer normalises by the labelled tokens, which filler does not add to). Counting
+    happens here, on the CPU, so it costs the device no synchronisation."""
+
+    def __init__(self, collate: Callable[[list], dict], *, pad_id: int, micro: int | None = None,
+                 max_length: int | None = None):
+        self.collate, self.pad_id, self.micro = collate, pad_id, micro
+        self.sizes = buckets(max_length) if micro else ()
+        self.real = self.total = 0
+
+    def __call__(self, examples: list) -> dict:
+        batch = self.collate(examples)
+        if self.micro:
+            batch = self._bucketed(batch)
+        ids = batch["input_ids"]
+        self.total += ids.numel()
+        self.real += int(batch["attention_mask"].sum()) if "attention_mask" in batch else ids.numel()
+        return batch
+
+    def _bucketed(self, batch: dict) -> dict:
+        import torch
+
+        rows, width = batch["input_ids"].shape
+        length = next((b for b in self.sizes if b >= width), width)
+        fill = {"input_ids": self.pad_id, "labels": -100, "attention_mask": 0}
+        if set(batch) - set(fill):
+            raise RecipeError(f"train.shapes bucketed: the collator also built {sorted(set(batch) - set(fill))}, "
+                              "which bucketing cannot pad; use train.shapes: dynamic")
+        out = {}
+        for key, value in batch.items():
+            grown = torch.full((max(self.micro, rows), length), fill[key], dtype=value.dtype)
+            grown[:rows, :width] = value
+            out[key] = grown
+        return out
+
+    @property
+    def padding_share(self) -> float:
+        return 1 - self.real / self.total if self.total else 0.0

@@ -97,6 +97,9 @@ def _check_train(t: dict, path: tuple, doc_dir: Path, out: Problems) -> None:
         problem = model.batch_problem(t["batch_size"], t["micro_batch_size"], t["world_size"])
     if problem:
         out.add(path + ("batch_size",), f"{dotted(path)}: {problem}")
+    if t.get("shapes") == "bucketed" and (t["packing"] or t["padding_free"]):
+        out.add(path + ("shapes",), f"{dotted(path)}.shapes: bucketed pads every micro batch to a fixed shape, "
+                                    "which packing and padding_free exist to avoid; turn those off or use shapes: dynamic")
     ds = t["deepspeed"]
     if ds is not None and ds not in DEEPSPEED_PRESETS:
         p = (doc_dir / ds)

@@ -62,7 +62,7 @@ def _train(spec: SFTSpec, train_rows, out_dir, *, init_from, ewc_state, resume, 
     from ...train.devices import check_kernels, precision
     from ...train.ewc import EWC_FILE, consolidate, estimate_fisher
     from ...train.rows import dataset, pairs
-    from .sft_config import describe, to_sft_config
+    from .sft_config import check_compile, describe, to_sft_config
     from .sft_trainer import trainer_class
 
     out_dir = Path(out_dir)
@@ -74,6 +74,7 @@ def _train(spec: SFTSpec, train_rows, out_dir, *, init_from, ewc_state, resume, 
         shutil.rmtree(checkpoints)
 
     check_kernels(spec.train)   # before minutes of model loading
+    check_compile(spec.train)
     net, tokenizer, peft_config = loading.for_training(spec, init_from, trust=trust)
     rows = pairs(train_rows)
     if not rows:
@@ -100,6 +101,7 @@ def _train(spec: SFTSpec, train_rows, out_dir, *, init_from, ewc_state, resume, 
         kwargs["ewc_state"] = anchor
     trainer = trainer_class(ewc=anchor is not None, wraps_lm_head=spec.model.adapter.wraps_lm_head)(**kwargs)
     quiet_progress(trainer)
+    batches = _count_batches(trainer, spec, tokenizer.pad_token_id)
     if ds_config is not None:
         # Trainer gives Accelerate an accumulation of 1 (it counts micro batches itself) while DeepSpeed's
         # engine must count them too; Accelerate would warn about the mismatch and then take DeepSpeed's
@@ -108,7 +110,8 @@ def _train(spec: SFTSpec, train_rows, out_dir, *, init_from, ewc_state, resume, 
 
     tokens_before = tokens_seen(last)
     start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(last) if last else None)
+    with _static_shapes(spec.train, spec.template.max_length):
+        result = trainer.train(resume_from_checkpoint=str(last) if last else None)
     seconds = time.perf_counter() - start
     final = out_dir / "final"
     trainer.save_model(str(final))   # the main process writes; adapter (or model) + tokenizer
@@ -122,19 +125,57 @@ def _train(spec: SFTSpec, train_rows, out_dir, *, init_from, ewc_state, resume, 
         consolidate(anchor, fresh, fisher, gamma=successor.gamma, stage=spec.stage).save(final / EWC_FILE)
     trainer.accelerator.wait_for_everyone()
 
-    tokens = int(trainer.state.num_input_tokens_seen)
-    metrics = {
-        "train_loss": result.training_loss,
-        "steps": trainer.state.global_step,
-        "tokens": tokens,
-        "tokens_per_second": (tokens - tokens_before) / seconds if seconds > 0 else 0.0,
-        "seconds": seconds,
-        "resumed_from": checkpoint_step(last),
-    }
+    metrics = _metrics(trainer, spec, result, batches, seconds=seconds, tokens_before=tokens_before, last=last)
     if is_main:
         (out_dir / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def _count_batches(trainer, spec: SFTSpec, pad_id: int):
+    """The trainer's collator wrapped to count padding and, for train.shapes bucketed, pad to buckets."""
+    from ...train.batch import Batches
+
+    bucketed = spec.train.shapes == "bucketed"
+    trainer.data_collator = Batches(trainer.data_collator, pad_id=pad_id,
+                                    micro=spec.train.micro_batch_size if bucketed else None,
+                                    max_length=spec.template.max_length)
+    return trainer.data_collator
+
+
+def _static_shapes(train, max_length: int):
+    """Compiled bucketed batches: one static graph per bucket. Dynamo's default would compile a
+    shape-generic graph on the second shape it sees (slower kernels, and no CUDA graph replay), and its
+    recompile limit (8) must leave room for every bucket."""
+    import contextlib
+
+    if not (train.torch_compile and train.shapes == "bucketed"):
+        return contextlib.nullcontext()
+    import torch._dynamo
+    from ...train.batch import buckets
+
+    limit = max(torch._dynamo.config.recompile_limit, 2 * len(buckets(max_length)))
+    return torch._dynamo.config.patch(automatic_dynamic_shapes=False, recompile_limit=limit)
+
+
+def _metrics(trainer, spec: SFTSpec, result, batches, *, seconds: float, tokens_before: int, last) -> dict:
+    from ...train.stats import parameters, stage_stats
+
+    tokens = int(trainer.state.num_input_tokens_seen)
+    rate = (tokens - tokens_before) / seconds if seconds > 0 else 0.0
+    steps = trainer.state.global_step
+    return {
+        "train_loss": result.training_loss,
+        "steps": steps,
+        "tokens": tokens,
+        "tokens_per_second": rate,
+        "seconds": seconds,
+        "resumed_from": checkpoint_step(last),
+        **stage_stats(tokens=tokens - tokens_before, steps=steps - checkpoint_step(last), tokens_per_second=rate,
+                      padding_share=batches.padding_share,
+                      recompiles=trainer.recompiles if spec.train.torch_compile else None,
+                      params=parameters(trainer.model), world_size=spec.train.world_size),
+    }
 
 
 def _anchor(spec: SFTSpec, init_from, ewc_state):

@@ -70,6 +70,7 @@ def fields(spec: Spec, output_dir, resume, deepspeed_config) -> dict[str, Any]:
         raise RecipeError("train.micro_batch_size is auto: resolve it first (runner.train.batch.resolve)")
     prec = precision(train)
     check_kernels(train)
+    check_compile(train)
     has = supported(SFTConfig)
     # padding-free without packing: TRL refuses a max_length it would not enforce; the rows are already
     # cut to template.max_length by the render step, so there is nothing left for it to enforce
@@ -94,7 +95,9 @@ def fields(spec: Spec, output_dir, resume, deepspeed_config) -> dict[str, Any]:
         **{_checkpointing(has): train.gradient_checkpointing},
         # kernels
         use_liger_kernel=train.use_liger_kernel,
-        torch_compile=train.torch_compile,
+        torch_compile=bool(train.torch_compile),
+        # CUDA graphs: each compiled step is recorded once per shape and replayed
+        torch_compile_mode="reduce-overhead" if train.torch_compile == "reduce-overhead" else None,
         # sequences: rows arrive rendered and cut to template.max_length, so TRL's truncation is a
         # no-op; with packing, max_length is the length of a pack
         max_length=template.max_length if train.packing or not padding_free else None,
@@ -156,6 +159,20 @@ def describe(train: model.Train, prec: str, ds_config: dict[str, Any] | None) ->
     return (f"{prec}, world size {train.world_size}, micro batch {train.micro_batch_size} x accumulation "
             f"{train.grad_accum} x {train.world_size} = batch {train.batch_size}; packing {on(train.packing)}, "
             f"padding-free {on(train.packing or train.padding_free)}, liger {on(train.use_liger_kernel)}, "
-            f"compile {on(train.torch_compile)}, gradient checkpointing {on(train.gradient_checkpointing)}, {zero}")
+            f"compile {_compile(train.torch_compile)}, gradient checkpointing {on(train.gradient_checkpointing)}, "
+            f"{zero}" + ("; shapes bucketed" if train.shapes == "bucketed" else ""))
+
+
+def _compile(setting: bool | str) -> str:
+    return setting if isinstance(setting, str) else ("on" if setting else "off")
+
+
+def check_compile(train: model.Train) -> None:
+    """torch_compile: reduce-overhead replays CUDA graphs: refused where there is no CUDA device."""
+    import torch
+
+    if train.torch_compile == "reduce-overhead" and not torch.cuda.is_available():
+        raise RecipeError("train.torch_compile reduce-overhead replays CUDA graphs and needs a CUDA device; "
+                          "on this machine use torch_compile: true (or false)")
 
 

@@ -65,9 +65,41 @@ class PlainHeadSFTTrainer(SFTTrainer):
                                     num_items_in_batch=num_items_in_batch)
 
 
+class CompileCountingSFTTrainer(SFTTrainer):
+    """SFTTrainer that counts what torch.compile compiled while training (the run's `recompiles`): a graph
+    compiled for a micro batch whose shape an earlier micro batch already had is a recompile; the
+    first graph(s) of each new shape are not. Counted around the forward pass, where compilation
+    happens; without torch_compile nothing is counted."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shapes_seen: set[tuple[int, ...]] = set()
+        self.compiled_graphs = 0
+        self.recompiles = 0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not self.args.torch_compile:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        from torch._dynamo.utils import counters
+
+        shape = tuple(inputs["input_ids"].shape)
+        before = counters["stats"]["unique_graphs"]
+        out = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                   num_items_in_batch=num_items_in_batch)
+        new = counters["stats"]["unique_graphs"] - before
+        self.compiled_graphs += new
+        if shape in self.shapes_seen:
+            self.recompiles += new
+        self.shapes_seen.add(shape)
+        return out
+
+
 def trainer_class(*, ewc: bool, wraps_lm_head: bool) -> type:
-    """SFTTrainer, with EWC's penalty and/or the model's own loss (trainable token rows wrap the LM head)."""
+    """SFTTrainer counting its compiles, with EWC's penalty and/or the model's own loss (trainable token
+    rows wrap the LM head)."""
     bases = ([EwcTrainer] if ewc else []) + ([PlainHeadSFTTrainer] if wraps_lm_head else [])
-    if len(bases) < 2:
-        return bases[0] if bases else SFTTrainer
-    return type("EwcPlainHeadSFTTrainer", tuple(bases), {})
+    if not bases:
+        return CompileCountingSFTTrainer
+    name = "".join(b.__name__.removesuffix("SFTTrainer").removesuffix("Trainer") for b in bases) + "SFTTrainer"
+    return type(name, (*bases, CompileCountingSFTTrainer), {})
