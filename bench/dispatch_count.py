@@ -40,11 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 from _poems import rendered, write_messages  # noqa: E402
-from gpu_throughput import TINY, build_model  # noqa: E402
+from gpu_throughput import QWEN2_1_5B, TINY, build_model  # noqa: E402
 
-SLICE = dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=2, num_attention_heads=12,
-             num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1_000_000.0,
-             tie_word_embeddings=True, rms_norm_eps=1e-6)
+SLICE = dict(QWEN2_1_5B, num_hidden_layers=2)
 STEPS = 3
 LEVERS = {
     "plain": [],

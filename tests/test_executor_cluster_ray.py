@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.ray import restore_registry
+
 ray = pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'")
 psutil = pytest.importorskip("psutil")   # comes with ray
 
@@ -62,17 +64,7 @@ def _stop(temp_dir: str) -> None:
         psutil.wait_procs(procs, timeout=10)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _registry():
-    """Importing runner.executors.ray registers "ray": undone after this module, for the tests that list
-    the known executors (tests/test_executors.py) and a later import that registers it again."""
-    from runner import executors
-    saved = dict(executors._FACTORIES)
-    yield
-    executors._FACTORIES.clear()
-    executors._FACTORIES.update(saved)
-    sys.modules.pop("runner.executors.ray", None)
-    vars(executors).pop("ray", None)       # else `from runner.executors import ray` finds the old module
+_registry = pytest.fixture(scope="module", autouse=True)(restore_registry)
 
 
 @pytest.fixture

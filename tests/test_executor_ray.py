@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.ray import restore_registry
+
 ray = pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'")
 
 from runner import api, executors  # noqa: E402
@@ -29,17 +31,7 @@ from data_scale import RECIPE, write_poems  # noqa: E402
 ROWS = 5000   # the bench's synthetic poetry recipe (every data step kind); docs/ray.md: 100k checked by hand
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _registry():
-    """Importing runner.executors.ray registers "ray": undone after this module, for the tests that list
-    the known executors (tests/test_executors.py) and a later import that registers it again."""
-    from runner import executors
-    saved = dict(executors._FACTORIES)
-    yield
-    executors._FACTORIES.clear()
-    executors._FACTORIES.update(saved)
-    sys.modules.pop("runner.executors.ray", None)
-    vars(executors).pop("ray", None)       # else `from runner.executors import ray` finds the old module
+_registry = pytest.fixture(scope="module", autouse=True)(restore_registry)
 
 
 @pytest.fixture(scope="module")
