@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..recipe import model
+from .process import flushing_subnormals
 from .spec import EvalSpec
 
 
+@flushing_subnormals()
 def evaluate_stage(spec: EvalSpec, model_dir: str | Path | None, eval_sets: Mapping[str, str | Path],
                    prompts: Sequence[str] | None = None, *, eval_records: Mapping[str, str | Path] | None = None,
                    batch_size: int = 8, trust: bool = False, name: str | None = None) -> dict[str, Any]:

@@ -18,9 +18,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from .process import flushing_subnormals
 from .spec import FewShotSpec
 
 
+@flushing_subnormals()
 def evaluate(spec: FewShotSpec, models: dict[str, Path | None], held_out: list[dict], rendered: Path,
              records: Path, *, trust: bool = False, log=print) -> list[dict[str, Any]]:
     """Rows {task, shots, seed, model, loss_before, loss_after, exact_before, exact_after}. `models`: name -> final/ folder (None

@@ -30,10 +30,6 @@ def load_base(spec: Spec, *, trust: bool = False, base: str | None = None) -> tu
 
     from ..builtin import load_model_and_tokenizer
 
-    # Tiny activations underflow to subnormal floats, which x86 CPUs compute ~100x slower: measured
-    # 1.7 s vs 18 ms per forward+backward of builtin:tiny after a stage of training. Flushing them to
-    # zero changes no result that matters (they are < 1e-38) and is a no-op for CUDA kernels.
-    torch.set_flush_denormal(True)
     # The run log shows our step lines; datasets' per-map progress bars and a transformers 5 deprecation
     # that peft triggers (not ours to fix) are noise there.
     import warnings

@@ -7,11 +7,41 @@ import json
 import os
 import re
 import shutil
+import struct
 from contextlib import contextmanager
 from pathlib import Path
 
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+_SMALLEST_SUBNORMAL = struct.unpack("<d", struct.pack("<Q", 1))[0]
+
+
+def subnormals_flushed() -> bool:
+    """Whether this thread computes subnormal floats as zero (x86 FTZ/DAZ): a subnormal then equals 0.0."""
+    return _SMALLEST_SUBNORMAL == 0.0
+
+
+@contextmanager
+def flushing_subnormals():
+    """Subnormal floats flushed to zero while a model trains or evaluates, and the thread's float mode as
+    it was after.
+
+    Tiny activations underflow to subnormals, which x86 CPUs compute ~100x slower: measured 1.7 s vs 18 ms
+    per forward+backward of builtin:tiny after a stage of training. Flushing them changes no result that
+    matters (they are < 1e-38) and is a no-op for CUDA kernels. The mode outlives the call, so it is put
+    back: a run in the caller's process (the api, a notebook, the test suite) must not leave its float
+    arithmetic non-IEEE (hypothesis, for one, refuses to draw floats then)."""
+    import torch
+
+    before = subnormals_flushed()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if not before:
+            torch.set_flush_denormal(False)
 
 
 @contextmanager
@@ -27,7 +57,7 @@ def process_state(*, single_process_group: bool):
     cudnn_sdp = torch.backends.cuda.cudnn_sdp_enabled()
     torch.backends.cuda.enable_cudnn_sdp(False)
     try:
-        with _deepspeed_state(single_process_group=single_process_group):
+        with _deepspeed_state(single_process_group=single_process_group), flushing_subnormals():
             yield
     finally:
         torch.backends.cuda.enable_cudnn_sdp(cudnn_sdp)
