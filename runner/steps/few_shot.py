@@ -11,7 +11,8 @@ from typing import Any, Mapping
 from .base import Declared, Kind, StepId, builtin_weights, model_files
 from .result import Result
 
-VERSION = 3   # 3: the summary pairs the models by task and seed (paired, verdict)
+VERSION = 4   # 3: the summary pairs the models by task and seed (paired, verdict); 4: the verdict says when a
+              # model before adapting beats the best after it
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,8 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
         rs = sorted((t for t in table if t["shots"] == k), key=lambda t: t["loss_after"])
         best[str(k)] = rs[0]["model"]
         pairs_ += [paired(rows, k, rs[0]["model"], t["model"]) for t in rs[1:]]
-        sentences.append(_verdict(k, rs, pairs_[-len(rs) + 1] if len(rs) > 1 else None))
+        sentences.append(_verdict(k, rs, pairs_[-len(rs) + 1] if len(rs) > 1 else None)
+                         + _unadapted(rows, k, rs))
     return {"table": table, "by_task": per_task, "best": best, "verdict": sentences, "paired": pairs_}
 
 
@@ -146,6 +147,22 @@ def paired(rows: list[dict], k: int, a: str, b: str) -> dict[str, Any]:
             out[key] = {"mean_diff": statistics.mean(d), "se": se, "n": len(d),
                         "clear": abs(statistics.mean(d)) > 2 * se}
     return out
+
+
+def _unadapted(rows: list[dict], k: int, rs: list[dict]) -> str:
+    """A clause when some model *before* adapting beats the best model after it: then the shots did not
+    pay, whoever adapts best (an SFT control can fit the family well and be thrown off by an inner rate
+    chosen for the starting model). Paired by task and seed, as the verdict."""
+    still = min(rs, key=lambda t: t["loss_before"])
+    if still["loss_before"] >= rs[0]["loss_after"]:
+        return ""
+    before = {(r["task"], r["seed"]): r["loss_before"] for r in rows if r["model"] == still["model"] and r["shots"] == k}
+    d = [r["loss_after"] - before[(r["task"], r["seed"])] for r in rows
+         if r["model"] == rs[0]["model"] and r["shots"] == k and (r["task"], r["seed"]) in before]
+    se = _sd(d) / len(d) ** 0.5 if d else 0.0
+    return (f"; but {still['model']} without adapting is lower still ({still['loss_before']:.4f}; "
+            f"{rs[0]['model']} after minus it {statistics.mean(d):+.4f} ± {se:.4f}, paired): "
+            f"adapting with {k} shots did not pay")
 
 
 def _verdict(k: int, rs: list[dict], pair: dict | None) -> str:
