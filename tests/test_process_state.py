@@ -1,6 +1,6 @@
 """The process-wide state a training call changes is undone after it: runs happen in the caller's process
 (the api, a notebook, later stages, the test suite), so a setting that outlives the call changes what
-the caller computes. Here: the x86 float mode (subnormals flushed to zero) and cuDNN attention."""
+the caller computes. Here: the x86 float mode (subnormals flushed to zero)."""
 from __future__ import annotations
 
 import torch
@@ -20,7 +20,6 @@ def test_training_flushes_subnormals_and_puts_the_mode_back():
     assert not subnormals_flushed()
     with process_state(single_process_group=False):
         assert subnormals_flushed()
-        assert torch.tensor([1e-39]).item() * 1.0 == 0.0 or subnormals_flushed()
     assert not subnormals_flushed()
     assert _product(TINY, 1.0) == TINY            # IEEE again: the subnormal survives arithmetic
 

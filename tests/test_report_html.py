@@ -1,9 +1,8 @@
 """runs/<recipe>/report.html: one self-contained page (no network), opened in headless Chromium: every chart
 marks itself drawn, the console stays empty and no error reaches window.onerror; recipe strings and data
-rows are shown as text, never as markup. Without Chromium the browser tests skip with the reason (.ci/run
-installs it, so CI runs them)."""
+rows are shown as text, never as markup. Chromium is a test prerequisite (.ci/run installs it): without it the
+browser tests fail with one line saying how to install it."""
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -15,10 +14,6 @@ from helpers.data import DATA
 from runner.dag.report_html import page, script_json
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# .ci/run installs Chromium and sets RECIPE_REQUIRE_CHROMIUM: there a missing browser fails instead of skipping
-needs_chromium = pytest.mark.skipif(CHROMIUM is None and not os.environ.get("RECIPE_REQUIRE_CHROMIUM"),
-                                    reason="headless Chromium is not installed (apt-get install chromium; "
-                                           ".ci/run installs it)")
 CHARTS = ("funnel", "curves", "forgetting", "fewshot", "gates", "samples", "trained")
 PWN = "document.body.setAttribute('data-pwned',1)"
 HOSTILE = f'</script><script>{PWN}</script><img src=x onerror="{PWN}">&amp;\u2028'
@@ -26,7 +21,7 @@ HOSTILE = f'</script><script>{PWN}</script><img src=x onerror="{PWN}">&amp;\u202
 
 def open_page(path, tmp_path) -> tuple[str, list[str]]:
     """The DOM after the page's scripts ran, and every console line the page produced."""
-    assert CHROMIUM, "RECIPE_REQUIRE_CHROMIUM is set and no chromium is on PATH"
+    assert CHROMIUM, "no chromium on PATH: apt-get install chromium (.ci/run installs it)"
     profile = tmp_path / "chromium-profile"
     shutil.rmtree(profile, ignore_errors=True)
     proc = subprocess.run(
@@ -46,7 +41,6 @@ def body_errors(dom: str) -> str | None:
     return m and m[1]
 
 
-@needs_chromium
 def test_the_browser_check_sees_a_broken_page(tmp_path):
     """The checks below can fail: a page that throws shows in the console and in body[data-errors]."""
     broken = page({"recipe": "r", "funnel": [], "curves": [], "forgetting": {"sources": [], "rows": []},
@@ -84,7 +78,6 @@ def test_untrusted_strings_cannot_leave_the_data_element():
     assert not re.search(r"(?:src|href)\s*=|https?://(?!www\.w3\.org/2000/svg')|@import|url\(", page_only)   # nothing to fetch
 
 
-@needs_chromium
 def test_every_chart_draws_and_untrusted_strings_stay_text(tmp_path):
     dom, console = open_page(write(tmp_path / "report.html", page(_hostile_data())), tmp_path)
     assert console == [] and body_errors(dom) is None
@@ -143,7 +136,6 @@ def test_a_run_publishes_report_html(real_run):
     assert spans[1][0].endswith("<|im_end|>")      # the answer and its end-of-turn token are what is trained
 
 
-@needs_chromium
 def test_a_real_run_report_draws_in_chromium(real_run, tmp_path):
     dom, console = open_page(real_run / "report.html", tmp_path)
     assert console == [] and body_errors(dom) is None

@@ -159,7 +159,7 @@ def _unadapted(rows: list[dict], k: int, rs: list[dict]) -> str:
     before = {(r["task"], r["seed"]): r["loss_before"] for r in rows if r["model"] == still["model"] and r["shots"] == k}
     d = [r["loss_after"] - before[(r["task"], r["seed"])] for r in rows
          if r["model"] == rs[0]["model"] and r["shots"] == k and (r["task"], r["seed"]) in before]
-    se = _sd(d) / len(d) ** 0.5 if d else 0.0
+    se = _sd(d) / len(d) ** 0.5
     return (f"; but {still['model']} without adapting is lower still ({still['loss_before']:.4f}; "
             f"{rs[0]['model']} after minus it {statistics.mean(d):+.4f} ± {se:.4f}, paired): "
             f"adapting with {k} shots did not pay")

@@ -26,8 +26,6 @@ def is_adapter(path: str | Path) -> bool:
 
 def load_base(spec: Spec, *, trust: bool = False, base: str | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) of `model.base` (or `base`), seeded with the recipe's seed."""
-    import torch
-
     from ..builtin import load_model_and_tokenizer
 
     # The run log shows our step lines; datasets' per-map progress bars and a transformers 5 deprecation
