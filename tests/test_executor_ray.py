@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -84,9 +85,11 @@ class KillOnce:
 
 def test_ray_writes_the_local_executors_bytes_even_when_a_worker_dies_and_shares_its_cache(
         tmp_path, local_ray, synthetic, local_cache, monkeypatch):
-    """One Ray run: every data step kind on Ray, the first dedup task's worker killed (Ray retries it)."""
+    """One Ray run: every data step kind on Ray, the first dedup task's worker killed (Ray retries it), the
+    dedup's group-bys in partitions of 1,000 rows (the local run's are one partition each)."""
     from ray import cloudpickle
 
+    from runner.data import groupby
     from runner.executors import ray as ray_executor
     cloudpickle.register_pickle_by_value(sys.modules[__name__])   # the workers cannot import this test module
     marker = tmp_path / "killed"
@@ -96,6 +99,7 @@ def test_ray_writes_the_local_executors_bytes_even_when_a_worker_dies_and_shares
             return super().run(replace(job, batch=KillOnce(job.batch, str(marker))) if job.name == "dedup" else job)
 
     monkeypatch.setattr(executors, "_FACTORIES", {**executors._FACTORIES, "killing": Killing})
+    monkeypatch.setattr(groupby, "ROWS_PER_PART", 1000)
     ray_executor.PLACED.clear()
     _run(synthetic, tmp_path / "ray", "killing")
     assert marker.exists() and int(marker.read_text()) != os.getpid(), "no worker was killed: nothing was tested"
@@ -105,6 +109,8 @@ def test_ray_writes_the_local_executors_bytes_even_when_a_worker_dies_and_shares
         assert on_ray[fp] == art, f"{art['step']}: other bytes or stats on Ray"
     ran = {job.split(" ")[0].split(".")[0] for job, _ in ray_executor.PLACED}
     assert {"filter", "dedup", "split", "render"} <= ran, ran
+    tasks = Counter(job for job, _ in ray_executor.PLACED.elements())
+    assert tasks["dedup.exact"] >= 2 and tasks["dedup.minhash"] >= 2, tasks    # the group-bys, as Ray tasks
     node = ray.get_runtime_context().get_node_id()
     assert {n for _, n in ray_executor.PLACED} == {node}      # the one local node, not this process's imagination
     # where the work ran is not what the recipe means: each cache serves the other executor

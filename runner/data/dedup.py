@@ -23,15 +23,17 @@ How near-duplicates are found:
    one pass for all rows; rensa computes the signature matrix from them;
 2. each row keeps one 64-bit key per band (a hash of the band's signature values): the only per-row
    state, b x 8 bytes, so a million rows need ~100 MB whatever their length. A row whose keys no other
-   row shares cannot be a duplicate, which leaves only a few percent of rows (the candidates) for step 3;
+   row shares cannot be a duplicate, which leaves only a few percent of rows (the candidates) for step 3:
+   a group-by on the band keys, run by the step's executor (runner/data/groupby.py);
 3. the candidates go, in keep-order, through banding on those keys: a row is a duplicate of the first
    kept candidate sharing a band with it whose exact Jaccard (of the shingle-hash sets, recomputed from
-   the candidate's text) is >= threshold.
+   the candidate's text) is >= threshold: in this process, on the candidates' keys and texts alone.
 tests/test_data_dedup.py checks the result against a plain query-then-insert over all rows on the
 signatures themselves; step 3 makes the precision exact: no pair under the threshold is ever dropped.
 
 Rows are read twice, never held: once for the per-row state (exact: a 16-byte digest of the normalised
-text; MinHash: the band keys), in chunks on every core, and once more for the candidates' texts. What
+text; MinHash: the band keys), in chunks on every core, and once more for the candidates' texts. Exact
+dedup is a group-by on the digest, run by the executor too (the first row of a digest wins). What
 the dedup keeps is a list of row numbers per source (`dedup_indices`); the step copies those lines."""
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from functools import lru_cache
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from .job import Job, serial
+from .groupby import candidates, candidates_job, exact_job, parts_for
 from ..recipe.model import DedupFilter
 from .common import without_gc
 from .stats import Stats
@@ -132,17 +135,6 @@ def keys_of(hashes, offsets, n: int, b: int, r: int):
     keys *= np.uint64(0xBF58476D1CE4E5B9)
     keys ^= keys >> np.uint64(32)
     return keys
-
-
-def candidates(keys) -> "list[int]":
-    """Rows (of a (n, b) key matrix) that share a band key with some other row, in order."""
-    import numpy as np
-
-    flags = np.zeros(len(keys), dtype=bool)
-    for j in range(keys.shape[1]):
-        _, inverse, counts = np.unique(keys[:, j], return_inverse=True, return_counts=True)
-        flags |= counts[inverse] > 1
-    return np.flatnonzero(flags).tolist()
 
 
 def confirm(cand: Sequence[int], keys, texts: Callable[[Sequence[int]], list[str]], threshold: float,
@@ -313,7 +305,8 @@ def dedup_indices(rows_by_source: Mapping[str, Sequence[dict]], filters: Sequenc
     """The dedup on compact state. rows_by_source: sequences that can be iterated and indexed
     (lists, or io.JsonlRows that read a file by row number). `chunks(src)` may give a source's rows
     in chunks (default: slices of the sequence); `executor` (runner.executors) computes the per-row
-    state, in this process when None; `big` is the executor's hint that worker processes pay.
+    state and runs the group-bys (runner/data/groupby.py), in this process when None; `big` is the
+    executor's hint that worker processes pay (for the per-row state; the group-bys size their own).
     -> (kept row numbers by source, in file order; dropped rows as (source, row, method, kept source,
     kept row, similarity or None), in the order the filters drop them; stats)."""
     import numpy as np
@@ -323,8 +316,8 @@ def dedup_indices(rows_by_source: Mapping[str, Sequence[dict]], filters: Sequenc
     for src in rows.visit:
         stats.seen(src, len(rows_by_source[src]))
     job = Job(state_batch, rows.batches(filters, chunks), _collect(rows, filters), big=big, name="dedup")
-    state = executor.run(job) if executor is not None else serial(job)
-    alive, dropped, lsh_reports = _decide(rows, filters, state, stats)
+    run = executor.run if executor is not None else serial
+    alive, dropped, lsh_reports = _decide(rows, filters, run(job), stats, run)
     kept = {src: (np.flatnonzero(alive[rows.base[src]:rows.base[src] + len(rows_by_source[src])])).tolist()
             for src in rows_by_source}
     for src, idx in kept.items():
@@ -336,10 +329,10 @@ def dedup_indices(rows_by_source: Mapping[str, Sequence[dict]], filters: Sequenc
     return kept, dropped, out
 
 
-def _decide(rows: _Rows, filters: Sequence[DedupFilter], state: list, stats: Stats
+def _decide(rows: _Rows, filters: Sequence[DedupFilter], state: list, stats: Stats, run: Callable[[Job], Any]
             ) -> tuple[Any, list[tuple], list[dict]]:
     """The second global part: the decisions, filter after filter, on the compact state -> (alive mask,
-    dropped entries, MinHash reports)."""
+    dropped entries, MinHash reports). The group-bys (runner/data/groupby.py) are jobs that `run` runs."""
     import numpy as np
 
     alive = np.ones(rows.n, dtype=bool)
@@ -351,10 +344,10 @@ def _decide(rows: _Rows, filters: Sequence[DedupFilter], state: list, stats: Sta
             mask &= np.isin(rows.where, [k for k, s in enumerate(rows.visit) if s in f.sources])
         if f.method == "exact":
             live = np.flatnonzero(mask).tolist()
-            digests = state[fi]
-            dup_of = {live[i]: (live[j], None) for i, j in _exact([digests[g] for g in live]).items()}
+            first = run(exact_job(live, [state[fi][g] for g in live], parts_for(len(live))))
+            dup_of = {g: (k, None) for g, k in first.items()}
         else:
-            dup_of, report = _near(rows, f, state[fi], mask)
+            dup_of, report = _near(rows, f, state[fi], mask, run)
             lsh_reports.append({"threshold": f.threshold, "num_perm": f.num_perm, "shingle": f.shingle, **report})
         for g, (kg, sim) in sorted(dup_of.items()):
             (src, i), (ksrc, ki) = rows.locate(g), rows.locate(kg)
@@ -364,15 +357,16 @@ def _decide(rows: _Rows, filters: Sequence[DedupFilter], state: list, stats: Sta
     return alive, dropped, lsh_reports
 
 
-def _near(rows: _Rows, f: DedupFilter, state: tuple, mask) -> tuple[dict[int, tuple[int, float]], dict]:
-    """One MinHash filter over the rows still alive: band keys -> candidates -> exact Jaccard, with the
-    candidates' texts read again."""
+def _near(rows: _Rows, f: DedupFilter, state: tuple, mask, run: Callable[[Job], Any]
+          ) -> tuple[dict[int, tuple[int, float]], dict]:
+    """One MinHash filter over the rows still alive: band keys -> candidates (a job) -> exact Jaccard, here,
+    with the candidates' texts read again."""
     import numpy as np
 
     live, keys = state
     at = np.flatnonzero(mask & live)
     report = lsh_report(f.threshold, f.num_perm)
-    cand = candidates(keys[at]) if len(at) >= 2 else []
+    cand = run(candidates_job(keys[at], parts_for(len(at)))) if len(at) >= 2 else []
     report["candidates"] = len(cand)
 
     def texts(ks: Sequence[int]) -> list[str]:
@@ -401,17 +395,3 @@ def dedup(records_by_source: Mapping[str, list[dict]], filters: Sequence[DedupFi
     kept, dropped, stats = dedup_indices(records_by_source, filters, priority, order)
     return ({src: [records_by_source[src][i] for i in idx] for src, idx in kept.items()},
             [dropped_row(records_by_source, e) for e in dropped], stats)
-
-
-def _exact(keys: Sequence[str]) -> dict[int, int]:
-    """{i: j} for each key i equal to an earlier key j. Empty texts are never duplicates: a missing
-    system prompt is not a copy of another missing system prompt."""
-    first: dict[str, int] = {}
-    dups = {}
-    for i, k in enumerate(keys):
-        if not k:
-            continue
-        j = first.setdefault(k, i)
-        if j != i:
-            dups[i] = j
-    return dups

@@ -5,9 +5,12 @@ A data step's work has two parts:
   batch(b) -> result     row-parallel and pure: one batch of rows (or lines) in, the batch's output lines and
                          compact per-row state or counts out; no shared state, no files written, so a batch may
                          run in a forked worker, another host's process, or twice (a retried task)
-  reduce(results) -> T   global: consumes the results IN INPUT ORDER (exact dedup on 16-byte digests, MinHash
-                         band keys -> candidates -> confirmation, split and mix on ids and counts) and writes
-                         the artifact through the step's Store
+  reduce(results) -> T   global: consumes the results IN INPUT ORDER (MinHash band keys, candidates'
+                         confirmation, split and mix on ids and counts) and writes the artifact through the
+                         step's Store
+
+A global part that is a group-by is a Job too: its batches are partitions by key, so no group spans two (the
+dedup's exact and MinHash candidate group-bys, runner/data/groupby.py).
 
 An Executor runs a Job: it calls `batch` on every batch, wherever it likes, in any order it likes, and hands
 the results to `reduce` in the batches' order. Whatever the executor, the artifact is the same bytes.

@@ -47,7 +47,8 @@ def source_inputs(ctx) -> dict:
 
 def run(ctx) -> dict:
     """Row-parallel: each source's lines in batches -> 16-byte digests / shingle hashes (data.dedup.state_batch);
-    global: band keys, candidates, exact Jaccard and the keep-order decisions on that compact state."""
+    group-bys on that compact state, on the executor too: exact dedup by digest, MinHash candidates by band key
+    (data.groupby); here: band keys, the candidates' exact Jaccard and the keep-order decisions."""
     from ..data.dedup import CHUNK, dedup_indices, dropped_row
     from ..data.io import Lines
 
