@@ -183,3 +183,16 @@ def test_a_node_that_does_not_see_the_cache_is_one_line(tmp_path, local_ray):
     check_nodes_see(tmp_path / "seen.jsonl")          # a folder this machine sees: every node of it does
     with pytest.raises(RecipeError, match=r"^ray: node \S+ does not see /nowhere/cache: the cache root"):
         check_nodes_see(Path("/nowhere/cache/objects/0a1b/records.jsonl"))
+
+
+def test_parquet_row_groups_are_ray_tasks_with_the_bytes_of_one_read(tmp_path, local_ray):
+    """A multi-row-group parquet file: one task per row group, and the records, the quarantine entry's row
+    number (in a later group) and the stats of one read of the whole file in this process."""
+    from runner.executors import ray as ray_executor
+    from test_load_job import parquet_source
+    load = parquet_source(tmp_path)
+    whole = load(limit=10 ** 9)
+    ray_executor.PLACED.clear()
+    assert load(ray_executor.RayExecutor()) == whole
+    assert [q["row"] for q in whole[1]] == [750]
+    assert sum(n for (job, _), n in ray_executor.PLACED.items() if job == "load.s") == 10, ray_executor.PLACED
