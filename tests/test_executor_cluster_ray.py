@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.ray import restore_registry
+from helpers.ray import restore_registry, runtime_processes, stop
 
 ray = pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'")
 psutil = pytest.importorskip("psutil")   # comes with ray
@@ -37,31 +37,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _cluster_processes(temp_dir: str) -> list:
-    """The processes of this cluster: every one names its temp dir (session folder, sockets, logs)."""
-    out = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if p.pid != os.getpid() and any(temp_dir in a for a in p.info["cmdline"] or []):
-                out.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return out
-
-
-def _stop(temp_dir: str) -> None:
-    for _ in range(3):
-        procs = _cluster_processes(temp_dir)
-        if not procs:
-            return
-        for p in procs:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(procs, timeout=10)
 
 
 _registry = pytest.fixture(scope="module", autouse=True)(restore_registry)
@@ -92,8 +67,8 @@ def cluster():
         yield f"127.0.0.1:{port}"
     finally:
         ray.shutdown()
-        _stop(temp_dir)
-        left = [p.pid for p in _cluster_processes(temp_dir)]
+        stop(temp_dir)
+        left = [p.pid for p in runtime_processes(temp_dir)]
         shutil.rmtree(temp_dir, ignore_errors=True)
         assert not left, f"cluster processes left running: {left}"
 
