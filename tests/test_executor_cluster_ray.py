@@ -45,8 +45,10 @@ _registry = pytest.fixture(scope="module", autouse=True)(restore_registry)
 @pytest.fixture
 def cluster():
     """HOST:PORT of a two-node cluster, stopped (its processes killed by id) whatever the test does."""
-    # A local runtime an earlier test of this process started: gone first (its raylet on this IP confuses a
-    # driver joining the new cluster: "the object's owner has exited")
+    # A local runtime an earlier test of this process started: gone first (two runtimes on this machine at once
+    # is not what a user has). Before runner.executors.ray._init, its RAY_AUTH_MODE=token was inherited by the
+    # driver below, whose objects this cluster's workers then failed to get (OwnerDiedError): test_executor_ray
+    # asserts the environment is left as it was.
     ray.shutdown()
     _, alive = psutil.wait_procs(psutil.Process().children(recursive=True), timeout=30)
     for p in alive:
@@ -73,8 +75,7 @@ def cluster():
         assert not left, f"cluster processes left running: {left}"
 
 
-# The driver as a user runs it: a process of its own (a driver that ran a local runtime before cannot be trusted
-# to own objects on another cluster), which says where the tasks ran.
+# The driver as a user runs it: a process of its own, which says where the tasks ran.
 DRIVER = """
 import json, sys
 import ray
