@@ -14,9 +14,10 @@ Batches ("parts"), in reading order:
 The batch function (LoadBatch) maps each row to its record line (or a quarantine entry), fills `{{name}}`
 placeholders, and returns them with the ids and counts; the reducer (Reducer) adds the lines and rows of
 the earlier ranges of the same file to the quarantine entries' line and row numbers, writes the record
-lines and entries in input order, and sums the counts; after a row group that could not be read it drops
-the file's later groups, as one read of the whole file stops there. Whatever the executor and the batch size, the
-records, the quarantine file and the stats are the bytes one pass over the rows writes."""
+lines and entries in input order, and sums the counts (after a row group that could not be read it drops
+the file's later groups: one read of the whole file stops there). Whatever the executor and the batch
+size, the records, the quarantine file and the stats are the bytes one pass over the rows writes (but for
+a parquet file damaged past its footer: which rows before the damage load, and the words, may differ)."""
 from __future__ import annotations
 
 import dataclasses
@@ -147,11 +148,11 @@ def _local_parts(found: list, base_dir: Path) -> Iterator[tuple]:
     for path, skipped in found:
         readable = skipped is None and path.is_file() and os.access(path, os.R_OK)
         groups = _row_groups(path) if readable and path.name.endswith(".parquet") else None
-        if not readable or (groups is None and path.name.endswith(".parquet")):
-            yield from _chunks(read_entry((path, skipped), base_dir))
-        elif groups is not None:
+        if groups is not None:
             rel = rel_path(path, base_dir)
             yield from (("rowgroup", path, rel, i, first) for i, first in enumerate(groups))
+        elif not readable or path.name.endswith(".parquet"):   # its footer unreadable: read here, says why
+            yield from _chunks(read_entry((path, skipped), base_dir))
         elif path.name.endswith(".jsonl"):
             yield from _ranges(path, rel_path(path, base_dir))
         else:
