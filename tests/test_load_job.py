@@ -18,7 +18,8 @@ from runner import api
 from runner.dag import execute
 from runner.data import loading
 from runner.data.formats import load_source
-from runner.errors import StepError
+from runner.data import formats
+from runner.errors import RecipeError, StepError
 from runner.sources.readers import Raw
 
 # every kind of line a JSON Lines file holds: good rows, a row the mapper refuses, bad JSON, bad UTF-8,
@@ -213,3 +214,14 @@ def test_a_row_group_that_cannot_be_read_ends_the_file_as_one_read_does(tmp_path
     text, quarantine, stats = load()
     assert [(q["row"], q["code"]) for q in quarantine] == [(None, "unreadable_file")]
     assert "after 300 rows: boom" in quarantine[0]["reason"] and stats["rows_out"] == 300
+
+
+def test_a_file_a_part_names_that_is_not_where_the_part_runs_is_one_line(tmp_path):
+    """A Ray node that does not mount the recipe's files: one line, not a parquet group quarantined as unreadable."""
+    (tmp_path / "x.jsonl").write_bytes(LINES[0] + b"\n")
+    load = loading.LoadBatch("s", api.load(_recipe(tmp_path, "  s: {path: x.jsonl, format: alpaca}\n")).sources["s"],
+                             False, formats._RULES)
+    for part in (("rowgroup", tmp_path / "gone.parquet", "gone.parquet", 1, 100),
+                 ("range", tmp_path / "gone.jsonl", "gone.jsonl", 0, 10)):
+        with pytest.raises(RecipeError, match=r"gone\.\w+ is not there where its rows are read .*every node must see"):
+            load(part)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
@@ -111,6 +112,11 @@ class LoadBatch:
 
 
 def _raws(part: tuple) -> Iterable[Raw]:
+    if part[0] != "raws" and not os.path.exists(part[1]):
+        # the driver found it: on a Ray node that does not mount it, a parquet group would read as an
+        # unreadable_file entry, the rows quietly dropped
+        raise RecipeError(f"{part[1]} is not there where its rows are read ({socket.gethostname()}): on Ray every "
+                          "node must see the recipe's files at the same path; else it went away during the run")
     if part[0] == "range":
         return _Range(part)
     if part[0] == "rowgroup":
