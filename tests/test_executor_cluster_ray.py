@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.ray import restore_registry
+from helpers.ray import restore_registry, runtime_processes, stop
 
 ray = pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'")
 psutil = pytest.importorskip("psutil")   # comes with ray
@@ -39,39 +39,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cluster_processes(temp_dir: str) -> list:
-    """The processes of this cluster: every one names its temp dir (session folder, sockets, logs)."""
-    out = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if p.pid != os.getpid() and any(temp_dir in a for a in p.info["cmdline"] or []):
-                out.append(p)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return out
-
-
-def _stop(temp_dir: str) -> None:
-    for _ in range(3):
-        procs = _cluster_processes(temp_dir)
-        if not procs:
-            return
-        for p in procs:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(procs, timeout=10)
-
-
 _registry = pytest.fixture(scope="module", autouse=True)(restore_registry)
 
 
 @pytest.fixture
 def cluster():
     """HOST:PORT of a two-node cluster, stopped (its processes killed by id) whatever the test does."""
-    # A local runtime an earlier test of this process started: gone first (its raylet on this IP confuses a
-    # driver joining the new cluster: "the object's owner has exited")
+    # A local runtime an earlier test of this process started: gone first (two runtimes on this machine at once
+    # is not what a user has). Before runner.executors.ray._init, its RAY_AUTH_MODE=token was inherited by the
+    # driver below, whose objects this cluster's workers then failed to get (OwnerDiedError): test_executor_ray
+    # asserts the environment is left as it was.
     ray.shutdown()
     _, alive = psutil.wait_procs(psutil.Process().children(recursive=True), timeout=30)
     for p in alive:
@@ -92,14 +69,13 @@ def cluster():
         yield f"127.0.0.1:{port}"
     finally:
         ray.shutdown()
-        _stop(temp_dir)
-        left = [p.pid for p in _cluster_processes(temp_dir)]
+        stop(temp_dir)
+        left = [p.pid for p in runtime_processes(temp_dir)]
         shutil.rmtree(temp_dir, ignore_errors=True)
         assert not left, f"cluster processes left running: {left}"
 
 
-# The driver as a user runs it: a process of its own (a driver that ran a local runtime before cannot be trusted
-# to own objects on another cluster), which says where the tasks ran.
+# The driver as a user runs it: a process of its own, which says where the tasks ran.
 DRIVER = """
 import json, sys
 import ray

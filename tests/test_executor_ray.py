@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from helpers.ray import restore_registry
+from helpers.ray import restore_registry, runtime_processes, stop, wait_gone
 
 ray = pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]'")
 
@@ -119,6 +122,16 @@ def test_ray_writes_the_local_executors_bytes_even_when_a_worker_dies_and_shares
         assert {r.status for r in records} == {"cached"}, [(r.id, r.status) for r in records]
 
 
+def test_a_local_runtime_leaves_this_process_environment_as_it_was(local_ray):
+    """Ray 2.60 sets RAY_AUTH_MODE=token in os.environ when it starts a local runtime, for good: inherited, it
+    made a later driver process fail on a cluster without tokens (OwnerDiedError). The executor takes it back."""
+    from runner.executors.ray import RayExecutor
+    ray.shutdown()
+    before = os.environ.get("RAY_AUTH_MODE")
+    RayExecutor()
+    assert ray.is_initialized() and os.environ.get("RAY_AUTH_MODE") == before
+
+
 def test_without_ray_installed_the_executor_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)          # `import ray` fails as if it were not installed
     monkeypatch.delitem(sys.modules, "runner.executors.ray", raising=False)
@@ -189,3 +202,70 @@ def test_a_node_that_does_not_see_the_cache_is_one_line(tmp_path, local_ray):
     check_nodes_see(tmp_path / "seen.jsonl")          # a folder this machine sees: every node of it does
     with pytest.raises(RecipeError, match=r"^ray: node \S+ does not see /nowhere/cache: the cache root"):
         check_nodes_see(Path("/nowhere/cache/objects/0a1b/records.jsonl"))
+
+
+def test_parquet_row_groups_are_ray_tasks_with_the_bytes_of_one_read(tmp_path, local_ray):
+    """A multi-row-group parquet file: one task per row group, and the records, the quarantine entry's row
+    number (in a later group) and the stats of one read of the whole file in this process."""
+    from runner.executors import ray as ray_executor
+    from test_load_job import parquet_source
+    load = parquet_source(tmp_path)
+    whole = load(limit=10 ** 9)
+    ray_executor.PLACED.clear()
+    assert load(ray_executor.RayExecutor()) == whole
+    assert [q["row"] for q in whole[1]] == [750]
+    assert sum(n for (job, _), n in ray_executor.PLACED.items() if job == "load.s") == 10, ray_executor.PLACED
+
+
+def _mid_step(proc: subprocess.Popen, cache: Path, done: int) -> str:
+    """The fingerprint of the step the driver is writing (its folder under the cache's tmp/) once `done`
+    steps are committed: a data step on Ray, in the middle."""
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        committed = {d.name for d in (cache / "objects").glob("*") if (d / "manifest.json").is_file()}
+        writing = [d.name.rsplit(".", 1)[0] for d in (cache / "tmp").glob("*")] if len(committed) >= done else []
+        if writing and writing[0] not in committed:
+            return writing[0]
+        time.sleep(0.01)
+    raise AssertionError(f"no step was caught running (driver exit code {proc.poll()})")
+
+
+def test_the_driver_killed_mid_step_commits_nothing_ends_its_runtime_and_the_rerun_resumes(
+        tmp_path, synthetic, local_cache):
+    """`recipe run --executor ray` on a local runtime of its own, SIGKILLed while a data step runs: that step
+    is not committed, the runtime it started ends with it, and the rerun (Ray again) takes the committed
+    steps from the cache and writes the local executor's bytes."""
+    temp_dir = tempfile.mkdtemp(prefix="rk", dir="/tmp")   # short: Ray's socket paths must fit 107 bytes
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "RAY_ADDRESS": "local", "RAY_TMPDIR": temp_dir,
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "runner", "run", str(synthetic), "--dry-run", "--executor", "ray",
+           "--cache-dir", str(cache)]
+    try:
+        driver = subprocess.Popen([*cmd, "--output", str(tmp_path / "killed")], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            running = _mid_step(driver, cache, done=2)
+            assert runtime_processes(temp_dir), "the driver's Ray runtime is not where the test looks"
+        finally:
+            driver.kill()
+            driver.wait()
+        committed = {d.name: json.loads((d / "manifest.json").read_text())["step"] for d in (cache / "objects").glob("*")
+                     if (d / "manifest.json").is_file()}
+        assert running not in committed and list((cache / "tmp").glob(f"{running}.*")), "the step was not cut"
+        left = wait_gone(temp_dir, 60)
+        assert not left, f"the killed driver's Ray runtime is still running: {[p.info['cmdline'][:2] for p in left]}"
+
+        p = subprocess.run([*cmd, "--output", str(tmp_path / "rerun")], env=env, capture_output=True, text=True,
+                           timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        status = {s["name"]: s["status"] for s in json.loads((tmp_path / "rerun" / "report.json").read_text())["steps"]}
+        assert all(status[step] == "cached" for step in committed.values()), status
+        assert _artifacts(cache) == _artifacts(local_cache)
+        assert not any((cache / "tmp").iterdir()), "the killed run's half artifact was left behind"
+        assert not wait_gone(temp_dir, 60), "the rerun's Ray runtime outlived it"
+    finally:
+        stop(temp_dir)
+        left = runtime_processes(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        assert not left, f"Ray processes left running: {[p.pid for p in left]}"

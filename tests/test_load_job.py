@@ -18,7 +18,9 @@ from runner import api
 from runner.dag import execute
 from runner.data import loading
 from runner.data.formats import load_source
-from runner.errors import StepError
+from runner.data import formats
+from runner.errors import RecipeError, StepError
+from runner.sources.readers import Raw
 
 # every kind of line a JSON Lines file holds: good rows, a row the mapper refuses, bad JSON, bad UTF-8,
 # a blank line, a line of spaces, a non-object, a row with a placeholder
@@ -128,3 +130,98 @@ def test_hub_data_files_outside_the_snapshot_are_refused_at_validate(tmp_path, d
         assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
         assert f"{r.name}:5" in p.stderr and "sources.out.data_files:" in p.stderr
         assert "leaves the dataset's repository" in p.stderr and "sources.ok" not in p.stderr
+
+
+# --- parquet: one part per row group, read where the part runs ------------------------------------------
+
+def write_groups(path: Path, rows: int = 1000, group: int = 100, bad: int = 750) -> None:
+    """A parquet file of rows//group row groups; row `bad` (1-based, in a later group) has no output."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    outputs = [None if i == bad else f"a{i} {{{{name}}}}" for i in range(1, rows + 1)]
+    table = pa.table({"instruction": [f"q{i}" for i in range(1, rows + 1)], "output": outputs})
+    pq.write_table(table, path, row_group_size=group)
+
+
+def parquet_source(tmp: Path):
+    """A source of a multi-row-group parquet file, and how to load it on an executor: (records text,
+    quarantine, stats); limit=None reads row groups as parts, a huge limit reads rows here as before."""
+    write_groups(tmp / "x.parquet")
+    r = api.load(_recipe(tmp, "  s: {path: x.parquet, format: alpaca, placeholders: {name: N}}\n"))
+
+    def load(executor=None, limit=None):
+        from runner.data.formats import stream_source
+        text, quarantine = [], []
+        source = dataclasses.replace(r.sources["s"], limit=limit)
+        stats = stream_source("s", source, tmp, 0, write=text.append, put_aside=quarantine.append, executor=executor)
+        return "".join(text), quarantine, stats
+    return load
+
+
+class Pids:
+    """The local executor, noting which processes ran the batches (forked workers are not this one)."""
+    name = "pids"
+
+    def __init__(self, workers: int):
+        from runner.executors.local import LocalExecutor
+        self.local, self.pids, self.parts = LocalExecutor(workers), set(), []
+
+    def run(self, job):
+        def batch(part):
+            return os.getpid(), job.batch(part)
+
+        def reduce(results):
+            return job.reduce(self._note(r) for r in results)
+        return self.local.run(dataclasses.replace(job, batch=batch, reduce=reduce))
+
+    def _note(self, result):
+        pid, loaded = result
+        self.pids.add(pid)
+        self.parts.append(loaded.group)
+        return loaded
+
+
+def test_parquet_row_groups_load_in_forked_workers_as_one_read_in_this_process(tmp_path, monkeypatch):
+    """Row groups read by forked workers after pyarrow ran threads here (its pool and the footers read for
+    the parts): the records, the quarantine entry's row number (in the 8th group) and the stats are the
+    bytes one read of the whole file in this process gives."""
+    import pyarrow.parquet as pq
+    load = parquet_source(tmp_path)
+    pq.read_table(tmp_path / "x.parquet", use_threads=True)      # arrow's thread pool started before the fork
+    whole = load(limit=10 ** 9)                                   # today's path: rows read here, in chunks
+    assert [q["row"] for q in whole[1]] == [750] and whole[2]["rows_in"] == 1000 and "a1 N" in whole[0]
+    assert load() == whole                                        # serial, one part per row group
+    monkeypatch.setattr(loading, "BIG_BYTES", 0)                  # a small file, but spread it all the same
+    workers = Pids(2)
+    assert load(workers) == whole
+    assert workers.parts == [("x.parquet", i) for i in range(10)]
+    assert workers.pids and os.getpid() not in workers.pids, "no forked worker read a row group"
+
+
+def test_a_row_group_that_cannot_be_read_ends_the_file_as_one_read_does(tmp_path, monkeypatch):
+    """A group that fails is an unreadable_file entry after the rows before it; the later groups are
+    dropped, as the whole-file read stops there."""
+    load = parquet_source(tmp_path)
+    real = loading.parquet
+
+    def failing(path, rel, group=None, first=0):
+        if group == 3:
+            yield Raw(rel, None, None, None, ("unreadable_file", f"cannot read parquet after {first} rows: boom"))
+            return
+        yield from real(path, rel, group, first)
+
+    monkeypatch.setattr(loading, "parquet", failing)
+    text, quarantine, stats = load()
+    assert [(q["row"], q["code"]) for q in quarantine] == [(None, "unreadable_file")]
+    assert "after 300 rows: boom" in quarantine[0]["reason"] and stats["rows_out"] == 300
+
+
+def test_a_file_a_part_names_that_is_not_where_the_part_runs_is_one_line(tmp_path):
+    """A Ray node that does not mount the recipe's files: one line, not a parquet group quarantined as unreadable."""
+    (tmp_path / "x.jsonl").write_bytes(LINES[0] + b"\n")
+    load = loading.LoadBatch("s", api.load(_recipe(tmp_path, "  s: {path: x.jsonl, format: alpaca}\n")).sources["s"],
+                             False, formats._RULES)
+    for part in (("rowgroup", tmp_path / "gone.parquet", "gone.parquet", 1, 100),
+                 ("range", tmp_path / "gone.jsonl", "gone.jsonl", 0, 10)):
+        with pytest.raises(RecipeError, match=r"gone\.\w+ is not there where its rows are read .*every node must see"):
+            load(part)

@@ -4,20 +4,25 @@ batches anywhere, write them here in input order.
 Batches ("parts"), in reading order:
   ("range", path, rel, start, end)   bytes [start, end) of a local JSON Lines file, whole lines: most data;
                                      line and row numbers come back counted from the range's start
+  ("rowgroup", path, rel, i, first)  row group i of a local parquet file, whose rows are numbered after the
+                                     `first` rows of the groups before it (its footer, read here, says)
   ("file", path, rel)                a whole local .json / .csv file (parsed as one document)
-  ("raws", [Raw, ...])               rows this process read: another source kind (hub, remote), parquet
-                                     and saved datasets (arrow's threads do not survive a fork), a
-                                     source with `limit`, a path the walk left out
+  ("raws", [Raw, ...])               rows this process read: another source kind (hub, remote), saved
+                                     datasets, a parquet file whose footer cannot be read, a source with
+                                     `limit`, a path the walk left out
 
 The batch function (LoadBatch) maps each row to its record line (or a quarantine entry), fills `{{name}}`
 placeholders, and returns them with the ids and counts; the reducer (Reducer) adds the lines and rows of
 the earlier ranges of the same file to the quarantine entries' line and row numbers, writes the record
-lines and entries in input order, and sums the counts. Whatever the executor and the batch size, the
-records, the quarantine file and the stats are the bytes one pass over the rows writes."""
+lines and entries in input order, and sums the counts (after a row group that could not be read it drops
+the file's later groups: one read of the whole file stops there). Whatever the executor and the batch
+size, the records, the quarantine file and the stats are the bytes one pass over the rows writes (but for
+a parquet file damaged past its footer: which rows before the damage load, and the words, may differ)."""
 from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
@@ -25,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 from .. import sources
 from ..errors import RecipeError, Where
 from ..recipe import model
-from ..sources.readers import Raw, entries, jsonl_range, read_entry, rel_path
+from ..sources.readers import Raw, entries, jsonl_range, parquet, read_entry, rel_path
 from .common import without_gc
 from .io import dumps
 from .job import Job
@@ -35,7 +40,6 @@ from .stats import Stats
 RANGE_BYTES = 1 << 20   # a JSON Lines batch: ~1 MiB of whole lines (2-4k rows of chat data)
 RAW_ROWS = 2048         # a batch of rows read here
 BIG_BYTES = 4 << 20     # less than this loads in this process: starting workers costs more than it saves
-_IN_DRIVER = (".parquet",)   # read here: pyarrow's thread pool does not survive a fork
 
 
 class RowRules(NamedTuple):
@@ -58,6 +62,8 @@ class Loaded:
     cont: bool = False
     lines: int = 0             # a range: its lines (blank ones too) and rows, for the next range's numbers
     found: dict[str, Any] = dataclasses.field(default_factory=dict)   # placeholders (data.placeholders)
+    group: tuple[str, int] | None = None   # a parquet row group: (its file, its index), and whether reading
+    broken: bool = False                   # it failed part-way (the file's later groups are then dropped)
 
 
 class LoadBatch:
@@ -84,7 +90,7 @@ class LoadBatch:
             self._mapper = self._make()
         fill = Filler(self.values) if self.values is not None else None
         raws = _raws(part)
-        out, ids, quarantine, seen = [], [], [], 0
+        out, ids, quarantine, seen, raw = [], [], [], 0, None
         for raw in raws:
             seen += 1
             if raw.error is None:
@@ -100,12 +106,22 @@ class LoadBatch:
         done = Loaded("".join(x + "\n" for x in out), ids, quarantine, seen, found=fill.found() if fill else {})
         if isinstance(raws, _Range):
             done.rel, done.cont, done.lines = part[2], part[3] > 0, raws.lines
+        elif part[0] == "rowgroup":
+            done.group, done.broken = (part[2], part[3]), raw is not None and raw.row is None
         return done
 
 
 def _raws(part: tuple) -> Iterable[Raw]:
+    if part[0] != "raws" and not os.path.exists(part[1]):
+        # the driver found it: on a Ray node that does not mount it, a parquet group would read as an
+        # unreadable_file entry, the rows quietly dropped
+        raise RecipeError(f"{part[1]} is not there where its rows are read ({socket.gethostname()}): on Ray every "
+                          "node must see the recipe's files at the same path; else it went away during the run")
     if part[0] == "range":
         return _Range(part)
+    if part[0] == "rowgroup":
+        _, path, rel, group, first = part
+        return parquet(path, rel, group, first)
     if part[0] == "file":
         return read_entry((part[1], None), part[2])
     return part[1]
@@ -136,12 +152,32 @@ def parts(name: str, source: model.Source, specs: list[str], base_dir: Path, see
 
 def _local_parts(found: list, base_dir: Path) -> Iterator[tuple]:
     for path, skipped in found:
-        if skipped is not None or not (path.is_file() and os.access(path, os.R_OK)) or path.name.endswith(_IN_DRIVER):
+        readable = skipped is None and path.is_file() and os.access(path, os.R_OK)
+        groups = _row_groups(path) if readable and path.name.endswith(".parquet") else None
+        if groups is not None:
+            rel = rel_path(path, base_dir)
+            yield from (("rowgroup", path, rel, i, first) for i, first in enumerate(groups))
+        elif not readable or path.name.endswith(".parquet"):   # its footer unreadable: read here, says why
             yield from _chunks(read_entry((path, skipped), base_dir))
         elif path.name.endswith(".jsonl"):
             yield from _ranges(path, rel_path(path, base_dir))
         else:
             yield ("file", path, base_dir)
+
+
+def _row_groups(path: Path) -> list[int] | None:
+    """The rows before each row group of a parquet file, from its footer; None when the footer cannot be
+    read (the whole file is then read here, which says why in the reader's words)."""
+    import pyarrow.parquet as pq
+    try:
+        meta = pq.read_metadata(path)
+    except Exception:   # pyarrow raises several types for a damaged or unreadable file
+        return None
+    firsts, n = [], 0
+    for i in range(meta.num_row_groups):
+        firsts.append(n)
+        n += meta.row_group(i).num_rows
+    return firsts
 
 
 def _ranges(path: Path, rel: str) -> Iterator[tuple]:
@@ -179,8 +215,12 @@ class Reducer:
     def __call__(self, results: Iterator[Loaded]) -> dict[str, Any]:
         name, stats, ids, codes, first = self.name, Stats([self.name]), Counter(), Counter(), {}
         found: dict[str, Any] = {"filled": 0, "unresolved": Counter(), "example": {}}
-        rel, lines, rows = None, 0, 0
+        rel, lines, rows, dead = None, 0, 0, None
         for r in results:
+            if r.group is not None:
+                if r.group[1] > 0 and r.group[0] == dead:
+                    continue    # a whole-file read stopped at the group that failed: so do the later ones
+                dead = r.group[0] if r.broken else None
             if r.rel is not None and not (r.cont and r.rel == rel):
                 rel, lines, rows = r.rel, 0, 0
             for q in r.quarantine:

@@ -85,8 +85,7 @@ def connect() -> None:
     where = address()
     try:
         _reachable(where)
-        ray.init(address=where, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-                 configure_logging=True)
+        _init(where)
         for _ in range(int(ray.cluster_resources().get("CPU", 1))):
             _warm.remote()      # not waited for: the first step's tasks find their workers started
     except Exception as e:      # Ray raises bare Exceptions too ("node timed out during startup")
@@ -97,6 +96,23 @@ def connect() -> None:
                               "on a local Ray runtime") from None
         raise RecipeError(f"--executor ray: a local Ray runtime did not start ({first}); see /tmp/ray/session_latest/logs, "
                           "or run with --executor local") from None
+
+
+def _init(where: str | None) -> None:
+    """ray.init, without the mark it leaves on this process's environment. Starting a local runtime, Ray 2.60
+    turns token authentication on by setting RAY_AUTH_MODE=token in os.environ, which outlives the runtime
+    (ray.shutdown() leaves it). A process started from here later inherits it: a driver that joins a cluster
+    without tokens then demands one of that cluster's workers, whose calls to it fail, and Ray reports the
+    object's owner as gone (OwnerDiedError). The runtime's own processes have it already; nothing else needs it."""
+    saved = os.environ.get("RAY_AUTH_MODE")
+    try:
+        ray.init(address=where, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                 configure_logging=True)
+    finally:
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
 
 
 def _reachable(where: str | None) -> None:

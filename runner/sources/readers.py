@@ -412,14 +412,17 @@ def _csv(text: str, rel: str) -> Iterator[Raw]:
         yield Raw(rel, start, None, None, ("invalid_csv", f"{e}; the rest of the file could not be read"))
 
 
-def parquet(path, rel: str) -> Iterator[Raw]:
-    """`path`: a local file, or an opener of a remote one (parquet reads by seeking)."""
+def parquet(path, rel: str, group: int | None = None, first: int = 0) -> Iterator[Raw]:
+    """`path`: a local file, or an opener of a remote one (parquet reads by seeking). `group`: that row group
+    only (a load task's part), its rows numbered after the `first` rows of the groups before it."""
     import pyarrow.parquet as pq
 
-    row = 0
+    row = first
     try:
         source = path() if callable(path) else path
-        for batch in pq.ParquetFile(source).iter_batches(batch_size=4096):
+        # one group is one task's work on one CPU (a forked worker or a Ray task): no thread pool of its own
+        groups = None if group is None else [group]
+        for batch in pq.ParquetFile(source).iter_batches(batch_size=4096, row_groups=groups, use_threads=group is None):
             for obj in batch.to_pylist():
                 row += 1
                 yield Raw(rel, None, row, obj)
