@@ -123,13 +123,14 @@ def test_ray_writes_the_local_executors_bytes_even_when_a_worker_dies_and_shares
 
 
 def test_a_local_runtime_leaves_this_process_environment_as_it_was(local_ray):
-    """Ray 2.60 sets RAY_AUTH_MODE=token in os.environ when it starts a local runtime, for good: inherited, it
-    made a later driver process fail on a cluster without tokens (OwnerDiedError). The executor takes it back."""
+    """Ray 2.60 sets RAY_AUTH_MODE=token (and PYTHONBREAKPOINT, RAY_USAGE_STATS_ENABLED) in os.environ when it
+    starts a local runtime, for good: inherited, RAY_AUTH_MODE made a later driver process fail on a cluster
+    without tokens (OwnerDiedError). The executor puts the whole environment back."""
     from runner.executors.ray import RayExecutor
     ray.shutdown()
-    before = os.environ.get("RAY_AUTH_MODE")
+    before = dict(os.environ)
     RayExecutor()
-    assert ray.is_initialized() and os.environ.get("RAY_AUTH_MODE") == before
+    assert ray.is_initialized() and dict(os.environ) == before
 
 
 def test_without_ray_installed_the_executor_is_one_line(tmp_path, monkeypatch, capsys):

@@ -99,20 +99,22 @@ def connect() -> None:
 
 
 def _init(where: str | None) -> None:
-    """ray.init, without the mark it leaves on this process's environment. Starting a local runtime, Ray 2.60
-    turns token authentication on by setting RAY_AUTH_MODE=token in os.environ, which outlives the runtime
-    (ray.shutdown() leaves it). A process started from here later inherits it: a driver that joins a cluster
-    without tokens then demands one of that cluster's workers, whose calls to it fail, and Ray reports the
-    object's owner as gone (OwnerDiedError). The runtime's own processes have it already; nothing else needs it."""
-    saved = os.environ.get("RAY_AUTH_MODE")
+    """ray.init, without the marks it leaves on this process's environment. Ray 2.60 sets RAY_AUTH_MODE=token
+    (starting a local runtime: token authentication on), PYTHONBREAKPOINT (its remote debugger) and
+    RAY_USAGE_STATS_ENABLED in os.environ, and ray.shutdown() leaves them. A process started from here later
+    inherits them: with RAY_AUTH_MODE, a driver that joins a cluster without tokens demands one of that
+    cluster's workers, whose calls to it fail, and Ray reports the object's owner as gone (OwnerDiedError).
+    The runtime's own processes have what they need already, so every variable is put back as it was."""
+    saved = dict(os.environ)
     try:
         ray.init(address=where, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
                  configure_logging=True)
     finally:
-        if saved is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = saved
+        for k in set(os.environ) - set(saved):
+            del os.environ[k]
+        for k, v in saved.items():
+            if os.environ.get(k) != v:
+                os.environ[k] = v
 
 
 def _reachable(where: str | None) -> None:
