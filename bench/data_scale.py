@@ -8,11 +8,13 @@ second at 300k rows).
 
     python bench/data_scale.py [--sizes 100000,300000,1000000] [--smoke] [--executor local,ray]
 
---executor local,ray runs each size on each executor in turn, in the same run (docs/ray.md).
+--executor local,ray runs each size on each executor in turn, in the same run (docs/ray.md), and checks that
+every file of every artifact is the same bytes on each (the run fails when one differs).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -82,16 +84,34 @@ def run_size(n: int, work: Path, executor: str = "local") -> dict:
     if line is None:
         sys.exit(f"size {n}: plan gave no what-if line\n{plan.stdout}{plan.stderr[-2000:]}")
     return {"rows": n, "executor": executor, "wall": wall, "rss_gb": usage.ru_maxrss / 1e6, "steps": steps,
-            "plan_s": plan_s,
+            "plan_s": plan_s, "artifacts": artifacts(d / ".recipe" / "cache"),
             "whatif": line.split("from the cached scores: ")[1]}
+
+
+def artifacts(cache: Path) -> dict[str, tuple]:
+    """{fingerprint: (step, stats, {file: sha256})} of every artifact: what two executors must write alike."""
+    out = {}
+    for d in sorted((cache / "objects").iterdir()):
+        m = json.loads((d / "manifest.json").read_text(encoding="utf-8"))
+        files = {}
+        for f in sorted(d.rglob("*")):
+            if f.is_file() and f.name != "manifest.json":
+                h = hashlib.sha256()
+                with open(f, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        h.update(block)
+                files[str(f.relative_to(d))] = h.hexdigest()
+        out[d.name] = (m["step"], m["stats"], files)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,300000,1000000")
-    ap.add_argument("--smoke", action="store_true", help="2,000 rows (CI)")
-    ap.add_argument("--executor", default="local", help="local, ray, or local,ray: each size on each, in turn")
+    ap.add_argument("--smoke", action="store_true", help="2,000 rows on local and ray (CI): the same-bytes check too")
+    ap.add_argument("--executor", default=None, help="local (the default), ray, or local,ray: each size on each")
     a = ap.parse_args()
+    a.executor = a.executor or ("local,ray" if a.smoke else "local")
     sizes = [2000] if a.smoke else [int(x) for x in a.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         results = [run_size(n, Path(tmp), ex) for n in sizes for ex in a.executor.split(",")]
@@ -110,6 +130,16 @@ def main() -> None:
     for r in results:
         print(f"{r['rows']:,} rows: `recipe plan --set filters[0].max_chars={WHATIF}` {r['plan_s']:.2f} s "
               f"(process start included): filter.tang {r['whatif']}")
+    for n in sizes:     # where the work ran is not what the recipe means: every executor, the same bytes
+        runs = [r for r in results if r["rows"] == n]
+        first = runs[0]
+        for r in runs[1:]:
+            a, b = first["artifacts"], r["artifacts"]
+            differ = sorted(a[fp][0] for fp in a if a[fp] != b[fp]) if a.keys() == b.keys() else ["the fingerprints"]
+            if differ:
+                sys.exit(f"{n:,} rows: {r['executor']} wrote other bytes than {first['executor']}: {', '.join(differ)}")
+            print(f"{n:,} rows: {r['executor']} and {first['executor']} wrote the same bytes "
+                  f"({len(r['artifacts'])} artifacts, {sum(len(a[2]) for a in r['artifacts'].values())} files)")
     print("step seconds: " + "; ".join(f"{r['rows']:,}: " + ", ".join(f"{k} {s['seconds']:.1f}" for k, s in
                                                                       r["steps"].items()) for r in results))
 

@@ -46,9 +46,7 @@ _registry = pytest.fixture(scope="module", autouse=True)(restore_registry)
 def cluster():
     """HOST:PORT of a two-node cluster, stopped (its processes killed by id) whatever the test does."""
     # A local runtime an earlier test of this process started: gone first (two runtimes on this machine at once
-    # is not what a user has). Before runner.executors.ray._init, its RAY_AUTH_MODE=token was inherited by the
-    # driver below, whose objects this cluster's workers then failed to get (OwnerDiedError): test_executor_ray
-    # asserts the environment is left as it was.
+    # is not what a user has); what it left in the environment, runner.executors.ray._init takes back.
     ray.shutdown()
     _, alive = psutil.wait_procs(psutil.Process().children(recursive=True), timeout=30)
     for p in alive:

@@ -217,11 +217,21 @@ def test_a_row_group_that_cannot_be_read_ends_the_file_as_one_read_does(tmp_path
 
 
 def test_a_file_a_part_names_that_is_not_where_the_part_runs_is_one_line(tmp_path):
-    """A Ray node that does not mount the recipe's files: one line, not a parquet group quarantined as unreadable."""
+    """A Ray node that does not mount the recipe's files, cannot read them or has a stale copy: one line, not a
+    parquet group quarantined as unreadable or other rows read."""
     (tmp_path / "x.jsonl").write_bytes(LINES[0] + b"\n")
+    (tmp_path / "locked.jsonl").write_bytes(LINES[0] + b"\n")
+    (tmp_path / "locked.jsonl").chmod(0)
     load = loading.LoadBatch("s", api.load(_recipe(tmp_path, "  s: {path: x.jsonl, format: alpaca}\n")).sources["s"],
                              False, formats._RULES)
-    for part in (("rowgroup", tmp_path / "gone.parquet", "gone.parquet", 1, 100),
-                 ("range", tmp_path / "gone.jsonl", "gone.jsonl", 0, 10)):
-        with pytest.raises(RecipeError, match=r"gone\.\w+ is not there where its rows are read .*every node must see"):
+    size = len(LINES[0]) + 1
+    cases = [(("rowgroup", tmp_path / "gone.parquet", "gone.parquet", 1, 100, 5000), r"gone\.parquet is not there"),
+             (("range", tmp_path / "gone.jsonl", "gone.jsonl", 0, 10, 10), r"gone\.jsonl is not there"),
+             (("range", tmp_path / "x.jsonl", "x.jsonl", 0, size, size + 7), rf"x\.jsonl has {size} bytes, not the {size + 7} the run found"),
+             (("file", tmp_path / "x.jsonl", tmp_path, size - 1), r"x\.jsonl has \d+ bytes, not the \d+ the run found")]
+    if os.geteuid() != 0:   # root reads a file whatever its mode
+        cases.append((("range", tmp_path / "locked.jsonl", "locked.jsonl", 0, size, size), r"locked\.jsonl cannot be read"))
+    for part, says in cases:
+        with pytest.raises(RecipeError, match=says + r" where its rows are read .*does not see the recipe's files"):
             load(part)
+    assert load(("range", tmp_path / "x.jsonl", "x.jsonl", 0, size, size)).seen == 1     # the same file: read

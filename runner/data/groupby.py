@@ -22,6 +22,7 @@ ROWS_PER_PART = 1 << 18   # ~256k rows a batch: a smaller dedup is one batch, wh
 
 
 def parts_for(rows: int) -> int:
+    """One partition per whole ROWS_PER_PART rows, at least one (up to 2 x ROWS_PER_PART - 1 rows: one batch)."""
     return max(1, rows // ROWS_PER_PART)
 
 
@@ -47,7 +48,9 @@ def _digest_groups(rows: Sequence[int], digests: Sequence[bytes], parts: int) ->
         yield rows, digests
         return
     full = [i for i, d in enumerate(digests) if d]     # an empty digest is never a duplicate: in no group
-    head = np.frombuffer(b"".join([digests[i] for i in full]), dtype="<u8")[::2]   # a digest's first 8 bytes
+    # a digest's first 8 bytes (every non-empty digest has one width, a multiple of 8: runner.data.text.digest)
+    width = len(digests[full[0]]) // 8 if full else 1
+    head = np.frombuffer(b"".join([digests[i] for i in full]), dtype="<u8")[::width]
     for part in _partitions(head, parts):
         at = [full[i] for i in part.tolist()]
         yield [rows[i] for i in at], [digests[i] for i in at]

@@ -2,11 +2,14 @@
 batches anywhere, write them here in input order.
 
 Batches ("parts"), in reading order:
-  ("range", path, rel, start, end)   bytes [start, end) of a local JSON Lines file, whole lines: most data;
-                                     line and row numbers come back counted from the range's start
-  ("rowgroup", path, rel, i, first)  row group i of a local parquet file, whose rows are numbered after the
-                                     `first` rows of the groups before it (its footer, read here, says)
-  ("file", path, rel)                a whole local .json / .csv file (parsed as one document)
+  ("range", path, rel, start, end, size)   bytes [start, end) of a local JSON Lines file, whole lines: most
+                                           data; line and row numbers come back counted from the range's start
+  ("rowgroup", path, rel, i, first, size)  row group i of a local parquet file, whose rows are numbered after
+                                           the `first` rows of the groups before it (its footer, read here, says)
+  ("file", path, base_dir, size)           a whole local .json / .csv file (parsed as one document)
+A part that reads a file carries the size the driver saw: where the part runs (a forked worker, a Ray node)
+the file must be there, readable and that size, else one line (a node that does not mount the recipe's
+files, or a stale copy of them, would otherwise quarantine or read other rows).
   ("raws", [Raw, ...])               rows this process read: another source kind (hub, remote), saved
                                      datasets, a parquet file whose footer cannot be read, a source with
                                      `limit`, a path the walk left out
@@ -62,8 +65,8 @@ class Loaded:
     cont: bool = False
     lines: int = 0             # a range: its lines (blank ones too) and rows, for the next range's numbers
     found: dict[str, Any] = dataclasses.field(default_factory=dict)   # placeholders (data.placeholders)
-    group: tuple[str, int] | None = None   # a parquet row group: (its file, its index), and whether reading
-    broken: bool = False                   # it failed part-way (the file's later groups are then dropped)
+    group: tuple[str, int] | None = None   # a parquet row group: (its file, its index)
+    broken: bool = False                   # reading that group failed: the file's later groups are dropped
 
 
 class LoadBatch:
@@ -112,26 +115,40 @@ class LoadBatch:
 
 
 def _raws(part: tuple) -> Iterable[Raw]:
-    if part[0] != "raws" and not os.path.exists(part[1]):
-        # the driver found it: on a Ray node that does not mount it, a parquet group would read as an
-        # unreadable_file entry, the rows quietly dropped
-        raise RecipeError(f"{part[1]} is not there where its rows are read ({socket.gethostname()}): on Ray every "
-                          "node must see the recipe's files at the same path; else it went away during the run")
+    if part[0] != "raws":
+        _same_file(part[1], part[-1])
     if part[0] == "range":
         return _Range(part)
     if part[0] == "rowgroup":
-        _, path, rel, group, first = part
+        _, path, rel, group, first, _ = part
         return parquet(path, rel, group, first)
     if part[0] == "file":
         return read_entry((part[1], None), part[2])
     return part[1]
 
 
+def _same_file(path: Path, size: int) -> None:
+    """The file a part reads is the one the driver found: there, readable, `size` bytes."""
+    try:
+        now = os.stat(path).st_size
+        problem = None if os.access(path, os.R_OK) else "cannot be read"
+    except FileNotFoundError:
+        now, problem = None, "is not there"
+    except OSError as e:
+        now, problem = None, f"cannot be read ({e.strerror})"
+    if problem is None and now != size:
+        problem = f"has {now:,} bytes, not the {size:,} the run found"
+    if problem:
+        raise RecipeError(f"{path} {problem} where its rows are read (host {socket.gethostname()}): it changed during "
+                          "the run, or (--executor ray) this node does not see the recipe's files at the same path "
+                          "as the driver")
+
+
 class _Range:
     """The rows of a range, and how many lines it holds (blank ones too)."""
 
     def __init__(self, part: tuple):
-        _, path, rel, start, end = part
+        _, path, rel, start, end, _ = part
         self.rows, self.lines = jsonl_range(path, rel, start, end)
 
     def __iter__(self) -> Iterator[Raw]:
@@ -155,14 +172,16 @@ def _local_parts(found: list, base_dir: Path) -> Iterator[tuple]:
         readable = skipped is None and path.is_file() and os.access(path, os.R_OK)
         groups = _row_groups(path) if readable and path.name.endswith(".parquet") else None
         if groups is not None:
-            rel = rel_path(path, base_dir)
-            yield from (("rowgroup", path, rel, i, first) for i, first in enumerate(groups))
-        elif not readable or path.name.endswith(".parquet"):   # its footer unreadable: read here, says why
+            rel, size = rel_path(path, base_dir), path.stat().st_size
+            yield from (("rowgroup", path, rel, i, first, size) for i, first in enumerate(groups))
+        elif not readable or path.name.endswith(".parquet"):
+            # skipped by the walk, unreadable, or a parquet footer that cannot be read: read here, whose
+            # reader says why in the quarantine
             yield from _chunks(read_entry((path, skipped), base_dir))
         elif path.name.endswith(".jsonl"):
             yield from _ranges(path, rel_path(path, base_dir))
         else:
-            yield ("file", path, base_dir)
+            yield ("file", path, base_dir, path.stat().st_size)
 
 
 def _row_groups(path: Path) -> list[int] | None:
@@ -188,7 +207,7 @@ def _ranges(path: Path, rel: str) -> Iterator[tuple]:
             f.seek(min(start + RANGE_BYTES, size))
             tail = f.readline()
             end = min(f.tell() if tail else size, size)
-            yield ("range", path, rel, start, end)
+            yield ("range", path, rel, start, end, size)
             start = end
 
 
