@@ -41,23 +41,18 @@ def main(args: argparse.Namespace) -> int:
 
     from .. import api
     from ..errors import RecipeError
-    saved = os.environ.get("RAY_ADDRESS")
-    if args.ray_address:
-        if args.executor != "ray":
-            raise RecipeError(f"--ray-address {args.ray_address}: it needs --executor ray")
-        os.environ["RAY_ADDRESS"] = args.ray_address    # Ray's own variable: what the executor joins
-    try:
+    from ..executors import environment_kept
+    if args.ray_address and args.executor != "ray":
+        raise RecipeError(f"--ray-address {args.ray_address}: it needs --executor ray")
+    with environment_kept("RAY_ADDRESS"):    # for this run only: a caller in the same process keeps its own
+        if args.ray_address:
+            os.environ["RAY_ADDRESS"] = args.ray_address    # Ray's own variable: what the executor joins
         recipe, graph, records, run_dir = api.run(
             args.recipe, args.overrides, cache_dir=args.cache_dir, output=args.output, only=args.only,
             from_step=args.from_step, force=args.force, dry_run=args.dry_run, trust=args.trust,
             launcher=args.launcher, num_procs=args.num_procs, hostfile=args.hostfile, argv=tuple(args.argv),
             nnodes=args.nnodes, node_rank=args.node_rank, rdzv_endpoint=args.rdzv_endpoint, locked=args.locked,
             executor=args.executor)
-    finally:    # for this run only: a caller in the same process (the api, a test) keeps its own environment
-        if saved is None:
-            os.environ.pop("RAY_ADDRESS", None)
-        else:
-            os.environ["RAY_ADDRESS"] = saved
     if run_dir is None:   # a node other than 0 of several: node 0 ran the steps and writes the report
         print(f"node {args.node_rank}: trained its share; the report is node 0's", file=sys.stderr)
         return 0

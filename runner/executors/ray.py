@@ -19,7 +19,7 @@ from typing import Any, Iterator, TypeVar
 
 from ..data.job import Job
 from ..errors import RecipeError
-from . import register
+from . import environment_kept, register
 
 try:
     import ray
@@ -105,16 +105,9 @@ def _init(where: str | None) -> None:
     inherits them: with RAY_AUTH_MODE, a driver that joins a cluster without tokens demands one of that
     cluster's workers, whose calls to it fail, and Ray reports the object's owner as gone (OwnerDiedError).
     The runtime's own processes have what they need already, so every variable is put back as it was."""
-    saved = dict(os.environ)
-    try:
+    with environment_kept():
         ray.init(address=where, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
                  configure_logging=True)
-    finally:
-        for k in set(os.environ) - set(saved):
-            del os.environ[k]
-        for k, v in saved.items():
-            if os.environ.get(k) != v:
-                os.environ[k] = v
 
 
 def _reachable(where: str | None) -> None:
