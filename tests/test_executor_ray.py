@@ -122,6 +122,30 @@ def test_ray_writes_the_local_executors_bytes_even_when_a_worker_dies_and_shares
         assert {r.status for r in records} == {"cached"}, [(r.id, r.status) for r in records]
 
 
+def test_a_hub_split_loads_in_shard_tasks_on_ray_with_the_local_bytes(tmp_path, local_ray, monkeypatch):
+    """A hub source's prepared split: its arrow files are read by load tasks on Ray (hub.SHARD_ROWS rows
+    each), and the load step writes what the local executor writes."""
+    from helpers.hub import recipe as hub_recipe, write_chat
+    from runner.executors import ray as ray_executor
+    from runner.sources import hub
+
+    write_chat(tmp_path / "hf" / "hub", n_train=700)
+    for k, v in {"HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), "HF_DATASETS_CACHE": str(tmp_path / "hf" / "datasets"),
+                 "HF_HUB_OFFLINE": "1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(hub, "SHARD_ROWS", 64)
+    r = hub_recipe(tmp_path, "  chat: {dataset: acme/chat, split: [train_sft, test_sft], format: messages}\n")
+    ray_executor.PLACED.clear()
+    for executor in ("local", "ray"):
+        api.run(r, dry_run=True, only="load.chat", cache_dir=str(tmp_path / executor),
+                output=str(tmp_path / f"run-{executor}"), executor=executor)
+    assert Counter(job for job, _ in ray_executor.PLACED.elements())["load.chat"] == 12   # 11 + 1 slices
+    local, on_ray = _artifacts(tmp_path / "local"), _artifacts(tmp_path / "ray")
+    assert sorted(on_ray) == sorted(local) and len(local) == 1
+    for fp, art in local.items():
+        assert on_ray[fp] == art, "other bytes or stats on Ray"
+
+
 def test_a_local_runtime_leaves_this_process_environment_as_it_was(local_ray):
     """ray.init leaves variables in os.environ for good (why that matters: runner.executors.ray._init); the
     executor puts the whole environment back."""

@@ -235,3 +235,79 @@ def test_a_file_a_part_names_that_is_not_where_the_part_runs_is_one_line(tmp_pat
         with pytest.raises(RecipeError, match=says + r" where its rows are read .*does not see the recipe's files"):
             load(part)
     assert load(("range", tmp_path / "x.jsonl", "x.jsonl", 0, size, size)).seen == 1     # the same file: read
+
+
+# --- a hub split's arrow files, read by load tasks where they run ---------------------------------------
+
+def test_a_hub_split_loads_in_shards_on_workers_with_the_bytes_one_pass_reads(tmp_path, monkeypatch):
+    """A prepared split is sliced (hub.SHARD_ROWS rows of its arrow files) into load tasks that forked workers
+    read: record lines, quarantine entries (row numbers within their split) and stats equal the rows
+    `datasets` yields to this process (a `limit` past the end takes that path)."""
+    from runner.executors.local import LocalExecutor
+    from runner.sources import hub
+
+    cache = tmp_path / "hf" / "hub"
+    write_chat(cache, n_train=700)
+    for k, v in {"HF_HUB_CACHE": str(cache), "HF_DATASETS_CACHE": str(tmp_path / "hf" / "datasets"),
+                 "HF_HUB_OFFLINE": "1"}.items():
+        monkeypatch.setenv(k, v)
+    source = api.load(hub_recipe(tmp_path, "  s: {dataset: acme/chat, split: [train_sft, test_sft], "
+                                           "format: messages}\n")).sources["s"]
+
+    def load(src, executor):
+        lines, quarantine = [], []
+        stats = formats.stream_source("s", src, tmp_path, 0, write=lines.append, put_aside=quarantine.append,
+                                      executor=executor)
+        return "".join(lines), quarantine, stats
+
+    one = load(dataclasses.replace(source, limit=10 ** 9), None)
+    monkeypatch.setattr(hub, "SHARD_ROWS", 64)
+    parts = list(loading.parts("s", source, ["acme/chat"], tmp_path, 0)[0])
+    assert [p[0] for p in parts] == ["shard"] * (11 + 1)       # 700 rows of train_sft in 64s, 30 of test_sft
+    pids = tmp_path / "pids"
+    read = hub.shard_rows
+
+    def shard_rows(shard):   # where each shard is read
+        with open(pids, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return read(shard)
+
+    monkeypatch.setattr(hub, "shard_rows", shard_rows)
+
+    class Forked(LocalExecutor):   # the job is small: fork anyway
+        def run(self, job):
+            return super().run(dataclasses.replace(job, big=True))
+
+    sharded = load(source, Forked(workers=2))
+    assert sharded == one
+    workers = pids.read_text().split()
+    assert len(workers) == 12 and str(os.getpid()) not in workers and len(set(workers)) == 2
+    assert one[0].count("\n") == 730 - 29 and [q["row"] for q in one[1]][:3] == [1, 26, 51]
+    assert [q["file"].rsplit("/", 1)[1] for q in one[1]][-1] == "test_sft"
+
+
+def test_hub_shards_of_a_split_in_several_arrow_files_number_rows_across_them(tmp_path, monkeypatch):
+    """A split `datasets` keeps in several arrow files (one per shard it prepared): the slices of each file
+    number their rows after the files before it, as one pass over the split does; a split with an indices
+    mapping (rows chosen or reordered) is read here instead."""
+    import datasets
+    from runner.sources import hub
+
+    paths = []
+    for k, n in enumerate((150, 70)):
+        ds = datasets.Dataset.from_list([{"id": f"f{k}-{i}", "text": f"row {i} of file {k}"} for i in range(n)])
+        paths.append(str(tmp_path / f"part-{k}"))
+        ds.save_to_disk(paths[-1])
+    whole = datasets.concatenate_datasets([datasets.load_from_disk(p) for p in paths])
+    assert len(whole.cache_files) == 2
+    monkeypatch.setattr(hub, "_open", lambda *a: [("hub:x/train", whole)])
+    monkeypatch.setattr(hub, "_sha", lambda *a: "a" * 40)
+    monkeypatch.setattr(hub, "SHARD_ROWS", 64)
+    source = api.load(hub_recipe(tmp_path, "  s: {dataset: acme/x, format: messages}\n")).sources["s"]
+    shards = hub.shards("s", source, tmp_path, 0)
+    assert [(s[2][2], s[2][3], s[2][4]) for s in shards] == [(0, 64, 0), (64, 128, 0), (128, 150, 0), (0, 64, 150),
+                                                             (64, 70, 150)]
+    rows = [(r.file, r.row, r.data) for s in shards for r in hub.shard_rows(s[2])]
+    assert rows == [("hub:x/train", i, obj) for i, obj in enumerate(whole, 1)]
+    monkeypatch.setattr(hub, "_open", lambda *a: [("hub:x/train", whole.select([3, 1, 2]))])
+    assert hub.shards("s", source, tmp_path, 0) is None

@@ -10,9 +10,12 @@ Batches ("parts"), in reading order:
 A part that reads a file carries the size the driver saw: where the part runs (a forked worker, a Ray node)
 the file must be there, readable and that size, else one line (a node that does not mount the recipe's
 files, or a stale copy of them, would otherwise quarantine or read other rows).
-  ("raws", [Raw, ...])               rows this process read: another source kind (hub, remote), saved
-                                     datasets, a parquet file whose footer cannot be read, a source with
-                                     `limit`, a path the walk left out
+  ("shard", path, (kind, shard), size)      rows another source kind lets a task read where it runs
+                                           (sources.shards: a hub split's arrow files, SHARD_ROWS at a time)
+  ("raws", [Raw, ...])               rows this process read: other source kinds (a remote URL, a hub split
+                                     streamed, shuffled or held in memory), saved datasets, a parquet file
+                                     whose footer cannot be read, a source with `limit`, a path the walk
+                                     left out
 
 The batch function (LoadBatch) maps each row to its record line (or a quarantine entry), fills `{{name}}`
 placeholders, and returns them with the ids and counts; the reducer (Reducer) adds the lines and rows of
@@ -124,6 +127,8 @@ def _raws(part: tuple) -> Iterable[Raw]:
         return parquet(path, rel, group, first)
     if part[0] == "file":
         return read_entry((part[1], None), part[2])
+    if part[0] == "shard":
+        return sources.shard_rows(part[2])
     return part[1]
 
 
@@ -141,7 +146,7 @@ def _same_file(path: Path, size: int) -> None:
     if problem:
         raise RecipeError(f"{path} {problem} where its rows are read (host {socket.gethostname()}): it changed during "
                           "the run, or (--executor ray) this node does not see the recipe's files at the same path "
-                          "as the driver")
+                          "as the driver (a hub split's: HF_DATASETS_CACHE)")
 
 
 class _Range:
@@ -160,6 +165,10 @@ class _Range:
 def parts(name: str, source: model.Source, specs: list[str], base_dir: Path, seed: int) -> tuple[Iterable[tuple], int]:
     """(the parts, in reading order; the bytes the local files hold, for the `big` hint)."""
     if sources.kind_of(source) is not sources.local or source.limit is not None:
+        shards = None if source.limit is not None else sources.shards(name, source, base_dir, seed)
+        if shards is not None:
+            total = sum(dict((path, size) for path, size, _ in shards).values())
+            return [("shard", path, shard, size) for path, size, shard in shards], total
         few = source.limit is not None and source.limit <= 8 * RAW_ROWS
         return _chunks(sources.rows(name, source, base_dir, seed)), 0 if few else BIG_BYTES
     found = [e for spec in specs for e in entries(spec, base_dir)]

@@ -9,6 +9,10 @@ A kind is one module here, listed in KINDS (asked in that order), with:
   digest(entry, base_dir, digests) -> str    the entry's identity: bytes, a commit, an ETag...
   rows(name, source, base_dir, seed) -> Iterator[readers.Raw]   its raw rows, `limit` applied
 and optionally
+  shards(name, source, base_dir, seed) -> [(path, size, shard), ...] | None
+                                    its rows as pieces a task can read anywhere (one file each, `size`
+                                    bytes, checked where it runs), in reading order; None: rows() instead
+  shard_rows(shard) -> Iterator[readers.Raw]   one such piece's rows, numbered as rows() numbers them
   key(entry) -> str                 the name the digest is kept under (default: the entry)
   restore(entry) -> dict            source keys the entry holds instead of the params
   seeded(source) -> bool            whether its rows depend on the recipe's seed (a sample drawn)
@@ -33,8 +37,8 @@ from .readers import Raw
 
 KINDS = {"hub": hub, "remote": remote, "local": local}   # local last: it owns any path the others do not
 
-__all__ = ["KINDS", "Digests", "kind_of", "declare", "restore", "seeded", "origin", "rows", "key", "digest",
-           "changed", "note", "notes", "refresh", "unchanged", "model_revision"]
+__all__ = ["KINDS", "Digests", "kind_of", "declare", "restore", "seeded", "origin", "rows", "shards", "shard_rows",
+           "key", "digest", "changed", "note", "notes", "refresh", "unchanged", "model_revision"]
 
 
 def kind_of(source) -> Any:
@@ -71,6 +75,20 @@ def origin(source) -> dict | None:
 
 def rows(name: str, source, base_dir: Path, seed: int) -> Iterator[Raw]:
     return kind_of(source).rows(name, source, base_dir, seed)
+
+
+def shards(name: str, source, base_dir: Path, seed: int) -> list[tuple[Path, int, tuple]] | None:
+    """(file, its size, (kind, shard)) for each piece of the source's rows a task can read where it runs, in
+    reading order; None when its kind reads them only here (rows())."""
+    key = next(k for k, kind in KINDS.items() if kind.claims(source))
+    found = getattr(KINDS[key], "shards", lambda *a: None)(name, source, base_dir, seed)
+    return None if found is None else [(path, size, (key, shard)) for path, size, shard in found]
+
+
+def shard_rows(shard: tuple) -> Iterator[Raw]:
+    """The rows of a piece shards() named."""
+    key, piece = shard
+    return KINDS[key].shard_rows(piece)
 
 
 def unchanged(files: tuple[str, ...], base_dir: Path) -> str | None:
