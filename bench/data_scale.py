@@ -4,7 +4,9 @@ synthetic poems (lines drawn from different real poems of data/tang_poems.jsonl)
 process as a user runs it. Prints wall time, rows/s of every step and the peak RSS per size, so growth
 is visible (goal: 1M rows in <= 3 min, peak RSS < 2 GB, on 2 cores); then the time `recipe plan` takes
 to say what a changed length threshold keeps, from the filter step's cached scores (goal: well under a
-second at 300k rows).
+second at 300k rows). It also renders the first 20,000 rows of the mix again on one thread and times the
+tokenizer's own calls: that work over the cores is a floor under the dry run no executor can take off
+(#22 item 7's goal, 1M rows in <= 60 s, sits below it on the 2-core machine: docs/ray.md).
 
     python bench/data_scale.py [--sizes 100000,300000,1000000] [--smoke] [--executor local,ray]
 
@@ -85,7 +87,53 @@ def run_size(n: int, work: Path, executor: str = "local") -> dict:
         sys.exit(f"size {n}: plan gave no what-if line\n{plan.stdout}{plan.stderr[-2000:]}")
     return {"rows": n, "executor": executor, "wall": wall, "rss_gb": usage.ru_maxrss / 1e6, "steps": steps,
             "plan_s": plan_s, "artifacts": artifacts(d / ".recipe" / "cache"),
-            "whatif": line.split("from the cached scores: ")[1]}
+            "whatif": line.split("from the cached scores: ")[1], "floor": tokenizer_floor(d)}
+
+
+FLOOR_ROWS = 20_000
+
+
+def tokenizer_floor(d: Path) -> dict:
+    """What the tokenizer alone costs of render: the first FLOOR_ROWS rows of the mix rendered again in a fresh
+    process on one thread (TOKENIZERS_PARALLELISM=false), the time inside the tokenizer's batch calls
+    apart. No executor can make a dry run faster than that work spread over the cores."""
+    objects = d / ".recipe" / "cache" / "objects"
+    mix = next(o for o in sorted(objects.iterdir())
+               if json.loads((o / "manifest.json").read_text(encoding="utf-8"))["step"].startswith("mix."))
+    p = subprocess.run([sys.executable, __file__, "--floor", str(mix / "train.jsonl"), str(d / "r.yaml")], cwd=ROOT,
+                       capture_output=True, text=True,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"})
+    if p.returncode:
+        sys.exit(f"the tokenizer floor: exit {p.returncode}\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout)
+
+
+def _floor(train: str, recipe: str) -> None:
+    from runner import api
+    from runner.chat import chat_name, tokenizer_for
+    from runner.chat.batch import encoder
+    from runner.steps.render import CHUNK, RenderBatch
+
+    r, base = api.load(recipe), Path(recipe).parent
+    tok = tokenizer_for(r.model.base, base)
+    with open(train, encoding="utf-8") as f:
+        lines = [x for _, x in zip(range(FLOOR_ROWS), f)]
+    batch, encode, inside = RenderBatch(tok, r.template, chat_name(r.template.chat, base)), encoder(tok), [0.0]
+
+    def timed(texts):
+        t0 = time.perf_counter()
+        out = encode(texts)
+        inside[0] += time.perf_counter() - t0
+        return out
+
+    batch._encode = timed
+    batch((0, lines[:64]))      # warm
+    inside[0], t0 = 0.0, time.perf_counter()
+    for i in range(0, len(lines), CHUNK):
+        batch((i, lines[i:i + CHUNK]))
+    whole = time.perf_counter() - t0
+    print(json.dumps({"rows": len(lines), "tokenizer_us": inside[0] / len(lines) * 1e6,
+                      "render_us": whole / len(lines) * 1e6}))
 
 
 def artifacts(cache: Path) -> dict[str, tuple]:
@@ -110,7 +158,10 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000,300000,1000000")
     ap.add_argument("--smoke", action="store_true", help="2,000 rows on local and ray (CI): the same-bytes check too")
     ap.add_argument("--executor", default=None, help="local (the default), ray, or local,ray: each size on each")
+    ap.add_argument("--floor", nargs=2, metavar=("TRAIN", "RECIPE"), help=argparse.SUPPRESS)   # tokenizer_floor's process
     a = ap.parse_args()
+    if a.floor:
+        return _floor(*a.floor)
     a.executor = a.executor or ("local,ray" if a.smoke else "local")
     sizes = [2000] if a.smoke else [int(x) for x in a.sizes.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,6 +178,13 @@ def main() -> None:
     for r in results:   # the per-core rates a projection to N nodes starts from (docs/ray.md)
         print(f"{r['rows']:,} rows, {r['executor']}: rows/s per core " + ", ".join(
             f"{k} {s['rows_in'] / max(s['seconds'], 1e-9) / (os.cpu_count() or 1):,.0f}" for k, s in r["steps"].items()))
+    cpus = os.cpu_count() or 1
+    for r in results:   # #22 item 7: the part of a dry run no executor can take off
+        f, rendered = r["floor"], r["steps"]["split"]["rows_out"]   # render: the training mix and the eval rows
+        print(f"{r['rows']:,} rows, {r['executor']}: render's tokenizer alone (HF tokenizers, one thread, first "
+              f"{f['rows']:,} rows of the mix) {f['tokenizer_us']:.0f} us a row of render's {f['render_us']:.0f}: "
+              f">= {f['tokenizer_us'] * rendered / 1e6 / cpus:.1f} s of the {r['wall']:.1f} s run on {cpus} cores "
+              f"(render {r['steps']['render.main']['seconds']:.1f} s)")
     for r in results:
         print(f"{r['rows']:,} rows: `recipe plan --set filters[0].max_chars={WHATIF}` {r['plan_s']:.2f} s "
               f"(process start included): filter.tang {r['whatif']}")

@@ -5,6 +5,7 @@ subprocesses tests start with PYTHONPATH=os.pathsep.join(sys.path). Fixtures mor
 uses are defined here."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -37,3 +38,25 @@ def _float_mode_left_as_it_was():
         torch.set_flush_denormal(False)
         pytest.fail("this test left subnormal floats flushed to zero in the test process: a run in-process "
                     "must restore the float mode (wrap it in runner.train.process.flushing_subnormals)")
+
+
+# Variables a library sets in os.environ on its first use in a process (not ours to put back), and pytest's own.
+_LIBRARIES_SET = {"PYTEST_CURRENT_TEST": "pytest", "TORCHINDUCTOR_CACHE_DIR": "torch._inductor",
+                  "PYTORCH_NVML_BASED_CUDA_CHECK": "torch.cuda"}
+
+
+@pytest.fixture(autouse=True)
+def _environment_left_as_it_was():
+    """Every test leaves os.environ as it found it (monkeypatch's changes are undone before this runs). A
+    variable left behind changes every later test in the process: ray.init's RAY_AUTH_MODE made a later
+    cluster test fail far from its cause, and --ray-address's RAY_ADDRESS sent a later bench to a dead
+    cluster (runner.executors.environment_kept is the mechanism; this holds the family)."""
+    before = dict(os.environ)
+    yield
+    after = dict(os.environ)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k) and k not in _LIBRARIES_SET)
+    if changed:
+        os.environ.clear()
+        os.environ.update(before)
+        pytest.fail(f"this test changed the environment of the test process and left it so: {', '.join(changed)} "
+                    "(put it back: monkeypatch.setenv, or runner.executors.environment_kept around the call)")
