@@ -77,6 +77,8 @@ def run_size(n: int, work: Path, executor: str = "local") -> dict:
         sys.exit(f"size {n}: exit {status}\n{err[-3000:]}")
     report = json.loads((d / "run" / "report.json").read_text())
     steps = {s["name"]: s for s in report["steps"] if s["status"] == "ran"}
+    rows = report["stages"][0]["rows"]
+    rendered = rows["train"] + sum(rows["eval"].values())      # render: the training mix and every eval file
     # item 7: what a new threshold keeps, from the filter step's cached scores (plan reads no row)
     t0 = time.perf_counter()
     plan = subprocess.run([sys.executable, "-m", "runner", "plan", str(d / "r.yaml"), "--set", f"filters[0].max_chars={WHATIF}"],
@@ -87,7 +89,7 @@ def run_size(n: int, work: Path, executor: str = "local") -> dict:
         sys.exit(f"size {n}: plan gave no what-if line\n{plan.stdout}{plan.stderr[-2000:]}")
     return {"rows": n, "executor": executor, "wall": wall, "rss_gb": usage.ru_maxrss / 1e6, "steps": steps,
             "plan_s": plan_s, "artifacts": artifacts(d / ".recipe" / "cache"),
-            "whatif": line.split("from the cached scores: ")[1], "floor": tokenizer_floor(d)}
+            "whatif": line.split("from the cached scores: ")[1], "floor": tokenizer_floor(d), "rendered": rendered}
 
 
 FLOOR_ROWS = 20_000
@@ -180,7 +182,7 @@ def main() -> None:
             f"{k} {s['rows_in'] / max(s['seconds'], 1e-9) / (os.cpu_count() or 1):,.0f}" for k, s in r["steps"].items()))
     cpus = os.cpu_count() or 1
     for r in results:   # #22 item 7: the part of a dry run no executor can take off
-        f, rendered = r["floor"], r["steps"]["split"]["rows_out"]   # render: the training mix and the eval rows
+        f, rendered = r["floor"], r["rendered"]
         print(f"{r['rows']:,} rows, {r['executor']}: render's tokenizer alone (HF tokenizers, one thread, first "
               f"{f['rows']:,} rows of the mix) {f['tokenizer_us']:.0f} us a row of render's {f['render_us']:.0f}: "
               f">= {f['tokenizer_us'] * rendered / 1e6 / cpus:.1f} s of the {r['wall']:.1f} s run on {cpus} cores "

@@ -42,7 +42,7 @@ def _float_mode_left_as_it_was():
 
 # Variables a library sets in os.environ on its first use in a process (not ours to put back), and pytest's own.
 _LIBRARIES_SET = {"PYTEST_CURRENT_TEST": "pytest", "TORCHINDUCTOR_CACHE_DIR": "torch._inductor",
-                  "PYTORCH_NVML_BASED_CUDA_CHECK": "torch.cuda"}
+                  "PYTORCH_NVML_BASED_CUDA_CHECK": "deepspeed"}
 
 
 @pytest.fixture(autouse=True)
@@ -50,13 +50,16 @@ def _environment_left_as_it_was():
     """Every test leaves os.environ as it found it (monkeypatch's changes are undone before this runs). A
     variable left behind changes every later test in the process: ray.init's RAY_AUTH_MODE made a later
     cluster test fail far from its cause, and --ray-address's RAY_ADDRESS sent a later bench to a dead
-    cluster (runner.executors.environment_kept is the mechanism; this holds the family)."""
+    cluster (runner.environment.environment_kept is the mechanism; this holds the family)."""
     before = dict(os.environ)
     yield
     after = dict(os.environ)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k) and k not in _LIBRARIES_SET)
     if changed:
-        os.environ.clear()
-        os.environ.update(before)
+        for k in changed:
+            if k in before:
+                os.environ[k] = before[k]
+            else:
+                del os.environ[k]
         pytest.fail(f"this test changed the environment of the test process and left it so: {', '.join(changed)} "
-                    "(put it back: monkeypatch.setenv, or runner.executors.environment_kept around the call)")
+                    "(put it back: monkeypatch.setenv, or runner.environment.environment_kept around the call)")

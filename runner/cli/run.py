@@ -41,7 +41,7 @@ def main(args: argparse.Namespace) -> int:
 
     from .. import api
     from ..errors import RecipeError
-    from ..executors import environment_kept
+    from ..environment import environment_kept
     if args.ray_address and args.executor != "ray":
         raise RecipeError(f"--ray-address {args.ray_address}: it needs --executor ray")
     with environment_kept("RAY_ADDRESS"):    # for this run only: a caller in the same process keeps its own

@@ -4,16 +4,14 @@ on first use, so adding one edits no step and no list. Tests register their own 
 from __future__ import annotations
 
 import importlib
-import os
 import re
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 from ..errors import RecipeError
 from ..data.job import Executor, Job, serial
 from .local import LocalExecutor
 
-__all__ = ["Executor", "Job", "environment_kept", "get", "names", "register", "serial"]
+__all__ = ["Executor", "Job", "get", "names", "register", "serial"]
 
 _FACTORIES: dict[str, Callable[[], Executor]] = {"local": LocalExecutor}
 DEFAULT = "local"
@@ -38,21 +36,3 @@ def get(name: str = DEFAULT) -> Executor:
     if name not in _FACTORIES:
         raise RecipeError(f"executor '{name}': no such executor (known: {', '.join(names()) or 'none'})")
     return _FACTORIES[name]()
-
-
-@contextmanager
-def environment_kept(*names: str) -> Iterator[None]:
-    """os.environ's `names` (all of it when none are named) as they were, whatever the block sets: an
-    executor's settings (RAY_ADDRESS from --ray-address) and what its library leaves (ray.init's RAY_AUTH_MODE)
-    must not outlive the call, or a later run in this process, and every process it starts, inherits them."""
-    saved = {k: os.environ.get(k) for k in names} if names else dict(os.environ)
-    try:
-        yield
-    finally:
-        for k in (() if names else set(os.environ) - set(saved)):
-            del os.environ[k]
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            elif os.environ.get(k) != v:
-                os.environ[k] = v

@@ -19,7 +19,8 @@ from typing import Any, Iterator, TypeVar
 
 from ..data.job import Job
 from ..errors import RecipeError
-from . import environment_kept, register
+from ..environment import environment_kept
+from . import register
 
 try:
     import ray

@@ -347,8 +347,8 @@ SHARD_ROWS = 4096
 def shards(name: str, source, base_dir: Path, seed: int) -> list[tuple[Path, int, tuple]] | None:
     """The source's rows as slices of its prepared splits' arrow files, for load tasks to read where they
     run: (file, its size, (label, file, first, stop, rows of the split before the file)) per SHARD_ROWS
-    rows, in reading order. None when the rows are not such files in order (streaming, `shuffle`,
-    `limit`, a split held in memory): rows() reads those here."""
+    rows, in reading order. None when the rows are not such files in order, as stored (streaming,
+    `shuffle`, `limit`, a split held in memory, columns changed after loading): rows() reads those here."""
     if source.streaming or source.shuffle is not None or source.limit is not None:
         return None
     out = []
@@ -358,7 +358,10 @@ def shards(name: str, source, base_dir: Path, seed: int) -> list[tuple[Path, int
             return None
         before = 0
         for f in files:
-            n = _arrow(str(f), f.stat().st_mtime_ns).num_rows
+            arrow = _arrow(str(f), f.stat().st_mtime_ns)
+            if arrow.features != part.features:   # the split's columns are not the file's as stored
+                return None
+            n = arrow.num_rows
             out += [(f, f.stat().st_size, (label, str(f), lo, min(lo + SHARD_ROWS, n), before))
                     for lo in range(0, n, SHARD_ROWS)]
             before += n

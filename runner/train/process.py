@@ -10,6 +10,7 @@ import shutil
 import struct
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -125,19 +126,26 @@ def tokens_seen(checkpoint: Path | None) -> int:
     return int(state.get("num_input_tokens_seen", 0))
 
 
-def quiet_environment() -> None:
+@contextmanager
+def quiet_environment() -> Iterator[None]:
+    """For one training call (and the processes it starts), put back after it: an in-process caller's later
+    work must not inherit a training run's settings."""
     # No telemetry pings from TRL/hub (runs are often offline), no tokenizer thread warnings, and
     # DeepSpeed (imported by transformers whether used or not) told it is on CPU instead of
     # warning while it guesses.
     import torch
 
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if not torch.cuda.is_available():
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        # accelerate sets the CPU threads itself when this is unset, and warns on every run that it did; say
-        # what torch already uses (what accelerate would pick for one process)
-        os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    from ..environment import environment_kept
+
+    with environment_kept("HF_HUB_DISABLE_TELEMETRY", "TOKENIZERS_PARALLELISM", "DS_ACCELERATOR", "OMP_NUM_THREADS"):
+        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+            # accelerate sets the CPU threads itself when this is unset, and warns on every run that it did;
+            # say what torch already uses (what accelerate would pick for one process)
+            os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+        yield
 
 
 def quiet_progress(trainer) -> None:

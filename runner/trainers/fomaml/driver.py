@@ -29,17 +29,17 @@ def train(spec: FOMAMLSpec, tasks: list[tuple[str, str | Path]], out_dir: str | 
     checkpoint in out_dir/checkpoints; False starts over."""
     from ...train.distributed import bind_device, deepspeed_config, world_size
 
-    quiet_environment()
-    procs = world_size()
-    if spec.outer.meta_batch_size % procs:
-        raise RecipeError(f"meta.outer.meta_batch_size {spec.outer.meta_batch_size} is not a multiple of the "
-                          f"{procs} processes; choose a --num-procs that divides it")
-    train_ = meta_spec(spec, procs).train
-    ds_config = deepspeed_config(train_.deepspeed, train_, spec.base_dir) if train_.deepspeed else None
-    bind_device()
-    with process_state(single_process_group=ds_config is not None and "RANK" not in os.environ):
-        return _train(spec, [(n, Path(d)) for n, d in tasks], Path(out_dir), procs=procs, resume=resume,
-                      trust=trust, ds_config=ds_config)
+    with quiet_environment():
+        procs = world_size()
+        if spec.outer.meta_batch_size % procs:
+            raise RecipeError(f"meta.outer.meta_batch_size {spec.outer.meta_batch_size} is not a multiple of the "
+                              f"{procs} processes; choose a --num-procs that divides it")
+        train_ = meta_spec(spec, procs).train
+        ds_config = deepspeed_config(train_.deepspeed, train_, spec.base_dir) if train_.deepspeed else None
+        bind_device()
+        with process_state(single_process_group=ds_config is not None and "RANK" not in os.environ):
+            return _train(spec, [(n, Path(d)) for n, d in tasks], Path(out_dir), procs=procs, resume=resume,
+                          trust=trust, ds_config=ds_config)
 
 
 def _train(spec: FOMAMLSpec, tasks, out_dir: Path, *, procs, resume, trust, ds_config):

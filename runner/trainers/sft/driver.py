@@ -42,17 +42,17 @@ def train(spec: SFTSpec, train_rows: str | Path, out_dir: str | Path, *,
     Returns train_loss, steps, tokens, tokens_per_second, seconds (this call's training time),
     resumed_from (the step it continued from, 0 for a fresh start).
     """
-    quiet_environment()
-    from ...train.distributed import bind_device, world_size
+    with quiet_environment():
+        from ...train.distributed import bind_device, world_size
 
-    train = spec.train
-    if world_size() != train.world_size:
-        raise RecipeError(f"stage {spec.stage}: running in {world_size()} processes but train.world_size is "
-                          f"{train.world_size}; set it with --num-procs so batch_size divides correctly")
-    bind_device()
-    with process_state(single_process_group=bool(train.deepspeed) and "RANK" not in os.environ):
-        return _train(spec, train_rows, out_dir, init_from=init_from, ewc_state=ewc_state,
-                      resume=resume, trust=trust)
+        train = spec.train
+        if world_size() != train.world_size:
+            raise RecipeError(f"stage {spec.stage}: running in {world_size()} processes but train.world_size is "
+                              f"{train.world_size}; set it with --num-procs so batch_size divides correctly")
+        bind_device()
+        with process_state(single_process_group=bool(train.deepspeed) and "RANK" not in os.environ):
+            return _train(spec, train_rows, out_dir, init_from=init_from, ewc_state=ewc_state,
+                          resume=resume, trust=trust)
 
 
 def _train(spec: SFTSpec, train_rows, out_dir, *, init_from, ewc_state, resume, trust):
