@@ -42,6 +42,7 @@ def _float_mode_left_as_it_was():
 
 # Variables a library sets in os.environ on its first use in a process (not ours to put back), and pytest's own.
 _LIBRARIES_SET = {"PYTEST_CURRENT_TEST": "pytest", "TORCHINDUCTOR_CACHE_DIR": "torch._inductor",
+                  "_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR": "torch._inductor",
                   "PYTORCH_NVML_BASED_CUDA_CHECK": "deepspeed"}
 
 

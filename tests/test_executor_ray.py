@@ -123,17 +123,17 @@ def test_ray_writes_the_local_executors_bytes_even_when_a_worker_dies_and_shares
 
 
 def test_a_hub_split_loads_in_shard_tasks_on_ray_with_the_local_bytes(tmp_path, local_ray, monkeypatch):
-    """A hub source's prepared split: its arrow files are read by load tasks on Ray (hub.SHARD_ROWS rows
+    """A hub source's prepared split: its arrow files are read by load tasks on Ray (hub_arrow.SHARD_ROWS rows
     each), and the load step writes what the local executor writes."""
     from helpers.hub import recipe as hub_recipe, write_chat
     from runner.executors import ray as ray_executor
-    from runner.sources import hub
+    from runner.sources import hub, hub_arrow
 
     write_chat(tmp_path / "hf" / "hub", n_train=700)
     for k, v in {"HF_HUB_CACHE": str(tmp_path / "hf" / "hub"), "HF_DATASETS_CACHE": str(tmp_path / "hf" / "datasets"),
                  "HF_HUB_OFFLINE": "1"}.items():
         monkeypatch.setenv(k, v)
-    monkeypatch.setattr(hub, "SHARD_ROWS", 64)
+    monkeypatch.setattr(hub_arrow, "SHARD_ROWS", 64)
     r = hub_recipe(tmp_path, "  chat: {dataset: acme/chat, split: [train_sft, test_sft], format: messages}\n")
     ray_executor.PLACED.clear()
     for executor in ("local", "ray"):

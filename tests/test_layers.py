@@ -8,7 +8,7 @@ from pathlib import Path
 RUNNER = Path(__file__).resolve().parents[1] / "runner"
 
 # Bottom up. A module may import its own layer or a lower one; `runner` itself holds only __version__.
-LAYERS = ["runner", "runner.errors", "runner.paths",
+LAYERS = ["runner", "runner.errors", "runner.paths", "runner.environment",
           "runner.sources",   # source kinds: identity and raw rows; validation reads the hub cache's layout
           "runner.recipe", "runner.builtin", "runner.chat",
           "runner.data", "runner.executors",

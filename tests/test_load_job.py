@@ -240,11 +240,11 @@ def test_a_file_a_part_names_that_is_not_where_the_part_runs_is_one_line(tmp_pat
 # --- a hub split's arrow files, read by load tasks where they run ---------------------------------------
 
 def test_a_hub_split_loads_in_shards_on_workers_with_the_bytes_one_pass_reads(tmp_path, monkeypatch):
-    """A prepared split is sliced (hub.SHARD_ROWS rows of its arrow files) into load tasks that forked workers
+    """A prepared split is sliced (hub_arrow.SHARD_ROWS rows of its arrow files) into load tasks that forked workers
     read: record lines, quarantine entries (row numbers within their split) and stats equal the rows
     `datasets` yields to this process (a `limit` past the end takes that path)."""
     from runner.executors.local import LocalExecutor
-    from runner.sources import hub
+    from runner.sources import hub, hub_arrow
 
     cache = tmp_path / "hf" / "hub"
     write_chat(cache, n_train=700)
@@ -261,7 +261,7 @@ def test_a_hub_split_loads_in_shards_on_workers_with_the_bytes_one_pass_reads(tm
         return "".join(lines), quarantine, stats
 
     one = load(dataclasses.replace(source, limit=10 ** 9), None)
-    monkeypatch.setattr(hub, "SHARD_ROWS", 64)
+    monkeypatch.setattr(hub_arrow, "SHARD_ROWS", 64)
     parts = list(loading.parts("s", source, ["acme/chat"], tmp_path, 0)[0])
     assert [p[0] for p in parts] == ["shard"] * (11 + 1)       # 700 rows of train_sft in 64s, 30 of test_sft
     pids = tmp_path / "pids"
@@ -291,7 +291,7 @@ def test_hub_shards_of_a_split_in_several_arrow_files_number_rows_across_them(tm
     number their rows after the files before it, as one pass over the split does; a split whose rows are not
     its files' as stored (reordered by an indices mapping, a column renamed) is read here instead."""
     import datasets
-    from runner.sources import hub
+    from runner.sources import hub, hub_arrow
 
     paths = []
     for k, n in enumerate((150, 70)):
@@ -302,7 +302,7 @@ def test_hub_shards_of_a_split_in_several_arrow_files_number_rows_across_them(tm
     assert len(whole.cache_files) == 2
     monkeypatch.setattr(hub, "_open", lambda *a: [("hub:x/train", whole)])
     monkeypatch.setattr(hub, "_sha", lambda *a: "a" * 40)
-    monkeypatch.setattr(hub, "SHARD_ROWS", 64)
+    monkeypatch.setattr(hub_arrow, "SHARD_ROWS", 64)
     source = api.load(hub_recipe(tmp_path, "  s: {dataset: acme/x, format: messages}\n")).sources["s"]
     shards = hub.shards("s", source, tmp_path, 0)
     assert [(s[2][2], s[2][3], s[2][4]) for s in shards] == [(0, 64, 0), (64, 128, 0), (128, 150, 0), (0, 64, 150),

@@ -15,7 +15,6 @@ its load step stale; the rows then come from the cached snapshot when it has the
 from __future__ import annotations
 
 import difflib
-import functools
 import os
 import re
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from ..errors import RecipeError
+from . import hub_arrow
+from .hub_arrow import shard_rows  # noqa: F401  (the kind's shard_rows: a slice's rows)
 from .readers import Raw
 
 SHA = re.compile(r"[0-9a-f]{40}")
@@ -339,51 +340,12 @@ def iter_dataset(name: str, source, seed: int) -> Iterator:
             left = None if left is None else left - 1
 
 
-# A prepared split is arrow files in datasets' cache; a load task reads this many rows of one (its rows,
-# mapped, are then ~ a JSON Lines range's worth of work).
-SHARD_ROWS = 4096
-
-
 def shards(name: str, source, base_dir: Path, seed: int) -> list[tuple[Path, int, tuple]] | None:
-    """The source's rows as slices of its prepared splits' arrow files, for load tasks to read where they
-    run: (file, its size, (label, file, first, stop, rows of the split before the file)) per SHARD_ROWS
-    rows, in reading order. None when the rows are not such files in order, as stored (streaming,
-    `shuffle`, `limit`, a split held in memory, columns changed after loading): rows() reads those here."""
+    """The source's rows as slices of its prepared splits' arrow files, for load tasks to read where they run
+    (hub_arrow.slices); None for a split streamed, shuffled or cut by `limit`: rows() reads those here."""
     if source.streaming or source.shuffle is not None or source.limit is not None:
         return None
-    out = []
-    for label, part in _open(name, source, _sha(name, source), seed):
-        files = [Path(f["filename"]) for f in part.cache_files]
-        if not files or getattr(part, "_indices", None) is not None:
-            return None
-        before = 0
-        for f in files:
-            arrow = _arrow(str(f), f.stat().st_mtime_ns)
-            if arrow.features != part.features:   # the split's columns are not the file's as stored
-                return None
-            n = arrow.num_rows
-            out += [(f, f.stat().st_size, (label, str(f), lo, min(lo + SHARD_ROWS, n), before))
-                    for lo in range(0, n, SHARD_ROWS)]
-            before += n
-        if before != len(part):   # files that are not the split's rows in order: read it here
-            return None
-    return out
-
-
-def shard_rows(shard: tuple) -> Iterator[Raw]:
-    """The rows of one slice shards() named, numbered within their split as rows() numbers them; read by
-    `datasets` itself (Dataset.from_file), so features decode as in the whole split."""
-    label, file, first, stop, before = shard
-    rows = _arrow(file, os.stat(file).st_mtime_ns).select(range(first, stop))
-    return (Raw(label, None, before + first + k, obj) for k, obj in enumerate(rows, 1))
-
-
-@functools.lru_cache(maxsize=2)
-def _arrow(file: str, mtime_ns: int):
-    """A task's slices of one file come one after another: it is mapped once per process, not per slice
-    (and again when the file was written since)."""
-    from datasets import Dataset
-    return Dataset.from_file(file)
+    return hub_arrow.slices(_open(name, source, _sha(name, source), seed))
 
 
 def _sha(name: str, source) -> str:
