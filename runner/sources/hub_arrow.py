@@ -26,11 +26,12 @@ def slices(parts: list[tuple[str, Any]]) -> list[tuple[Path, int, tuple]] | None
             return None
         before = 0
         for f in files:
-            arrow = _arrow(str(f), f.stat().st_mtime_ns)
+            stat = f.stat()
+            arrow = _arrow(str(f), stat.st_mtime_ns)
             if arrow.features != part.features:   # the split's columns are not the file's as stored
                 return None
             n = arrow.num_rows
-            out += [(f, f.stat().st_size, (label, str(f), lo, min(lo + SHARD_ROWS, n), before))
+            out += [(f, stat.st_size, (label, str(f), lo, min(lo + SHARD_ROWS, n), before))
                     for lo in range(0, n, SHARD_ROWS)]
             before += n
         if before != len(part):   # files that are not the split's rows in order: read it here
