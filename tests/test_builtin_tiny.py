@@ -70,6 +70,22 @@ def test_shipped_tokenizer():
         assert len(ids) < len(text.encode()) / 2
 
 
+def test_the_builtin_tokenizer_is_the_one_autotokenizer_loads_without_torch():
+    """load_tokenizer names the class of tokenizer_config.json instead of asking AutoTokenizer (which imports
+    torch): the same tokenizer, and a process that only tokenizes (a dry run's render) never loads torch."""
+    from transformers import AutoTokenizer
+    auto, tok = AutoTokenizer.from_pretrained(tiny_path()), load_tokenizer(TINY)
+    assert json.loads((tiny_path() / "tokenizer_config.json").read_text())["tokenizer_class"] == type(tok).__name__
+    assert type(tok) is type(auto) and tok.init_kwargs == auto.init_kwargs
+    assert tok.chat_template == auto.chat_template and tok.get_vocab() == auto.get_vocab()
+    assert tok.all_special_tokens == auto.all_special_tokens
+    text = "<|im_start|>user\n床前明月光 Natalia sold 48 clips<|im_end|>\n<|pad|>"
+    assert tok.encode(text) == auto.encode(text) and tok(text) == auto(text)
+    code = ("import sys; from runner.builtin import load_tokenizer; load_tokenizer('builtin:tiny'); "
+            "assert 'torch' not in sys.modules, 'torch'")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
 def test_import_does_not_load_torch():
     code = ("import sys, runner.builtin; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules")

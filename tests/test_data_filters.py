@@ -2,15 +2,19 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 import types
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from helpers.data import DATA, TANG_FIELDS, record, recipe
 from runner.data.filters import FILTERS, FilterContext, run_filters
+from runner.data.filters.repetition import measure
 from runner.data.formats import load_source
+from runner.data.text import _TOKEN, words
 from runner.errors import RecipeError
 from runner.recipe.model import (ExcludeFilter, IncompleteFilter, LengthFilter, PiiFilter, RefusalFilter,
                                  RegexFilter, RepetitionFilter, ToxicityFilter)
@@ -296,3 +300,94 @@ def test_exclude_missing_file_is_a_validation_error(tmp_path):
 filters:
   - {kind: exclude, file: nowhere.jsonl}
 """)
+
+
+_TEXTS = st.text(st.sampled_from(list("ab_1 \n\t，。--!床前明月光⺀ーｱ\u0301\u00b2") + [chr(0x20000)]), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_TEXTS, st.integers(1, 5))
+def test_words_and_the_ngram_ratio_are_their_definitions(s, n):
+    """The fast paths (isalnum before the regex; n-grams counted by zip) against the definitions in the
+    module docs: a token is a word when it holds a \\w character; the ratio is (n-grams - distinct) / n-grams."""
+    w = [t for t in _TOKEN.findall(s) if re.search(r"\w", t)]
+    assert words(s) == w
+    grams = [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
+    want = (len(grams) - len(set(grams))) / len(grams) if grams else 0.0
+    assert measure(repetition(ngram_size=n), CTX)(record(s, "r"))[f"ngram_ratio_{n}"] == want
+
+
+def test_the_filter_step_writes_an_unchanged_row_as_read_and_a_masked_one_anew(offline):
+    """filter_batch writes a kept row no filter replaced as the line it read, not dumps() of it again: the
+    same bytes as dumps on real rows (alpaca, with e-mail addresses planted in some); a row the pii mask
+    changed is written masked, and the row the mask was given is left as it was (the filters' contract)."""
+    from runner.data.filters import filter_rows
+    from runner.data.io import dumps
+    from runner.steps.filter import filter_batch
+
+    raw = json.loads((DATA / "alpaca_en_demo.json").read_text(encoding="utf-8"))[:300]
+    rows = [record(r["output"] + (f" Write to me{i}@example.com." if i % 7 == 0 else ""), f"a{i}",
+                   user=r["instruction"]) for i, r in enumerate(raw)]
+    lines = [dumps(r) + "\n" for r in rows]
+    mask = pii(action="mask", field="assistant")
+    chain = [length(min_chars=20), mask, repetition(), refusal()]
+    kept_text, dropped_text, stats, _ = filter_batch("s", chain, CTX, (0, lines))
+    want_kept, want_dropped = [], []
+    want_stats = filter_rows("s", (json.loads(x) for x in lines), chain, CTX,
+                             keep=lambda r: want_kept.append(dumps(r) + "\n"),
+                             drop=lambda r: want_dropped.append(dumps(r) + "\n"))
+    assert kept_text == "".join(want_kept) and dropped_text == "".join(want_dropped)
+    assert stats == want_stats.to_json()
+    changed = [x for x in want_kept if x not in lines]
+    assert len(want_kept) - len(changed) >= 200 and len(changed) >= 40           # most as read; the masked anew
+    assert not any("@example.com" in x for x in want_kept) and sum("<EMAIL_ADDRESS>" in x for x in changed) >= 40
+    given_row = json.loads(lines[0])
+    reason, out = FILTERS["pii"](mask, CTX)(given_row)
+    assert out is not given_row and given_row == json.loads(lines[0]) and "<EMAIL_ADDRESS>" in out["messages"][1]["content"]
+
+
+def test_no_filter_kind_changes_the_record_it_is_given(offline, tmp_path, monkeypatch):
+    """The family behind the filter step's shortcut: every registered kind, on real rows (alpaca, with
+    e-mail addresses planted for the mask), leaves the dict it was given as it was; a kind that changes a
+    row returns a copy. An in-place edit would have the step write the row's line as read: a mask lost."""
+    from runner.data.io import dumps
+
+    (tmp_path / "tox.ckpt").write_bytes(b"x")
+    (tmp_path / "listed.jsonl").write_text(json.dumps({"text": "hello"}) + "\n", encoding="utf-8")
+    (tmp_path / "test.jsonl").write_text(json.dumps({"question": "What is 2+2?", "answer": "4"}) + "\n",
+                                         encoding="utf-8")
+
+    class Flags:      # stands in for detoxify (its weights cannot be downloaded here): flags a word
+        def __init__(self, checkpoint, device):
+            pass
+
+        def predict(self, text):
+            return {"toxicity": 0.9 if "bad" in text else 0.1}
+    monkeypatch.setitem(sys.modules, "detoxify", types.SimpleNamespace(Detoxify=Flags))
+    r = recipe(tmp_path, """sources:
+  a: {path: '{data}/alpaca_en_demo.json', format: alpaca}
+filters:
+  - {kind: length, min_chars: 5}
+  - {kind: repetition}
+  - {kind: incomplete}
+  - {kind: refusal}
+  - {kind: regex, pattern: "xyz", action: drop}
+  - {kind: pii, action: mask}
+  - {kind: toxicity, model_path: tox.ckpt}
+  - {kind: exclude, file: listed.jsonl}
+  - {kind: decontaminate, against: [test.jsonl]}
+""")
+    assert {f.kind for f in r.filters} == set(FILTERS)
+    ctx = FilterContext(base_dir=tmp_path)
+    raw = json.loads((DATA / "alpaca_en_demo.json").read_text(encoding="utf-8"))[:200]
+    rows = [record(x["output"] + (" Mail me@example.com." if i % 5 == 0 else ""), f"a{i}", user=x["instruction"])
+            for i, x in enumerate(raw)]
+    changed = 0
+    for f in r.filters:
+        check = FILTERS[f.kind](f, ctx)
+        for row in rows:
+            given_row = json.loads(dumps(row))
+            _, out = check(given_row)
+            assert dumps(given_row) == dumps(row), (f.kind, row["id"])
+            changed += out is not given_row and dumps(out) != dumps(row)
+    assert changed >= 40        # the mask changed rows, as copies

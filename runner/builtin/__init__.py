@@ -68,10 +68,13 @@ def weights_digest(base: str) -> str | None:
 
 def load_tokenizer(base: str, *, trust_remote_code: bool = False, recipe_dir: Path | None = None):
     """The tokenizer for `base` (no model weights: data steps only need this)."""
+    if base in BUILTINS:
+        # the class AutoTokenizer would pick (tokenizer_config.json), named: the auto classes import torch
+        # (~2.5 s), which a dry run never needs otherwise
+        from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
+        return Qwen2Tokenizer.from_pretrained(tiny_path())
     from transformers import AutoTokenizer
 
-    if base in BUILTINS:
-        return AutoTokenizer.from_pretrained(tiny_path())
     return _load(AutoTokenizer.from_pretrained, base, recipe_dir, trust_remote_code=trust_remote_code)
 
 

@@ -138,6 +138,19 @@ def _line_safe(backend: Any) -> bool:
 def render_many(conversations: Sequence[list[dict]], tokenizer: Any, *, chat: str, system: str | None,
                 train_on: str, max_length: int, encode: Encode | None = None) -> list[Rendered]:
     """`[templates.render(c, ...) for c in conversations]`, tokenized in one call."""
+    pieces, rows = render_pieces(conversations, tokenizer, chat=chat, system=system, train_on=train_on,
+                                 max_length=max_length, encode=encode)
+    return [assembled(pieces, row, max_length) for row in rows]
+
+
+Row = list  # [(index into pieces, trained)] in order: one rendered conversation
+
+
+def render_pieces(conversations: Sequence[list[dict]], tokenizer: Any, *, chat: str, system: str | None,
+                  train_on: str, max_length: int, encode: Encode | None = None
+                  ) -> tuple[list[list[int]], list[Row]]:
+    """render_many before its rows are put together: the token ids of every distinct segment text, and per
+    row its segments as (piece, trained). A caller that writes rows as text formats each piece once."""
     if train_on not in ("assistant", "last", "all"):
         raise ValueError(f"train_on must be assistant, last or all, not {train_on!r}")
     encode = encode or encoder(tokenizer)
@@ -153,23 +166,20 @@ def render_many(conversations: Sequence[list[dict]], tokenizer: Any, *, chat: st
     lasts = [max((k for _, k in segs if k is not None), default=None) for segs in convs]
     convs = [capped(segs, budget) for segs in convs]
     index: dict[str, int] = {}
-    for segs in convs:
-        for text, _ in segs:
-            index.setdefault(text, len(index))
-    pieces = encode(list(index))
-    out = []
-    for segs, last in zip(convs, lasts):
-        ids: list[int] = []
-        labels: list[int] = []
-        for text, answer in segs:
-            piece = pieces[index[text]]
-            ids += piece
-            if train_on == "all" or (answer is not None and (train_on == "assistant" or answer == last)):
-                labels += piece
-            else:
-                labels += [IGNORE] * len(piece)
-        if len(ids) > max_length:
-            out.append(Rendered(ids[:max_length], labels[:max_length], truncated=True))
-        else:
-            out.append(Rendered(ids, labels, truncated=False))
-    return out
+    rows = [[(index.setdefault(text, len(index)),
+              train_on == "all" or (answer is not None and (train_on == "assistant" or answer == last)))
+             for text, answer in segs] for segs, last in zip(convs, lasts)]
+    return encode(list(index)), rows
+
+
+def assembled(pieces: list[list[int]], row: Row, max_length: int) -> Rendered:
+    """One row of render_pieces as templates.render gives it: ids, labels, cut at max_length."""
+    ids: list[int] = []
+    labels: list[int] = []
+    for i, trained in row:
+        piece = pieces[i]
+        ids += piece
+        labels += piece if trained else [IGNORE] * len(piece)
+    if len(ids) > max_length:
+        return Rendered(ids[:max_length], labels[:max_length], truncated=True)
+    return Rendered(ids, labels, truncated=False)

@@ -33,7 +33,8 @@ def text(record: Mapping[str, Any], field: str) -> str:
 
 
 def words(s: str) -> list[str]:
-    return [t for t in _TOKEN.findall(s) if _WORDY.search(t)]
+    # isalnum() is \w for every character but "_": the common word passes without a regex search
+    return [t for t in _TOKEN.findall(s) if t.isalnum() or _WORDY.search(t)]
 
 
 _PLANES = 0x40000   # the BMP and the supplementary planes that hold letters and CJK

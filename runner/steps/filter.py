@@ -70,9 +70,18 @@ def filter_batch(source: str, filters, fctx, chunk: tuple[int, list[str]]) -> tu
     kept: list[str] = []
     dropped: list[str] = []
     part = Scores(filters)
-    st = filter_rows(source, map(json.loads, chunk[1]), filters, fctx, keep=lambda r: kept.append(dumps(r)),
-                     drop=lambda r: dropped.append(dumps(r)), scores=part).to_json()
-    return "".join(x + "\n" for x in kept), "".join(x + "\n" for x in dropped), st, part.columns
+    rows = [json.loads(line) for line in chunk[1]]
+    # A kept row no filter changed (a filter returns a changed row as a new dict) is written as the line it
+    # came as: the upstream step wrote that line with io.dumps, so it is the bytes dumps would give again.
+    line_of = {id(r): line for r, line in zip(rows, chunk[1])}
+
+    def keep(r: dict) -> None:
+        line = line_of.get(id(r))
+        kept.append(line if line is not None and line.endswith("\n") else dumps(r) + "\n")
+
+    st = filter_rows(source, rows, filters, fctx, keep=keep, drop=lambda r: dropped.append(dumps(r) + "\n"),
+                     scores=part).to_json()
+    return "".join(kept), "".join(dropped), st, part.columns
 
 
 def run(ctx) -> dict:

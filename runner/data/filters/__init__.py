@@ -1,5 +1,5 @@
 """Row filters, one module per kind; FILTERS is the only registry. Each `make(f, ctx)` returns a
-callable record -> (drop reason or None, record), the record possibly modified (pii masking).
+callable record -> (drop reason or None, record), the record possibly a modified copy (pii masking).
 Dedup is not here: it compares rows across sources (runner/data/dedup.py).
 
 Scored kinds (SCORED: length, repetition, decontaminate) decide by `rules` on numbers `measure` records per row. The

@@ -5,7 +5,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-Verdict = tuple[str | None, dict[str, Any]]   # (drop reason or None, the record, possibly modified)
+# (drop reason or None, the record): a filter that changes a record returns a new dict and leaves the one it
+# was given as it was (the filter step writes an unchanged kept row as the line it read)
+Verdict = tuple[str | None, dict[str, Any]]
 RowFilter = Callable[[dict[str, Any]], Verdict]
 
 

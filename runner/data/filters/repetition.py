@@ -41,8 +41,8 @@ def measure(f: RepetitionFilter, ctx: FilterContext) -> Callable[[dict], dict[st
         out = {"chars": len(s), "line_repeats": repeats}
         if ratio:
             w = words(s)
-            grams = [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
-            out[ratio] = (len(grams) - len(set(grams))) / len(grams) if grams else 0.0
+            grams = len(w) - n + 1
+            out[ratio] = (grams - len(set(zip(*[w[i:] for i in range(n)])))) / grams if grams > 0 else 0.0
         return out
     return m
 
