@@ -75,6 +75,28 @@ def test_batch_equals_row_by_row_on_shipped_data(key, tok, tmp_path):
             assert max_length != 48 or any(w.truncated for w in want)     # truncation exercised
 
 
+@pytest.mark.parametrize("train_on", ["assistant", "last", "all"])
+def test_the_render_step_writes_json_dumps_of_each_rendered_row(tok, train_on):
+    """RenderBatch formats each token piece once and joins the texts; the lines must be json.dumps of the
+    row's render(), truncated rows (max_length 48) and rows with an empty turn included, on real rows."""
+    r, name = SOURCES[sorted(SOURCES)[0]]
+    records, _, _ = load_source(name, r.sources[name], r.file.parent)
+    records = records[:200] + [{**records[0], "id": "empty", "messages": [{"role": "user", "content": "q"},
+                                                                          {"role": "assistant", "content": "."}]}]
+    for max_length in (48, 4096):
+        t = model.Template(**{**r.template.__dict__, "train_on": train_on, "max_length": max_length,
+                              "system": "You are terse."})
+        chat = chat_name(t.chat, r.file.parent)
+        text, n, _ = render_step.RenderBatch(tok, t, chat)((0, [json.dumps(x) for x in records]))
+        want = []
+        for x in records:
+            got = render(x["messages"], tok, chat=chat, system=t.system, train_on=train_on, max_length=max_length)
+            want.append(json.dumps({"id": x["id"], "source": x["source"], "input_ids": got.input_ids,
+                                    "labels": got.labels}, separators=(",", ":")) + "\n")
+        assert text == "".join(want), (train_on, max_length)
+        assert (n["truncated"] > 0) == (max_length == 48) and n["rows"] == len(records)
+
+
 def test_encoder_falls_back_for_a_slow_tokenizer(tok):
     class Slow:
         is_fast = False

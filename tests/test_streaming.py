@@ -46,6 +46,32 @@ def test_jsonl_rows_reads_a_last_line_without_newline(tmp_path):
     assert len(r) == 2 and r[1] == {"b": "é"} and r.line(1) == '{"b":"é"}\n'.encode()
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sizes=st.lists(st.integers(0, 40), max_size=60), newline=st.booleans(), span=st.integers(1, 200),
+       data=st.data())
+def test_jsonl_rows_lines_reads_runs_as_line_does_row_by_row(tmp_path, monkeypatch, sizes, newline, span, data):
+    """lines() reads runs of consecutive rows at once, SPAN bytes at most (one longer line whole): the same
+    bytes as line() row by row, for any picks (runs, repeats, any order), also with a last line without a
+    newline; and the store's copy_lines, from one file or several, writes those bytes."""
+    from runner.data import io
+    from runner.executors.store import Store
+
+    monkeypatch.setattr(io, "SPAN", span)
+    text = "".join(json.dumps({"k": "x" * n}) + "\n" for n in sizes)
+    (tmp_path / "a.jsonl").write_text(text if newline else text[:-1], encoding="utf-8")
+    r = JsonlRows(tmp_path / "a.jsonl")
+    runs = st.lists(st.tuples(st.integers(0, max(len(sizes) - 1, 0)), st.integers(1, 12)), max_size=8)
+    pick = [i for a, k in data.draw(runs) for i in range(a, min(a + k, len(sizes)))] if sizes else []
+    blocks = list(r.lines(pick))
+    assert b"".join(blocks) == b"".join(r.line(i) for i in pick)
+    assert all(len(b) <= span or b.count(b"\n") == 1 for b in blocks)     # SPAN bytes, or one line whole
+    store = Store(tmp_path / "out")
+    assert store.copy_lines("one.jsonl", r, pick) == len(pick)
+    assert store.copy_lines("two.jsonl", {"a": r, "b": r}, [("ab"[i % 2], i) for i in pick]) == len(pick)
+    assert store.path("one.jsonl").read_bytes() == store.path("two.jsonl").read_bytes() == \
+        b"".join(r.line(i) for i in pick)
+
+
 # --- the streamed load reads a file line by line as the whole-file reader did ----------------------------
 
 def test_streamed_jsonl_load_keeps_bad_lines_positions(tmp_path):

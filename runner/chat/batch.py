@@ -143,7 +143,7 @@ def render_many(conversations: Sequence[list[dict]], tokenizer: Any, *, chat: st
     return [assembled(pieces, row, max_length) for row in rows]
 
 
-Row = list  # [(index into pieces, trained)] in order: one rendered conversation
+Row = list[tuple[int, bool]]   # (index into pieces, trained) in order: one rendered conversation
 
 
 def render_pieces(conversations: Sequence[list[dict]], tokenizer: Any, *, chat: str, system: str | None,

@@ -39,10 +39,16 @@ class Store:
 
     def copy_lines(self, name: str, rows: Any, picks: Iterable[Any]) -> int:
         """Lines of JSON Lines files we wrote, copied without parsing: `rows` is one io.JsonlRows and
-        picks its row numbers, or a {key: JsonlRows} and picks (key, row number) pairs."""
+        picks its row numbers (read in runs: JsonlRows.lines), or a {key: JsonlRows} and picks (key, row
+        number) pairs (a mix's draw, shuffled: read a line at a time)."""
         n = 0
         with self.open(name, binary=True) as f:
-            for p in picks:
-                f.write(rows[p[0]].line(p[1]) if isinstance(rows, dict) else rows.line(p))
-                n += 1
+            if isinstance(rows, dict):
+                for key, i in picks:
+                    f.write(rows[key].line(i))
+                    n += 1
+            else:
+                picks = list(picks)
+                f.writelines(rows.lines(picks))
+                n = len(picks)
         return n
