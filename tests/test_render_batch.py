@@ -78,7 +78,7 @@ def test_batch_equals_row_by_row_on_shipped_data(key, tok, tmp_path):
 @pytest.mark.parametrize("train_on", ["assistant", "last", "all"])
 def test_the_render_step_writes_json_dumps_of_each_rendered_row(tok, train_on):
     """RenderBatch formats each token piece once and joins the texts; the lines must be json.dumps of the
-    row's render(), truncated rows (max_length 48) and rows with an empty turn included, on real rows."""
+    row's render(), truncated rows (max_length 48) and a one-character answer included, on real rows."""
     r, name = SOURCES[sorted(SOURCES)[0]]
     records, _, _ = load_source(name, r.sources[name], r.file.parent)
     records = records[:200] + [{**records[0], "id": "empty", "messages": [{"role": "user", "content": "q"},

@@ -81,7 +81,7 @@ class JsonlRows:
         import numpy as np
 
         indices = indices if isinstance(indices, list) else list(indices)
-        if len(indices) < 16:      # too few to pay for finding runs (a mix's turn at one source)
+        if len(indices) < 16:      # too few to pay for finding runs (a small source's rows)
             yield from map(self.line, indices)
             return
         idx = np.array(indices, dtype=np.int64)

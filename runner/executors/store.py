@@ -49,6 +49,7 @@ class Store:
                     n += 1
             else:
                 picks = list(picks)
-                f.writelines(rows.lines(picks))
+                if picks:          # rows may be io.rows_of's [] for a missing file: nothing to copy
+                    f.writelines(rows.lines(picks))
                 n = len(picks)
         return n
