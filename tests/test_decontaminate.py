@@ -16,6 +16,7 @@ from runner.data.filters import FILTERS, FilterContext
 from runner.data.filters.decontaminate import grams
 from runner.data.io import read_jsonl
 from runner.errors import RecipeError
+from runner.recipe.document import display
 from runner.recipe.model import DecontaminateFilter
 
 GSM8K = raw_lines("gsm8k_train.jsonl")
@@ -136,7 +137,7 @@ def test_validation_names_the_missing_file_with_its_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "runner", "validate", str(tmp_path / "r.yaml")], capture_output=True,
                           text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode != 0 and "Traceback" not in proc.stderr + proc.stdout
-    assert f"{tmp_path / 'r.yaml'}:11:8:" in proc.stderr + proc.stdout
+    assert f"{display(tmp_path / 'r.yaml')}:11:8:" in proc.stderr + proc.stdout     # as shown from this folder
     assert "filters[0].against[1]: missing.jsonl: no such file" in proc.stderr + proc.stdout
 
 

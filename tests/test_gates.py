@@ -9,6 +9,7 @@ from helpers.data import DATA
 
 from runner import api
 from runner.dag.gates import check
+from runner.recipe.document import display
 
 RECIPE = f"""\
 recipe: gated
@@ -47,7 +48,9 @@ def _gates(*gates: str) -> str:
 def test_validate_refuses_a_gate_on_a_metric_the_recipe_does_not_produce(tmp_path, capsys, gate, message):
     body = RECIPE + _gates(gate) + "stages:\n  first: {mix: {a: 1.0}}\n  second: {mix: {b: 1.0}}\n"
     lines = user_error(capsys, "validate", str(write(tmp_path / "r.yaml", body)))
-    assert len(lines) == 1 and lines[0].startswith(f"{tmp_path / 'r.yaml'}:17:") and message in lines[0], lines
+    # the path as messages show it (relative to the working directory unless far up: a checkout in /tmp sees
+    # pytest's tmp_path as ../pytest-of-...)
+    assert len(lines) == 1 and lines[0].startswith(f"{display(tmp_path / 'r.yaml')}:17:") and message in lines[0], lines
 
 
 def test_metrics_that_need_more_than_the_recipe_has(tmp_path, capsys):
