@@ -72,7 +72,7 @@ def test_shipped_tokenizer():
 
 def test_the_builtin_tokenizer_is_the_one_autotokenizer_loads_without_torch():
     """load_tokenizer names the class of tokenizer_config.json instead of asking AutoTokenizer (which imports
-    torch): the same tokenizer, and a process that only tokenizes (a dry run's render) never loads torch."""
+    torch): the same tokenizer, and loading it imports torch only where the tokenizer's module does."""
     from transformers import AutoTokenizer
     auto, tok = AutoTokenizer.from_pretrained(tiny_path()), load_tokenizer(TINY)
     assert json.loads((tiny_path() / "tokenizer_config.json").read_text())["tokenizer_class"] == type(tok).__name__
@@ -81,9 +81,14 @@ def test_the_builtin_tokenizer_is_the_one_autotokenizer_loads_without_torch():
     assert tok.all_special_tokens == auto.all_special_tokens
     text = "<|im_start|>user\n床前明月光 Natalia sold 48 clips<|im_end|>\n<|pad|>"
     assert tok.encode(text) == auto.encode(text) and tok(text) == auto(text)
-    code = ("import sys; from runner.builtin import load_tokenizer; load_tokenizer('builtin:tiny'); "
-            "assert 'torch' not in sys.modules, 'torch'")
-    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+    # torch comes only if the tokenizer's own module brings it: not with transformers 5.25 (make test), with
+    # 5.17 (make test-min's floor) that module imports torch itself
+    code = ("import sys, transformers.models.qwen2.tokenization_qwen2 as m; own = 'torch' in sys.modules; "
+            "from runner.builtin import load_tokenizer; load_tokenizer('builtin:tiny'); "
+            "print(own, 'torch' in sys.modules)")
+    own, after = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True,
+                                text=True).stdout.split()
+    assert after == own
 
 
 def test_import_does_not_load_torch():

@@ -70,7 +70,7 @@ def load_tokenizer(base: str, *, trust_remote_code: bool = False, recipe_dir: Pa
     """The tokenizer for `base` (no model weights: data steps only need this)."""
     if base in BUILTINS:
         # the class AutoTokenizer would pick (tokenizer_config.json), named: the auto classes import torch
-        # (~2.5 s), which a dry run never needs otherwise
+        # (~2.5 s), which a dry run never needs otherwise (transformers 5.25; at 5.17 this module imports it)
         from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
         return Qwen2Tokenizer.from_pretrained(tiny_path())
     from transformers import AutoTokenizer
